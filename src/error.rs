@@ -1,0 +1,128 @@
+//! The one public error type.
+
+use std::fmt;
+use std::path::Path;
+
+/// A `Result` whose error defaults to the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an [`Error`] is: the part a caller can act on.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The caller passed something the store refuses: an empty or oversized key, an LSN
+    /// that goes backwards, a duplicate `(key, lsn)`, a malformed name. Nothing changed.
+    InvalidArgument,
+    /// The named timeline, branch or file does not exist.
+    NotFound,
+    /// The named timeline or branch exists already.
+    AlreadyExists,
+    /// A read asked for an LSN the timeline has not reached, and the wait timed out.
+    LsnTimeout,
+    /// A read asked for an LSN below the timeline's GC cutoff.
+    BelowGcCutoff,
+    /// Bytes on disk or in object storage failed their checksum or do not parse.
+    Corruption,
+    /// This node lost its generation: another node owns the store now.
+    Fenced,
+    /// The WAL-redo hook failed, or reconstruction found no base for a delta.
+    Redo,
+    /// The directory is locked by another open store.
+    Locked,
+    /// A local I/O operation failed.
+    Io,
+    /// The store failed in a way that makes carrying on unsafe (a failed fsync); reopen it.
+    Poisoned,
+    /// The store or timeline is closed.
+    Closed,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::AlreadyExists => "already exists",
+            ErrorKind::LsnTimeout => "LSN wait timed out",
+            ErrorKind::BelowGcCutoff => "below GC cutoff",
+            ErrorKind::Corruption => "corruption",
+            ErrorKind::Fenced => "fenced",
+            ErrorKind::Redo => "redo failed",
+            ErrorKind::Locked => "locked",
+            ErrorKind::Io => "I/O error",
+            ErrorKind::Poisoned => "poisoned",
+            ErrorKind::Closed => "closed",
+        })
+    }
+}
+
+/// An error from the store: a [`kind`](Error::kind) to act on and a message that names the
+/// key, LSN, file and offset involved.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error { kind, message: message.into(), source: None }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The detail: which key, LSN, file and offset.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Attaches the underlying cause.
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::InvalidArgument, message)
+    }
+
+    pub(crate) fn corruption(path: &Path, offset: u64, what: impl fmt::Display) -> Error {
+        Error::new(
+            ErrorKind::Corruption,
+            format!("{} at offset {offset}: {what}", path.display()),
+        )
+    }
+
+    pub(crate) fn io(what: impl fmt::Display, path: &Path, err: std::io::Error) -> Error {
+        Error::new(ErrorKind::Io, format!("{what} {}: {err}", path.display())).with_source(err)
+    }
+}
+
+/// Shows a key for an error message: printable ASCII as text, anything else as hex.
+pub(crate) fn show_key(key: &[u8]) -> String {
+    const MAX: usize = 64;
+    let shown = &key[..key.len().min(MAX)];
+    let mut s = if shown.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?}", String::from_utf8_lossy(shown))
+    } else {
+        let mut h = String::from("0x");
+        for b in shown {
+            h.push_str(&format!("{b:02x}"));
+        }
+        h
+    };
+    if key.len() > MAX {
+        s.push_str(&format!("… ({} bytes)", key.len()));
+    }
+    s
+}

@@ -1,0 +1,155 @@
+//! Block framing: a checksum and optional compression around any block payload.
+//!
+//! | field     | size | meaning |
+//! |-----------|------|---------|
+//! | payload   | n    | the raw block, or its zstd frame |
+//! | codec     | 1    | 0 = none, 1 = zstd |
+//! | raw_len   | 4    | length of the raw block after decompression |
+//! | crc32     | 4    | CRC32 of payload ‖ codec ‖ raw_len |
+//!
+//! Data and index blocks of layer files are framed this way; the index records each block's
+//! offset and framed length, so a reader can check one block without reading its neighbours.
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+const CODEC_LEN: usize = 1;
+const RAW_LEN_LEN: usize = 4;
+const CRC_LEN: usize = 4;
+/// Bytes a frame adds after the payload.
+pub const TRAILER_LEN: usize = CODEC_LEN + RAW_LEN_LEN + CRC_LEN;
+
+const CODEC_NONE: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+
+/// Blocks larger than this are refused on decode, so a corrupt length cannot ask for memory.
+pub const MAX_RAW_BLOCK: usize = 64 << 20;
+
+/// How blocks are compressed when written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored raw.
+    None,
+    /// zstd at the given level; a block is stored raw when compression does not shrink it.
+    Zstd(i32),
+}
+
+/// Appends the framed form of `raw` to `out`.
+pub fn encode_block(raw: &[u8], compression: Compression, out: &mut Vec<u8>) {
+    let start = out.len();
+    let mut codec = CODEC_NONE;
+    if let Compression::Zstd(level) = compression
+        && let Ok(c) = zstd::bulk::compress(raw, level)
+        && c.len() < raw.len()
+    {
+        out.extend_from_slice(&c);
+        codec = CODEC_ZSTD;
+    }
+    if codec == CODEC_NONE {
+        out.extend_from_slice(raw);
+    }
+    out.push(codec);
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks and unpacks a framed block read from `path` at `offset`.
+///
+/// # Errors
+/// [`Corruption`](crate::ErrorKind::Corruption) naming `path` and `offset` when the checksum does
+/// not match, the codec is unknown, or decompression fails or yields the wrong length.
+pub fn decode_block(framed: &[u8], path: &Path, offset: u64) -> Result<Bytes> {
+    if framed.len() < TRAILER_LEN {
+        return Err(Error::corruption(path, offset, format!("block of {} bytes is too short", framed.len())));
+    }
+    let body_len = framed.len() - CRC_LEN;
+    let stored = u32::from_le_bytes(framed[body_len..].try_into().expect("4 bytes"));
+    let actual = crc32fast::hash(&framed[..body_len]);
+    if stored != actual {
+        return Err(Error::corruption(
+            path,
+            offset,
+            format!("block checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
+        ));
+    }
+    let payload_len = framed.len() - TRAILER_LEN;
+    let payload = &framed[..payload_len];
+    let codec = framed[payload_len];
+    let raw_len =
+        u32::from_le_bytes(framed[payload_len + 1..body_len].try_into().expect("4 bytes")) as usize;
+    match codec {
+        CODEC_NONE if raw_len == payload_len => Ok(Bytes::copy_from_slice(payload)),
+        CODEC_NONE => Err(Error::corruption(
+            path,
+            offset,
+            format!("raw block length {raw_len} does not match payload length {payload_len}"),
+        )),
+        CODEC_ZSTD if raw_len <= MAX_RAW_BLOCK => match zstd::bulk::decompress(payload, raw_len) {
+            Ok(v) if v.len() == raw_len => Ok(Bytes::from(v)),
+            Ok(v) => Err(Error::corruption(
+                path,
+                offset,
+                format!("block decompressed to {} bytes, expected {raw_len}", v.len()),
+            )),
+            Err(e) => Err(Error::corruption(path, offset, format!("zstd: {e}"))),
+        },
+        CODEC_ZSTD => Err(Error::corruption(path, offset, format!("block length {raw_len} is too large"))),
+        c => Err(Error::corruption(path, offset, format!("unknown block codec {c}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(raw in proptest::collection::vec(any::<u8>(), 0..4096), zstd in any::<bool>(), rep in 1usize..4) {
+            let raw: Vec<u8> = raw.iter().cycle().take(raw.len() * rep).copied().collect();
+            let mut out = vec![0xAA; 3];
+            encode_block(&raw, if zstd { Compression::Zstd(3) } else { Compression::None }, &mut out);
+            let got = decode_block(&out[3..], Path::new("f"), 3).unwrap();
+            prop_assert_eq!(&got[..], &raw[..]);
+        }
+
+        #[test]
+        fn every_bit_flip_is_detected(raw in proptest::collection::vec(any::<u8>(), 0..512), zstd in any::<bool>(), pick in any::<usize>()) {
+            let mut out = Vec::new();
+            encode_block(&raw, if zstd { Compression::Zstd(1) } else { Compression::None }, &mut out);
+            let bit = pick % (out.len() * 8);
+            out[bit / 8] ^= 1 << (bit % 8);
+            let err = decode_block(&out, Path::new("layer.file"), 4096).unwrap_err();
+            prop_assert_eq!(err.kind(), ErrorKind::Corruption);
+            prop_assert!(err.to_string().contains("layer.file at offset 4096"), "{}", err);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_block(&bytes, Path::new("f"), 0);
+        }
+    }
+
+    #[test]
+    fn compressible_blocks_shrink() {
+        let raw = vec![7u8; 8192];
+        let mut out = Vec::new();
+        encode_block(&raw, Compression::Zstd(3), &mut out);
+        assert!(out.len() < 200, "{}", out.len());
+        assert_eq!(&decode_block(&out, Path::new("f"), 0).unwrap()[..], &raw[..]);
+    }
+
+    #[test]
+    fn truncated_block_is_corruption() {
+        let mut out = Vec::new();
+        encode_block(b"hello", Compression::None, &mut out);
+        for n in 0..out.len() {
+            assert_eq!(decode_block(&out[..n], Path::new("f"), 0).unwrap_err().kind(), ErrorKind::Corruption);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Data blocks: the versions of a layer file, sorted by `(key, lsn)`.
+//!
+//! A raw data block (before [framing](super::block)) is a run of entries, then an offset table
+//! that lets a reader binary-search the block:
+//!
+//! | field        | size          | meaning |
+//! |--------------|---------------|---------|
+//! | entry 0..n   | variable      | see below, sorted by key then LSN |
+//! | offsets      | 4 × n         | u32 offset of each entry from the block start |
+//! | n            | 4             | u32 entry count |
+//!
+//! An entry:
+//!
+//! | field     | size | meaning |
+//! |-----------|------|---------|
+//! | key_len   | 2    | u16 |
+//! | key       | key_len | |
+//! | lsn       | 8    | u64 |
+//! | tag       | 1    | 0 = image, 1 = delta, 2 = delta with `will_init`, 3 = tombstone |
+//! | value_len | 4    | u32; 0 for a tombstone |
+//! | value     | value_len | image bytes or delta record |
+
+use std::cmp::Ordering;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::cursor::{Cursor, put_short_bytes};
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::value::Value;
+
+const TAG_IMAGE: u8 = 0;
+const TAG_DELTA: u8 = 1;
+const TAG_DELTA_INIT: u8 = 2;
+const TAG_TOMBSTONE: u8 = 3;
+
+const COUNT_LEN: usize = 4;
+const OFFSET_LEN: usize = 4;
+
+/// Builds one raw data block.
+#[derive(Default)]
+pub struct DataBlockBuilder {
+    buf: Vec<u8>,
+    offsets: Vec<u32>,
+}
+
+impl DataBlockBuilder {
+    /// Appends an entry; entries must come in `(key, lsn)` order.
+    pub fn add(&mut self, key: &[u8], lsn: Lsn, value: &Value) {
+        self.offsets.push(self.buf.len() as u32);
+        put_short_bytes(&mut self.buf, key);
+        self.buf.extend_from_slice(&lsn.0.to_le_bytes());
+        let (tag, body): (u8, &[u8]) = match value {
+            Value::Image(b) => (TAG_IMAGE, b),
+            Value::Delta { record, will_init: false } => (TAG_DELTA, record),
+            Value::Delta { record, will_init: true } => (TAG_DELTA_INIT, record),
+            Value::Tombstone => (TAG_TOMBSTONE, &[]),
+        };
+        self.buf.push(tag);
+        self.buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(body);
+    }
+
+    /// Bytes the finished block will take, before framing.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.offsets.len() * OFFSET_LEN + COUNT_LEN
+    }
+
+    /// Whether no entry was added.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Finishes the block into `out` and resets the builder.
+    pub fn finish_into(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.buf);
+        for o in &self.offsets {
+            out.extend_from_slice(&o.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.offsets.len() as u32).to_le_bytes());
+        self.buf.clear();
+        self.offsets.clear();
+    }
+}
+
+/// One decoded entry; its key and value borrow the block's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The LSN of this version.
+    pub lsn: Lsn,
+    /// The version.
+    pub value: Value,
+}
+
+/// A checked, decoded data block.
+#[derive(Clone, Debug)]
+pub struct DataBlock {
+    data: Bytes,
+    count: usize,
+    offsets_at: usize,
+}
+
+impl DataBlock {
+    /// Parses the offset table of a raw block that came from `path` at `offset`.
+    ///
+    /// # Errors
+    /// [`Corruption`](crate::ErrorKind::Corruption) when the table does not fit the block.
+    pub fn parse(data: Bytes, path: &Path, offset: u64) -> Result<DataBlock> {
+        let bad = |what: String| Error::corruption(path, offset, format!("data block: {what}"));
+        if data.len() < COUNT_LEN {
+            return Err(bad(format!("{} bytes is too short", data.len())));
+        }
+        let count = u32::from_le_bytes(data[data.len() - COUNT_LEN..].try_into().expect("4")) as usize;
+        let table = count
+            .checked_mul(OFFSET_LEN)
+            .filter(|t| t + COUNT_LEN <= data.len())
+            .ok_or_else(|| bad(format!("entry count {count} does not fit {} bytes", data.len())))?;
+        let offsets_at = data.len() - COUNT_LEN - table;
+        let block = DataBlock { data, count, offsets_at };
+        // Every offset must point inside the entry area, in increasing order.
+        let mut prev = None;
+        for i in 0..count {
+            let o = block.offset(i);
+            if o >= offsets_at || prev.is_some_and(|p| o <= p) {
+                return Err(bad(format!("entry {i} offset {o} out of order or past {offsets_at}")));
+            }
+            prev = Some(o);
+        }
+        Ok(block)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the block has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn offset(&self, i: usize) -> usize {
+        let at = self.offsets_at + i * OFFSET_LEN;
+        u32::from_le_bytes(self.data[at..at + OFFSET_LEN].try_into().expect("4")) as usize
+    }
+
+    fn end_of(&self, i: usize) -> usize {
+        if i + 1 < self.count { self.offset(i + 1) } else { self.offsets_at }
+    }
+
+    /// The key and LSN of entry `i`, without decoding its value.
+    pub fn key_lsn(&self, i: usize) -> std::result::Result<(&[u8], Lsn), String> {
+        let mut c = Cursor::new(&self.data[self.offset(i)..self.end_of(i)]);
+        let key = c.short_bytes()?;
+        let lsn = Lsn(c.u64()?);
+        Ok((key, lsn))
+    }
+
+    /// Decodes entry `i` (`i < len()`); the value shares the block's memory.
+    pub fn entry(&self, i: usize) -> std::result::Result<Entry<'_>, String> {
+        let start = self.offset(i);
+        let mut c = Cursor::new(&self.data[start..self.end_of(i)]);
+        let key = c.short_bytes()?;
+        let lsn = Lsn(c.u64()?);
+        let tag = c.u8()?;
+        let len = c.u32()? as usize;
+        let at = start + c.pos();
+        c.take(len)?;
+        c.expect_end()?;
+        let body = || self.data.slice(at..at + len);
+        let value = match tag {
+            TAG_IMAGE => Value::Image(body()),
+            TAG_DELTA => Value::Delta { record: body(), will_init: false },
+            TAG_DELTA_INIT => Value::Delta { record: body(), will_init: true },
+            TAG_TOMBSTONE if len == 0 => Value::Tombstone,
+            t => return Err(format!("entry {i}: bad tag {t} with {len} value bytes")),
+        };
+        Ok(Entry { key, lsn, value })
+    }
+
+    /// Index of the last entry at or below `(key, lsn)`, or `None` if every entry is above it.
+    pub fn seek_le(&self, key: &[u8], lsn: Lsn) -> std::result::Result<Option<usize>, String> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (k, l) = self.key_lsn(mid)?;
+            match k.cmp(key).then(l.cmp(&lsn)) {
+                Ordering::Greater => hi = mid,
+                _ => lo = mid + 1,
+            }
+        }
+        Ok(lo.checked_sub(1))
+    }
+
+    /// Index of the first entry at or above `key` (any LSN), or `len()` if none.
+    pub fn seek_key_ge(&self, key: &[u8]) -> std::result::Result<usize, String> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key_lsn(mid)?.0 < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Bytes of the decoded block, for cache accounting.
+    pub fn byte_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use proptest::prelude::*;
+
+    fn value_strategy() -> impl Strategy<Value = Value> {
+        let body = proptest::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![
+            body.clone().prop_map(Value::image),
+            body.clone().prop_map(Value::delta),
+            body.prop_map(Value::init_delta),
+            Just(Value::Tombstone),
+        ]
+    }
+
+    fn entries() -> impl Strategy<Value = Vec<(Vec<u8>, u64, Value)>> {
+        proptest::collection::btree_map(
+            (proptest::collection::vec(any::<u8>(), 0..6), any::<u64>()),
+            value_strategy(),
+            0..60,
+        )
+        .prop_map(|m| m.into_iter().map(|((k, l), v)| (k, l, v)).collect())
+    }
+
+    fn build(entries: &[(Vec<u8>, u64, Value)]) -> Bytes {
+        let mut b = DataBlockBuilder::default();
+        for (k, l, v) in entries {
+            b.add(k, Lsn(*l), v);
+        }
+        let mut out = Vec::new();
+        let expect_len = b.len();
+        b.finish_into(&mut out);
+        assert_eq!(out.len(), expect_len);
+        out.into()
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_and_seek(entries in entries(), probe_key in proptest::collection::vec(any::<u8>(), 0..6), probe_lsn in any::<u64>()) {
+            let block = DataBlock::parse(build(&entries), Path::new("f"), 0).unwrap();
+            prop_assert_eq!(block.len(), entries.len());
+            for (i, (k, l, v)) in entries.iter().enumerate() {
+                let e = block.entry(i).unwrap();
+                prop_assert_eq!(e.key, &k[..]);
+                prop_assert_eq!(e.lsn, Lsn(*l));
+                prop_assert_eq!(&e.value, v);
+            }
+            let want = entries.iter().rposition(|(k, l, _)| (&k[..], *l) <= (&probe_key[..], probe_lsn));
+            prop_assert_eq!(block.seek_le(&probe_key, Lsn(probe_lsn)).unwrap(), want);
+            let want_ge = entries.iter().position(|(k, _, _)| k[..] >= probe_key[..]).unwrap_or(entries.len());
+            prop_assert_eq!(block.seek_key_ge(&probe_key).unwrap(), want_ge);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            if let Ok(block) = DataBlock::parse(bytes.into(), Path::new("f"), 0) {
+                for i in 0..block.len() {
+                    let _ = block.entry(i);
+                }
+                let _ = block.seek_le(b"k", Lsn(5));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_offset_table_is_corruption() {
+        let mut raw = build(&[(b"a".to_vec(), 1, Value::Tombstone), (b"b".to_vec(), 1, Value::Tombstone)]).to_vec();
+        let n = raw.len();
+        raw[n - 4] = 200; // entry count far past the block
+        let err = DataBlock::parse(raw.into(), Path::new("x.layer"), 77).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption);
+        assert!(err.to_string().contains("x.layer at offset 77"), "{err}");
+    }
+}

@@ -1,0 +1,217 @@
+//! The footer of a layer file: what the file is and where its index lives.
+//!
+//! A layer file is `data blocks ‖ index block ‖ footer body ‖ trailer`. The trailer has a fixed
+//! size, so a reader finds the body from the end of the file:
+//!
+//! | field          | size | meaning |
+//! |----------------|------|---------|
+//! | **body**       |      | |
+//! | version        | 2    | u16 format version, currently 1 |
+//! | kind           | 1    | 0 = delta, 1 = image |
+//! | reserved       | 1    | 0 |
+//! | lsn_start      | 8    | u64, inclusive |
+//! | lsn_end        | 8    | u64, exclusive (an image at LSN L has `[L, L+1)`) |
+//! | index_offset   | 8    | u64 file offset of the framed index block |
+//! | index_len      | 4    | u32 framed length of the index block |
+//! | entry_count    | 8    | u64 number of versions in the file |
+//! | key_start      | 2 + n | u16 length and bytes, inclusive |
+//! | key_end        | 1 (+ 2 + n) | presence byte, then u16 length and bytes, exclusive; absent = unbounded |
+//! | **trailer**    |      | |
+//! | body_len       | 4    | u32 |
+//! | body_crc       | 4    | CRC32 of the body |
+//! | magic          | 8    | `STRKVLYR` |
+
+use std::ops::Range;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::cursor::{Cursor, put_opt_short_bytes, put_short_bytes};
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::value::KeyRange;
+
+const MAGIC: &[u8; 8] = b"STRKVLYR";
+const VERSION: u16 = 1;
+const BODY_LEN_AT: usize = 0;
+const BODY_CRC_AT: usize = BODY_LEN_AT + 4;
+const MAGIC_AT: usize = BODY_CRC_AT + 4;
+/// Fixed size of the trailer that ends every layer file.
+pub const FOOTER_TRAILER_LEN: usize = MAGIC_AT + MAGIC.len();
+
+/// Whether a layer holds every version in its rectangle or full values at one LSN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LayerKind {
+    /// Every version of its key range × LSN range.
+    Delta,
+    /// The full value of every live key of its key range at one LSN.
+    Image,
+}
+
+impl LayerKind {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            LayerKind::Delta => 0,
+            LayerKind::Image => 1,
+        }
+    }
+
+    pub(crate) fn from_code(c: u8) -> Option<LayerKind> {
+        match c {
+            0 => Some(LayerKind::Delta),
+            1 => Some(LayerKind::Image),
+            _ => None,
+        }
+    }
+}
+
+/// What the footer of a layer file says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Footer {
+    /// Delta or image.
+    pub kind: LayerKind,
+    /// LSNs the layer covers, `[start, end)`.
+    pub lsn_range: Range<Lsn>,
+    /// Keys the layer covers.
+    pub key_range: KeyRange,
+    /// File offset of the framed index block.
+    pub index_offset: u64,
+    /// Framed length of the index block.
+    pub index_len: u32,
+    /// Number of versions in the file.
+    pub entry_count: u64,
+}
+
+impl Footer {
+    /// Appends the footer body and trailer to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.push(self.kind.code());
+        out.push(0);
+        out.extend_from_slice(&self.lsn_range.start.0.to_le_bytes());
+        out.extend_from_slice(&self.lsn_range.end.0.to_le_bytes());
+        out.extend_from_slice(&self.index_offset.to_le_bytes());
+        out.extend_from_slice(&self.index_len.to_le_bytes());
+        out.extend_from_slice(&self.entry_count.to_le_bytes());
+        put_short_bytes(out, &self.key_range.start);
+        put_opt_short_bytes(out, self.key_range.end.as_ref());
+        let body_len = (out.len() - start) as u32;
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&body_len.to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(MAGIC);
+    }
+
+    /// Decodes the footer at the end of `file`, the whole contents of the layer file at `path`.
+    ///
+    /// # Errors
+    /// [`Corruption`](crate::ErrorKind::Corruption) naming `path` and the offset of the part that
+    /// is wrong: bad magic, unknown version or kind, checksum mismatch, ranges that make no sense.
+    pub fn decode(file: &[u8], path: &Path) -> Result<Footer> {
+        let n = file.len();
+        if n < FOOTER_TRAILER_LEN {
+            return Err(Error::corruption(path, 0, format!("file of {n} bytes is too short for a layer footer")));
+        }
+        let t = n - FOOTER_TRAILER_LEN;
+        let trailer = &file[t..];
+        if &trailer[MAGIC_AT..] != MAGIC {
+            return Err(Error::corruption(path, (t + MAGIC_AT) as u64, "bad layer magic"));
+        }
+        let body_len = u32::from_le_bytes(trailer[BODY_LEN_AT..BODY_CRC_AT].try_into().expect("4")) as usize;
+        let crc = u32::from_le_bytes(trailer[BODY_CRC_AT..MAGIC_AT].try_into().expect("4"));
+        if body_len > t {
+            return Err(Error::corruption(path, t as u64, format!("footer length {body_len} exceeds the file")));
+        }
+        let b = t - body_len;
+        let body = &file[b..t];
+        if crc32fast::hash(body) != crc {
+            return Err(Error::corruption(path, b as u64, "footer checksum mismatch"));
+        }
+        let bad = |what: String| Error::corruption(path, b as u64, format!("footer: {what}"));
+        let mut c = Cursor::new(body);
+        let version = c.u16().map_err(bad)?;
+        if version != VERSION {
+            return Err(bad(format!("unknown format version {version}")));
+        }
+        let kind_code = c.u8().map_err(bad)?;
+        let kind = LayerKind::from_code(kind_code).ok_or_else(|| bad(format!("unknown layer kind {kind_code}")))?;
+        c.u8().map_err(bad)?;
+        let lsn_range = Lsn(c.u64().map_err(bad)?)..Lsn(c.u64().map_err(bad)?);
+        let index_offset = c.u64().map_err(bad)?;
+        let index_len = c.u32().map_err(bad)?;
+        let entry_count = c.u64().map_err(bad)?;
+        let start = Bytes::copy_from_slice(c.short_bytes().map_err(bad)?);
+        let end = c.opt_short_bytes().map_err(bad)?.map(Bytes::copy_from_slice);
+        c.expect_end().map_err(bad)?;
+        if lsn_range.start >= lsn_range.end {
+            return Err(bad(format!("empty LSN range {}..{}", lsn_range.start, lsn_range.end)));
+        }
+        if end.as_ref().is_some_and(|e| *e <= start) {
+            return Err(bad("empty key range".to_string()));
+        }
+        if index_offset.checked_add(u64::from(index_len)).is_none_or(|e| e > b as u64) {
+            return Err(bad(format!("index at {index_offset}+{index_len} overlaps the footer at {b}")));
+        }
+        Ok(Footer { kind, lsn_range, key_range: KeyRange { start, end }, index_offset, index_len, entry_count })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use proptest::prelude::*;
+
+    fn footer() -> impl Strategy<Value = Footer> {
+        (
+            any::<bool>(),
+            0u64..u64::MAX - 10,
+            1u64..10,
+            proptest::collection::vec(any::<u8>(), 0..8),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 1..8)),
+            0u64..1000,
+            0u32..1000,
+            any::<u64>(),
+        )
+            .prop_map(|(img, s, w, ks, ke, io, il, n)| Footer {
+                kind: if img { LayerKind::Image } else { LayerKind::Delta },
+                lsn_range: Lsn(s)..Lsn(s + w),
+                key_range: KeyRange {
+                    end: ke.map(|mut e| {
+                        let mut e2 = ks.clone();
+                        e2.append(&mut e);
+                        Bytes::from(e2)
+                    }),
+                    start: ks.into(),
+                },
+                index_offset: io,
+                index_len: il,
+                entry_count: n,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(f in footer()) {
+            let mut file = vec![0u8; 2000];
+            f.encode_into(&mut file);
+            prop_assert_eq!(Footer::decode(&file, Path::new("f")).unwrap(), f);
+        }
+
+        #[test]
+        fn bit_flips_in_footer_are_detected(f in footer(), pick in any::<usize>()) {
+            let mut file = vec![0u8; 2000];
+            f.encode_into(&mut file);
+            let footer_bits = (file.len() - 2000) * 8;
+            let bit = 2000 * 8 + pick % footer_bits;
+            file[bit / 8] ^= 1 << (bit % 8);
+            prop_assert_eq!(Footer::decode(&file, Path::new("f")).unwrap_err().kind(), ErrorKind::Corruption);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = Footer::decode(&bytes, Path::new("f"));
+        }
+    }
+}
