@@ -1,15 +1,50 @@
-//! StrataKV: a versioned key-value store.
+//! StrataKV: a versioned key-value store in which every write carries an LSN and every read
+//! names one.
+//!
+//! History lives in immutable layer files (delta and image layers over key range × LSN range);
+//! a [`Store`] holds [`Timeline`]s, each written by one [`TimelineWriter`] and read at any LSN.
+//! Delta records are turned into values by a [`WalRedo`] hook.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use stratakv::{Lsn, SimpleRedo, Store, StoreOptions, Value};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(StoreOptions::new(dir.path())).await?;
+//! let main = store.create_timeline("main").await?;
+//! let mut w = main.writer()?;
+//! w.put(b"page/42", Lsn(0x100), Value::image("hello"))?;
+//! w.finish_write(Lsn(0x100))?;
+//! w.put(b"page/42", Lsn(0x200), Value::delta(SimpleRedo::append(b" world")))?;
+//! w.finish_write(Lsn(0x200))?;
+//!
+//! assert_eq!(main.get(b"page/42", Lsn(0x180)).await?.unwrap(), "hello");
+//! assert_eq!(main.get(b"page/42", Lsn(0x200)).await?.unwrap(), "hello world");
+//! main.flush().await?; // now in a layer file on disk
+//! assert_eq!(main.get(b"page/42", Lsn(0x200)).await?.unwrap(), "hello world");
+//! store.close().await?;
+//! # Ok::<(), stratakv::Error>(())
+//! # }).unwrap();
+//! ```
 #![deny(missing_docs)]
 
 mod error;
 pub mod format;
 mod id;
+mod io;
+mod layer;
 mod lsn;
+mod options;
 mod redo;
+mod store;
+mod timeline;
 mod value;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::TimelineId;
 pub use lsn::Lsn;
+pub use options::{MAX_KEY_LEN_LIMIT, StoreOptions};
 pub use redo::{RedoRecord, SimpleRedo, WalRedo};
+pub use store::Store;
+pub use timeline::{Timeline, TimelineWriter};
 pub use value::{KeyRange, Value};

@@ -13,7 +13,11 @@ mod footer;
 mod index;
 mod manifest;
 
-pub use block::{Compression, decode_block, encode_block};
+pub use block::{Compression, MAX_RAW_BLOCK, decode_block, encode_block};
+
+/// The largest value or delta record a layer can hold (32 MiB): a block of at most 16 MiB
+/// plus one entry of this size stays under [`MAX_RAW_BLOCK`].
+pub const MAX_VALUE_LEN: usize = 32 << 20;
 pub use catalog::{Catalog, CatalogEntry};
 pub use data_block::{DataBlock, DataBlockBuilder, Entry};
 pub use footer::{FOOTER_TRAILER_LEN, Footer, LayerKind};

@@ -1,0 +1,313 @@
+//! Layer files: writing them block by block, and reading versions out of them.
+//!
+//! Layout: `data blocks ‖ index block ‖ footer` — see [`crate::format`] for each part.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::{Bound, Range};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use super::cache::BlockCache;
+use super::versions::Versions;
+use crate::error::{Error, Result};
+use crate::format::{
+    Compression, DataBlock, DataBlockBuilder, Footer, IndexEntry, LayerDesc, LayerKind, decode_block, decode_index,
+    encode_block, encode_index,
+};
+use crate::io;
+use crate::lsn::Lsn;
+use crate::value::{KeyRange, Value};
+
+/// The file name of a layer: sequence number, kind and LSN range, all fixed-width hex.
+pub(crate) fn layer_file_name(seq: u64, kind: LayerKind, lsn_range: &Range<Lsn>) -> String {
+    let k = match kind {
+        LayerKind::Delta => 'd',
+        LayerKind::Image => 'i',
+    };
+    format!("{seq:016X}-{k}-{:016X}-{:016X}.layer", lsn_range.start.0, lsn_range.end.0)
+}
+
+/// Writes one layer file under a temporary name, then renames it into place.
+pub(crate) struct LayerWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+    block: DataBlockBuilder,
+    block_first: Option<(Bytes, Lsn)>,
+    index: Vec<IndexEntry>,
+    entries: u64,
+    block_size: usize,
+    compression: Compression,
+    raw: Vec<u8>,
+    framed: Vec<u8>,
+    min_key: Option<Bytes>,
+    max_key: Bytes,
+    finished: bool,
+}
+
+impl LayerWriter {
+    pub(crate) fn create(path: PathBuf, block_size: usize, compression: Compression) -> Result<LayerWriter> {
+        let tmp = io::temp_path(&path);
+        let f = io::create(&tmp)?;
+        Ok(LayerWriter {
+            path,
+            tmp,
+            out: BufWriter::with_capacity(1 << 20, f),
+            offset: 0,
+            block: DataBlockBuilder::default(),
+            block_first: None,
+            index: Vec::new(),
+            entries: 0,
+            block_size,
+            compression,
+            raw: Vec::new(),
+            framed: Vec::new(),
+            min_key: None,
+            max_key: Bytes::new(),
+            finished: false,
+        })
+    }
+
+    /// Adds a version; versions must come in `(key, lsn)` order.
+    pub(crate) fn add(&mut self, key: &[u8], lsn: Lsn, value: &Value) -> Result<()> {
+        if self.block_first.is_none() {
+            self.block_first = Some((Bytes::copy_from_slice(key), lsn));
+        }
+        if self.min_key.is_none() {
+            self.min_key = Some(Bytes::copy_from_slice(key));
+        }
+        if self.max_key[..] != *key {
+            self.max_key = Bytes::copy_from_slice(key);
+        }
+        self.block.add(key, lsn, value);
+        self.entries += 1;
+        if self.block.len() >= self.block_size {
+            self.finish_block()?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes_from_framed: bool) -> Result<u64> {
+        let buf = if bytes_from_framed { &self.framed } else { &self.raw };
+        let at = self.offset;
+        self.out.write_all(buf).map_err(|e| Error::io("writing", &self.tmp, e))?;
+        self.offset += buf.len() as u64;
+        Ok(at)
+    }
+
+    fn finish_block(&mut self) -> Result<()> {
+        let Some((first_key, first_lsn)) = self.block_first.take() else { return Ok(()) };
+        self.block.finish_into(&mut self.raw);
+        self.framed.clear();
+        encode_block(&self.raw, self.compression, &mut self.framed);
+        let offset = self.write(true)?;
+        self.index.push(IndexEntry { first_key, first_lsn, offset, len: self.framed.len() as u32 });
+        Ok(())
+    }
+
+    /// Writes the index and footer, fsyncs and renames the file into place.
+    ///
+    /// `key_range` defaults to the range covering the keys written.
+    pub(crate) fn finish(
+        mut self,
+        kind: LayerKind,
+        lsn_range: Range<Lsn>,
+        key_range: Option<KeyRange>,
+    ) -> Result<LayerDesc> {
+        self.finish_block()?;
+        let raw = encode_index(&self.index);
+        self.framed.clear();
+        encode_block(&raw, Compression::None, &mut self.framed);
+        let index_offset = self.write(true)?;
+        let index_len = self.framed.len() as u32;
+        let key_range = key_range.unwrap_or_else(|| match &self.min_key {
+            Some(min) => KeyRange::covering(min, &self.max_key),
+            None => KeyRange::ALL,
+        });
+        let footer = Footer { kind, lsn_range: lsn_range.clone(), key_range: key_range.clone(), index_offset, index_len, entry_count: self.entries };
+        self.raw.clear();
+        footer.encode_into(&mut self.raw);
+        self.write(false)?;
+        self.out.flush().map_err(|e| Error::io("writing", &self.tmp, e))?;
+        io::sync(self.out.get_ref(), &self.tmp)?;
+        io::rename_durably(&self.tmp, &self.path)?;
+        self.finished = true;
+        let file_name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(LayerDesc { file_name, kind, lsn_range, key_range, file_size: self.offset })
+    }
+}
+
+impl Drop for LayerWriter {
+    fn drop(&mut self) {
+        // An unfinished writer leaves a temp file; remove it (open sweeps it too).
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// An open, immutable layer file.
+pub(crate) struct LayerFile {
+    pub(crate) desc: LayerDesc,
+    path: PathBuf,
+    mmap: Mmap,
+    index: Vec<IndexEntry>,
+    cache_id: u64,
+    cache: Arc<BlockCache>,
+}
+
+impl LayerFile {
+    /// Opens the file at `path`, checking it against what the manifest says of it.
+    pub(crate) fn open(path: &Path, desc: &LayerDesc, cache: Arc<BlockCache>) -> Result<LayerFile> {
+        let f = File::open(path).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound { crate::ErrorKind::Corruption } else { crate::ErrorKind::Io };
+            Error::new(kind, format!("opening layer {} named by the manifest: {e}", path.display()))
+        })?;
+        // SAFETY: layer files are immutable once renamed into place; the store never writes to a
+        // file it has mapped, and they are removed only by unlinking.
+        let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io("mapping", path, e))?;
+        if mmap.len() as u64 != desc.file_size {
+            return Err(Error::corruption(
+                path,
+                0,
+                format!("file is {} bytes, the manifest says {}", mmap.len(), desc.file_size),
+            ));
+        }
+        let footer = Footer::decode(&mmap, path)?;
+        if footer.kind != desc.kind || footer.lsn_range != desc.lsn_range || footer.key_range != desc.key_range {
+            return Err(Error::corruption(path, 0, "footer does not match the manifest's description of the layer"));
+        }
+        let io_at = footer.index_offset;
+        let framed = &mmap[io_at as usize..(io_at + u64::from(footer.index_len)) as usize];
+        let raw = decode_block(framed, path, io_at)?;
+        let index = decode_index(&raw, path, io_at)?;
+        if let Some(bad) = index.iter().find(|e| e.offset.checked_add(u64::from(e.len)).is_none_or(|end| end > io_at)) {
+            return Err(Error::corruption(path, io_at, format!("index names a block at {}+{} past the data", bad.offset, bad.len)));
+        }
+        Ok(LayerFile { desc: desc.clone(), path: path.to_path_buf(), mmap, index, cache_id: cache.new_file_id(), cache })
+    }
+
+    pub(crate) fn kind(&self) -> LayerKind {
+        self.desc.kind
+    }
+
+    pub(crate) fn lsn_range(&self) -> &Range<Lsn> {
+        &self.desc.lsn_range
+    }
+
+    pub(crate) fn key_range(&self) -> &KeyRange {
+        &self.desc.key_range
+    }
+
+    fn block(&self, i: usize) -> Result<Arc<DataBlock>> {
+        let e = &self.index[i];
+        if let Some(b) = self.cache.get(self.cache_id, e.offset) {
+            return Ok(b);
+        }
+        let framed = &self.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+        let raw = decode_block(framed, &self.path, e.offset)?;
+        let block = Arc::new(DataBlock::parse(raw, &self.path, e.offset)?);
+        self.cache.insert(self.cache_id, e.offset, block.clone());
+        Ok(block)
+    }
+
+    fn corrupt(&self, i: usize, what: String) -> Error {
+        Error::corruption(&self.path, self.index[i].offset, format!("data block: {what}"))
+    }
+
+    /// Collects versions of `key` in `[lower, cont)` newest first; returns whether complete.
+    ///
+    /// In an image layer, a key in its range that it does not hold does not exist.
+    pub(crate) fn collect(&self, key: &[u8], lower: Lsn, cont: Lsn, out: &mut Versions) -> Result<bool> {
+        let target = Lsn(cont.0 - 1);
+        let mut bi = self
+            .index
+            .partition_point(|e| e.first_key[..].cmp(key).then(e.first_lsn.cmp(&target)).is_le());
+        let mut pos = None;
+        while bi > 0 {
+            bi -= 1;
+            let block = self.block(bi)?;
+            let mut i = match pos.take() {
+                None => match block.seek_le(key, target).map_err(|e| self.corrupt(bi, e))? {
+                    Some(i) => i + 1,
+                    None => continue,
+                },
+                Some(()) => block.len(),
+            };
+            while i > 0 {
+                i -= 1;
+                let e = block.entry(i).map_err(|e| self.corrupt(bi, e))?;
+                if e.key != key || e.lsn < lower {
+                    return Ok(self.absent_if_image(out));
+                }
+                if out.push(e.lsn, e.value) {
+                    return Ok(true);
+                }
+            }
+            pos = Some(());
+        }
+        Ok(self.absent_if_image(out))
+    }
+
+    fn absent_if_image(&self, out: &mut Versions) -> bool {
+        if self.kind() == LayerKind::Image {
+            out.mark_absent();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Appends the keys in the bounds that have a version below `cont`.
+    pub(crate) fn keys_in(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, cont: Lsn, out: &mut Vec<Bytes>) -> Result<()> {
+        let start_block = match lo {
+            Bound::Unbounded => 0,
+            Bound::Included(k) | Bound::Excluded(k) => {
+                self.index.partition_point(|e| e.first_key[..] < *k).saturating_sub(1)
+            }
+        };
+        for bi in start_block..self.index.len() {
+            let block = self.block(bi)?;
+            let first = match lo {
+                Bound::Unbounded => 0,
+                Bound::Included(k) | Bound::Excluded(k) => block.seek_key_ge(k).map_err(|e| self.corrupt(bi, e))?,
+            };
+            for i in first..block.len() {
+                let (k, l) = block.key_lsn(i).map_err(|e| self.corrupt(bi, e))?;
+                let past = match hi {
+                    Bound::Unbounded => false,
+                    Bound::Included(h) => k > h,
+                    Bound::Excluded(h) => k >= h,
+                };
+                if past {
+                    return Ok(());
+                }
+                if matches!(lo, Bound::Excluded(x) if k == x) || l >= cont {
+                    continue;
+                }
+                if out.last().is_none_or(|p| p[..] != *k) {
+                    out.push(Bytes::copy_from_slice(k));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` for every version in `(key, lsn)` order, verifying every block.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], Lsn, Value) -> Result<()>) -> Result<()> {
+        for bi in 0..self.index.len() {
+            let block = self.block(bi)?;
+            for i in 0..block.len() {
+                let e = block.entry(i).map_err(|e| self.corrupt(bi, e))?;
+                f(e.key, e.lsn, e.value)?;
+            }
+        }
+        Ok(())
+    }
+
+}

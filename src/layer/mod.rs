@@ -1,0 +1,13 @@
+//! Layers: the open and frozen in-memory layers, layer files, the block cache and the layer map.
+
+mod cache;
+mod file;
+mod inmemory;
+mod map;
+mod versions;
+
+pub(crate) use cache::BlockCache;
+pub(crate) use file::{LayerFile, LayerWriter, layer_file_name};
+pub(crate) use inmemory::InMemoryLayer;
+pub(crate) use map::LayerMap;
+pub(crate) use versions::Versions;

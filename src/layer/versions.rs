@@ -1,0 +1,83 @@
+//! What a read collects on its way down the layers.
+
+use bytes::Bytes;
+
+use crate::error::{Error, ErrorKind, Result, show_key};
+use crate::lsn::Lsn;
+use crate::redo::{RedoRecord, WalRedo};
+use crate::value::Value;
+
+/// Where the walk down the layers ended.
+#[derive(Debug, Default)]
+enum Base {
+    /// Not yet found.
+    #[default]
+    Missing,
+    /// A full value.
+    Image(Bytes),
+    /// A tombstone, or an image layer that does not hold the key: the key does not exist.
+    Absent,
+    /// The oldest delta collected needs no base.
+    Init,
+}
+
+/// The versions of one key a read has collected, newest first, until a base.
+#[derive(Debug, Default)]
+pub(crate) struct Versions {
+    base: Base,
+    /// Deltas above the base, newest first.
+    deltas: Vec<RedoRecord>,
+}
+
+impl Versions {
+    /// Adds the next older version; returns `true` once the base is found.
+    pub(crate) fn push(&mut self, lsn: Lsn, value: Value) -> bool {
+        match value {
+            Value::Image(b) => self.base = Base::Image(b),
+            Value::Tombstone => self.base = Base::Absent,
+            Value::Delta { record, will_init } => {
+                self.deltas.push(RedoRecord { lsn, record, will_init });
+                if will_init {
+                    self.base = Base::Init;
+                }
+            }
+        }
+        self.is_complete()
+    }
+
+    /// Records that an image layer covering the key does not hold it.
+    pub(crate) fn mark_absent(&mut self) {
+        self.base = Base::Absent;
+    }
+
+    /// Whether the base has been found.
+    pub(crate) fn is_complete(&self) -> bool {
+        !matches!(self.base, Base::Missing)
+    }
+
+    /// Turns the collected versions into the value, calling the redo hook if there are deltas.
+    pub(crate) fn finish(mut self, key: &[u8], redo: &dyn WalRedo) -> Result<Option<Bytes>> {
+        if self.deltas.is_empty() {
+            return Ok(match self.base {
+                Base::Image(b) => Some(b),
+                _ => None,
+            });
+        }
+        let base = match self.base {
+            Base::Image(b) => Some(b),
+            Base::Init => None,
+            Base::Missing | Base::Absent => {
+                let oldest = self.deltas.last().map(|d| d.lsn).unwrap_or_default();
+                return Err(Error::new(
+                    ErrorKind::Redo,
+                    format!(
+                        "key {}: delta at LSN {oldest} has no base (no image, no will_init delta below it)",
+                        show_key(key)
+                    ),
+                ));
+            }
+        };
+        self.deltas.reverse();
+        redo.apply(key, base, &self.deltas).map(Some)
+    }
+}

@@ -1,0 +1,294 @@
+//! Timelines: the handle, the writer, the read path and the layer work behind them.
+
+mod flush;
+mod read;
+mod writer;
+
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{LayerDesc, Manifest};
+use crate::id::TimelineId;
+use crate::layer::{InMemoryLayer, LayerFile, LayerMap};
+use crate::lsn::Lsn;
+use crate::store::Env;
+
+pub use writer::TimelineWriter;
+
+/// What readers see: the open and frozen in-memory layers and the layer files, published whole.
+pub(crate) struct Snapshot {
+    pub(crate) open: Arc<InMemoryLayer>,
+    /// Newest first.
+    pub(crate) frozen: Vec<Arc<InMemoryLayer>>,
+    pub(crate) map: LayerMap,
+}
+
+/// The writer's state; the writer and `flush` take it to put and to freeze.
+pub(crate) struct WriteState {
+    pub(crate) open: Arc<InMemoryLayer>,
+    /// The LSN of the newest put, published or not.
+    pub(crate) last_put: Lsn,
+}
+
+pub(crate) struct TimelineInner {
+    pub(crate) id: TimelineId,
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) env: Arc<Env>,
+    pub(crate) snapshot: RwLock<Arc<Snapshot>>,
+    pub(crate) write: Mutex<WriteState>,
+    pub(crate) last_record_lsn: AtomicU64,
+    pub(crate) lrl_tx: watch::Sender<Lsn>,
+    pub(crate) disk_consistent_lsn: AtomicU64,
+    pub(crate) dcl_tx: watch::Sender<Lsn>,
+    pub(crate) gc_cutoff: AtomicU64,
+    pub(crate) writer_taken: AtomicBool,
+    /// The persisted manifest; held while it is changed and written.
+    pub(crate) manifest: Mutex<Manifest>,
+    /// Signalled whenever a frozen layer is flushed, for a writer waiting on backpressure.
+    pub(crate) flushed: (Mutex<()>, Condvar),
+}
+
+impl TimelineInner {
+    /// Builds a timeline from its manifest and the opened layer files it names.
+    pub(crate) fn new(name: String, dir: PathBuf, env: Arc<Env>, manifest: Manifest, layers: Vec<Arc<LayerFile>>) -> TimelineInner {
+        let dcl = manifest.disk_consistent_lsn;
+        let open = Arc::new(InMemoryLayer::new(dcl.next()));
+        TimelineInner {
+            id: manifest.timeline_id,
+            name,
+            dir,
+            env,
+            snapshot: RwLock::new(Arc::new(Snapshot { open: open.clone(), frozen: Vec::new(), map: LayerMap::new(layers) })),
+            write: Mutex::new(WriteState { open, last_put: dcl }),
+            last_record_lsn: AtomicU64::new(dcl.0),
+            lrl_tx: watch::Sender::new(dcl),
+            disk_consistent_lsn: AtomicU64::new(dcl.0),
+            dcl_tx: watch::Sender::new(dcl),
+            gc_cutoff: AtomicU64::new(manifest.gc_cutoff.0),
+            writer_taken: AtomicBool::new(false),
+            manifest: Mutex::new(manifest),
+            flushed: (Mutex::new(()), Condvar::new()),
+        }
+    }
+
+    pub(crate) fn last_record_lsn(&self) -> Lsn {
+        Lsn(self.last_record_lsn.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn disk_consistent_lsn(&self) -> Lsn {
+        Lsn(self.disk_consistent_lsn.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn gc_cutoff(&self) -> Lsn {
+        Lsn(self.gc_cutoff.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().clone()
+    }
+
+    /// Waits until `lsn` is published, up to the configured timeout.
+    pub(crate) async fn wait_for_lsn(&self, lsn: Lsn) -> Result<()> {
+        if lsn <= self.last_record_lsn() {
+            return Ok(());
+        }
+        let timeout = self.env.options.wait_lsn_timeout;
+        let mut rx = self.lrl_tx.subscribe();
+        let env = &self.env;
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                if *rx.borrow_and_update() >= lsn {
+                    return Ok(());
+                }
+                env.check()?;
+                if rx.changed().await.is_err() {
+                    return Err(Error::new(ErrorKind::Closed, format!("timeline {} was dropped", self.name)));
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::LsnTimeout,
+                format!(
+                    "timeline {}: LSN {lsn} not reached within {:?}; last_record_lsn is {}",
+                    self.name,
+                    timeout,
+                    self.last_record_lsn()
+                ),
+            )),
+        }
+    }
+
+    /// Checks a read's LSN: waits for it if it is ahead, refuses it if it is below the cutoff.
+    pub(crate) async fn check_read_lsn(&self, lsn: Lsn) -> Result<()> {
+        self.env.check()?;
+        if lsn > self.last_record_lsn() {
+            self.wait_for_lsn(lsn).await?;
+        }
+        let cutoff = self.gc_cutoff();
+        if lsn < cutoff {
+            return Err(Error::new(
+                ErrorKind::BelowGcCutoff,
+                format!("timeline {}: LSN {lsn} is below the GC cutoff {cutoff}", self.name),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A handle to one timeline: a linear history of `(key, lsn) → value`.
+///
+/// Cheap to clone; every clone reads the same timeline. Reads never wait for flushes or other
+/// background work: they read an immutable snapshot of the layers.
+#[derive(Clone)]
+pub struct Timeline {
+    pub(crate) inner: Arc<TimelineInner>,
+}
+
+impl std::fmt::Debug for Timeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timeline")
+            .field("name", &self.inner.name)
+            .field("id", &self.inner.id)
+            .field("last_record_lsn", &self.last_record_lsn())
+            .finish()
+    }
+}
+
+impl Timeline {
+    /// The timeline's identity.
+    pub fn id(&self) -> TimelineId {
+        self.inner.id
+    }
+
+    /// The timeline's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The newest LSN readers can see.
+    pub fn last_record_lsn(&self) -> Lsn {
+        self.inner.last_record_lsn()
+    }
+
+    /// The newest LSN whose writes are all in layer files on local disk.
+    pub fn disk_consistent_lsn(&self) -> Lsn {
+        self.inner.disk_consistent_lsn()
+    }
+
+    /// The oldest readable LSN.
+    pub fn gc_cutoff(&self) -> Lsn {
+        self.inner.gc_cutoff()
+    }
+
+    /// The timeline's single writer.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if another writer for this timeline is alive;
+    /// [`ErrorKind::Closed`] if the store is closed.
+    pub fn writer(&self) -> Result<TimelineWriter> {
+        self.inner.env.check()?;
+        if self.inner.writer_taken.swap(true, Ordering::AcqRel) {
+            return Err(Error::invalid(format!("timeline {} already has a writer", self.inner.name)));
+        }
+        Ok(TimelineWriter::new(self.inner.clone()))
+    }
+
+    /// The value of `key` as of `lsn`: the newest version at or below it, rebuilt through deltas
+    /// by the redo hook. `None` if the key does not exist at `lsn`.
+    ///
+    /// A read above `last_record_lsn` waits for it up to the configured timeout.
+    ///
+    /// # Errors
+    /// [`ErrorKind::LsnTimeout`] if `lsn` is not reached in time; [`ErrorKind::BelowGcCutoff`]
+    /// below the cutoff; [`ErrorKind::Redo`] if a delta has no base or the hook fails;
+    /// [`ErrorKind::Corruption`] if a block read fails its checksum.
+    pub async fn get(&self, key: &[u8], lsn: Lsn) -> Result<Option<Bytes>> {
+        self.inner.check_read_lsn(lsn).await?;
+        let snap = self.inner.snapshot();
+        self.inner.reconstruct(&snap, key, lsn)
+    }
+
+    /// The values of several keys as of one `lsn`, in the order asked, from one snapshot.
+    ///
+    /// # Errors
+    /// As [`get`](Timeline::get); the first failing key fails the call.
+    pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K], lsn: Lsn) -> Result<Vec<Option<Bytes>>> {
+        self.inner.check_read_lsn(lsn).await?;
+        let snap = self.inner.snapshot();
+        keys.iter().map(|k| self.inner.reconstruct(&snap, k.as_ref(), lsn)).collect()
+    }
+
+    /// Every live key in `range` with its value as of `lsn`, in key order: exactly what
+    /// [`get`](Timeline::get) would return for each key.
+    ///
+    /// # Errors
+    /// As [`get`](Timeline::get).
+    pub async fn scan<K: AsRef<[u8]>>(
+        &self,
+        range: impl std::ops::RangeBounds<K>,
+        lsn: Lsn,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        let lo = range.start_bound().map(|k| k.as_ref());
+        let hi = range.end_bound().map(|k| k.as_ref());
+        self.inner.check_read_lsn(lsn).await?;
+        let snap = self.inner.snapshot();
+        self.inner.scan(&snap, lo, hi, lsn)
+    }
+
+    /// Freezes the open in-memory layer and waits until everything published so far is in
+    /// layer files on disk. Returns the new `disk_consistent_lsn`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] or [`ErrorKind::Poisoned`] if a flush fails.
+    pub async fn flush(&self) -> Result<Lsn> {
+        self.inner.flush().await
+    }
+
+    /// Writes an image layer holding the full value of every live key at the newest flushed
+    /// LSN, after flushing. Returns that LSN. Reads at or above it need no older layer.
+    ///
+    /// # Errors
+    /// As [`flush`](Timeline::flush), and any read error met while rebuilding values.
+    pub async fn create_image_layer(&self) -> Result<Lsn> {
+        self.inner.flush().await?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.create_image_layer())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("image layer task failed: {e}")))?
+    }
+
+    /// The layer files the timeline reads, newest first.
+    pub fn layers(&self) -> Vec<LayerDesc> {
+        self.inner.snapshot().map.layers().iter().map(|l| l.desc.clone()).collect()
+    }
+
+    /// Number of in-memory layers (the open one and any frozen ones waiting for flush).
+    pub fn in_memory_layers(&self) -> usize {
+        1 + self.inner.snapshot().frozen.len()
+    }
+}
+
+pub(crate) fn bound_contains(lo: Bound<&[u8]>, hi: Bound<&[u8]>, key: &[u8]) -> bool {
+    let above = match lo {
+        Bound::Unbounded => true,
+        Bound::Included(l) => key >= l,
+        Bound::Excluded(l) => key > l,
+    };
+    let below = match hi {
+        Bound::Unbounded => true,
+        Bound::Included(h) => key <= h,
+        Bound::Excluded(h) => key < h,
+    };
+    above && below
+}

@@ -1,0 +1,140 @@
+//! The single writer of a timeline.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::TimelineInner;
+use crate::error::{Error, Result, show_key};
+use crate::lsn::Lsn;
+use crate::value::Value;
+
+/// The one writer of a timeline: puts versions at LSNs and publishes them with
+/// [`finish_write`](TimelineWriter::finish_write).
+///
+/// Puts are invisible to readers until published. Dropping the writer releases the timeline for
+/// another writer; puts not yet published stay pending for it.
+pub struct TimelineWriter {
+    tl: Arc<TimelineInner>,
+}
+
+impl std::fmt::Debug for TimelineWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimelineWriter").field("timeline", &self.tl.name).finish()
+    }
+}
+
+impl TimelineWriter {
+    pub(crate) fn new(tl: Arc<TimelineInner>) -> Self {
+        TimelineWriter { tl }
+    }
+
+    /// Writes `value` for `key` at `lsn`. Several keys may share an LSN.
+    ///
+    /// # Errors
+    /// [`InvalidArgument`](crate::ErrorKind::InvalidArgument), changing nothing, when the key is
+    /// empty or longer than `max_key_len`, the value is longer than `max_value_len`, `lsn` is not
+    /// above `last_record_lsn`, `lsn` is below an earlier put, or `(key, lsn)` was written before.
+    pub fn put(&mut self, key: &[u8], lsn: Lsn, value: Value) -> Result<()> {
+        let tl = &self.tl;
+        tl.env.check()?;
+        let opts = &tl.env.options;
+        if key.is_empty() {
+            return Err(Error::invalid(format!("timeline {}: empty key at LSN {lsn}", tl.name)));
+        }
+        if key.len() > opts.max_key_len {
+            return Err(Error::invalid(format!(
+                "timeline {}: key {} at LSN {lsn} is {} bytes, over the limit of {}",
+                tl.name,
+                show_key(key),
+                key.len(),
+                opts.max_key_len
+            )));
+        }
+        if value.payload_len() > opts.max_value_len {
+            return Err(Error::invalid(format!(
+                "timeline {}: value of key {} at LSN {lsn} is {} bytes, over the limit of {}",
+                tl.name,
+                show_key(key),
+                value.payload_len(),
+                opts.max_value_len
+            )));
+        }
+        let lrl = tl.last_record_lsn();
+        if lsn <= lrl {
+            return Err(Error::invalid(format!(
+                "timeline {}: put of key {} at LSN {lsn} is not above last_record_lsn {lrl}",
+                tl.name,
+                show_key(key)
+            )));
+        }
+        let mut ws = tl.write.lock();
+        if lsn < ws.last_put {
+            return Err(Error::invalid(format!(
+                "timeline {}: put of key {} at LSN {lsn} goes backwards from LSN {}",
+                tl.name,
+                show_key(key),
+                ws.last_put
+            )));
+        }
+        if lsn == ws.last_put && ws.open.contains(key, lsn) {
+            return Err(Error::invalid(format!(
+                "timeline {}: key {} was already written at LSN {lsn}",
+                tl.name,
+                show_key(key)
+            )));
+        }
+        ws.open.put(key, lsn, value);
+        ws.last_put = lsn;
+        Ok(())
+    }
+
+    /// Publishes every put at or below `lsn`: readers see them, waiting readers wake.
+    ///
+    /// May freeze the open layer for flushing, and waits if too many frozen layers are queued.
+    ///
+    /// # Errors
+    /// [`InvalidArgument`](crate::ErrorKind::InvalidArgument), changing nothing, when `lsn` is
+    /// below `last_record_lsn` or below a pending put; [`Poisoned`](crate::ErrorKind::Poisoned)
+    /// if a background flush failed.
+    pub fn finish_write(&mut self, lsn: Lsn) -> Result<()> {
+        let tl = &self.tl;
+        tl.env.check()?;
+        let lrl = tl.last_record_lsn();
+        if lsn < lrl {
+            return Err(Error::invalid(format!(
+                "timeline {}: finish_write at LSN {lsn} is below last_record_lsn {lrl}",
+                tl.name
+            )));
+        }
+        let mut ws = tl.write.lock();
+        if lsn < ws.last_put {
+            return Err(Error::invalid(format!(
+                "timeline {}: finish_write at LSN {lsn} is below the pending put at LSN {}",
+                tl.name, ws.last_put
+            )));
+        }
+        tl.last_record_lsn.store(lsn.0, Ordering::Release);
+        tl.lrl_tx.send_replace(lsn);
+        let opts = &tl.env.options;
+        let open = &ws.open;
+        let full = open.size() >= opts.freeze_bytes
+            || (lsn.0.saturating_sub(open.start().0) >= opts.freeze_lsn_distance && !open.is_empty());
+        if full {
+            tl.freeze_locked(&mut ws);
+            drop(ws);
+            tl.wait_for_frozen_below(opts.max_frozen_layers)?;
+        }
+        Ok(())
+    }
+
+    /// The timeline this writer writes.
+    pub fn timeline_name(&self) -> &str {
+        &self.tl.name
+    }
+}
+
+impl Drop for TimelineWriter {
+    fn drop(&mut self) {
+        self.tl.writer_taken.store(false, Ordering::Release);
+    }
+}
