@@ -93,8 +93,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_text() {
-        for s in ["", "abc", &"g".repeat(32), &"0".repeat(33), "+0000000000000000000000000000001"] {
-            assert_eq!(s.parse::<TimelineId>().unwrap_err().kind(), crate::ErrorKind::InvalidArgument);
+        for s in [
+            "",
+            "abc",
+            &"g".repeat(32),
+            &"0".repeat(33),
+            "+0000000000000000000000000000001",
+        ] {
+            assert_eq!(
+                s.parse::<TimelineId>().unwrap_err().kind(),
+                crate::ErrorKind::InvalidArgument
+            );
         }
     }
 

@@ -23,7 +23,8 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let mut f = create(&tmp)?;
-    f.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("writing", &tmp, e))?;
     sync(&f, &tmp)?;
     drop(f);
     rename_durably(&tmp, path)
@@ -46,14 +47,16 @@ pub(crate) fn sync(f: &File, path: &Path) -> Result<()> {
 
 /// Renames `from` to `to` and fsyncs the directory of `to`.
 pub(crate) fn rename_durably(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(|e| Error::io(format!("renaming {} to", from.display()), to, e))?;
+    fs::rename(from, to)
+        .map_err(|e| Error::io(format!("renaming {} to", from.display()), to, e))?;
     sync_dir(to.parent().unwrap_or(Path::new(".")))
 }
 
 /// fsyncs a directory so that renames and creations in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).map_err(|e| Error::io("opening directory", dir, e))?;
-    d.sync_all().map_err(|e| Error::io("fsyncing directory", dir, e))
+    d.sync_all()
+        .map_err(|e| Error::io("fsyncing directory", dir, e))
 }
 
 /// Creates a directory and its parents, then fsyncs its parent.

@@ -46,7 +46,11 @@ impl FromStr for Lsn {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::invalid(format!("invalid LSN {s:?}: expected X/Y with hexadecimal halves"));
+        let bad = || {
+            Error::invalid(format!(
+                "invalid LSN {s:?}: expected X/Y with hexadecimal halves"
+            ))
+        };
         let (hi, lo) = s.split_once('/').ok_or_else(bad)?;
         if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
             return Err(bad());
@@ -77,7 +81,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_text() {
-        for s in ["", "/", "1/", "/1", "12", "g/1", "1/2/3", "123456789/0", "-1/0"] {
+        for s in [
+            "",
+            "/",
+            "1/",
+            "/1",
+            "12",
+            "g/1",
+            "1/2/3",
+            "123456789/0",
+            "-1/0",
+        ] {
             let err = s.parse::<Lsn>().unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{s}");
         }

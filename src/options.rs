@@ -139,13 +139,23 @@ impl StoreOptions {
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::invalid(what));
         if self.max_key_len == 0 || self.max_key_len > MAX_KEY_LEN_LIMIT {
-            return bad(format!("max_key_len {} must be in 1..={MAX_KEY_LEN_LIMIT}", self.max_key_len));
+            return bad(format!(
+                "max_key_len {} must be in 1..={MAX_KEY_LEN_LIMIT}",
+                self.max_key_len
+            ));
         }
         if self.max_value_len > crate::format::MAX_VALUE_LEN {
-            return bad(format!("max_value_len {} must be at most {}", self.max_value_len, crate::format::MAX_VALUE_LEN));
+            return bad(format!(
+                "max_value_len {} must be at most {}",
+                self.max_value_len,
+                crate::format::MAX_VALUE_LEN
+            ));
         }
         if self.block_size < 512 || self.block_size > (16 << 20) {
-            return bad(format!("block_size {} must be in 512..=16 MiB", self.block_size));
+            return bad(format!(
+                "block_size {} must be in 512..=16 MiB",
+                self.block_size
+            ));
         }
         if self.max_frozen_layers == 0 {
             return bad("max_frozen_layers must be at least 1".to_string());

@@ -93,7 +93,10 @@ impl SimpleRedo {
             Some((&OP_APPEND, rest)) => value.extend_from_slice(rest),
             Some((&OP_PATCH, rest)) => {
                 if rest.len() < 4 {
-                    return Err(format!("patch record of {} bytes has no offset", record.len()));
+                    return Err(format!(
+                        "patch record of {} bytes has no offset",
+                        record.len()
+                    ));
                 }
                 let off = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
                 let bytes = &rest[4..];
@@ -139,7 +142,11 @@ mod tests {
     use super::*;
 
     fn rec(lsn: u64, record: Bytes, will_init: bool) -> RedoRecord {
-        RedoRecord { lsn: Lsn(lsn), record, will_init }
+        RedoRecord {
+            lsn: Lsn(lsn),
+            record,
+            will_init,
+        }
     }
 
     #[test]
@@ -155,15 +162,23 @@ mod tests {
 
     #[test]
     fn missing_base_is_reported() {
-        let err = SimpleRedo.apply(b"k", None, &[rec(5, SimpleRedo::append(b"x"), false)]).unwrap_err();
+        let err = SimpleRedo
+            .apply(b"k", None, &[rec(5, SimpleRedo::append(b"x"), false)])
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Redo);
         assert!(err.to_string().contains("\"k\""), "{err}");
     }
 
     #[test]
     fn malformed_records_are_reported_with_their_lsn() {
-        for bad in [Bytes::new(), Bytes::from_static(&[9, 1]), Bytes::from_static(&[OP_PATCH, 1])] {
-            let err = SimpleRedo.apply(b"k", Some(Bytes::new()), &[rec(7, bad, false)]).unwrap_err();
+        for bad in [
+            Bytes::new(),
+            Bytes::from_static(&[9, 1]),
+            Bytes::from_static(&[OP_PATCH, 1]),
+        ] {
+            let err = SimpleRedo
+                .apply(b"k", Some(Bytes::new()), &[rec(7, bad, false)])
+                .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Redo);
             assert!(err.to_string().contains("0/7"), "{err}");
         }

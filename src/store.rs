@@ -50,7 +50,10 @@ impl Env {
     /// Fails if the store is closed or poisoned.
     pub(crate) fn check(&self) -> Result<()> {
         if let Some(p) = &*self.poison.lock() {
-            return Err(Error::new(ErrorKind::Poisoned, format!("store is poisoned and must be reopened: {p}")));
+            return Err(Error::new(
+                ErrorKind::Poisoned,
+                format!("store is poisoned and must be reopened: {p}"),
+            ));
         }
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "store is closed"));
@@ -102,7 +105,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,7 +133,10 @@ impl Store {
         let catalog_path = dir.join(CATALOG_FILE);
         let is_new = if dir.exists() {
             if !dir.is_dir() {
-                return Err(Error::invalid(format!("{} is not a directory", dir.display())));
+                return Err(Error::invalid(format!(
+                    "{} is not a directory",
+                    dir.display()
+                )));
             }
             if catalog_path.exists() {
                 false
@@ -156,7 +164,13 @@ impl Store {
         };
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
         let (tx, rx) = mpsc::channel::<Arc<TimelineInner>>();
-        let env = Arc::new(Env { options, cache, flush_tx: Mutex::new(Some(tx)), closed: AtomicBool::new(false), poison: Mutex::new(None) });
+        let env = Arc::new(Env {
+            options,
+            cache,
+            flush_tx: Mutex::new(Some(tx)),
+            closed: AtomicBool::new(false),
+            poison: Mutex::new(None),
+        });
 
         sweep_timelines(&timelines_dir, &catalog)?;
         let mut timelines = BTreeMap::new();
@@ -202,7 +216,10 @@ impl Store {
         check_name(name)?;
         let mut catalog = self.catalog.lock();
         if catalog.timelines.iter().any(|e| e.name == name) {
-            return Err(Error::new(ErrorKind::AlreadyExists, format!("timeline {name:?} already exists")));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("timeline {name:?} already exists"),
+            ));
         }
         let id = TimelineId::generate();
         let tl_dir = self.dir.join(TIMELINES_DIR).join(id.to_string());
@@ -217,11 +234,22 @@ impl Store {
         };
         io::write_atomic(&tl_dir.join(MANIFEST_FILE), &manifest.encode())?;
         let mut next = catalog.clone();
-        next.timelines.push(CatalogEntry { name: name.to_string(), id });
+        next.timelines.push(CatalogEntry {
+            name: name.to_string(),
+            id,
+        });
         io::write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
         *catalog = next;
-        let inner = Arc::new(TimelineInner::new(name.to_string(), tl_dir, self.env.clone(), manifest, Vec::new()));
-        self.timelines.lock().insert(name.to_string(), inner.clone());
+        let inner = Arc::new(TimelineInner::new(
+            name.to_string(),
+            tl_dir,
+            self.env.clone(),
+            manifest,
+            Vec::new(),
+        ));
+        self.timelines
+            .lock()
+            .insert(name.to_string(), inner.clone());
         Ok(Timeline { inner })
     }
 
@@ -234,13 +262,21 @@ impl Store {
         self.timelines
             .lock()
             .get(name)
-            .map(|inner| Timeline { inner: inner.clone() })
+            .map(|inner| Timeline {
+                inner: inner.clone(),
+            })
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no timeline named {name:?}")))
     }
 
     /// Every timeline, ordered by name.
     pub fn timelines(&self) -> Vec<Timeline> {
-        self.timelines.lock().values().map(|inner| Timeline { inner: inner.clone() }).collect()
+        self.timelines
+            .lock()
+            .values()
+            .map(|inner| Timeline {
+                inner: inner.clone(),
+            })
+            .collect()
     }
 
     /// Flushes every timeline, stops background work and releases the directory.
@@ -299,7 +335,11 @@ fn lock_dir(dir: &Path) -> Result<File> {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
             ErrorKind::Locked,
-            format!("store {} is open in another process or handle ({} is locked)", dir.display(), path.display()),
+            format!(
+                "store {} is open in another process or handle ({} is locked)",
+                dir.display(),
+                path.display()
+            ),
         )),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
     }
@@ -320,7 +360,14 @@ fn open_timeline(timelines_dir: &Path, e: &CatalogEntry, env: &Arc<Env>) -> Resu
     let mpath = dir.join(MANIFEST_FILE);
     let manifest = Manifest::decode(&io::read(&mpath)?, &mpath)?;
     if manifest.timeline_id != e.id {
-        return Err(Error::corruption(&mpath, 0, format!("manifest is for timeline {}, expected {}", manifest.timeline_id, e.id)));
+        return Err(Error::corruption(
+            &mpath,
+            0,
+            format!(
+                "manifest is for timeline {}, expected {}",
+                manifest.timeline_id, e.id
+            ),
+        ));
     }
     for name in io::list_dir(&dir)? {
         if name != MANIFEST_FILE && !manifest.layers.iter().any(|l| l.file_name == name) {
@@ -329,7 +376,17 @@ fn open_timeline(timelines_dir: &Path, e: &CatalogEntry, env: &Arc<Env>) -> Resu
     }
     let mut layers = Vec::with_capacity(manifest.layers.len());
     for d in &manifest.layers {
-        layers.push(Arc::new(LayerFile::open(&dir.join(&d.file_name), d, env.cache.clone())?));
+        layers.push(Arc::new(LayerFile::open(
+            &dir.join(&d.file_name),
+            d,
+            env.cache.clone(),
+        )?));
     }
-    Ok(TimelineInner::new(e.name.clone(), dir, env.clone(), manifest, layers))
+    Ok(TimelineInner::new(
+        e.name.clone(),
+        dir,
+        env.clone(),
+        manifest,
+        layers,
+    ))
 }

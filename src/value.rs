@@ -28,12 +28,18 @@ impl Value {
 
     /// A delta that applies on top of the previous version.
     pub fn delta(record: impl Into<Bytes>) -> Value {
-        Value::Delta { record: record.into(), will_init: false }
+        Value::Delta {
+            record: record.into(),
+            will_init: false,
+        }
     }
 
     /// A delta that needs no base.
     pub fn init_delta(record: impl Into<Bytes>) -> Value {
-        Value::Delta { record: record.into(), will_init: true }
+        Value::Delta {
+            record: record.into(),
+            will_init: true,
+        }
     }
 
     /// Whether reconstruction can stop at this version (image, tombstone or `will_init` delta).
@@ -67,14 +73,20 @@ pub struct KeyRange {
 
 impl KeyRange {
     /// Every key.
-    pub const ALL: KeyRange = KeyRange { start: Bytes::new(), end: None };
+    pub const ALL: KeyRange = KeyRange {
+        start: Bytes::new(),
+        end: None,
+    };
 
     /// The smallest range holding every key from `min` to `max`, both inclusive.
     pub fn covering(min: &[u8], max: &[u8]) -> KeyRange {
         let mut end = Vec::with_capacity(max.len() + 1);
         end.extend_from_slice(max);
         end.push(0);
-        KeyRange { start: Bytes::copy_from_slice(min), end: Some(end.into()) }
+        KeyRange {
+            start: Bytes::copy_from_slice(min),
+            end: Some(end.into()),
+        }
     }
 
     /// Whether `key` lies in the range.

@@ -64,7 +64,11 @@ pub fn encode_block(raw: &[u8], compression: Compression, out: &mut Vec<u8>) {
 /// not match, the codec is unknown, or decompression fails or yields the wrong length.
 pub fn decode_block(framed: &[u8], path: &Path, offset: u64) -> Result<Bytes> {
     if framed.len() < TRAILER_LEN {
-        return Err(Error::corruption(path, offset, format!("block of {} bytes is too short", framed.len())));
+        return Err(Error::corruption(
+            path,
+            offset,
+            format!("block of {} bytes is too short", framed.len()),
+        ));
     }
     let body_len = framed.len() - CRC_LEN;
     let stored = u32::from_le_bytes(framed[body_len..].try_into().expect("4 bytes"));
@@ -79,8 +83,11 @@ pub fn decode_block(framed: &[u8], path: &Path, offset: u64) -> Result<Bytes> {
     let payload_len = framed.len() - TRAILER_LEN;
     let payload = &framed[..payload_len];
     let codec = framed[payload_len];
-    let raw_len =
-        u32::from_le_bytes(framed[payload_len + 1..body_len].try_into().expect("4 bytes")) as usize;
+    let raw_len = u32::from_le_bytes(
+        framed[payload_len + 1..body_len]
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
     match codec {
         CODEC_NONE if raw_len == payload_len => Ok(Bytes::copy_from_slice(payload)),
         CODEC_NONE => Err(Error::corruption(
@@ -93,12 +100,23 @@ pub fn decode_block(framed: &[u8], path: &Path, offset: u64) -> Result<Bytes> {
             Ok(v) => Err(Error::corruption(
                 path,
                 offset,
-                format!("block decompressed to {} bytes, expected {raw_len}", v.len()),
+                format!(
+                    "block decompressed to {} bytes, expected {raw_len}",
+                    v.len()
+                ),
             )),
             Err(e) => Err(Error::corruption(path, offset, format!("zstd: {e}"))),
         },
-        CODEC_ZSTD => Err(Error::corruption(path, offset, format!("block length {raw_len} is too large"))),
-        c => Err(Error::corruption(path, offset, format!("unknown block codec {c}"))),
+        CODEC_ZSTD => Err(Error::corruption(
+            path,
+            offset,
+            format!("block length {raw_len} is too large"),
+        )),
+        c => Err(Error::corruption(
+            path,
+            offset,
+            format!("unknown block codec {c}"),
+        )),
     }
 }
 
@@ -141,7 +159,10 @@ mod tests {
         let mut out = Vec::new();
         encode_block(&raw, Compression::Zstd(3), &mut out);
         assert!(out.len() < 200, "{}", out.len());
-        assert_eq!(&decode_block(&out, Path::new("f"), 0).unwrap()[..], &raw[..]);
+        assert_eq!(
+            &decode_block(&out, Path::new("f"), 0).unwrap()[..],
+            &raw[..]
+        );
     }
 
     #[test]
@@ -149,7 +170,12 @@ mod tests {
         let mut out = Vec::new();
         encode_block(b"hello", Compression::None, &mut out);
         for n in 0..out.len() {
-            assert_eq!(decode_block(&out[..n], Path::new("f"), 0).unwrap_err().kind(), ErrorKind::Corruption);
+            assert_eq!(
+                decode_block(&out[..n], Path::new("f"), 0)
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::Corruption
+            );
         }
     }
 }

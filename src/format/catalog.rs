@@ -54,7 +54,13 @@ impl Catalog {
     pub fn decode(file: &[u8], path: &Path) -> Result<Catalog> {
         let body = unseal(MAGIC, VERSION, file, path)?;
         let mut c = Cursor::new(body);
-        let bad = |c: &Cursor, what: String| Error::corruption(path, BODY_OFFSET + c.pos() as u64, format!("catalog: {what}"));
+        let bad = |c: &Cursor, what: String| {
+            Error::corruption(
+                path,
+                BODY_OFFSET + c.pos() as u64,
+                format!("catalog: {what}"),
+            )
+        };
         let count = c.u32().map_err(|e| bad(&c, e))? as usize;
         if count > c.remaining() / 18 {
             return Err(bad(&c, format!("count {count} does not fit")));
@@ -62,9 +68,14 @@ impl Catalog {
         let mut timelines = Vec::with_capacity(count);
         for _ in 0..count {
             let name = c.short_bytes().map_err(|e| bad(&c, e))?;
-            let name = std::str::from_utf8(name).map_err(|e| bad(&c, format!("name is not UTF-8: {e}")))?.to_string();
+            let name = std::str::from_utf8(name)
+                .map_err(|e| bad(&c, format!("name is not UTF-8: {e}")))?
+                .to_string();
             let id: [u8; 16] = c.take(16).map_err(|e| bad(&c, e))?.try_into().expect("16");
-            timelines.push(CatalogEntry { name, id: TimelineId::from_bytes(id) });
+            timelines.push(CatalogEntry {
+                name,
+                id: TimelineId::from_bytes(id),
+            });
         }
         c.expect_end().map_err(|e| bad(&c, e))?;
         Ok(Catalog { timelines })
@@ -79,7 +90,13 @@ mod tests {
 
     fn catalog() -> impl Strategy<Value = Catalog> {
         proptest::collection::vec(("\\PC{0,12}", any::<u128>()), 0..6).prop_map(|v| Catalog {
-            timelines: v.into_iter().map(|(name, id)| CatalogEntry { name, id: TimelineId::from(id) }).collect(),
+            timelines: v
+                .into_iter()
+                .map(|(name, id)| CatalogEntry {
+                    name,
+                    id: TimelineId::from(id),
+                })
+                .collect(),
         })
     }
 

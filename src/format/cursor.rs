@@ -39,15 +39,21 @@ impl<'a> Cursor<'a> {
     }
 
     pub(crate) fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     pub(crate) fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     /// A `u16` length followed by that many bytes.
@@ -67,7 +73,11 @@ impl<'a> Cursor<'a> {
 
     pub(crate) fn expect_end(&self) -> Result<(), String> {
         if self.remaining() != 0 {
-            return Err(format!("{} trailing bytes at offset {}", self.remaining(), self.pos));
+            return Err(format!(
+                "{} trailing bytes at offset {}",
+                self.remaining(),
+                self.pos
+            ));
         }
         Ok(())
     }

@@ -53,12 +53,19 @@ impl DataBlockBuilder {
         self.buf.extend_from_slice(&lsn.0.to_le_bytes());
         let (tag, body): (u8, &[u8]) = match value {
             Value::Image(b) => (TAG_IMAGE, b),
-            Value::Delta { record, will_init: false } => (TAG_DELTA, record),
-            Value::Delta { record, will_init: true } => (TAG_DELTA_INIT, record),
+            Value::Delta {
+                record,
+                will_init: false,
+            } => (TAG_DELTA, record),
+            Value::Delta {
+                record,
+                will_init: true,
+            } => (TAG_DELTA_INIT, record),
             Value::Tombstone => (TAG_TOMBSTONE, &[]),
         };
         self.buf.push(tag);
-        self.buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(body.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(body);
     }
 
@@ -114,19 +121,31 @@ impl DataBlock {
         if data.len() < COUNT_LEN {
             return Err(bad(format!("{} bytes is too short", data.len())));
         }
-        let count = u32::from_le_bytes(data[data.len() - COUNT_LEN..].try_into().expect("4")) as usize;
+        let count =
+            u32::from_le_bytes(data[data.len() - COUNT_LEN..].try_into().expect("4")) as usize;
         let table = count
             .checked_mul(OFFSET_LEN)
             .filter(|t| t + COUNT_LEN <= data.len())
-            .ok_or_else(|| bad(format!("entry count {count} does not fit {} bytes", data.len())))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "entry count {count} does not fit {} bytes",
+                    data.len()
+                ))
+            })?;
         let offsets_at = data.len() - COUNT_LEN - table;
-        let block = DataBlock { data, count, offsets_at };
+        let block = DataBlock {
+            data,
+            count,
+            offsets_at,
+        };
         // Every offset must point inside the entry area, in increasing order.
         let mut prev = None;
         for i in 0..count {
             let o = block.offset(i);
             if o >= offsets_at || prev.is_some_and(|p| o <= p) {
-                return Err(bad(format!("entry {i} offset {o} out of order or past {offsets_at}")));
+                return Err(bad(format!(
+                    "entry {i} offset {o} out of order or past {offsets_at}"
+                )));
             }
             prev = Some(o);
         }
@@ -149,7 +168,11 @@ impl DataBlock {
     }
 
     fn end_of(&self, i: usize) -> usize {
-        if i + 1 < self.count { self.offset(i + 1) } else { self.offsets_at }
+        if i + 1 < self.count {
+            self.offset(i + 1)
+        } else {
+            self.offsets_at
+        }
     }
 
     /// The key and LSN of entry `i`, without decoding its value.
@@ -174,8 +197,14 @@ impl DataBlock {
         let body = || self.data.slice(at..at + len);
         let value = match tag {
             TAG_IMAGE => Value::Image(body()),
-            TAG_DELTA => Value::Delta { record: body(), will_init: false },
-            TAG_DELTA_INIT => Value::Delta { record: body(), will_init: true },
+            TAG_DELTA => Value::Delta {
+                record: body(),
+                will_init: false,
+            },
+            TAG_DELTA_INIT => Value::Delta {
+                record: body(),
+                will_init: true,
+            },
             TAG_TOMBSTONE if len == 0 => Value::Tombstone,
             t => return Err(format!("entry {i}: bad tag {t} with {len} value bytes")),
         };
@@ -283,7 +312,11 @@ mod tests {
 
     #[test]
     fn bad_offset_table_is_corruption() {
-        let mut raw = build(&[(b"a".to_vec(), 1, Value::Tombstone), (b"b".to_vec(), 1, Value::Tombstone)]).to_vec();
+        let mut raw = build(&[
+            (b"a".to_vec(), 1, Value::Tombstone),
+            (b"b".to_vec(), 1, Value::Tombstone),
+        ])
+        .to_vec();
         let n = raw.len();
         raw[n - 4] = 200; // entry count far past the block
         let err = DataBlock::parse(raw.into(), Path::new("x.layer"), 77).unwrap_err();

@@ -31,19 +31,35 @@ pub(crate) fn seal(magic: &[u8; 8], version: u16, body: &[u8]) -> Vec<u8> {
 }
 
 /// Checks the envelope of `file` (read from `path`) and returns its body.
-pub(crate) fn unseal<'a>(magic: &[u8; 8], version: u16, file: &'a [u8], path: &Path) -> Result<&'a [u8]> {
+pub(crate) fn unseal<'a>(
+    magic: &[u8; 8],
+    version: u16,
+    file: &'a [u8],
+    path: &Path,
+) -> Result<&'a [u8]> {
     if file.len() < BODY_AT + CRC_LEN {
-        return Err(Error::corruption(path, 0, format!("{} bytes is too short", file.len())));
+        return Err(Error::corruption(
+            path,
+            0,
+            format!("{} bytes is too short", file.len()),
+        ));
     }
     if &file[..MAGIC_LEN] != magic {
-        return Err(Error::corruption(path, 0, format!("bad magic, expected {:?}", String::from_utf8_lossy(magic))));
+        return Err(Error::corruption(
+            path,
+            0,
+            format!("bad magic, expected {:?}", String::from_utf8_lossy(magic)),
+        ));
     }
     let body_len = u32::from_le_bytes(file[BODY_LEN_AT..BODY_AT].try_into().expect("4")) as usize;
     if BODY_AT + body_len + CRC_LEN != file.len() {
         return Err(Error::corruption(
             path,
             BODY_LEN_AT as u64,
-            format!("body length {body_len} does not match file length {}", file.len()),
+            format!(
+                "body length {body_len} does not match file length {}",
+                file.len()
+            ),
         ));
     }
     let crc_at = BODY_AT + body_len;
@@ -53,7 +69,11 @@ pub(crate) fn unseal<'a>(magic: &[u8; 8], version: u16, file: &'a [u8], path: &P
     }
     let v = u16::from_le_bytes(file[VERSION_AT..BODY_LEN_AT].try_into().expect("2"));
     if v != version {
-        return Err(Error::corruption(path, VERSION_AT as u64, format!("unknown format version {v}")));
+        return Err(Error::corruption(
+            path,
+            VERSION_AT as u64,
+            format!("unknown format version {v}"),
+        ));
     }
     Ok(&file[BODY_AT..crc_at])
 }

@@ -111,22 +111,39 @@ impl Footer {
     pub fn decode(file: &[u8], path: &Path) -> Result<Footer> {
         let n = file.len();
         if n < FOOTER_TRAILER_LEN {
-            return Err(Error::corruption(path, 0, format!("file of {n} bytes is too short for a layer footer")));
+            return Err(Error::corruption(
+                path,
+                0,
+                format!("file of {n} bytes is too short for a layer footer"),
+            ));
         }
         let t = n - FOOTER_TRAILER_LEN;
         let trailer = &file[t..];
         if &trailer[MAGIC_AT..] != MAGIC {
-            return Err(Error::corruption(path, (t + MAGIC_AT) as u64, "bad layer magic"));
+            return Err(Error::corruption(
+                path,
+                (t + MAGIC_AT) as u64,
+                "bad layer magic",
+            ));
         }
-        let body_len = u32::from_le_bytes(trailer[BODY_LEN_AT..BODY_CRC_AT].try_into().expect("4")) as usize;
+        let body_len =
+            u32::from_le_bytes(trailer[BODY_LEN_AT..BODY_CRC_AT].try_into().expect("4")) as usize;
         let crc = u32::from_le_bytes(trailer[BODY_CRC_AT..MAGIC_AT].try_into().expect("4"));
         if body_len > t {
-            return Err(Error::corruption(path, t as u64, format!("footer length {body_len} exceeds the file")));
+            return Err(Error::corruption(
+                path,
+                t as u64,
+                format!("footer length {body_len} exceeds the file"),
+            ));
         }
         let b = t - body_len;
         let body = &file[b..t];
         if crc32fast::hash(body) != crc {
-            return Err(Error::corruption(path, b as u64, "footer checksum mismatch"));
+            return Err(Error::corruption(
+                path,
+                b as u64,
+                "footer checksum mismatch",
+            ));
         }
         let bad = |what: String| Error::corruption(path, b as u64, format!("footer: {what}"));
         let mut c = Cursor::new(body);
@@ -135,25 +152,44 @@ impl Footer {
             return Err(bad(format!("unknown format version {version}")));
         }
         let kind_code = c.u8().map_err(bad)?;
-        let kind = LayerKind::from_code(kind_code).ok_or_else(|| bad(format!("unknown layer kind {kind_code}")))?;
+        let kind = LayerKind::from_code(kind_code)
+            .ok_or_else(|| bad(format!("unknown layer kind {kind_code}")))?;
         c.u8().map_err(bad)?;
         let lsn_range = Lsn(c.u64().map_err(bad)?)..Lsn(c.u64().map_err(bad)?);
         let index_offset = c.u64().map_err(bad)?;
         let index_len = c.u32().map_err(bad)?;
         let entry_count = c.u64().map_err(bad)?;
         let start = Bytes::copy_from_slice(c.short_bytes().map_err(bad)?);
-        let end = c.opt_short_bytes().map_err(bad)?.map(Bytes::copy_from_slice);
+        let end = c
+            .opt_short_bytes()
+            .map_err(bad)?
+            .map(Bytes::copy_from_slice);
         c.expect_end().map_err(bad)?;
         if lsn_range.start >= lsn_range.end {
-            return Err(bad(format!("empty LSN range {}..{}", lsn_range.start, lsn_range.end)));
+            return Err(bad(format!(
+                "empty LSN range {}..{}",
+                lsn_range.start, lsn_range.end
+            )));
         }
         if end.as_ref().is_some_and(|e| *e <= start) {
             return Err(bad("empty key range".to_string()));
         }
-        if index_offset.checked_add(u64::from(index_len)).is_none_or(|e| e > b as u64) {
-            return Err(bad(format!("index at {index_offset}+{index_len} overlaps the footer at {b}")));
+        if index_offset
+            .checked_add(u64::from(index_len))
+            .is_none_or(|e| e > b as u64)
+        {
+            return Err(bad(format!(
+                "index at {index_offset}+{index_len} overlaps the footer at {b}"
+            )));
         }
-        Ok(Footer { kind, lsn_range, key_range: KeyRange { start, end }, index_offset, index_len, entry_count })
+        Ok(Footer {
+            kind,
+            lsn_range,
+            key_range: KeyRange { start, end },
+            index_offset,
+            index_len,
+            entry_count,
+        })
     }
 }
 
@@ -175,7 +211,11 @@ mod tests {
             any::<u64>(),
         )
             .prop_map(|(img, s, w, ks, ke, io, il, n)| Footer {
-                kind: if img { LayerKind::Image } else { LayerKind::Delta },
+                kind: if img {
+                    LayerKind::Image
+                } else {
+                    LayerKind::Delta
+                },
                 lsn_range: Lsn(s)..Lsn(s + w),
                 key_range: KeyRange {
                     end: ke.map(|mut e| {

@@ -57,7 +57,10 @@ pub fn decode_index(raw: &[u8], path: &Path, offset: u64) -> Result<Vec<IndexEnt
     let count = c.u32().map_err(bad)? as usize;
     // Each entry takes at least 22 bytes: refuse a count the block cannot hold before allocating.
     if count > c.remaining() / 22 {
-        return Err(bad(format!("count {count} does not fit {} bytes", raw.len())));
+        return Err(bad(format!(
+            "count {count} does not fit {} bytes",
+            raw.len()
+        )));
     }
     let mut entries: Vec<IndexEntry> = Vec::with_capacity(count);
     for _ in 0..count {
@@ -70,7 +73,12 @@ pub fn decode_index(raw: &[u8], path: &Path, offset: u64) -> Result<Vec<IndexEnt
         {
             return Err(bad(format!("entry {} is out of order", entries.len())));
         }
-        entries.push(IndexEntry { first_key, first_lsn, offset: off, len });
+        entries.push(IndexEntry {
+            first_key,
+            first_lsn,
+            offset: off,
+            len,
+        });
     }
     c.expect_end().map_err(bad)?;
     Ok(entries)
@@ -100,12 +108,25 @@ mod tests {
 
     #[test]
     fn truncation_and_disorder_are_corruption() {
-        let e = |k: &'static [u8]| IndexEntry { first_key: Bytes::from_static(k), first_lsn: Lsn(1), offset: 0, len: 1 };
+        let e = |k: &'static [u8]| IndexEntry {
+            first_key: Bytes::from_static(k),
+            first_lsn: Lsn(1),
+            offset: 0,
+            len: 1,
+        };
         let raw = encode_index(&[e(b"a"), e(b"b")]);
         for n in 0..raw.len() {
-            assert_eq!(decode_index(&raw[..n], Path::new("f"), 0).unwrap_err().kind(), ErrorKind::Corruption);
+            assert_eq!(
+                decode_index(&raw[..n], Path::new("f"), 0)
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::Corruption
+            );
         }
         let raw = encode_index(&[e(b"b"), e(b"a")]);
-        assert_eq!(decode_index(&raw, Path::new("f"), 9).unwrap_err().kind(), ErrorKind::Corruption);
+        assert_eq!(
+            decode_index(&raw, Path::new("f"), 9).unwrap_err().kind(),
+            ErrorKind::Corruption
+        );
     }
 }

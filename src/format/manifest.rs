@@ -103,7 +103,13 @@ impl Manifest {
     pub fn decode(file: &[u8], path: &Path) -> Result<Manifest> {
         let body = unseal(MAGIC, VERSION, file, path)?;
         let mut c = Cursor::new(body);
-        let bad = |c: &Cursor, what: String| Error::corruption(path, BODY_OFFSET + c.pos() as u64, format!("manifest: {what}"));
+        let bad = |c: &Cursor, what: String| {
+            Error::corruption(
+                path,
+                BODY_OFFSET + c.pos() as u64,
+                format!("manifest: {what}"),
+            )
+        };
         macro_rules! rd {
             ($e:expr) => {
                 match $e {
@@ -127,17 +133,26 @@ impl Manifest {
         let next_layer_seq = rd!(c.u64());
         let count = rd!(c.u32()) as usize;
         if count > c.remaining() / 31 {
-            return Err(bad(&c, format!("layer count {count} does not fit the manifest")));
+            return Err(bad(
+                &c,
+                format!("layer count {count} does not fit the manifest"),
+            ));
         }
         let mut layers = Vec::with_capacity(count);
         for _ in 0..count {
             let name = rd!(c.short_bytes());
             let file_name = match std::str::from_utf8(name) {
                 Ok(s) if is_plain_file_name(s) => s.to_string(),
-                _ => return Err(bad(&c, format!("bad layer file name {:?}", String::from_utf8_lossy(name)))),
+                _ => {
+                    return Err(bad(
+                        &c,
+                        format!("bad layer file name {:?}", String::from_utf8_lossy(name)),
+                    ));
+                }
             };
             let code = rd!(c.u8());
-            let kind = LayerKind::from_code(code).ok_or_else(|| bad(&c, format!("unknown layer kind {code}")))?;
+            let kind = LayerKind::from_code(code)
+                .ok_or_else(|| bad(&c, format!("unknown layer kind {code}")))?;
             let lsn_range = Lsn(rd!(c.u64()))..Lsn(rd!(c.u64()));
             let file_size = rd!(c.u64());
             let start = Bytes::copy_from_slice(rd!(c.short_bytes()));
@@ -145,10 +160,23 @@ impl Manifest {
             if lsn_range.start >= lsn_range.end {
                 return Err(bad(&c, format!("layer {file_name} has an empty LSN range")));
             }
-            layers.push(LayerDesc { file_name, kind, lsn_range, key_range: KeyRange { start, end }, file_size });
+            layers.push(LayerDesc {
+                file_name,
+                kind,
+                lsn_range,
+                key_range: KeyRange { start, end },
+                file_size,
+            });
         }
         rd!(c.expect_end());
-        Ok(Manifest { timeline_id, ancestor, disk_consistent_lsn, gc_cutoff, next_layer_seq, layers })
+        Ok(Manifest {
+            timeline_id,
+            ancestor,
+            disk_consistent_lsn,
+            gc_cutoff,
+            next_layer_seq,
+            layers,
+        })
     }
 }
 
@@ -175,9 +203,16 @@ mod tests {
         )
             .prop_map(|(name, img, s, w, size, ks, ke)| LayerDesc {
                 file_name: name,
-                kind: if img { LayerKind::Image } else { LayerKind::Delta },
+                kind: if img {
+                    LayerKind::Image
+                } else {
+                    LayerKind::Delta
+                },
                 lsn_range: Lsn(s)..Lsn(s + w),
-                key_range: KeyRange { start: ks.into(), end: ke.map(Bytes::from) },
+                key_range: KeyRange {
+                    start: ks.into(),
+                    end: ke.map(Bytes::from),
+                },
                 file_size: size,
             });
         (

@@ -7,8 +7,8 @@
 mod block;
 mod catalog;
 mod cursor;
-mod envelope;
 mod data_block;
+mod envelope;
 mod footer;
 mod index;
 mod manifest;

@@ -28,7 +28,9 @@ impl Hasher for MixHasher {
         }
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
     }
 }
 
@@ -49,9 +51,19 @@ pub(crate) struct BlockCache {
 impl BlockCache {
     pub(crate) fn new(capacity_bytes: usize) -> BlockCache {
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(Shard { map: HashMap::default(), order: VecDeque::new(), bytes: 0 }))
+            .map(|_| {
+                Mutex::new(Shard {
+                    map: HashMap::default(),
+                    order: VecDeque::new(),
+                    bytes: 0,
+                })
+            })
             .collect();
-        BlockCache { shards, shard_capacity: capacity_bytes / SHARDS, next_file_id: AtomicU64::new(1) }
+        BlockCache {
+            shards,
+            shard_capacity: capacity_bytes / SHARDS,
+            next_file_id: AtomicU64::new(1),
+        }
     }
 
     /// A fresh identity for a layer file's blocks.
@@ -65,7 +77,11 @@ impl BlockCache {
     }
 
     pub(crate) fn get(&self, file: u64, offset: u64) -> Option<Arc<DataBlock>> {
-        self.shard((file, offset)).lock().map.get(&(file, offset)).cloned()
+        self.shard((file, offset))
+            .lock()
+            .map
+            .get(&(file, offset))
+            .cloned()
     }
 
     pub(crate) fn insert(&self, file: u64, offset: u64, block: Arc<DataBlock>) {
@@ -80,7 +96,9 @@ impl BlockCache {
             s.bytes += size;
         }
         while s.bytes > self.shard_capacity {
-            let Some(old) = s.order.pop_front() else { break };
+            let Some(old) = s.order.pop_front() else {
+                break;
+            };
             if let Some(b) = s.map.remove(&old) {
                 s.bytes -= b.byte_len();
             }

@@ -15,8 +15,8 @@ use super::cache::BlockCache;
 use super::versions::Versions;
 use crate::error::{Error, Result};
 use crate::format::{
-    Compression, DataBlock, DataBlockBuilder, Footer, IndexEntry, LayerDesc, LayerKind, decode_block, decode_index,
-    encode_block, encode_index,
+    Compression, DataBlock, DataBlockBuilder, Footer, IndexEntry, LayerDesc, LayerKind,
+    decode_block, decode_index, encode_block, encode_index,
 };
 use crate::io;
 use crate::lsn::Lsn;
@@ -28,7 +28,10 @@ pub(crate) fn layer_file_name(seq: u64, kind: LayerKind, lsn_range: &Range<Lsn>)
         LayerKind::Delta => 'd',
         LayerKind::Image => 'i',
     };
-    format!("{seq:016X}-{k}-{:016X}-{:016X}.layer", lsn_range.start.0, lsn_range.end.0)
+    format!(
+        "{seq:016X}-{k}-{:016X}-{:016X}.layer",
+        lsn_range.start.0, lsn_range.end.0
+    )
 }
 
 /// Writes one layer file under a temporary name, then renames it into place.
@@ -51,7 +54,11 @@ pub(crate) struct LayerWriter {
 }
 
 impl LayerWriter {
-    pub(crate) fn create(path: PathBuf, block_size: usize, compression: Compression) -> Result<LayerWriter> {
+    pub(crate) fn create(
+        path: PathBuf,
+        block_size: usize,
+        compression: Compression,
+    ) -> Result<LayerWriter> {
         let tmp = io::temp_path(&path);
         let f = io::create(&tmp)?;
         Ok(LayerWriter {
@@ -93,20 +100,33 @@ impl LayerWriter {
     }
 
     fn write(&mut self, bytes_from_framed: bool) -> Result<u64> {
-        let buf = if bytes_from_framed { &self.framed } else { &self.raw };
+        let buf = if bytes_from_framed {
+            &self.framed
+        } else {
+            &self.raw
+        };
         let at = self.offset;
-        self.out.write_all(buf).map_err(|e| Error::io("writing", &self.tmp, e))?;
+        self.out
+            .write_all(buf)
+            .map_err(|e| Error::io("writing", &self.tmp, e))?;
         self.offset += buf.len() as u64;
         Ok(at)
     }
 
     fn finish_block(&mut self) -> Result<()> {
-        let Some((first_key, first_lsn)) = self.block_first.take() else { return Ok(()) };
+        let Some((first_key, first_lsn)) = self.block_first.take() else {
+            return Ok(());
+        };
         self.block.finish_into(&mut self.raw);
         self.framed.clear();
         encode_block(&self.raw, self.compression, &mut self.framed);
         let offset = self.write(true)?;
-        self.index.push(IndexEntry { first_key, first_lsn, offset, len: self.framed.len() as u32 });
+        self.index.push(IndexEntry {
+            first_key,
+            first_lsn,
+            offset,
+            len: self.framed.len() as u32,
+        });
         Ok(())
     }
 
@@ -129,16 +149,35 @@ impl LayerWriter {
             Some(min) => KeyRange::covering(min, &self.max_key),
             None => KeyRange::ALL,
         });
-        let footer = Footer { kind, lsn_range: lsn_range.clone(), key_range: key_range.clone(), index_offset, index_len, entry_count: self.entries };
+        let footer = Footer {
+            kind,
+            lsn_range: lsn_range.clone(),
+            key_range: key_range.clone(),
+            index_offset,
+            index_len,
+            entry_count: self.entries,
+        };
         self.raw.clear();
         footer.encode_into(&mut self.raw);
         self.write(false)?;
-        self.out.flush().map_err(|e| Error::io("writing", &self.tmp, e))?;
+        self.out
+            .flush()
+            .map_err(|e| Error::io("writing", &self.tmp, e))?;
         io::sync(self.out.get_ref(), &self.tmp)?;
         io::rename_durably(&self.tmp, &self.path)?;
         self.finished = true;
-        let file_name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(LayerDesc { file_name, kind, lsn_range, key_range, file_size: self.offset })
+        let file_name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(LayerDesc {
+            file_name,
+            kind,
+            lsn_range,
+            key_range,
+            file_size: self.offset,
+        })
     }
 }
 
@@ -165,8 +204,18 @@ impl LayerFile {
     /// Opens the file at `path`, checking it against what the manifest says of it.
     pub(crate) fn open(path: &Path, desc: &LayerDesc, cache: Arc<BlockCache>) -> Result<LayerFile> {
         let f = File::open(path).map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound { crate::ErrorKind::Corruption } else { crate::ErrorKind::Io };
-            Error::new(kind, format!("opening layer {} named by the manifest: {e}", path.display()))
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                crate::ErrorKind::Corruption
+            } else {
+                crate::ErrorKind::Io
+            };
+            Error::new(
+                kind,
+                format!(
+                    "opening layer {} named by the manifest: {e}",
+                    path.display()
+                ),
+            )
         })?;
         // SAFETY: layer files are immutable once renamed into place; the store never writes to a
         // file it has mapped, and they are removed only by unlinking.
@@ -175,21 +224,50 @@ impl LayerFile {
             return Err(Error::corruption(
                 path,
                 0,
-                format!("file is {} bytes, the manifest says {}", mmap.len(), desc.file_size),
+                format!(
+                    "file is {} bytes, the manifest says {}",
+                    mmap.len(),
+                    desc.file_size
+                ),
             ));
         }
         let footer = Footer::decode(&mmap, path)?;
-        if footer.kind != desc.kind || footer.lsn_range != desc.lsn_range || footer.key_range != desc.key_range {
-            return Err(Error::corruption(path, 0, "footer does not match the manifest's description of the layer"));
+        if footer.kind != desc.kind
+            || footer.lsn_range != desc.lsn_range
+            || footer.key_range != desc.key_range
+        {
+            return Err(Error::corruption(
+                path,
+                0,
+                "footer does not match the manifest's description of the layer",
+            ));
         }
         let io_at = footer.index_offset;
         let framed = &mmap[io_at as usize..(io_at + u64::from(footer.index_len)) as usize];
         let raw = decode_block(framed, path, io_at)?;
         let index = decode_index(&raw, path, io_at)?;
-        if let Some(bad) = index.iter().find(|e| e.offset.checked_add(u64::from(e.len)).is_none_or(|end| end > io_at)) {
-            return Err(Error::corruption(path, io_at, format!("index names a block at {}+{} past the data", bad.offset, bad.len)));
+        if let Some(bad) = index.iter().find(|e| {
+            e.offset
+                .checked_add(u64::from(e.len))
+                .is_none_or(|end| end > io_at)
+        }) {
+            return Err(Error::corruption(
+                path,
+                io_at,
+                format!(
+                    "index names a block at {}+{} past the data",
+                    bad.offset, bad.len
+                ),
+            ));
         }
-        Ok(LayerFile { desc: desc.clone(), path: path.to_path_buf(), mmap, index, cache_id: cache.new_file_id(), cache })
+        Ok(LayerFile {
+            desc: desc.clone(),
+            path: path.to_path_buf(),
+            mmap,
+            index,
+            cache_id: cache.new_file_id(),
+            cache,
+        })
     }
 
     pub(crate) fn kind(&self) -> LayerKind {
@@ -217,23 +295,39 @@ impl LayerFile {
     }
 
     fn corrupt(&self, i: usize, what: String) -> Error {
-        Error::corruption(&self.path, self.index[i].offset, format!("data block: {what}"))
+        Error::corruption(
+            &self.path,
+            self.index[i].offset,
+            format!("data block: {what}"),
+        )
     }
 
     /// Collects versions of `key` in `[lower, cont)` newest first; returns whether complete.
     ///
     /// In an image layer, a key in its range that it does not hold does not exist.
-    pub(crate) fn collect(&self, key: &[u8], lower: Lsn, cont: Lsn, out: &mut Versions) -> Result<bool> {
+    pub(crate) fn collect(
+        &self,
+        key: &[u8],
+        lower: Lsn,
+        cont: Lsn,
+        out: &mut Versions,
+    ) -> Result<bool> {
         let target = Lsn(cont.0 - 1);
-        let mut bi = self
-            .index
-            .partition_point(|e| e.first_key[..].cmp(key).then(e.first_lsn.cmp(&target)).is_le());
+        let mut bi = self.index.partition_point(|e| {
+            e.first_key[..]
+                .cmp(key)
+                .then(e.first_lsn.cmp(&target))
+                .is_le()
+        });
         let mut pos = None;
         while bi > 0 {
             bi -= 1;
             let block = self.block(bi)?;
             let mut i = match pos.take() {
-                None => match block.seek_le(key, target).map_err(|e| self.corrupt(bi, e))? {
+                None => match block
+                    .seek_le(key, target)
+                    .map_err(|e| self.corrupt(bi, e))?
+                {
                     Some(i) => i + 1,
                     None => continue,
                 },
@@ -264,18 +358,27 @@ impl LayerFile {
     }
 
     /// Appends the keys in the bounds that have a version below `cont`.
-    pub(crate) fn keys_in(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, cont: Lsn, out: &mut Vec<Bytes>) -> Result<()> {
+    pub(crate) fn keys_in(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        cont: Lsn,
+        out: &mut Vec<Bytes>,
+    ) -> Result<()> {
         let start_block = match lo {
             Bound::Unbounded => 0,
-            Bound::Included(k) | Bound::Excluded(k) => {
-                self.index.partition_point(|e| e.first_key[..] < *k).saturating_sub(1)
-            }
+            Bound::Included(k) | Bound::Excluded(k) => self
+                .index
+                .partition_point(|e| e.first_key[..] < *k)
+                .saturating_sub(1),
         };
         for bi in start_block..self.index.len() {
             let block = self.block(bi)?;
             let first = match lo {
                 Bound::Unbounded => 0,
-                Bound::Included(k) | Bound::Excluded(k) => block.seek_key_ge(k).map_err(|e| self.corrupt(bi, e))?,
+                Bound::Included(k) | Bound::Excluded(k) => {
+                    block.seek_key_ge(k).map_err(|e| self.corrupt(bi, e))?
+                }
             };
             for i in first..block.len() {
                 let (k, l) = block.key_lsn(i).map_err(|e| self.corrupt(bi, e))?;
@@ -299,7 +402,10 @@ impl LayerFile {
     }
 
     /// Calls `f` for every version in `(key, lsn)` order, verifying every block.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], Lsn, Value) -> Result<()>) -> Result<()> {
+    pub(crate) fn for_each(
+        &self,
+        mut f: impl FnMut(&[u8], Lsn, Value) -> Result<()>,
+    ) -> Result<()> {
         for bi in 0..self.index.len() {
             let block = self.block(bi)?;
             for i in 0..block.len() {
@@ -309,5 +415,131 @@ impl LayerFile {
         }
         Ok(())
     }
+}
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    type Model = BTreeMap<(Vec<u8>, u64), Value>;
+
+    fn versions() -> impl Strategy<Value = Model> {
+        let value = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::image),
+            proptest::collection::vec(any::<u8>(), 1..20).prop_map(Value::delta),
+            proptest::collection::vec(any::<u8>(), 1..20).prop_map(Value::init_delta),
+            Just(Value::Tombstone),
+        ];
+        proptest::collection::btree_map(
+            (proptest::collection::vec(b'a'..b'f', 1..4), 1u64..40),
+            value,
+            1..200,
+        )
+    }
+
+    fn write(dir: &Path, model: &Model, zstd: bool) -> (LayerDesc, PathBuf) {
+        let path = dir.join("l.layer");
+        let comp = if zstd {
+            Compression::Zstd(1)
+        } else {
+            Compression::None
+        };
+        let mut w = LayerWriter::create(path.clone(), 512, comp).unwrap();
+        for ((k, l), v) in model {
+            w.add(k, Lsn(*l), v).unwrap();
+        }
+        (
+            w.finish(LayerKind::Delta, Lsn(1)..Lsn(40), None).unwrap(),
+            path,
+        )
+    }
+
+    /// What `collect` must gather: versions of `key` in `[lower, cont)`, newest first, to a base.
+    fn expected(model: &Model, key: &[u8], lower: u64, cont: u64) -> (Vec<(Lsn, Value)>, bool) {
+        let mut out = Vec::new();
+        for ((_, l), v) in model
+            .range((key.to_vec(), lower)..(key.to_vec(), cont))
+            .rev()
+        {
+            out.push((Lsn(*l), v.clone()));
+            if v.is_base() {
+                return (out, true);
+            }
+        }
+        (out, false)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn written_versions_read_back(model in versions(), zstd in any::<bool>(), lower in 1u64..20) {
+            let dir = tempfile::tempdir().unwrap();
+            let (desc, path) = write(dir.path(), &model, zstd);
+            let file = LayerFile::open(&path, &desc, Arc::new(BlockCache::new(1 << 20))).unwrap();
+            let mut all = Vec::new();
+            file.for_each(|k, l, v| { all.push(((k.to_vec(), l.0), v)); Ok(()) }).unwrap();
+            prop_assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+            for key in [&b"a"[..], b"ab", b"abc", b"e", b"zz"] {
+                for cont in [lower + 1, 10, 25, 40].into_iter().filter(|c| *c > lower) {
+                    let mut got = Versions::default();
+                    let complete = file.collect(key, Lsn(lower), Lsn(cont), &mut got).unwrap();
+                    let (want, want_complete) = expected(&model, key, lower, cont);
+                    prop_assert_eq!(complete, want_complete);
+                    prop_assert_eq!(got.collected(), want);
+                }
+            }
+            let mut keys = Vec::new();
+            file.keys_in(Bound::Included(b"ab"), Bound::Excluded(b"d"), Lsn(20), &mut keys).unwrap();
+            let mut want: Vec<Bytes> = model.keys().filter(|(k, l)| k[..] >= b"ab"[..] && k[..] < b"d"[..] && *l < 20).map(|(k, _)| Bytes::from(k.clone())).collect();
+            want.dedup();
+            prop_assert_eq!(keys, want);
+        }
+    }
+
+    #[test]
+    fn flipped_byte_in_a_block_is_reported_with_file_and_offset() {
+        let model: Model = (0..500u32)
+            .map(|i| {
+                (
+                    (format!("key{i:05}").into_bytes(), 5),
+                    Value::image(vec![i as u8; 50]),
+                )
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (desc, path) = write(dir.path(), &model, false);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[1000] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let file = LayerFile::open(&path, &desc, Arc::new(BlockCache::new(1 << 20))).unwrap();
+        let mut errors = 0;
+        for ((k, _), _) in &model {
+            let mut v = Versions::default();
+            match file.collect(k, Lsn(1), Lsn(40), &mut v) {
+                Ok(found) => assert!(found, "a key outside the damaged block must still read"),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Corruption);
+                    assert!(e.to_string().contains("l.layer at offset"), "{e}");
+                    errors += 1;
+                }
+            }
+        }
+        assert!(errors > 0 && errors < model.len(), "{errors}");
+    }
+
+    #[test]
+    fn truncated_file_fails_open() {
+        let model: Model = [((b"k".to_vec(), 3), Value::image("v"))].into();
+        let dir = tempfile::tempdir().unwrap();
+        let (desc, path) = write(dir.path(), &model, true);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let err = LayerFile::open(&path, &desc, Arc::new(BlockCache::new(0)))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Corruption);
+    }
 }

@@ -80,7 +80,9 @@ impl InMemoryLayer {
     /// Collects versions of `key` in `[start, cont)`, newest first; returns whether complete.
     pub(crate) fn collect(&self, key: &[u8], cont: Lsn, out: &mut Versions) -> bool {
         let map = self.map.read();
-        let Some(versions) = map.get(key) else { return false };
+        let Some(versions) = map.get(key) else {
+            return false;
+        };
         let below = versions.partition_point(|(l, _)| *l < cont);
         for (lsn, value) in versions[..below].iter().rev() {
             if out.push(*lsn, value.clone()) {
@@ -91,7 +93,13 @@ impl InMemoryLayer {
     }
 
     /// Keys in the bounds that have a version below `cont`, appended to `out`.
-    pub(crate) fn keys_in(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, cont: Lsn, out: &mut Vec<Bytes>) {
+    pub(crate) fn keys_in(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        cont: Lsn,
+        out: &mut Vec<Bytes>,
+    ) {
         let map = self.map.read();
         for (k, versions) in map.range::<[u8], _>((lo, hi)) {
             if versions.first().is_some_and(|(l, _)| *l < cont) {
@@ -126,7 +134,10 @@ impl InMemoryLayer {
     }
 
     /// Calls `f` for every version in `(key, lsn)` order.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], Lsn, &Value) -> crate::Result<()>) -> crate::Result<()> {
+    pub(crate) fn for_each(
+        &self,
+        mut f: impl FnMut(&[u8], Lsn, &Value) -> crate::Result<()>,
+    ) -> crate::Result<()> {
         let map = self.map.read();
         for (k, versions) in map.iter() {
             for (l, v) in versions {

@@ -27,16 +27,22 @@ pub(crate) struct Versions {
     base: Base,
     /// Deltas above the base, newest first.
     deltas: Vec<RedoRecord>,
+    /// The LSN of the image or tombstone base.
+    base_lsn: Lsn,
 }
 
 impl Versions {
     /// Adds the next older version; returns `true` once the base is found.
     pub(crate) fn push(&mut self, lsn: Lsn, value: Value) -> bool {
         match value {
-            Value::Image(b) => self.base = Base::Image(b),
-            Value::Tombstone => self.base = Base::Absent,
+            Value::Image(b) => (self.base, self.base_lsn) = (Base::Image(b), lsn),
+            Value::Tombstone => (self.base, self.base_lsn) = (Base::Absent, lsn),
             Value::Delta { record, will_init } => {
-                self.deltas.push(RedoRecord { lsn, record, will_init });
+                self.deltas.push(RedoRecord {
+                    lsn,
+                    record,
+                    will_init,
+                });
                 if will_init {
                     self.base = Base::Init;
                 }
@@ -53,6 +59,30 @@ impl Versions {
     /// Whether the base has been found.
     pub(crate) fn is_complete(&self) -> bool {
         !matches!(self.base, Base::Missing)
+    }
+
+    /// The versions collected, newest first, base included: for tests.
+    #[cfg(test)]
+    pub(crate) fn collected(&self) -> Vec<(Lsn, Value)> {
+        let mut v: Vec<(Lsn, Value)> = self
+            .deltas
+            .iter()
+            .map(|d| {
+                (
+                    d.lsn,
+                    Value::Delta {
+                        record: d.record.clone(),
+                        will_init: d.will_init,
+                    },
+                )
+            })
+            .collect();
+        match &self.base {
+            Base::Image(b) => v.push((self.base_lsn, Value::Image(b.clone()))),
+            Base::Absent if self.base_lsn != Lsn::ZERO => v.push((self.base_lsn, Value::Tombstone)),
+            _ => {}
+        }
+        v
     }
 
     /// Turns the collected versions into the value, calling the redo hook if there are deltas.

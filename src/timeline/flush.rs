@@ -23,7 +23,11 @@ impl TimelineInner {
         if lrl < old.start() {
             return;
         }
-        let new = if ws.last_put > lrl { old.split_off_above(lrl) } else { InMemoryLayer::new(lrl.next()) };
+        let new = if ws.last_put > lrl {
+            old.split_off_above(lrl)
+        } else {
+            InMemoryLayer::new(lrl.next())
+        };
         old.freeze(lrl.next());
         let new = Arc::new(new);
         {
@@ -31,7 +35,11 @@ impl TimelineInner {
             let mut frozen = Vec::with_capacity(snap.frozen.len() + 1);
             frozen.push(old);
             frozen.extend(snap.frozen.iter().cloned());
-            *snap = Arc::new(Snapshot { open: new.clone(), frozen, map: snap.map.clone() });
+            *snap = Arc::new(Snapshot {
+                open: new.clone(),
+                frozen,
+                map: snap.map.clone(),
+            });
         }
         ws.open = new;
         self.env.request_flush(self.clone());
@@ -69,7 +77,9 @@ impl TimelineInner {
     /// Flushes frozen layers oldest first until none is left. Runs on the flusher thread.
     pub(crate) fn flush_frozen(&self) -> Result<()> {
         loop {
-            let Some(layer) = self.snapshot.read().frozen.last().cloned() else { return Ok(()) };
+            let Some(layer) = self.snapshot.read().frozen.last().cloned() else {
+                return Ok(());
+            };
             let end = layer.end();
             let new_dcl = Lsn(end.0 - 1);
             let written = if layer.is_empty() {
@@ -121,7 +131,11 @@ impl TimelineInner {
         edit: impl FnOnce(&mut Snapshot),
     ) -> Result<Option<Arc<LayerFile>>> {
         let file = match &desc {
-            Some(d) => Some(Arc::new(LayerFile::open(&self.dir.join(&d.file_name), d, self.env.cache.clone())?)),
+            Some(d) => Some(Arc::new(LayerFile::open(
+                &self.dir.join(&d.file_name),
+                d,
+                self.env.cache.clone(),
+            )?)),
             None => None,
         };
         let mut m = self.manifest.lock();
@@ -132,7 +146,9 @@ impl TimelineInner {
         if let Some(dcl) = new_dcl {
             next.disk_consistent_lsn = next.disk_consistent_lsn.max(dcl);
         }
-        if let Err(e) = io::write_atomic(&self.dir.join(crate::store::MANIFEST_FILE), &next.encode()) {
+        if let Err(e) =
+            io::write_atomic(&self.dir.join(crate::store::MANIFEST_FILE), &next.encode())
+        {
             // The manifest on disk may or may not be the new one: carrying on is unsafe.
             self.env.poison(&e);
             return Err(e);
@@ -140,7 +156,11 @@ impl TimelineInner {
         *m = next;
         {
             let mut snap = self.snapshot.write();
-            let mut s = Snapshot { open: snap.open.clone(), frozen: snap.frozen.clone(), map: snap.map.clone() };
+            let mut s = Snapshot {
+                open: snap.open.clone(),
+                frozen: snap.frozen.clone(),
+                map: snap.map.clone(),
+            };
             if let Some(f) = &file {
                 s.map = s.map.with_changes(vec![f.clone()], &[]);
             }
@@ -160,18 +180,26 @@ impl TimelineInner {
         self.env.check()?;
         let lsn = self.disk_consistent_lsn();
         if lsn == Lsn::ZERO {
-            return Err(Error::new(ErrorKind::InvalidArgument, format!("timeline {} has no data to image", self.name)));
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("timeline {} has no data to image", self.name),
+            ));
         }
         let snap = self.snapshot();
         let keys = self.keys_at(&snap, Bound::Unbounded, Bound::Unbounded, lsn)?;
-        let desc = self.write_layer(LayerKind::Image, lsn..lsn.next(), Some(KeyRange::ALL), |w| {
-            for k in &keys {
-                if let Some(v) = self.reconstruct(&snap, k, lsn)? {
-                    w.add(k, lsn, &Value::Image(v))?;
+        let desc = self.write_layer(
+            LayerKind::Image,
+            lsn..lsn.next(),
+            Some(KeyRange::ALL),
+            |w| {
+                for k in &keys {
+                    if let Some(v) = self.reconstruct(&snap, k, lsn)? {
+                        w.add(k, lsn, &Value::Image(v))?;
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         self.publish_layers(Some(desc), None, |_| {})?;
         Ok(lsn)
     }

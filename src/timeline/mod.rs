@@ -58,7 +58,13 @@ pub(crate) struct TimelineInner {
 
 impl TimelineInner {
     /// Builds a timeline from its manifest and the opened layer files it names.
-    pub(crate) fn new(name: String, dir: PathBuf, env: Arc<Env>, manifest: Manifest, layers: Vec<Arc<LayerFile>>) -> TimelineInner {
+    pub(crate) fn new(
+        name: String,
+        dir: PathBuf,
+        env: Arc<Env>,
+        manifest: Manifest,
+        layers: Vec<Arc<LayerFile>>,
+    ) -> TimelineInner {
         let dcl = manifest.disk_consistent_lsn;
         let open = Arc::new(InMemoryLayer::new(dcl.next()));
         TimelineInner {
@@ -66,8 +72,15 @@ impl TimelineInner {
             name,
             dir,
             env,
-            snapshot: RwLock::new(Arc::new(Snapshot { open: open.clone(), frozen: Vec::new(), map: LayerMap::new(layers) })),
-            write: Mutex::new(WriteState { open, last_put: dcl }),
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                open: open.clone(),
+                frozen: Vec::new(),
+                map: LayerMap::new(layers),
+            })),
+            write: Mutex::new(WriteState {
+                open,
+                last_put: dcl,
+            }),
             last_record_lsn: AtomicU64::new(dcl.0),
             lrl_tx: watch::Sender::new(dcl),
             disk_consistent_lsn: AtomicU64::new(dcl.0),
@@ -110,7 +123,10 @@ impl TimelineInner {
                 }
                 env.check()?;
                 if rx.changed().await.is_err() {
-                    return Err(Error::new(ErrorKind::Closed, format!("timeline {} was dropped", self.name)));
+                    return Err(Error::new(
+                        ErrorKind::Closed,
+                        format!("timeline {} was dropped", self.name),
+                    ));
                 }
             }
         })
@@ -139,7 +155,10 @@ impl TimelineInner {
         if lsn < cutoff {
             return Err(Error::new(
                 ErrorKind::BelowGcCutoff,
-                format!("timeline {}: LSN {lsn} is below the GC cutoff {cutoff}", self.name),
+                format!(
+                    "timeline {}: LSN {lsn} is below the GC cutoff {cutoff}",
+                    self.name
+                ),
             ));
         }
         Ok(())
@@ -199,7 +218,10 @@ impl Timeline {
     pub fn writer(&self) -> Result<TimelineWriter> {
         self.inner.env.check()?;
         if self.inner.writer_taken.swap(true, Ordering::AcqRel) {
-            return Err(Error::invalid(format!("timeline {} already has a writer", self.inner.name)));
+            return Err(Error::invalid(format!(
+                "timeline {} already has a writer",
+                self.inner.name
+            )));
         }
         Ok(TimelineWriter::new(self.inner.clone()))
     }
@@ -223,10 +245,16 @@ impl Timeline {
     ///
     /// # Errors
     /// As [`get`](Timeline::get); the first failing key fails the call.
-    pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K], lsn: Lsn) -> Result<Vec<Option<Bytes>>> {
+    pub async fn get_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        lsn: Lsn,
+    ) -> Result<Vec<Option<Bytes>>> {
         self.inner.check_read_lsn(lsn).await?;
         let snap = self.inner.snapshot();
-        keys.iter().map(|k| self.inner.reconstruct(&snap, k.as_ref(), lsn)).collect()
+        keys.iter()
+            .map(|k| self.inner.reconstruct(&snap, k.as_ref(), lsn))
+            .collect()
     }
 
     /// Every live key in `range` with its value as of `lsn`, in key order: exactly what
@@ -270,7 +298,13 @@ impl Timeline {
 
     /// The layer files the timeline reads, newest first.
     pub fn layers(&self) -> Vec<LayerDesc> {
-        self.inner.snapshot().map.layers().iter().map(|l| l.desc.clone()).collect()
+        self.inner
+            .snapshot()
+            .map
+            .layers()
+            .iter()
+            .map(|l| l.desc.clone())
+            .collect()
     }
 
     /// Number of in-memory layers (the open one and any frozen ones waiting for flush).

@@ -11,7 +11,12 @@ use crate::lsn::Lsn;
 
 impl TimelineInner {
     /// The value of `key` at `lsn` in `snap`.
-    pub(crate) fn reconstruct(&self, snap: &Snapshot, key: &[u8], lsn: Lsn) -> Result<Option<Bytes>> {
+    pub(crate) fn reconstruct(
+        &self,
+        snap: &Snapshot,
+        key: &[u8],
+        lsn: Lsn,
+    ) -> Result<Option<Bytes>> {
         let mut versions = Versions::default();
         let mut cont = lsn.next();
         let in_memory = std::iter::once(&snap.open).chain(snap.frozen.iter());
@@ -27,7 +32,9 @@ impl TimelineInner {
             cont = layer.start();
         }
         while !done {
-            let Some(hit) = snap.map.search(key, cont) else { break };
+            let Some(hit) = snap.map.search(key, cont) else {
+                break;
+            };
             done = hit.layer.collect(key, hit.lower, cont, &mut versions)?;
             cont = hit.lower;
         }
@@ -35,7 +42,13 @@ impl TimelineInner {
     }
 
     /// Every live key in the bounds with its value at `lsn`, in key order.
-    pub(crate) fn scan(&self, snap: &Snapshot, lo: Bound<&[u8]>, hi: Bound<&[u8]>, lsn: Lsn) -> Result<Vec<(Bytes, Bytes)>> {
+    pub(crate) fn scan(
+        &self,
+        snap: &Snapshot,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        lsn: Lsn,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
         let keys = self.keys_at(snap, lo, hi, lsn)?;
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
@@ -47,7 +60,13 @@ impl TimelineInner {
     }
 
     /// Every key in the bounds with some version at or below `lsn`, sorted, without duplicates.
-    pub(crate) fn keys_at(&self, snap: &Snapshot, lo: Bound<&[u8]>, hi: Bound<&[u8]>, lsn: Lsn) -> Result<Vec<Bytes>> {
+    pub(crate) fn keys_at(
+        &self,
+        snap: &Snapshot,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        lsn: Lsn,
+    ) -> Result<Vec<Bytes>> {
         let cont = lsn.next();
         let mut keys = Vec::new();
         for layer in std::iter::once(&snap.open).chain(snap.frozen.iter()) {

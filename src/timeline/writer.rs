@@ -19,7 +19,9 @@ pub struct TimelineWriter {
 
 impl std::fmt::Debug for TimelineWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TimelineWriter").field("timeline", &self.tl.name).finish()
+        f.debug_struct("TimelineWriter")
+            .field("timeline", &self.tl.name)
+            .finish()
     }
 }
 
@@ -39,7 +41,10 @@ impl TimelineWriter {
         tl.env.check()?;
         let opts = &tl.env.options;
         if key.is_empty() {
-            return Err(Error::invalid(format!("timeline {}: empty key at LSN {lsn}", tl.name)));
+            return Err(Error::invalid(format!(
+                "timeline {}: empty key at LSN {lsn}",
+                tl.name
+            )));
         }
         if key.len() > opts.max_key_len {
             return Err(Error::invalid(format!(
@@ -118,7 +123,8 @@ impl TimelineWriter {
         let opts = &tl.env.options;
         let open = &ws.open;
         let full = open.size() >= opts.freeze_bytes
-            || (lsn.0.saturating_sub(open.start().0) >= opts.freeze_lsn_distance && !open.is_empty());
+            || (lsn.0.saturating_sub(open.start().0) >= opts.freeze_lsn_distance
+                && !open.is_empty());
         if full {
             tl.freeze_locked(&mut ws);
             drop(ws);
