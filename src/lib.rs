@@ -28,6 +28,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod clock;
 mod error;
 pub mod format;
 mod id;
@@ -40,11 +41,12 @@ mod store;
 mod timeline;
 mod value;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use id::TimelineId;
 pub use lsn::Lsn;
 pub use options::{MAX_KEY_LEN_LIMIT, StoreOptions};
 pub use redo::{RedoRecord, SimpleRedo, WalRedo};
-pub use store::Store;
-pub use timeline::{Timeline, TimelineWriter};
+pub use store::{RestorePoint, Restored, Store};
+pub use timeline::{CompactionReport, GcReport, ReadTrace, Timeline, TimelineWriter};
 pub use value::{KeyRange, Value};

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::redo::{SimpleRedo, WalRedo};
@@ -30,6 +31,14 @@ pub struct StoreOptions {
     pub(crate) compression: Compression,
     pub(crate) block_cache_bytes: usize,
     pub(crate) wait_lsn_timeout: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) pitr_interval: Option<Duration>,
+    pub(crate) gc_horizon: Option<u64>,
+    pub(crate) compaction_threshold: usize,
+    pub(crate) target_layer_size: u64,
+    pub(crate) image_threshold_bytes: u64,
+    pub(crate) gc_compaction_ratio: f64,
+    pub(crate) background_period: Option<Duration>,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -45,6 +54,13 @@ impl std::fmt::Debug for StoreOptions {
             .field("compression", &self.compression)
             .field("block_cache_bytes", &self.block_cache_bytes)
             .field("wait_lsn_timeout", &self.wait_lsn_timeout)
+            .field("pitr_interval", &self.pitr_interval)
+            .field("gc_horizon", &self.gc_horizon)
+            .field("compaction_threshold", &self.compaction_threshold)
+            .field("target_layer_size", &self.target_layer_size)
+            .field("image_threshold_bytes", &self.image_threshold_bytes)
+            .field("gc_compaction_ratio", &self.gc_compaction_ratio)
+            .field("background_period", &self.background_period)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +83,14 @@ impl StoreOptions {
             compression: Compression::Zstd(1),
             block_cache_bytes: 256 << 20,
             wait_lsn_timeout: Duration::from_secs(10),
+            clock: Arc::new(SystemClock),
+            pitr_interval: Some(Duration::from_secs(7 * 24 * 3600)),
+            gc_horizon: None,
+            compaction_threshold: 4,
+            target_layer_size: 64 << 20,
+            image_threshold_bytes: 128 << 20,
+            gc_compaction_ratio: 0.3,
+            background_period: Some(Duration::from_secs(10)),
         }
     }
 
@@ -136,6 +160,59 @@ impl StoreOptions {
         self
     }
 
+    /// The clock for commit times, retention and leases. Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Keep history readable for this long behind the clock's now (default 7 days);
+    /// `None` to retain by [`gc_horizon`](StoreOptions::gc_horizon) only. With both set, the
+    /// longer window wins.
+    pub fn pitr_interval(mut self, d: Option<Duration>) -> Self {
+        self.pitr_interval = d;
+        self
+    }
+
+    /// Keep history readable for this many LSNs behind `last_record_lsn` (default: not set).
+    pub fn gc_horizon(mut self, lsns: Option<u64>) -> Self {
+        self.gc_horizon = lsns;
+        self
+    }
+
+    /// L0 delta layers that trigger compaction into L1 (default 4).
+    pub fn compaction_threshold(mut self, n: usize) -> Self {
+        self.compaction_threshold = n;
+        self
+    }
+
+    /// Size at which compaction starts a new output layer (default 64 MiB).
+    pub fn target_layer_size(mut self, bytes: u64) -> Self {
+        self.target_layer_size = bytes;
+        self
+    }
+
+    /// Bytes of delta layers above the newest image layer beyond which compaction writes a new
+    /// image layer, bounding what a read replays (default 128 MiB).
+    pub fn image_threshold_bytes(mut self, bytes: u64) -> Self {
+        self.image_threshold_bytes = bytes;
+        self
+    }
+
+    /// Share of layer bytes below the GC cutoff, kept only because no image covers them, beyond
+    /// which GC rewrites that history as an image at the cutoff (default 0.3).
+    pub fn gc_compaction_ratio(mut self, ratio: f64) -> Self {
+        self.gc_compaction_ratio = ratio;
+        self
+    }
+
+    /// How often background compaction and GC run (default every 10 s); `None` runs them only
+    /// on demand.
+    pub fn background_period(mut self, period: Option<Duration>) -> Self {
+        self.background_period = period;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::invalid(what));
         if self.max_key_len == 0 || self.max_key_len > MAX_KEY_LEN_LIMIT {
@@ -162,6 +239,18 @@ impl StoreOptions {
         }
         if self.freeze_lsn_distance == 0 {
             return bad("freeze_lsn_distance must be at least 1".to_string());
+        }
+        if self.compaction_threshold < 2 {
+            return bad("compaction_threshold must be at least 2".to_string());
+        }
+        if !(self.gc_compaction_ratio > 0.0 && self.gc_compaction_ratio <= 1.0) {
+            return bad(format!(
+                "gc_compaction_ratio {} must be in (0, 1]",
+                self.gc_compaction_ratio
+            ));
+        }
+        if self.background_period.is_some_and(|p| p.is_zero()) {
+            return bad("background_period must not be zero".to_string());
         }
         if let Compression::Zstd(level) = self.compression
             && !zstd::compression_level_range().contains(&level)

@@ -7,6 +7,7 @@
 //! | `CATALOG` | the timelines and their names; its presence marks the directory as a store |
 //! | `LOCK` | locked while a process has the store open |
 //! | `timelines/<id>/manifest` | the timeline's manifest: its layers and watermarks |
+//! | `timelines/<id>/timeindex` | the timeline's `lsn ↔ commit time` index |
 //! | `timelines/<id>/*.layer` | the timeline's layer files |
 //!
 //! Anything in `timelines/` that the catalog or a manifest does not name is left over from a
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
@@ -35,6 +37,7 @@ pub(crate) const CATALOG_FILE: &str = "CATALOG";
 pub(crate) const LOCK_FILE: &str = "LOCK";
 pub(crate) const TIMELINES_DIR: &str = "timelines";
 pub(crate) const MANIFEST_FILE: &str = "manifest";
+pub(crate) const TIME_INDEX_FILE: &str = "timeindex";
 const MAX_NAME_LEN: usize = 255;
 
 /// What the store and its timelines share.
@@ -42,8 +45,10 @@ pub(crate) struct Env {
     pub(crate) options: StoreOptions,
     pub(crate) cache: Arc<BlockCache>,
     flush_tx: Mutex<Option<mpsc::Sender<Arc<TimelineInner>>>>,
+    bg_tx: Mutex<Option<mpsc::Sender<()>>>,
     closed: AtomicBool,
     poison: Mutex<Option<String>>,
+    bg_error: Mutex<Option<String>>,
 }
 
 impl Env {
@@ -74,6 +79,54 @@ impl Env {
             let _ = tx.send(tl);
         }
     }
+
+    /// Asks the background thread to look for compaction and GC work now.
+    pub(crate) fn kick_background(&self) {
+        if let Some(tx) = &*self.bg_tx.lock() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The timelines and the catalog that names them, changed together.
+struct State {
+    catalog: Catalog,
+    by_id: BTreeMap<TimelineId, Arc<TimelineInner>>,
+}
+
+impl State {
+    fn find(&self, name: &str) -> Result<&Arc<TimelineInner>> {
+        self.catalog
+            .timelines
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| self.by_id.get(&e.id))
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no timeline named {name:?}")))
+    }
+
+    fn has_name(&self, name: &str) -> bool {
+        self.catalog.timelines.iter().any(|e| e.name == name)
+    }
+}
+
+/// Where a restore moves a branch name to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestorePoint {
+    /// As of this LSN.
+    Lsn(Lsn),
+    /// As of the last commit at or before this time (see [`Timeline::lsn_at`]).
+    Time(SystemTime),
+}
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct Restored {
+    /// The new timeline that now carries the name.
+    pub timeline: Timeline,
+    /// The LSN it was branched at.
+    pub lsn: Lsn,
+    /// The name the replaced timeline keeps, if the name was in use.
+    pub backup_name: Option<String>,
 }
 
 /// A store: one tenant's timelines in a local directory.
@@ -91,15 +144,17 @@ impl Env {
 /// w.finish_write(Lsn(0x20)).unwrap();
 /// assert_eq!(main.get(b"page/1", Lsn(0x18)).await.unwrap().unwrap(), "v1");
 /// assert_eq!(main.get(b"page/1", Lsn(0x20)).await.unwrap().unwrap(), "v2");
+///
+/// let dev = store.branch("dev", &main, Lsn(0x18)).await.unwrap();
+/// assert_eq!(dev.get(b"page/1", Lsn(0x18)).await.unwrap().unwrap(), "v1");
 /// store.close().await.unwrap();
 /// # });
 /// ```
 pub struct Store {
     dir: PathBuf,
     env: Arc<Env>,
-    timelines: Mutex<BTreeMap<String, Arc<TimelineInner>>>,
-    catalog: Mutex<Catalog>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    state: Arc<Mutex<State>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     _lock: File,
 }
 
@@ -163,40 +218,47 @@ impl Store {
             Catalog::decode(&io::read(&catalog_path)?, &catalog_path)?
         };
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
-        let (tx, rx) = mpsc::channel::<Arc<TimelineInner>>();
+        let (flush_tx, flush_rx) = mpsc::channel::<Arc<TimelineInner>>();
+        let (bg_tx, bg_rx) = mpsc::channel::<()>();
         let env = Arc::new(Env {
             options,
             cache,
-            flush_tx: Mutex::new(Some(tx)),
+            flush_tx: Mutex::new(Some(flush_tx)),
+            bg_tx: Mutex::new(Some(bg_tx)),
             closed: AtomicBool::new(false),
             poison: Mutex::new(None),
+            bg_error: Mutex::new(None),
         });
 
         sweep_timelines(&timelines_dir, &catalog)?;
-        let mut timelines = BTreeMap::new();
-        for e in &catalog.timelines {
-            let tl = open_timeline(&timelines_dir, e, &env)?;
-            timelines.insert(e.name.clone(), Arc::new(tl));
-        }
+        let by_id = open_timelines(&timelines_dir, &catalog, &env)?;
+        let state = Arc::new(Mutex::new(State { catalog, by_id }));
 
         let flusher_env = env.clone();
         let flusher = std::thread::Builder::new()
             .name("stratakv-flush".into())
             .spawn(move || {
-                while let Ok(tl) = rx.recv() {
-                    if let Err(e) = tl.flush_frozen() {
+                while let Ok(tl) = flush_rx.recv() {
+                    if let Err(e) = tl.flush_frozen()
+                        && !tl.deleted.load(Ordering::Acquire)
+                    {
                         flusher_env.poison(&e);
                     }
                 }
             })
             .map_err(|e| Error::io("starting the flush thread for", &dir, e))?;
+        let bg_env = env.clone();
+        let bg_state = Arc::downgrade(&state);
+        let background = std::thread::Builder::new()
+            .name("stratakv-background".into())
+            .spawn(move || background_loop(&bg_env, &bg_state, &bg_rx))
+            .map_err(|e| Error::io("starting the background thread for", &dir, e))?;
 
         Ok(Store {
             dir,
             env,
-            timelines: Mutex::new(timelines),
-            catalog: Mutex::new(catalog),
-            flusher: Mutex::new(Some(flusher)),
+            state,
+            threads: Mutex::new(vec![flusher, background]),
             _lock: lock,
         })
     }
@@ -204,6 +266,11 @@ impl Store {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The last error background compaction or GC met, if any (they retry on their next run).
+    pub fn background_error(&self) -> Option<String> {
+        self.env.bg_error.lock().clone()
     }
 
     /// Creates an empty timeline called `name`.
@@ -214,43 +281,110 @@ impl Store {
     pub async fn create_timeline(&self, name: &str) -> Result<Timeline> {
         self.env.check()?;
         check_name(name)?;
-        let mut catalog = self.catalog.lock();
-        if catalog.timelines.iter().any(|e| e.name == name) {
+        let mut st = self.state.lock();
+        if st.has_name(name) {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
                 format!("timeline {name:?} already exists"),
             ));
         }
-        let id = TimelineId::generate();
-        let tl_dir = self.dir.join(TIMELINES_DIR).join(id.to_string());
-        io::create_dir_durably(&tl_dir)?;
-        let manifest = Manifest {
-            timeline_id: id,
-            ancestor: None,
-            disk_consistent_lsn: Lsn::ZERO,
-            gc_cutoff: Lsn::ZERO,
-            next_layer_seq: 1,
-            layers: Vec::new(),
-        };
-        io::write_atomic(&tl_dir.join(MANIFEST_FILE), &manifest.encode())?;
-        let mut next = catalog.clone();
-        next.timelines.push(CatalogEntry {
-            name: name.to_string(),
-            id,
-        });
-        io::write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
-        *catalog = next;
-        let inner = Arc::new(TimelineInner::new(
-            name.to_string(),
-            tl_dir,
-            self.env.clone(),
-            manifest,
-            Vec::new(),
-        ));
-        self.timelines
-            .lock()
-            .insert(name.to_string(), inner.clone());
+        let inner = self.new_timeline(&mut st, name, None, None)?;
         Ok(Timeline { inner })
+    }
+
+    /// Creates the timeline `name` branched from `parent` at `lsn`: it reads what `parent`
+    /// reads at `lsn`, copies no data, and takes its own writes above `lsn`. Its GC cutoff
+    /// starts at `lsn`; history below it stays readable on the parent.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] naming the allowed range when `lsn` is above the parent's
+    /// `last_record_lsn` or below its GC cutoff; [`ErrorKind::AlreadyExists`] if the name is
+    /// taken; [`ErrorKind::NotFound`] if the parent was deleted.
+    pub async fn branch(&self, name: &str, parent: &Timeline, lsn: Lsn) -> Result<Timeline> {
+        self.env.check()?;
+        check_name(name)?;
+        parent.inner.check()?;
+        let mut st = self.state.lock();
+        if st.has_name(name) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("timeline {name:?} already exists"),
+            ));
+        }
+        let inner = self.new_timeline(&mut st, name, Some((&parent.inner, lsn)), None)?;
+        Ok(Timeline { inner })
+    }
+
+    /// Creates a timeline in the catalog; with `parent`, a branch of it at the LSN given.
+    ///
+    /// With `rename`, the catalog entry of the timeline with that id takes the second name in
+    /// the same catalog write (a restore's backup name).
+    fn new_timeline(
+        &self,
+        st: &mut State,
+        name: &str,
+        parent: Option<(&Arc<TimelineInner>, Lsn)>,
+        rename: Option<(TimelineId, &str)>,
+    ) -> Result<Arc<TimelineInner>> {
+        let id = TimelineId::generate();
+        if let Some((p, lsn)) = parent {
+            // Register first, then check the cutoff: GC moves the cutoff before it reads the
+            // children, so either it sees this branch point or this check sees its cutoff.
+            p.children.lock().insert(id, lsn);
+            let (cutoff, lrl) = (p.gc_cutoff(), p.last_record_lsn());
+            if lsn < cutoff || lsn > lrl {
+                p.children.lock().remove(&id);
+                return Err(Error::invalid(format!(
+                    "cannot branch timeline {} at LSN {lsn}: the allowed range is {cutoff} (GC cutoff) to {lrl} (last_record_lsn)",
+                    p.name()
+                )));
+            }
+        }
+        let result = (|| {
+            let tl_dir = self.dir.join(TIMELINES_DIR).join(id.to_string());
+            io::create_dir_durably(&tl_dir)?;
+            let start = parent.map_or(Lsn::ZERO, |(_, lsn)| lsn);
+            let manifest = Manifest {
+                timeline_id: id,
+                ancestor: parent.map(|(p, lsn)| (p.id, lsn)),
+                disk_consistent_lsn: start,
+                gc_cutoff: start,
+                next_layer_seq: 1,
+                layers: Vec::new(),
+            };
+            io::write_atomic(&tl_dir.join(MANIFEST_FILE), &manifest.encode())?;
+            let mut next = st.catalog.clone();
+            if let Some((old, backup)) = rename
+                && let Some(e) = next.timelines.iter_mut().find(|e| e.id == old)
+            {
+                e.name = backup.to_string();
+            }
+            next.timelines.push(CatalogEntry {
+                name: name.to_string(),
+                id,
+            });
+            io::write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
+            st.catalog = next;
+            let inner = Arc::new(TimelineInner::new(
+                name.to_string(),
+                tl_dir,
+                self.env.clone(),
+                manifest,
+                Vec::new(),
+                parent.map(|(p, _)| p.clone()),
+            ));
+            if let Some((p, lsn)) = parent {
+                inner.inherit_time_index(p, lsn)?;
+            }
+            st.by_id.insert(id, inner.clone());
+            Ok(inner)
+        })();
+        if result.is_err()
+            && let Some((p, _)) = parent
+        {
+            p.children.lock().remove(&id);
+        }
+        result
     }
 
     /// The timeline called `name`.
@@ -259,24 +393,124 @@ impl Store {
     /// [`ErrorKind::NotFound`] if there is none.
     pub fn timeline(&self, name: &str) -> Result<Timeline> {
         self.env.check()?;
-        self.timelines
-            .lock()
-            .get(name)
-            .map(|inner| Timeline {
-                inner: inner.clone(),
-            })
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no timeline named {name:?}")))
+        let st = self.state.lock();
+        st.find(name).map(|inner| Timeline {
+            inner: inner.clone(),
+        })
     }
 
     /// Every timeline, ordered by name.
     pub fn timelines(&self) -> Vec<Timeline> {
-        self.timelines
-            .lock()
+        let st = self.state.lock();
+        let mut v: Vec<_> = st
+            .by_id
             .values()
             .map(|inner| Timeline {
                 inner: inner.clone(),
             })
-            .collect()
+            .collect();
+        v.sort_by_key(|t| t.name());
+        v
+    }
+
+    /// Deletes the timeline `name` and its files.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if it has children (delete them or
+    /// [`detach_ancestor`](Store::detach_ancestor) them first); [`ErrorKind::NotFound`].
+    pub async fn delete_timeline(&self, name: &str) -> Result<()> {
+        self.env.check()?;
+        let mut st = self.state.lock();
+        let tl = st.find(name)?.clone();
+        let _ops = tl.layer_ops.lock();
+        let children: Vec<_> = tl.children.lock().keys().copied().collect();
+        if !children.is_empty() {
+            let names: Vec<_> = children
+                .iter()
+                .filter_map(|c| st.by_id.get(c))
+                .map(|c| c.name())
+                .collect();
+            return Err(Error::invalid(format!(
+                "timeline {name:?} has child timelines {names:?}: delete or detach them first"
+            )));
+        }
+        let mut next = st.catalog.clone();
+        next.timelines.retain(|e| e.id != tl.id);
+        io::write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
+        st.catalog = next;
+        st.by_id.remove(&tl.id);
+        tl.deleted.store(true, Ordering::Release);
+        if let Some((p, _)) = &*tl.ancestor.read() {
+            p.children.lock().remove(&tl.id);
+        }
+        io::remove_dir_all(&tl.dir)
+    }
+
+    /// Makes the timeline `name` independent of its ancestors: it materializes every value it
+    /// reads at its branch point into an image layer of its own, then forgets the ancestor. It
+    /// reads the same at every LSN afterwards, and the ancestor can be deleted.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if it has no ancestor; read errors met while
+    /// materializing.
+    pub async fn detach_ancestor(&self, name: &str) -> Result<()> {
+        self.env.check()?;
+        let tl = self.timeline(name)?.inner;
+        let t2 = tl.clone();
+        tokio::task::spawn_blocking(move || t2.detach_ancestor())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("detach task failed: {e}")))?
+    }
+
+    /// Point-in-time restore: moves the name `name` to a new timeline branched from it at
+    /// `point`, and keeps the timeline it named under a backup name. Nothing is lost; restoring
+    /// again (or [`restore_from`](Store::restore_from) the backup) undoes it.
+    ///
+    /// # Errors
+    /// As [`branch`](Store::branch), and [`Timeline::lsn_at`]'s errors for a time.
+    pub async fn restore(&self, name: &str, point: RestorePoint) -> Result<Restored> {
+        self.restore_from(name, name, point).await
+    }
+
+    /// Moves the name `name` to a new timeline branched from the timeline `source` at `point`;
+    /// the timeline `name` named before keeps a backup name `"{name}@restore-N"`.
+    ///
+    /// # Errors
+    /// As [`restore`](Store::restore).
+    pub async fn restore_from(
+        &self,
+        name: &str,
+        source: &str,
+        point: RestorePoint,
+    ) -> Result<Restored> {
+        self.env.check()?;
+        check_name(name)?;
+        let src = self.timeline(source)?;
+        let lsn = match point {
+            RestorePoint::Lsn(lsn) => lsn,
+            RestorePoint::Time(t) => src.lsn_at(t)?,
+        };
+        let mut st = self.state.lock();
+        let old = st.find(name).ok().cloned();
+        let backup = old.as_ref().map(|_| {
+            (1..)
+                .map(|n| format!("{name}@restore-{n}"))
+                .find(|b| !st.has_name(b))
+                .expect("a free name")
+        });
+        if let Some(b) = &backup {
+            check_name(b)?;
+        }
+        let rename = old.as_ref().zip(backup.as_deref()).map(|(o, b)| (o.id, b));
+        let inner = self.new_timeline(&mut st, name, Some((&src.inner, lsn)), rename)?;
+        if let (Some(o), Some(b)) = (&old, &backup) {
+            o.set_name(b.clone());
+        }
+        Ok(Restored {
+            timeline: Timeline { inner },
+            lsn,
+            backup_name: backup,
+        })
     }
 
     /// Flushes every timeline, stops background work and releases the directory.
@@ -285,7 +519,7 @@ impl Store {
     /// The first flush error; the store is closed either way.
     pub async fn close(self) -> Result<()> {
         let mut result = Ok(());
-        let timelines: Vec<_> = self.timelines.lock().values().cloned().collect();
+        let timelines: Vec<_> = self.state.lock().by_id.values().cloned().collect();
         for tl in timelines {
             if let Err(e) = tl.flush().await
                 && result.is_ok()
@@ -300,7 +534,8 @@ impl Store {
     fn shutdown(&self) {
         self.env.closed.store(true, Ordering::Release);
         self.env.flush_tx.lock().take();
-        if let Some(h) = self.flusher.lock().take() {
+        self.env.bg_tx.lock().take();
+        for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
     }
@@ -311,6 +546,44 @@ impl Drop for Store {
     /// are not on disk.
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Runs compaction and GC on every timeline each period, or when kicked.
+fn background_loop(env: &Env, state: &std::sync::Weak<Mutex<State>>, rx: &mpsc::Receiver<()>) {
+    let period = env.options.background_period;
+    loop {
+        let msg = match period {
+            Some(p) => rx.recv_timeout(p),
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        if matches!(msg, Err(mpsc::RecvTimeoutError::Disconnected)) {
+            return;
+        }
+        let Some(state) = state.upgrade() else { return };
+        let timelines: Vec<_> = state.lock().by_id.values().cloned().collect();
+        drop(state);
+        for tl in timelines {
+            if env.check().is_err() {
+                return;
+            }
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                tl.compact_if_needed()?;
+                tl.gc().map(|_| ())
+            }));
+            let err = match run {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) if tl.deleted.load(Ordering::Acquire) => {
+                    let _ = e;
+                    None
+                }
+                Ok(Err(e)) => Some(format!("timeline {}: {e}", tl.name())),
+                Err(_) => Some(format!("timeline {}: background work panicked", tl.name())),
+            };
+            if let Some(e) = err {
+                *env.bg_error.lock() = Some(e);
+            }
+        }
     }
 }
 
@@ -355,22 +628,79 @@ fn sweep_timelines(timelines_dir: &Path, catalog: &Catalog) -> Result<()> {
     Ok(())
 }
 
-fn open_timeline(timelines_dir: &Path, e: &CatalogEntry, env: &Arc<Env>) -> Result<TimelineInner> {
-    let dir = timelines_dir.join(e.id.to_string());
-    let mpath = dir.join(MANIFEST_FILE);
-    let manifest = Manifest::decode(&io::read(&mpath)?, &mpath)?;
-    if manifest.timeline_id != e.id {
-        return Err(Error::corruption(
-            &mpath,
-            0,
-            format!(
-                "manifest is for timeline {}, expected {}",
-                manifest.timeline_id, e.id
-            ),
-        ));
+/// Opens every timeline in the catalog, ancestors before their children.
+fn open_timelines(
+    timelines_dir: &Path,
+    catalog: &Catalog,
+    env: &Arc<Env>,
+) -> Result<BTreeMap<TimelineId, Arc<TimelineInner>>> {
+    let mut manifests = Vec::new();
+    for e in &catalog.timelines {
+        let dir = timelines_dir.join(e.id.to_string());
+        let mpath = dir.join(MANIFEST_FILE);
+        let manifest = Manifest::decode(&io::read(&mpath)?, &mpath)?;
+        if manifest.timeline_id != e.id {
+            return Err(Error::corruption(
+                &mpath,
+                0,
+                format!(
+                    "manifest is for timeline {}, expected {}",
+                    manifest.timeline_id, e.id
+                ),
+            ));
+        }
+        manifests.push((e, dir, manifest));
     }
+    let mut by_id: BTreeMap<TimelineId, Arc<TimelineInner>> = BTreeMap::new();
+    while !manifests.is_empty() {
+        let before = manifests.len();
+        let mut rest = Vec::new();
+        for (e, dir, manifest) in manifests {
+            let ancestor = match manifest.ancestor {
+                None => None,
+                Some((a, _)) => match by_id.get(&a) {
+                    Some(a) => Some(a.clone()),
+                    None => {
+                        rest.push((e, dir, manifest));
+                        continue;
+                    }
+                },
+            };
+            let tl = Arc::new(open_timeline(e, dir, manifest, ancestor, env)?);
+            if let Some((a, lsn)) = &*tl.ancestor.read() {
+                a.children.lock().insert(tl.id, *lsn);
+            }
+            by_id.insert(e.id, tl);
+        }
+        if rest.len() == before {
+            let (e, dir, m) = &rest[0];
+            return Err(Error::corruption(
+                &dir.join(MANIFEST_FILE),
+                0,
+                format!(
+                    "timeline {:?} names ancestor {} that is not in the catalog",
+                    e.name,
+                    m.ancestor.map(|(a, _)| a.to_string()).unwrap_or_default()
+                ),
+            ));
+        }
+        manifests = rest;
+    }
+    Ok(by_id)
+}
+
+fn open_timeline(
+    e: &CatalogEntry,
+    dir: PathBuf,
+    manifest: Manifest,
+    ancestor: Option<Arc<TimelineInner>>,
+    env: &Arc<Env>,
+) -> Result<TimelineInner> {
     for name in io::list_dir(&dir)? {
-        if name != MANIFEST_FILE && !manifest.layers.iter().any(|l| l.file_name == name) {
+        if name != MANIFEST_FILE
+            && name != TIME_INDEX_FILE
+            && !manifest.layers.iter().any(|l| l.file_name == name)
+        {
             io::remove_file(&dir.join(&name))?;
         }
     }
@@ -382,11 +712,7 @@ fn open_timeline(timelines_dir: &Path, e: &CatalogEntry, env: &Arc<Env>) -> Resu
             env.cache.clone(),
         )?));
     }
-    Ok(TimelineInner::new(
-        e.name.clone(),
-        dir,
-        env.clone(),
-        manifest,
-        layers,
-    ))
+    let tl = TimelineInner::new(e.name.clone(), dir, env.clone(), manifest, layers, ancestor);
+    tl.load_time_index()?;
+    Ok(tl)
 }

@@ -130,6 +130,11 @@ impl LayerWriter {
         Ok(())
     }
 
+    /// Bytes of data blocks written so far.
+    pub(crate) fn bytes_written(&self) -> u64 {
+        self.offset
+    }
+
     /// Writes the index and footer, fsyncs and renames the file into place.
     ///
     /// `key_range` defaults to the range covering the keys written.
@@ -294,6 +299,25 @@ impl LayerFile {
         Ok(block)
     }
 
+    /// Reads and checks block `i` without the cache: for compaction, which reads each block
+    /// once and should not push out what readers use.
+    fn block_uncached(&self, i: usize) -> Result<DataBlock> {
+        let e = &self.index[i];
+        let framed = &self.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+        let raw = decode_block(framed, &self.path, e.offset)?;
+        DataBlock::parse(raw, &self.path, e.offset)
+    }
+
+    /// Every version in `(key, lsn)` order, one block in memory at a time.
+    pub(crate) fn iter(&self) -> LayerIter<'_> {
+        LayerIter {
+            file: self,
+            next_block: 0,
+            block: None,
+            pos: 0,
+        }
+    }
+
     fn corrupt(&self, i: usize, what: String) -> Error {
         Error::corruption(
             &self.path,
@@ -402,6 +426,7 @@ impl LayerFile {
     }
 
     /// Calls `f` for every version in `(key, lsn)` order, verifying every block.
+    #[cfg(test)]
     pub(crate) fn for_each(
         &self,
         mut f: impl FnMut(&[u8], Lsn, Value) -> Result<()>,
@@ -414,6 +439,36 @@ impl LayerFile {
             }
         }
         Ok(())
+    }
+}
+
+/// A streaming iterator over a layer file's versions.
+pub(crate) struct LayerIter<'a> {
+    file: &'a LayerFile,
+    next_block: usize,
+    block: Option<DataBlock>,
+    pos: usize,
+}
+
+impl LayerIter<'_> {
+    /// The next version, or `None` at the end.
+    pub(crate) fn next_entry(&mut self) -> Result<Option<(Bytes, Lsn, Value)>> {
+        loop {
+            if let Some(b) = &self.block
+                && self.pos < b.len()
+            {
+                let bi = self.next_block - 1;
+                let e = b.entry(self.pos).map_err(|e| self.file.corrupt(bi, e))?;
+                self.pos += 1;
+                return Ok(Some((Bytes::copy_from_slice(e.key), e.lsn, e.value)));
+            }
+            if self.next_block >= self.file.index.len() {
+                return Ok(None);
+            }
+            self.block = Some(self.file.block_uncached(self.next_block)?);
+            self.next_block += 1;
+            self.pos = 0;
+        }
     }
 }
 
@@ -481,7 +536,13 @@ mod tests {
             let file = LayerFile::open(&path, &desc, Arc::new(BlockCache::new(1 << 20))).unwrap();
             let mut all = Vec::new();
             file.for_each(|k, l, v| { all.push(((k.to_vec(), l.0), v)); Ok(()) }).unwrap();
-            prop_assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(&all, &model.clone().into_iter().collect::<Vec<_>>());
+            let mut it = file.iter();
+            let mut streamed = Vec::new();
+            while let Some((k, l, v)) = it.next_entry().unwrap() {
+                streamed.push(((k.to_vec(), l.0), v));
+            }
+            prop_assert_eq!(&streamed, &all);
             for key in [&b"a"[..], b"ab", b"abc", b"e", b"zz"] {
                 for cont in [lower + 1, 10, 25, 40].into_iter().filter(|c| *c > lower) {
                     let mut got = Versions::default();
@@ -516,7 +577,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let file = LayerFile::open(&path, &desc, Arc::new(BlockCache::new(1 << 20))).unwrap();
         let mut errors = 0;
-        for ((k, _), _) in &model {
+        for (k, _) in model.keys() {
             let mut v = Versions::default();
             match file.collect(k, Lsn(1), Lsn(40), &mut v) {
                 Ok(found) => assert!(found, "a key outside the damaged block must still read"),

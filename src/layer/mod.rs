@@ -7,7 +7,7 @@ mod map;
 mod versions;
 
 pub(crate) use cache::BlockCache;
-pub(crate) use file::{LayerFile, LayerWriter, layer_file_name};
+pub(crate) use file::{LayerFile, LayerIter, LayerWriter, layer_file_name};
 pub(crate) use inmemory::InMemoryLayer;
 pub(crate) use map::LayerMap;
 pub(crate) use versions::Versions;

@@ -10,6 +10,7 @@ use crate::format::{LayerDesc, LayerKind};
 use crate::io;
 use crate::layer::{InMemoryLayer, LayerFile, LayerWriter, layer_file_name};
 use crate::lsn::Lsn;
+use crate::store::MANIFEST_FILE;
 use crate::value::{KeyRange, Value};
 
 impl TimelineInner {
@@ -77,79 +78,107 @@ impl TimelineInner {
     /// Flushes frozen layers oldest first until none is left. Runs on the flusher thread.
     pub(crate) fn flush_frozen(&self) -> Result<()> {
         loop {
+            if self.deleted.load(Ordering::Acquire) {
+                return Ok(());
+            }
             let Some(layer) = self.snapshot.read().frozen.last().cloned() else {
                 return Ok(());
             };
             let end = layer.end();
-            let new_dcl = Lsn(end.0 - 1);
-            let written = if layer.is_empty() {
-                None
-            } else {
-                let lsn_range = layer.start()..end;
-                let desc = self.write_layer(LayerKind::Delta, lsn_range, None, |w| {
-                    layer.for_each(|k, l, v| w.add(k, l, v))
-                })?;
-                Some(desc)
+            let mut change = Change {
+                new_dcl: Some(Lsn(end.0 - 1)),
+                ..Change::default()
             };
-            let added = self.publish_layers(written, Some(new_dcl), |snap| {
-                snap.frozen.retain(|f| !Arc::ptr_eq(f, &layer));
+            if !layer.is_empty() {
+                let lsn_range = layer.start()..end;
+                change
+                    .added
+                    .push(self.write_layer(LayerKind::Delta, lsn_range, None, |w| {
+                        layer.for_each(|k, l, v| w.add(k, l, v))
+                    })?);
+            }
+            self.publish(change, |snap| {
+                snap.frozen.retain(|f| !Arc::ptr_eq(f, &layer))
             })?;
-            drop(added);
             let (m, cv) = &self.flushed;
             let _g = m.lock();
             cv.notify_all();
+            if self.l0_count() >= self.env.options.compaction_threshold {
+                self.env.kick_background();
+            }
         }
     }
 
+    /// Number of L0 delta layers (flush output, covering every key).
+    pub(crate) fn l0_count(&self) -> usize {
+        self.snapshot
+            .read()
+            .map
+            .layers()
+            .iter()
+            .filter(|l| is_l0(l))
+            .count()
+    }
+
     /// Writes one layer file with a fresh sequence number; `fill` adds the versions.
-    fn write_layer(
+    pub(crate) fn write_layer(
         &self,
         kind: LayerKind,
         lsn_range: std::ops::Range<Lsn>,
         key_range: Option<KeyRange>,
         fill: impl FnOnce(&mut LayerWriter) -> Result<()>,
     ) -> Result<LayerDesc> {
+        let mut w = self.layer_writer(kind, &lsn_range)?;
+        fill(&mut w)?;
+        w.finish(kind, lsn_range, key_range)
+    }
+
+    /// A writer for a new layer file with a fresh sequence number.
+    pub(crate) fn layer_writer(
+        &self,
+        kind: LayerKind,
+        lsn_range: &std::ops::Range<Lsn>,
+    ) -> Result<LayerWriter> {
         let seq = {
             let mut m = self.manifest.lock();
             let s = m.next_layer_seq;
             m.next_layer_seq += 1;
             s
         };
-        let path = self.dir.join(layer_file_name(seq, kind, &lsn_range));
+        let path = self.dir.join(layer_file_name(seq, kind, lsn_range));
         let opts = &self.env.options;
-        let mut w = LayerWriter::create(path, opts.block_size, opts.compression)?;
-        fill(&mut w)?;
-        w.finish(kind, lsn_range, key_range)
+        LayerWriter::create(path, opts.block_size, opts.compression)
     }
 
-    /// Persists a manifest naming `desc` (and the new `disk_consistent_lsn`), then publishes a
-    /// snapshot with the layer added and `edit` applied.
-    fn publish_layers(
-        &self,
-        desc: Option<LayerDesc>,
-        new_dcl: Option<Lsn>,
-        edit: impl FnOnce(&mut Snapshot),
-    ) -> Result<Option<Arc<LayerFile>>> {
-        let file = match &desc {
-            Some(d) => Some(Arc::new(LayerFile::open(
+    /// Persists a manifest with `change` applied, then publishes a snapshot with the layers
+    /// swapped and `edit` applied, then removes the files no longer named.
+    ///
+    /// A failure to write the manifest poisons the store: the manifest on disk may be either.
+    pub(crate) fn publish(&self, change: Change, edit: impl FnOnce(&mut Snapshot)) -> Result<()> {
+        let mut added = Vec::with_capacity(change.added.len());
+        for d in &change.added {
+            added.push(Arc::new(LayerFile::open(
                 &self.dir.join(&d.file_name),
                 d,
                 self.env.cache.clone(),
-            )?)),
-            None => None,
-        };
+            )?));
+        }
         let mut m = self.manifest.lock();
         let mut next = m.clone();
-        if let Some(d) = desc {
-            next.layers.push(d);
-        }
-        if let Some(dcl) = new_dcl {
+        next.layers
+            .retain(|l| !change.removed.contains(&l.file_name));
+        next.layers.extend(change.added);
+        if let Some(dcl) = change.new_dcl {
             next.disk_consistent_lsn = next.disk_consistent_lsn.max(dcl);
+            self.persist_time_index(next.disk_consistent_lsn)?;
         }
-        if let Err(e) =
-            io::write_atomic(&self.dir.join(crate::store::MANIFEST_FILE), &next.encode())
-        {
-            // The manifest on disk may or may not be the new one: carrying on is unsafe.
+        if let Some(cutoff) = change.gc_cutoff {
+            next.gc_cutoff = next.gc_cutoff.max(cutoff);
+        }
+        if change.detach {
+            next.ancestor = None;
+        }
+        if let Err(e) = io::write_atomic(&self.dir.join(MANIFEST_FILE), &next.encode()) {
             self.env.poison(&e);
             return Err(e);
         }
@@ -159,35 +188,52 @@ impl TimelineInner {
             let mut s = Snapshot {
                 open: snap.open.clone(),
                 frozen: snap.frozen.clone(),
-                map: snap.map.clone(),
+                map: snap.map.with_changes(added, &change.removed),
             };
-            if let Some(f) = &file {
-                s.map = s.map.with_changes(vec![f.clone()], &[]);
-            }
             edit(&mut s);
             *snap = Arc::new(s);
         }
-        if let Some(dcl) = new_dcl {
-            let dcl = m.disk_consistent_lsn.max(dcl);
+        if change.new_dcl.is_some() {
+            let dcl = m.disk_consistent_lsn;
             self.disk_consistent_lsn.store(dcl.0, Ordering::Release);
             self.dcl_tx.send_replace(dcl);
         }
-        Ok(file)
+        drop(m);
+        for name in &change.removed {
+            // A file left behind is swept at the next open.
+            let _ = io::remove_file(&self.dir.join(name));
+        }
+        Ok(())
     }
 
     /// Writes an image layer of every live key at `disk_consistent_lsn`.
     pub(crate) fn create_image_layer(&self) -> Result<Lsn> {
-        self.env.check()?;
+        let _ops = self.layer_ops.lock();
+        self.check()?;
         let lsn = self.disk_consistent_lsn();
         if lsn == Lsn::ZERO {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                format!("timeline {} has no data to image", self.name),
+                format!("timeline {} has no data to image", self.name()),
             ));
         }
+        let desc = self.write_image(lsn)?;
+        self.publish(
+            Change {
+                added: vec![desc],
+                ..Change::default()
+            },
+            |_| {},
+        )?;
+        Ok(lsn)
+    }
+
+    /// Writes (does not publish) an image layer of every key's value at `lsn`, read through
+    /// the current snapshot and the ancestors.
+    pub(crate) fn write_image(&self, lsn: Lsn) -> Result<LayerDesc> {
         let snap = self.snapshot();
         let keys = self.keys_at(&snap, Bound::Unbounded, Bound::Unbounded, lsn)?;
-        let desc = self.write_layer(
+        self.write_layer(
             LayerKind::Image,
             lsn..lsn.next(),
             Some(KeyRange::ALL),
@@ -199,8 +245,21 @@ impl TimelineInner {
                 }
                 Ok(())
             },
-        )?;
-        self.publish_layers(Some(desc), None, |_| {})?;
-        Ok(lsn)
+        )
     }
+}
+
+/// A change to a timeline's layers and watermarks, persisted and published as one.
+#[derive(Default)]
+pub(crate) struct Change {
+    pub(crate) added: Vec<LayerDesc>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) new_dcl: Option<Lsn>,
+    pub(crate) gc_cutoff: Option<Lsn>,
+    pub(crate) detach: bool,
+}
+
+/// Whether a layer is L0: a flush's output, a delta layer over every key.
+pub(crate) fn is_l0(l: &LayerFile) -> bool {
+    l.kind() == LayerKind::Delta && *l.key_range() == KeyRange::ALL
 }

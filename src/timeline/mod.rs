@@ -1,13 +1,19 @@
 //! Timelines: the handle, the writer, the read path and the layer work behind them.
 
+mod compaction;
 mod flush;
+mod gc;
 mod read;
+mod time;
+pub(crate) mod time_index;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -20,6 +26,9 @@ use crate::layer::{InMemoryLayer, LayerFile, LayerMap};
 use crate::lsn::Lsn;
 use crate::store::Env;
 
+pub use compaction::CompactionReport;
+pub use gc::GcReport;
+pub use read::ReadTrace;
 pub use writer::TimelineWriter;
 
 /// What readers see: the open and frozen in-memory layers and the layer files, published whole.
@@ -39,7 +48,20 @@ pub(crate) struct WriteState {
 
 pub(crate) struct TimelineInner {
     pub(crate) id: TimelineId,
-    pub(crate) name: String,
+    name: RwLock<String>,
+    /// The timeline this one branched from, and the LSN it branched at.
+    /// Cleared by `detach_ancestor`.
+    pub(crate) ancestor: RwLock<Option<(Arc<TimelineInner>, Lsn)>>,
+    /// Timelines branched from this one, and their branch LSNs: GC keeps what they read.
+    pub(crate) children: Mutex<BTreeMap<TimelineId, Lsn>>,
+    /// Set when the timeline is deleted; every later call on a handle fails.
+    pub(crate) deleted: AtomicBool,
+    /// Held by compaction, GC and image creation, one at a time; never by readers or flush.
+    pub(crate) layer_ops: Mutex<()>,
+    /// LSN leases: `(lsn, expiry)`. GC's cutoff does not pass an unexpired lease.
+    pub(crate) leases: Mutex<Vec<(Lsn, SystemTime)>>,
+    /// The `lsn ↔ commit time` index.
+    pub(crate) time: Mutex<time::TimeState>,
     pub(crate) dir: PathBuf,
     pub(crate) env: Arc<Env>,
     pub(crate) snapshot: RwLock<Arc<Snapshot>>,
@@ -64,12 +86,20 @@ impl TimelineInner {
         env: Arc<Env>,
         manifest: Manifest,
         layers: Vec<Arc<LayerFile>>,
+        ancestor: Option<Arc<TimelineInner>>,
     ) -> TimelineInner {
+        let ancestor = ancestor.zip(manifest.ancestor.map(|(_, lsn)| lsn));
         let dcl = manifest.disk_consistent_lsn;
         let open = Arc::new(InMemoryLayer::new(dcl.next()));
         TimelineInner {
             id: manifest.timeline_id,
-            name,
+            name: RwLock::new(name),
+            ancestor: RwLock::new(ancestor),
+            children: Mutex::new(BTreeMap::new()),
+            deleted: AtomicBool::new(false),
+            layer_ops: Mutex::new(()),
+            leases: Mutex::new(Vec::new()),
+            time: Mutex::new(time::TimeState::default()),
             dir,
             env,
             snapshot: RwLock::new(Arc::new(Snapshot {
@@ -90,6 +120,27 @@ impl TimelineInner {
             manifest: Mutex::new(manifest),
             flushed: (Mutex::new(()), Condvar::new()),
         }
+    }
+
+    /// The timeline's current name.
+    pub(crate) fn name(&self) -> String {
+        self.name.read().clone()
+    }
+
+    pub(crate) fn set_name(&self, name: String) {
+        *self.name.write() = name;
+    }
+
+    /// Fails if the store is closed or poisoned, or this timeline was deleted.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.env.check()?;
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("timeline {} was deleted", self.id),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn last_record_lsn(&self) -> Lsn {
@@ -125,7 +176,7 @@ impl TimelineInner {
                 if rx.changed().await.is_err() {
                     return Err(Error::new(
                         ErrorKind::Closed,
-                        format!("timeline {} was dropped", self.name),
+                        format!("timeline {} was dropped", self.name()),
                     ));
                 }
             }
@@ -137,7 +188,7 @@ impl TimelineInner {
                 ErrorKind::LsnTimeout,
                 format!(
                     "timeline {}: LSN {lsn} not reached within {:?}; last_record_lsn is {}",
-                    self.name,
+                    self.name(),
                     timeout,
                     self.last_record_lsn()
                 ),
@@ -147,7 +198,7 @@ impl TimelineInner {
 
     /// Checks a read's LSN: waits for it if it is ahead, refuses it if it is below the cutoff.
     pub(crate) async fn check_read_lsn(&self, lsn: Lsn) -> Result<()> {
-        self.env.check()?;
+        self.check()?;
         if lsn > self.last_record_lsn() {
             self.wait_for_lsn(lsn).await?;
         }
@@ -157,7 +208,7 @@ impl TimelineInner {
                 ErrorKind::BelowGcCutoff,
                 format!(
                     "timeline {}: LSN {lsn} is below the GC cutoff {cutoff}",
-                    self.name
+                    self.name()
                 ),
             ));
         }
@@ -177,7 +228,7 @@ pub struct Timeline {
 impl std::fmt::Debug for Timeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Timeline")
-            .field("name", &self.inner.name)
+            .field("name", &self.inner.name())
             .field("id", &self.inner.id)
             .field("last_record_lsn", &self.last_record_lsn())
             .finish()
@@ -190,9 +241,18 @@ impl Timeline {
         self.inner.id
     }
 
-    /// The timeline's name.
-    pub fn name(&self) -> &str {
-        &self.inner.name
+    /// The timeline's current name (a restore can move a name to another timeline).
+    pub fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    /// The timeline this one branched from and the LSN it branched at, if any.
+    pub fn ancestor(&self) -> Option<(Timeline, Lsn)> {
+        self.inner
+            .ancestor
+            .read()
+            .as_ref()
+            .map(|(a, lsn)| (Timeline { inner: a.clone() }, *lsn))
     }
 
     /// The newest LSN readers can see.
@@ -216,11 +276,11 @@ impl Timeline {
     /// [`ErrorKind::InvalidArgument`] if another writer for this timeline is alive;
     /// [`ErrorKind::Closed`] if the store is closed.
     pub fn writer(&self) -> Result<TimelineWriter> {
-        self.inner.env.check()?;
+        self.inner.check()?;
         if self.inner.writer_taken.swap(true, Ordering::AcqRel) {
             return Err(Error::invalid(format!(
                 "timeline {} already has a writer",
-                self.inner.name
+                self.inner.name()
             )));
         }
         Ok(TimelineWriter::new(self.inner.clone()))
@@ -239,6 +299,18 @@ impl Timeline {
         self.inner.check_read_lsn(lsn).await?;
         let snap = self.inner.snapshot();
         self.inner.reconstruct(&snap, key, lsn)
+    }
+
+    /// [`get`](Timeline::get), also telling how many layers the read visited.
+    ///
+    /// # Errors
+    /// As [`get`](Timeline::get).
+    pub async fn get_traced(&self, key: &[u8], lsn: Lsn) -> Result<(Option<Bytes>, ReadTrace)> {
+        self.inner.check_read_lsn(lsn).await?;
+        let snap = self.inner.snapshot();
+        let mut trace = ReadTrace::default();
+        let v = self.inner.reconstruct_traced(&snap, key, lsn, &mut trace)?;
+        Ok((v, trace))
     }
 
     /// The values of several keys as of one `lsn`, in the order asked, from one snapshot.
@@ -294,6 +366,56 @@ impl Timeline {
         tokio::task::spawn_blocking(move || inner.create_image_layer())
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("image layer task failed: {e}")))?
+    }
+
+    /// The LSN as of `time`: the LSN of the last commit at or before it, found by binary
+    /// search in the timeline's persisted `lsn ↔ commit time` index — exact per commit.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BelowGcCutoff`] when `time` is before the first commit the index holds or
+    /// maps below the GC cutoff; [`ErrorKind::InvalidArgument`] when `time` is in the future;
+    /// [`ErrorKind::NotFound`] when no commit time was recorded.
+    pub fn lsn_at(&self, time: SystemTime) -> Result<Lsn> {
+        self.inner.lsn_at(time)
+    }
+
+    /// The commit time of the newest commit at or below `lsn`, if the index has one.
+    pub fn time_at(&self, lsn: Lsn) -> Option<SystemTime> {
+        self.inner.time_at(lsn)
+    }
+
+    /// Holds the GC cutoff at or below `lsn` until `ttl` passes on the store's clock, so that a
+    /// branch or restore at `lsn` planned now cannot race GC. Returns the expiry.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] naming the allowed range when `lsn` is below the GC
+    /// cutoff or above `last_record_lsn`.
+    pub fn lease(&self, lsn: Lsn, ttl: std::time::Duration) -> Result<SystemTime> {
+        self.inner.lease(lsn, ttl)
+    }
+
+    /// Runs one GC pass now: advances the cutoff as retention and leases allow, rewrites
+    /// history below it that is mostly garbage, and removes layers no read needs.
+    ///
+    /// # Errors
+    /// I/O and read errors; the timeline keeps its last good state.
+    pub async fn gc(&self) -> Result<GcReport> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.gc())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("GC task failed: {e}")))?
+    }
+
+    /// Runs compaction now: merges every L0 layer into L1 layers, and writes an image layer
+    /// if the deltas above the newest image exceed `image_threshold_bytes`.
+    ///
+    /// # Errors
+    /// I/O and read errors; the timeline keeps its last good state.
+    pub async fn compact(&self) -> Result<CompactionReport> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.compact(true))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("compaction task failed: {e}")))?
     }
 
     /// The layer files the timeline reads, newest first.

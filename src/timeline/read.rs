@@ -1,42 +1,56 @@
-//! The read path: collect versions down the layers, then rebuild the value.
-
-use std::ops::Bound;
+//! The read path: collect versions down the layers (and down the ancestors), then rebuild the
+//! value.
 
 use bytes::Bytes;
+use std::ops::Bound;
 
 use super::{Snapshot, TimelineInner, bound_contains};
 use crate::error::Result;
 use crate::layer::Versions;
 use crate::lsn::Lsn;
 
+/// What one read did: how many layers it visited on its way to the value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadTrace {
+    /// In-memory layers and layer files consulted, across the timeline and its ancestors.
+    pub layers_visited: u32,
+    /// Ancestor timelines the read descended into.
+    pub ancestors_visited: u32,
+}
+
 impl TimelineInner {
-    /// The value of `key` at `lsn` in `snap`.
+    /// The value of `key` at `lsn` in `snap`, falling through to ancestors.
     pub(crate) fn reconstruct(
         &self,
         snap: &Snapshot,
         key: &[u8],
         lsn: Lsn,
     ) -> Result<Option<Bytes>> {
+        self.reconstruct_traced(snap, key, lsn, &mut ReadTrace::default())
+    }
+
+    pub(crate) fn reconstruct_traced(
+        &self,
+        snap: &Snapshot,
+        key: &[u8],
+        lsn: Lsn,
+        trace: &mut ReadTrace,
+    ) -> Result<Option<Bytes>> {
         let mut versions = Versions::default();
         let mut cont = lsn.next();
-        let in_memory = std::iter::once(&snap.open).chain(snap.frozen.iter());
-        let mut done = false;
-        for layer in in_memory {
-            if cont <= layer.start() {
-                continue;
-            }
-            if layer.collect(key, cont, &mut versions) {
-                done = true;
+        let done = collect_from(snap, key, &mut cont, &mut versions, trace)?;
+        let mut level = if done {
+            None
+        } else {
+            self.ancestor.read().clone()
+        };
+        while let Some((anc, branch_lsn)) = level {
+            cont = cont.min(branch_lsn.next());
+            trace.ancestors_visited += 1;
+            if collect_from(&anc.snapshot(), key, &mut cont, &mut versions, trace)? {
                 break;
             }
-            cont = layer.start();
-        }
-        while !done {
-            let Some(hit) = snap.map.search(key, cont) else {
-                break;
-            };
-            done = hit.layer.collect(key, hit.lower, cont, &mut versions)?;
-            cont = hit.lower;
+            level = anc.ancestor.read().clone();
         }
         versions.finish(key, self.env.options.redo.as_ref())
     }
@@ -59,7 +73,8 @@ impl TimelineInner {
         Ok(out)
     }
 
-    /// Every key in the bounds with some version at or below `lsn`, sorted, without duplicates.
+    /// Every key in the bounds with some version at or below `lsn` here or in an ancestor at
+    /// or below the branch point: sorted, without duplicates.
     pub(crate) fn keys_at(
         &self,
         snap: &Snapshot,
@@ -67,21 +82,68 @@ impl TimelineInner {
         hi: Bound<&[u8]>,
         lsn: Lsn,
     ) -> Result<Vec<Bytes>> {
-        let cont = lsn.next();
         let mut keys = Vec::new();
-        for layer in std::iter::once(&snap.open).chain(snap.frozen.iter()) {
-            if layer.start() < cont {
-                layer.keys_in(lo, hi, cont, &mut keys);
-            }
-        }
-        for layer in snap.map.layers() {
-            if layer.lsn_range().start < cont && layer.key_range().overlaps(lo, hi) {
-                layer.keys_in(lo, hi, cont, &mut keys)?;
-            }
+        keys_from(snap, lo, hi, lsn.next(), &mut keys)?;
+        let mut cont = lsn.next();
+        let mut level = self.ancestor.read().clone();
+        while let Some((anc, branch_lsn)) = level {
+            cont = cont.min(branch_lsn.next());
+            keys_from(&anc.snapshot(), lo, hi, cont, &mut keys)?;
+            level = anc.ancestor.read().clone();
         }
         keys.sort_unstable();
         keys.dedup();
         debug_assert!(keys.iter().all(|k| bound_contains(lo, hi, k)));
         Ok(keys)
     }
+}
+
+/// Collects versions of `key` below `cont` from one timeline's snapshot; lowers `cont` to
+/// where it stopped. Returns whether the base was found.
+fn collect_from(
+    snap: &Snapshot,
+    key: &[u8],
+    cont: &mut Lsn,
+    versions: &mut Versions,
+    trace: &mut ReadTrace,
+) -> Result<bool> {
+    for layer in std::iter::once(&snap.open).chain(snap.frozen.iter()) {
+        if *cont <= layer.start() {
+            continue;
+        }
+        trace.layers_visited += 1;
+        if layer.collect(key, *cont, versions) {
+            return Ok(true);
+        }
+        *cont = layer.start();
+    }
+    while let Some(hit) = snap.map.search(key, *cont) {
+        trace.layers_visited += 1;
+        if hit.layer.collect(key, hit.lower, *cont, versions)? {
+            return Ok(true);
+        }
+        *cont = hit.lower;
+    }
+    Ok(false)
+}
+
+/// Keys in the bounds with a version below `cont` in one timeline's snapshot.
+fn keys_from(
+    snap: &Snapshot,
+    lo: Bound<&[u8]>,
+    hi: Bound<&[u8]>,
+    cont: Lsn,
+    keys: &mut Vec<Bytes>,
+) -> Result<()> {
+    for layer in std::iter::once(&snap.open).chain(snap.frozen.iter()) {
+        if layer.start() < cont {
+            layer.keys_in(lo, hi, cont, keys);
+        }
+    }
+    for layer in snap.map.layers() {
+        if layer.lsn_range().start < cont && layer.key_range().overlaps(lo, hi) {
+            layer.keys_in(lo, hi, cont, keys)?;
+        }
+    }
+    Ok(())
 }

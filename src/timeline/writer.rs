@@ -20,7 +20,7 @@ pub struct TimelineWriter {
 impl std::fmt::Debug for TimelineWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TimelineWriter")
-            .field("timeline", &self.tl.name)
+            .field("timeline", &self.tl.name())
             .finish()
     }
 }
@@ -38,18 +38,18 @@ impl TimelineWriter {
     /// above `last_record_lsn`, `lsn` is below an earlier put, or `(key, lsn)` was written before.
     pub fn put(&mut self, key: &[u8], lsn: Lsn, value: Value) -> Result<()> {
         let tl = &self.tl;
-        tl.env.check()?;
+        tl.check()?;
         let opts = &tl.env.options;
         if key.is_empty() {
             return Err(Error::invalid(format!(
                 "timeline {}: empty key at LSN {lsn}",
-                tl.name
+                tl.name()
             )));
         }
         if key.len() > opts.max_key_len {
             return Err(Error::invalid(format!(
                 "timeline {}: key {} at LSN {lsn} is {} bytes, over the limit of {}",
-                tl.name,
+                tl.name(),
                 show_key(key),
                 key.len(),
                 opts.max_key_len
@@ -58,7 +58,7 @@ impl TimelineWriter {
         if value.payload_len() > opts.max_value_len {
             return Err(Error::invalid(format!(
                 "timeline {}: value of key {} at LSN {lsn} is {} bytes, over the limit of {}",
-                tl.name,
+                tl.name(),
                 show_key(key),
                 value.payload_len(),
                 opts.max_value_len
@@ -68,7 +68,7 @@ impl TimelineWriter {
         if lsn <= lrl {
             return Err(Error::invalid(format!(
                 "timeline {}: put of key {} at LSN {lsn} is not above last_record_lsn {lrl}",
-                tl.name,
+                tl.name(),
                 show_key(key)
             )));
         }
@@ -76,7 +76,7 @@ impl TimelineWriter {
         if lsn < ws.last_put {
             return Err(Error::invalid(format!(
                 "timeline {}: put of key {} at LSN {lsn} goes backwards from LSN {}",
-                tl.name,
+                tl.name(),
                 show_key(key),
                 ws.last_put
             )));
@@ -84,7 +84,7 @@ impl TimelineWriter {
         if lsn == ws.last_put && ws.open.contains(key, lsn) {
             return Err(Error::invalid(format!(
                 "timeline {}: key {} was already written at LSN {lsn}",
-                tl.name,
+                tl.name(),
                 show_key(key)
             )));
         }
@@ -102,21 +102,36 @@ impl TimelineWriter {
     /// below `last_record_lsn` or below a pending put; [`Poisoned`](crate::ErrorKind::Poisoned)
     /// if a background flush failed.
     pub fn finish_write(&mut self, lsn: Lsn) -> Result<()> {
+        let now = self.tl.env.options.clock.now();
+        self.finish_write_at(lsn, now)
+    }
+
+    /// [`finish_write`](TimelineWriter::finish_write) with the commit time the caller knows
+    /// (a WAL commit record's timestamp, say) instead of the store's clock. The time goes into
+    /// the timeline's `lsn ↔ commit time` index.
+    ///
+    /// # Errors
+    /// As [`finish_write`](TimelineWriter::finish_write).
+    pub fn finish_write_at(&mut self, lsn: Lsn, commit_time: std::time::SystemTime) -> Result<()> {
         let tl = &self.tl;
-        tl.env.check()?;
+        tl.check()?;
         let lrl = tl.last_record_lsn();
         if lsn < lrl {
             return Err(Error::invalid(format!(
                 "timeline {}: finish_write at LSN {lsn} is below last_record_lsn {lrl}",
-                tl.name
+                tl.name()
             )));
         }
         let mut ws = tl.write.lock();
         if lsn < ws.last_put {
             return Err(Error::invalid(format!(
                 "timeline {}: finish_write at LSN {lsn} is below the pending put at LSN {}",
-                tl.name, ws.last_put
+                tl.name(),
+                ws.last_put
             )));
+        }
+        if lsn > lrl {
+            tl.record_commit(lsn, commit_time);
         }
         tl.last_record_lsn.store(lsn.0, Ordering::Release);
         tl.lrl_tx.send_replace(lsn);
@@ -134,8 +149,8 @@ impl TimelineWriter {
     }
 
     /// The timeline this writer writes.
-    pub fn timeline_name(&self) -> &str {
-        &self.tl.name
+    pub fn timeline_name(&self) -> String {
+        self.tl.name()
     }
 }
 

@@ -1,0 +1,304 @@
+//! Garbage collection: the cutoff, leases, and removing or rewriting history no read needs.
+//!
+//! A read at or above the cutoff, at a child's branch point, or under a lease must keep
+//! answering the same. A layer entirely at or below the cutoff is removed when, for every such
+//! read point at or above its start, another image layer covering its keys lies between its
+//! top and that point: those reads stop at the image and never reach the layer. When layers
+//! kept below the cutoff only for want of such an image make up more than
+//! `gc_compaction_ratio` of the timeline's bytes, GC writes an image at the cutoff (and at any
+//! child branch point below it) so that they can go.
+
+use std::time::{Duration, SystemTime};
+
+use super::TimelineInner;
+use super::flush::Change;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{LayerDesc, LayerKind};
+use crate::lsn::Lsn;
+use crate::value::KeyRange;
+
+/// What one GC pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// The cutoff after the pass.
+    pub cutoff: Lsn,
+    /// Layer files removed.
+    pub layers_removed: usize,
+    /// Bytes of layer files removed.
+    pub bytes_removed: u64,
+    /// Image layers written so that history below the cutoff could go.
+    pub images_written: usize,
+}
+
+impl TimelineInner {
+    /// Holds GC's cutoff at or below `lsn` until `ttl` has passed on the store's clock.
+    pub(crate) fn lease(&self, lsn: Lsn, ttl: Duration) -> Result<SystemTime> {
+        self.check()?;
+        let now = self.env.options.clock.now();
+        let expiry = now + ttl;
+        let mut leases = self.leases.lock();
+        // Checked under the lease lock, which GC holds while it moves the cutoff.
+        let cutoff = self.gc_cutoff();
+        let lrl = self.last_record_lsn();
+        if lsn < cutoff || lsn > lrl {
+            return Err(Error::invalid(format!(
+                "cannot lease LSN {lsn} on timeline {}: the allowed range is {cutoff} (GC cutoff) to {lrl} (last_record_lsn)",
+                self.name()
+            )));
+        }
+        leases.push((lsn, expiry));
+        Ok(expiry)
+    }
+
+    /// The cutoff the retention settings ask for now, before leases and monotonicity.
+    fn wanted_cutoff(&self, now: SystemTime) -> Option<Lsn> {
+        let opts = &self.env.options;
+        let lrl = self.last_record_lsn();
+        let by_horizon = opts.gc_horizon.map(|h| Lsn(lrl.0.saturating_sub(h)));
+        let by_time = opts.pitr_interval.map(|p| match now.checked_sub(p) {
+            Some(t) => self.lsn_at_or_zero(t),
+            None => Lsn::ZERO,
+        });
+        match (by_horizon, by_time) {
+            (None, None) => None,
+            (Some(h), None) => Some(h),
+            (None, Some(t)) => Some(t),
+            (Some(h), Some(t)) => Some(h.min(t)),
+        }
+    }
+
+    /// Moves the cutoff as retention and leases allow; never backwards. Returns it.
+    fn advance_cutoff(&self) -> Result<Lsn> {
+        let now = self.env.options.clock.now();
+        let old = self.gc_cutoff();
+        let mut leases = self.leases.lock();
+        leases.retain(|(_, expiry)| *expiry > now);
+        let Some(mut wanted) = self.wanted_cutoff(now) else {
+            return Ok(old);
+        };
+        if let Some(min_lease) = leases.iter().map(|(l, _)| *l).min() {
+            wanted = wanted.min(min_lease);
+        }
+        wanted = wanted.min(self.last_record_lsn());
+        if wanted <= old {
+            return Ok(old);
+        }
+        self.publish(
+            Change {
+                gc_cutoff: Some(wanted),
+                ..Change::default()
+            },
+            |_| {},
+        )?;
+        self.gc_cutoff
+            .store(wanted.0, std::sync::atomic::Ordering::SeqCst);
+        drop(leases);
+        self.trim_time_index(wanted)?;
+        Ok(wanted)
+    }
+
+    /// One GC pass: advance the cutoff, rewrite mostly-garbage history, remove what no read
+    /// needs.
+    pub(crate) fn gc(&self) -> Result<GcReport> {
+        let _ops = self.layer_ops.lock();
+        self.check()?;
+        let cutoff = self.advance_cutoff()?;
+        let mut report = GcReport {
+            cutoff,
+            ..GcReport::default()
+        };
+        // Children registered after this read check their branch LSN against the new cutoff.
+        let mut points: Vec<Lsn> = self
+            .children
+            .lock()
+            .values()
+            .copied()
+            .filter(|p| *p < cutoff)
+            .collect();
+        points.push(cutoff);
+        points.extend(self.leases.lock().iter().map(|(l, _)| *l));
+        points.sort_unstable();
+        points.dedup();
+
+        let layers = self.layer_descs();
+        let (removable, kept_below) = plan(&layers, &points, cutoff);
+        let total: u64 = layers.iter().map(|l| l.file_size).sum();
+        let kept_bytes: u64 = kept_below.iter().map(|l| l.file_size).sum();
+        let mut added = Vec::new();
+        if cutoff > Lsn::ZERO
+            && kept_bytes as f64 > self.env.options.gc_compaction_ratio * total as f64
+        {
+            for p in points.iter().copied().filter(|p| *p <= cutoff) {
+                let has_image = layers.iter().any(|l| {
+                    l.kind == LayerKind::Image
+                        && l.lsn_range.start == p
+                        && l.key_range == KeyRange::ALL
+                });
+                let needs = kept_below.iter().any(|l| l.lsn_range.start <= p);
+                if !has_image && needs && p <= self.disk_consistent_lsn() {
+                    added.push(self.write_image(p)?);
+                }
+            }
+        }
+        report.images_written = added.len();
+        let mut all = layers.clone();
+        all.extend(added.iter().cloned());
+        let (removable, _) = if added.is_empty() {
+            (removable, kept_below)
+        } else {
+            plan(&all, &points, cutoff)
+        };
+        report.layers_removed = removable.len();
+        report.bytes_removed = removable.iter().map(|l| l.file_size).sum();
+        if !added.is_empty() || !removable.is_empty() {
+            let removed = removable.into_iter().map(|l| l.file_name).collect();
+            self.publish(
+                Change {
+                    added,
+                    removed,
+                    ..Change::default()
+                },
+                |_| {},
+            )?;
+        }
+        Ok(report)
+    }
+
+    fn layer_descs(&self) -> Vec<LayerDesc> {
+        self.snapshot()
+            .map
+            .layers()
+            .iter()
+            .map(|l| l.desc.clone())
+            .collect()
+    }
+
+    /// Materializes what this timeline reads at its branch point into an image layer of its
+    /// own and forgets the ancestor.
+    pub(crate) fn detach_ancestor(&self) -> Result<()> {
+        let _ops = self.layer_ops.lock();
+        self.check()?;
+        let Some((parent, branch_lsn)) = self.ancestor.read().clone() else {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("timeline {} has no ancestor to detach from", self.name()),
+            ));
+        };
+        let desc = self.write_image(branch_lsn)?;
+        self.publish(
+            Change {
+                added: vec![desc],
+                detach: true,
+                ..Change::default()
+            },
+            |_| {},
+        )?;
+        *self.ancestor.write() = None;
+        parent.children.lock().remove(&self.id);
+        Ok(())
+    }
+}
+
+/// Which layers can go, and which layers entirely at or below the cutoff must stay.
+fn plan(layers: &[LayerDesc], points: &[Lsn], cutoff: Lsn) -> (Vec<LayerDesc>, Vec<LayerDesc>) {
+    let mut removable = Vec::new();
+    let mut kept_below = Vec::new();
+    for l in layers {
+        let top = Lsn(l.lsn_range.end.0 - 1);
+        if top > cutoff {
+            continue;
+        }
+        let covered = |p: Lsn| {
+            layers.iter().any(|i| {
+                i.kind == LayerKind::Image
+                    && i.file_name != l.file_name
+                    && i.lsn_range.start >= top
+                    && i.lsn_range.start <= p
+                    && range_contains(&i.key_range, &l.key_range)
+            })
+        };
+        if points
+            .iter()
+            .filter(|p| **p >= l.lsn_range.start)
+            .all(|p| covered(*p))
+        {
+            removable.push(l.clone());
+        } else {
+            kept_below.push(l.clone());
+        }
+    }
+    // Removing one of two images that cover each other must not leave the other's layers
+    // uncovered: drop an image from the plan when a kept layer relied on it. Images only cover
+    // layers below them, and the newest image covering a point is never removable (no other
+    // image lies between it and the point), so a layer's cover always survives.
+    (removable, kept_below)
+}
+
+/// Whether `outer` holds every key of `inner`.
+fn range_contains(outer: &KeyRange, inner: &KeyRange) -> bool {
+    outer.start <= inner.start
+        && match (&outer.end, &inner.end) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(o), Some(i)) => i <= o,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn layer(name: &str, kind: LayerKind, start: u64, end: u64) -> LayerDesc {
+        LayerDesc {
+            file_name: name.into(),
+            kind,
+            lsn_range: Lsn(start)..Lsn(end),
+            key_range: KeyRange::ALL,
+            file_size: 10,
+        }
+    }
+
+    #[test]
+    fn layers_under_an_image_below_the_cutoff_go() {
+        let l = vec![
+            layer("d1", LayerKind::Delta, 1, 10),
+            layer("i9", LayerKind::Image, 9, 10),
+            layer("d2", LayerKind::Delta, 10, 20),
+        ];
+        let (rm, kept) = plan(&l, &[Lsn(15)], Lsn(15));
+        assert_eq!(
+            rm.iter().map(|l| l.file_name.as_str()).collect::<Vec<_>>(),
+            ["d1"]
+        );
+        assert_eq!(
+            kept.iter()
+                .map(|l| l.file_name.as_str())
+                .collect::<Vec<_>>(),
+            ["i9"]
+        );
+    }
+
+    #[test]
+    fn a_branch_point_below_the_image_keeps_the_layers_it_reads() {
+        let l = vec![
+            layer("d1", LayerKind::Delta, 1, 10),
+            layer("i12", LayerKind::Image, 12, 13),
+        ];
+        let (rm, _) = plan(&l, &[Lsn(5), Lsn(15)], Lsn(15));
+        assert!(rm.is_empty());
+        let (rm, _) = plan(&l, &[Lsn(15)], Lsn(15));
+        assert_eq!(rm.len(), 1);
+    }
+
+    #[test]
+    fn a_partial_image_does_not_cover_a_wider_layer() {
+        let mut img = layer("i", LayerKind::Image, 12, 13);
+        img.key_range = KeyRange {
+            start: Bytes::from_static(b"a"),
+            end: Some(Bytes::from_static(b"m")),
+        };
+        let l = vec![layer("d1", LayerKind::Delta, 1, 10), img];
+        assert!(plan(&l, &[Lsn(15)], Lsn(15)).0.is_empty());
+    }
+}
