@@ -13,6 +13,7 @@
 //! | per layer:          |      | |
 //! | file_name           | 2 + n | u16 length and UTF-8 bytes |
 //! | kind                | 1    | 0 = delta, 1 = image |
+//! | level               | 1    | 0 = flush output (L0), 1 = compaction output (L1); 0 for images |
 //! | lsn_start, lsn_end  | 8 + 8 | `[start, end)` |
 //! | file_size           | 8    | bytes |
 //! | key_start           | 2 + n | inclusive |
@@ -41,6 +42,8 @@ pub struct LayerDesc {
     pub file_name: String,
     /// Delta or image.
     pub kind: LayerKind,
+    /// 0 for a flush's output (L0), 1 for compaction's (L1); 0 for images.
+    pub level: u8,
     /// LSNs covered, `[start, end)`.
     pub lsn_range: Range<Lsn>,
     /// Keys covered.
@@ -86,6 +89,7 @@ impl Manifest {
         for l in &self.layers {
             put_short_bytes(&mut b, l.file_name.as_bytes());
             b.push(l.kind.code());
+            b.push(l.level);
             b.extend_from_slice(&l.lsn_range.start.0.to_le_bytes());
             b.extend_from_slice(&l.lsn_range.end.0.to_le_bytes());
             b.extend_from_slice(&l.file_size.to_le_bytes());
@@ -132,7 +136,7 @@ impl Manifest {
         let gc_cutoff = Lsn(rd!(c.u64()));
         let next_layer_seq = rd!(c.u64());
         let count = rd!(c.u32()) as usize;
-        if count > c.remaining() / 31 {
+        if count > c.remaining() / 32 {
             return Err(bad(
                 &c,
                 format!("layer count {count} does not fit the manifest"),
@@ -153,6 +157,13 @@ impl Manifest {
             let code = rd!(c.u8());
             let kind = LayerKind::from_code(code)
                 .ok_or_else(|| bad(&c, format!("unknown layer kind {code}")))?;
+            let level = rd!(c.u8());
+            if level > 1 {
+                return Err(bad(
+                    &c,
+                    format!("layer {file_name} has unknown level {level}"),
+                ));
+            }
             let lsn_range = Lsn(rd!(c.u64()))..Lsn(rd!(c.u64()));
             let file_size = rd!(c.u64());
             let start = Bytes::copy_from_slice(rd!(c.short_bytes()));
@@ -163,6 +174,7 @@ impl Manifest {
             layers.push(LayerDesc {
                 file_name,
                 kind,
+                level,
                 lsn_range,
                 key_range: KeyRange { start, end },
                 file_size,
@@ -203,6 +215,7 @@ mod tests {
         )
             .prop_map(|(name, img, s, w, size, ks, ke)| LayerDesc {
                 file_name: name,
+                level: u8::from(!img && size % 2 == 0),
                 kind: if img {
                     LayerKind::Image
                 } else {

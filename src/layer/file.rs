@@ -179,6 +179,7 @@ impl LayerWriter {
         Ok(LayerDesc {
             file_name,
             kind,
+            level: 0,
             lsn_range,
             key_range,
             file_size: self.offset,

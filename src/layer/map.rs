@@ -240,6 +240,7 @@ mod tests {
                     Arc::new(LayerDesc {
                         file_name: format!("{i:03}"),
                         kind,
+                        level: 0,
                         lsn_range: Lsn(start)..Lsn(end),
                         key_range: KeyRange {
                             start: Bytes::from(vec![k0]),

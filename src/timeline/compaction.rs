@@ -136,7 +136,7 @@ impl TimelineInner {
             let value = heads[i].take().expect("a head for every heap entry");
             let new_key = last_key.as_ref() != Some(&key);
             if new_key && let Some(w) = out.take_if(|w| w.bytes_written() >= target) {
-                outputs.push(w.finish(LayerKind::Delta, lsn_range.clone(), None)?);
+                outputs.push(l1(w.finish(LayerKind::Delta, lsn_range.clone(), None)?));
             }
             let w = match &mut out {
                 Some(w) => w,
@@ -152,8 +152,13 @@ impl TimelineInner {
             }
         }
         if let Some(w) = out {
-            outputs.push(w.finish(LayerKind::Delta, lsn_range, None)?);
+            outputs.push(l1(w.finish(LayerKind::Delta, lsn_range, None)?));
         }
         Ok(outputs)
     }
+}
+
+fn l1(mut desc: LayerDesc) -> LayerDesc {
+    desc.level = 1;
+    desc
 }

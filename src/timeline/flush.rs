@@ -259,7 +259,7 @@ pub(crate) struct Change {
     pub(crate) detach: bool,
 }
 
-/// Whether a layer is L0: a flush's output, a delta layer over every key.
+/// Whether a layer is L0: a flush's output.
 pub(crate) fn is_l0(l: &LayerFile) -> bool {
-    l.kind() == LayerKind::Delta && *l.key_range() == KeyRange::ALL
+    l.kind() == LayerKind::Delta && l.desc.level == 0
 }

@@ -253,6 +253,7 @@ mod tests {
         LayerDesc {
             file_name: name.into(),
             kind,
+            level: 0,
             lsn_range: Lsn(start)..Lsn(end),
             key_range: KeyRange::ALL,
             file_size: 10,

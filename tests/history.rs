@@ -1,0 +1,429 @@
+//! History: branches, named branches and restore, the time index, retention, GC, compaction.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use stratakv::{ErrorKind, Lsn, ManualClock, RestorePoint, Store, StoreOptions, Timeline, Value};
+
+fn opts(dir: &std::path::Path) -> StoreOptions {
+    StoreOptions::new(dir)
+        .freeze_bytes(16 << 10)
+        .block_size(1024)
+        .background_period(None)
+        .pitr_interval(None)
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}
+
+/// Writes `value(i)` for keys `0..n` at one LSN and publishes it.
+fn write_all(tl: &Timeline, n: u32, lsn: u64, tag: &str) {
+    let mut w = tl.writer().unwrap();
+    for i in 0..n {
+        w.put(&key(i), Lsn(lsn), Value::image(format!("{tag}-{i}")))
+            .unwrap();
+    }
+    w.finish_write(Lsn(lsn)).unwrap();
+}
+
+async fn read(tl: &Timeline, i: u32, lsn: u64) -> Option<Bytes> {
+    tl.get(&key(i), Lsn(lsn)).await.unwrap()
+}
+
+#[tokio::test]
+async fn branch_reads_the_parent_at_the_branch_point_and_writes_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(opts(dir.path())).await.unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    write_all(&main, 50, 10, "a");
+    write_all(&main, 50, 20, "b");
+    let dev = store.branch("dev", &main, Lsn(15)).await.unwrap();
+    assert_eq!(dev.last_record_lsn(), Lsn(15));
+    assert_eq!(dev.gc_cutoff(), Lsn(15));
+    assert_eq!(read(&dev, 3, 15).await.unwrap(), "a-3");
+    write_all(&dev, 10, 30, "dev");
+    write_all(&main, 10, 30, "main");
+    assert_eq!(read(&dev, 3, 30).await.unwrap(), "dev-3");
+    assert_eq!(
+        read(&dev, 30, 30).await.unwrap(),
+        "a-30",
+        "unwritten keys fall through at the branch point"
+    );
+    assert_eq!(read(&main, 3, 30).await.unwrap(), "main-3");
+    assert_eq!(read(&main, 30, 30).await.unwrap(), "b-30");
+    // Below the branch point the child refuses, naming its cutoff.
+    let err = dev.get(&key(3), Lsn(12)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BelowGcCutoff);
+    assert!(err.to_string().contains("0/F"), "{err}");
+    store.close().await.unwrap();
+
+    let store = Store::open(opts(dir.path())).await.unwrap();
+    let dev = store.timeline("dev").unwrap();
+    assert_eq!(dev.ancestor().unwrap().1, Lsn(15));
+    assert_eq!(read(&dev, 3, 30).await.unwrap(), "dev-3");
+    assert_eq!(read(&dev, 30, 30).await.unwrap(), "a-30");
+}
+
+#[tokio::test]
+async fn branch_outside_the_readable_range_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(opts(dir.path()).gc_horizon(Some(5)))
+        .await
+        .unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    write_all(&main, 5, 10, "a");
+    write_all(&main, 5, 20, "b");
+    let err = store.branch("dev", &main, Lsn(21)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("0/0 (GC cutoff) to 0/14"), "{err}");
+    main.gc().await.unwrap();
+    assert_eq!(main.gc_cutoff(), Lsn(15));
+    let err = store.branch("dev", &main, Lsn(14)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("0/F (GC cutoff)"), "{err}");
+    assert!(
+        store.timeline("dev").is_err(),
+        "a refused branch leaves nothing behind"
+    );
+    assert_eq!(store.timelines().len(), 1);
+    store.branch("dev", &main, Lsn(15)).await.unwrap();
+}
+
+#[tokio::test]
+async fn branches_of_branches_read_through_ten_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(opts(dir.path())).await.unwrap();
+    let mut tl = store.create_timeline("level0").await.unwrap();
+    write_all(&tl, 20, 10, "l0");
+    let mut chain = vec![tl.clone()];
+    for level in 1..=10u32 {
+        let lsn = tl.last_record_lsn().0;
+        tl = store
+            .branch(&format!("level{level}"), &tl, Lsn(lsn))
+            .await
+            .unwrap();
+        let mut w = tl.writer().unwrap();
+        w.put(&key(level), Lsn(lsn + 5), Value::image(format!("l{level}")))
+            .unwrap();
+        w.finish_write(Lsn(lsn + 5)).unwrap();
+        drop(w);
+        if level % 3 == 0 {
+            tl.flush().await.unwrap();
+        }
+        chain.push(tl.clone());
+    }
+    let deepest = chain.last().unwrap();
+    let at = deepest.last_record_lsn().0;
+    for i in 0..20u32 {
+        let want = if (1..=10).contains(&i) {
+            format!("l{i}")
+        } else {
+            format!("l0-{i}")
+        };
+        assert_eq!(read(deepest, i, at).await.unwrap(), want, "key {i}");
+    }
+    let (_, trace) = deepest.get_traced(&key(15), Lsn(at)).await.unwrap();
+    assert_eq!(trace.ancestors_visited, 10);
+}
+
+#[tokio::test]
+async fn delete_with_children_is_refused_until_detached() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(opts(dir.path())).await.unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    write_all(&main, 40, 10, "a");
+    main.flush().await.unwrap();
+    write_all(&main, 20, 20, "b");
+    let dev = store.branch("dev", &main, Lsn(20)).await.unwrap();
+    {
+        let mut w = dev.writer().unwrap();
+        w.put(&key(0), Lsn(25), Value::Tombstone).unwrap();
+        w.finish_write(Lsn(25)).unwrap();
+    }
+    let before: Vec<_> = dev.scan(..b"z".to_vec(), Lsn(25)).await.unwrap();
+    let before_at_20 = dev.scan(..b"z".to_vec(), Lsn(20)).await.unwrap();
+    let err = store.delete_timeline("main").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("dev"), "{err}");
+    assert_eq!(
+        read(&main, 1, 20).await.unwrap(),
+        "b-1",
+        "the refused delete changed nothing"
+    );
+
+    store.detach_ancestor("dev").await.unwrap();
+    assert!(dev.ancestor().is_none());
+    store.delete_timeline("main").await.unwrap();
+    assert_eq!(
+        store.timeline("main").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        main.get(&key(1), Lsn(20)).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(dev.scan(..b"z".to_vec(), Lsn(25)).await.unwrap(), before);
+    assert_eq!(
+        dev.scan(..b"z".to_vec(), Lsn(20)).await.unwrap(),
+        before_at_20
+    );
+    store.close().await.unwrap();
+    let store = Store::open(opts(dir.path())).await.unwrap();
+    let dev = store.timeline("dev").unwrap();
+    assert_eq!(dev.scan(..b"z".to_vec(), Lsn(25)).await.unwrap(), before);
+    assert_eq!(store.timelines().len(), 1);
+}
+
+fn clocked(dir: &std::path::Path) -> (StoreOptions, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    ));
+    (opts(dir).clock(clock.clone()), clock)
+}
+
+#[tokio::test]
+async fn lsn_at_time_is_exact_per_commit_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, clock) = clocked(dir.path());
+    let store = Store::open(o.clone()).await.unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    let t0 = clock.now_for_test();
+    let mut times = Vec::new();
+    {
+        let mut w = main.writer().unwrap();
+        for i in 1..=50u64 {
+            clock.advance(Duration::from_millis(10 * i));
+            w.put(b"k", Lsn(i * 16), Value::image(format!("v{i}")))
+                .unwrap();
+            w.finish_write(Lsn(i * 16)).unwrap();
+            times.push((clock.now_for_test(), Lsn(i * 16)));
+        }
+    }
+    clock.advance(Duration::from_secs(1));
+    let check = |tl: Timeline, times: Vec<(SystemTime, Lsn)>| async move {
+        for (t, lsn) in &times {
+            assert_eq!(tl.lsn_at(*t).unwrap(), *lsn);
+            assert_eq!(
+                tl.lsn_at(*t + Duration::from_millis(1)).unwrap(),
+                *lsn,
+                "between commits"
+            );
+            assert_eq!(tl.time_at(*lsn), Some(*t));
+        }
+    };
+    check(main.clone(), times.clone()).await;
+    let err = main.lsn_at(t0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BelowGcCutoff);
+    let err = main
+        .lsn_at(clock.now_for_test() + Duration::from_secs(60))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("future"), "{err}");
+    store.close().await.unwrap();
+    let store = Store::open(o).await.unwrap();
+    check(store.timeline("main").unwrap(), times).await;
+}
+
+trait NowForTest {
+    fn now_for_test(&self) -> SystemTime;
+}
+impl NowForTest for ManualClock {
+    fn now_for_test(&self) -> SystemTime {
+        stratakv::Clock::now(self)
+    }
+}
+
+#[tokio::test]
+async fn restore_moves_the_name_keeps_a_backup_and_can_be_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, clock) = clocked(dir.path());
+    let store = Store::open(o.clone()).await.unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    write_all(&main, 10, 10, "good");
+    clock.advance(Duration::from_secs(60));
+    let good_time = clock.now_for_test();
+    clock.advance(Duration::from_secs(60));
+    write_all(&main, 10, 20, "oops");
+    let restored = store
+        .restore("main", RestorePoint::Time(good_time))
+        .await
+        .unwrap();
+    assert_eq!(restored.lsn, Lsn(10));
+    let backup = restored.backup_name.clone().unwrap();
+    assert_eq!(backup, "main@restore-1");
+    let now_main = store.timeline("main").unwrap();
+    assert_eq!(now_main.id(), restored.timeline.id());
+    assert_eq!(read(&now_main, 1, 10).await.unwrap(), "good-1");
+    assert_eq!(main.name(), backup, "the old handle follows its timeline");
+    assert_eq!(
+        read(&store.timeline(&backup).unwrap(), 1, 20)
+            .await
+            .unwrap(),
+        "oops-1"
+    );
+
+    // Undo: point the name back at the backup's latest state.
+    let undo = store
+        .restore_from("main", &backup, RestorePoint::Lsn(Lsn(20)))
+        .await
+        .unwrap();
+    assert_eq!(undo.backup_name.as_deref(), Some("main@restore-2"));
+    assert_eq!(
+        read(&store.timeline("main").unwrap(), 1, 20).await.unwrap(),
+        "oops-1"
+    );
+    store.close().await.unwrap();
+
+    let store = Store::open(o).await.unwrap();
+    let names: Vec<_> = store.timelines().iter().map(|t| t.name()).collect();
+    assert_eq!(names, ["main", "main@restore-1", "main@restore-2"]);
+    assert_eq!(
+        read(&store.timeline("main@restore-2").unwrap(), 1, 10)
+            .await
+            .unwrap(),
+        "good-1"
+    );
+}
+
+#[tokio::test]
+async fn gc_cutoff_follows_retention_never_moves_back_and_respects_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, clock) = clocked(dir.path());
+    let store = Store::open(
+        o.gc_horizon(Some(100))
+            .pitr_interval(Some(Duration::from_secs(3600))),
+    )
+    .await
+    .unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    for round in 1..=10u64 {
+        write_all(&main, 5, round * 100, &format!("r{round}"));
+        clock.advance(Duration::from_secs(600));
+    }
+    // Time window (1 h = 6 rounds back) is longer than 100 LSNs: it wins.
+    let r = main.gc().await.unwrap();
+    let by_time = main
+        .lsn_at(clock.now_for_test() - Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(r.cutoff, by_time);
+    assert_eq!(main.gc_cutoff(), by_time);
+    let err = main.get(&key(1), Lsn(by_time.0 - 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BelowGcCutoff);
+    assert!(err.to_string().contains(&by_time.to_string()), "{err}");
+    assert_eq!(
+        read(&main, 1, by_time.0).await.unwrap(),
+        format!("r{}-1", by_time.0 / 100)
+    );
+
+    // A lease holds the cutoff; it expires on the store's clock.
+    let leased = Lsn(by_time.0 + 100);
+    main.lease(leased, Duration::from_secs(1800)).unwrap();
+    let err = main
+        .lease(Lsn(by_time.0 - 1), Duration::from_secs(1))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    clock.advance(Duration::from_secs(1200));
+    assert_eq!(main.gc().await.unwrap().cutoff, leased);
+    clock.advance(Duration::from_secs(1200));
+    let after = main.gc().await.unwrap().cutoff;
+    assert!(after > leased, "{after} after the lease expired");
+    store.close().await.unwrap();
+
+    // The cutoff survives reopen and never moves back, even with a longer window.
+    let store = Store::open(opts(dir.path()).pitr_interval(Some(Duration::from_secs(1 << 30))))
+        .await
+        .unwrap();
+    let main = store.timeline("main").unwrap();
+    assert_eq!(main.gc_cutoff(), after);
+    assert_eq!(main.gc().await.unwrap().cutoff, after);
+}
+
+#[tokio::test]
+async fn gc_removes_history_no_read_needs_and_keeps_a_childs_branch_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(opts(dir.path()).gc_horizon(Some(50)))
+        .await
+        .unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    let n = 200;
+    for round in 1..=20u64 {
+        write_all(&main, n, round * 100, &format!("r{round}"));
+        main.flush().await.unwrap();
+        if round == 5 {
+            store
+                .branch("child", &main, Lsn(round * 100))
+                .await
+                .unwrap();
+        }
+    }
+    let before: u64 = main.layers().iter().map(|l| l.file_size).sum();
+    let report = main.gc().await.unwrap();
+    assert_eq!(report.cutoff, Lsn(1950));
+    assert!(report.images_written >= 1, "{report:?}");
+    assert!(report.layers_removed > 0, "{report:?}");
+    let after: u64 = main.layers().iter().map(|l| l.file_size).sum();
+    assert!(after < before, "{after} !< {before}");
+    for i in (0..n).step_by(7) {
+        assert_eq!(read(&main, i, 2000).await.unwrap(), format!("r20-{i}"));
+        assert_eq!(read(&main, i, 1950).await.unwrap(), format!("r19-{i}"));
+    }
+    let child = store.timeline("child").unwrap();
+    for i in (0..n).step_by(7) {
+        assert_eq!(
+            read(&child, i, 500).await.unwrap(),
+            format!("r5-{i}"),
+            "child reads its branch point"
+        );
+    }
+}
+
+#[tokio::test]
+async fn compaction_bounds_the_layers_a_read_visits() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path())
+        .compaction_threshold(4)
+        .image_threshold_bytes(64 << 10)
+        .target_layer_size(32 << 10);
+    let store = Store::open(o).await.unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    let mut worst = 0;
+    for round in 1..=40u64 {
+        write_all(&main, 100, round * 10, &format!("r{round}"));
+        main.flush().await.unwrap();
+        main.compact().await.unwrap();
+        for i in [0u32, 50, 99] {
+            let (v, trace) = main.get_traced(&key(i), Lsn(round * 10)).await.unwrap();
+            assert_eq!(v.unwrap(), format!("r{round}-{i}"));
+            worst = worst.max(trace.layers_visited);
+        }
+    }
+    assert!(worst <= 8, "a read visited {worst} layers");
+    // Without compaction the oldest key of a long history goes through every flush.
+    let dir2 = tempfile::tempdir().unwrap();
+    let store2 = Store::open(
+        opts(dir2.path())
+            .compaction_threshold(1 << 20)
+            .image_threshold_bytes(u64::MAX),
+    )
+    .await
+    .unwrap();
+    let raw = store2.create_timeline("main").await.unwrap();
+    {
+        let mut w = raw.writer().unwrap();
+        w.put(&key(5), Lsn(1), Value::image("v")).unwrap();
+        w.finish_write(Lsn(1)).unwrap();
+    }
+    for round in 1..=40u64 {
+        let mut w = raw.writer().unwrap();
+        for i in (0..10).filter(|i| *i != 5) {
+            w.put(&key(i), Lsn(round * 10), Value::image("x")).unwrap();
+        }
+        w.finish_write(Lsn(round * 10)).unwrap();
+        drop(w);
+        raw.flush().await.unwrap();
+    }
+    let (_, trace) = raw.get_traced(&key(5), Lsn(400)).await.unwrap();
+    assert!(trace.layers_visited >= 40, "{trace:?}");
+}
