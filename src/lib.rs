@@ -40,6 +40,7 @@ mod redo;
 mod store;
 mod timeline;
 mod value;
+mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
@@ -50,3 +51,4 @@ pub use redo::{RedoRecord, SimpleRedo, WalRedo};
 pub use store::{RestorePoint, Restored, Store};
 pub use timeline::{CompactionReport, GcReport, ReadTrace, Timeline, TimelineWriter};
 pub use value::{KeyRange, Value};
+pub use wal::FsyncPolicy;

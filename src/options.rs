@@ -8,6 +8,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::redo::{SimpleRedo, WalRedo};
+use crate::wal::FsyncPolicy;
 
 /// How to open a [`Store`](crate::Store): the directory, the redo hook, and tuning.
 ///
@@ -39,6 +40,9 @@ pub struct StoreOptions {
     pub(crate) image_threshold_bytes: u64,
     pub(crate) gc_compaction_ratio: f64,
     pub(crate) background_period: Option<Duration>,
+    pub(crate) wal: bool,
+    pub(crate) fsync_policy: FsyncPolicy,
+    pub(crate) wal_segment_size: u64,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -61,6 +65,9 @@ impl std::fmt::Debug for StoreOptions {
             .field("image_threshold_bytes", &self.image_threshold_bytes)
             .field("gc_compaction_ratio", &self.gc_compaction_ratio)
             .field("background_period", &self.background_period)
+            .field("wal", &self.wal)
+            .field("fsync_policy", &self.fsync_policy)
+            .field("wal_segment_size", &self.wal_segment_size)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +98,9 @@ impl StoreOptions {
             image_threshold_bytes: 128 << 20,
             gc_compaction_ratio: 0.3,
             background_period: Some(Duration::from_secs(10)),
+            wal: true,
+            fsync_policy: FsyncPolicy::EveryCommit,
+            wal_segment_size: 64 << 20,
         }
     }
 
@@ -213,6 +223,26 @@ impl StoreOptions {
         self
     }
 
+    /// Whether writes go to the local write-ahead log before they are acknowledged (default
+    /// on). Turn it off when the caller has its own log; after a crash it then replays from
+    /// [`Timeline::disk_consistent_lsn`](crate::Timeline::disk_consistent_lsn).
+    pub fn wal(mut self, on: bool) -> Self {
+        self.wal = on;
+        self
+    }
+
+    /// When the write-ahead log is fsynced (default: every commit).
+    pub fn fsync_policy(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync_policy = policy;
+        self
+    }
+
+    /// Size at which the write-ahead log starts a new segment (default 64 MiB).
+    pub fn wal_segment_size(mut self, bytes: u64) -> Self {
+        self.wal_segment_size = bytes;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::invalid(what));
         if self.max_key_len == 0 || self.max_key_len > MAX_KEY_LEN_LIMIT {
@@ -239,6 +269,9 @@ impl StoreOptions {
         }
         if self.freeze_lsn_distance == 0 {
             return bad("freeze_lsn_distance must be at least 1".to_string());
+        }
+        if matches!(self.fsync_policy, FsyncPolicy::Interval(d) if d.is_zero()) {
+            return bad("fsync interval must not be zero".to_string());
         }
         if self.compaction_threshold < 2 {
             return bad("compaction_threshold must be at least 2".to_string());

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `CATALOG` | the timelines and their names; its presence marks the directory as a store |
 //! | `LOCK` | locked while a process has the store open |
+//! | `wal/<seq>.seg` | the write-ahead log, shared by every timeline |
 //! | `timelines/<id>/manifest` | the timeline's manifest: its layers and watermarks |
 //! | `timelines/<id>/timeindex` | the timeline's `lsn ↔ commit time` index |
 //! | `timelines/<id>/*.layer` | the timeline's layer files |
@@ -25,25 +26,29 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::{Catalog, CatalogEntry, Manifest};
+use crate::format::{Catalog, CatalogEntry, Manifest, WalRecord};
 use crate::id::TimelineId;
 use crate::io;
 use crate::layer::{BlockCache, LayerFile};
 use crate::lsn::Lsn;
 use crate::options::StoreOptions;
 use crate::timeline::{Timeline, TimelineInner};
+use crate::wal::{FsyncPolicy, Wal};
 
 pub(crate) const CATALOG_FILE: &str = "CATALOG";
 pub(crate) const LOCK_FILE: &str = "LOCK";
 pub(crate) const TIMELINES_DIR: &str = "timelines";
 pub(crate) const MANIFEST_FILE: &str = "manifest";
 pub(crate) const TIME_INDEX_FILE: &str = "timeindex";
+pub(crate) const WAL_DIR: &str = "wal";
 const MAX_NAME_LEN: usize = 255;
 
 /// What the store and its timelines share.
 pub(crate) struct Env {
     pub(crate) options: StoreOptions,
     pub(crate) cache: Arc<BlockCache>,
+    /// The write-ahead log, unless turned off.
+    pub(crate) wal: Option<Arc<Wal>>,
     flush_tx: Mutex<Option<mpsc::Sender<Arc<TimelineInner>>>>,
     bg_tx: Mutex<Option<mpsc::Sender<()>>>,
     closed: AtomicBool,
@@ -218,11 +223,22 @@ impl Store {
             Catalog::decode(&io::read(&catalog_path)?, &catalog_path)?
         };
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
+        let (wal, wal_records) = if options.wal {
+            let (w, r) = Wal::open(
+                &dir.join(WAL_DIR),
+                options.fsync_policy,
+                options.wal_segment_size,
+            )?;
+            (Some(Arc::new(w)), r)
+        } else {
+            (None, Vec::new())
+        };
         let (flush_tx, flush_rx) = mpsc::channel::<Arc<TimelineInner>>();
         let (bg_tx, bg_rx) = mpsc::channel::<()>();
         let env = Arc::new(Env {
             options,
             cache,
+            wal,
             flush_tx: Mutex::new(Some(flush_tx)),
             bg_tx: Mutex::new(Some(bg_tx)),
             closed: AtomicBool::new(false),
@@ -232,7 +248,9 @@ impl Store {
 
         sweep_timelines(&timelines_dir, &catalog)?;
         let by_id = open_timelines(&timelines_dir, &catalog, &env)?;
-        let state = Arc::new(Mutex::new(State { catalog, by_id }));
+        if let Some(wal) = &env.wal {
+            wal.init_durable(by_id.values().map(|t| (t.id, t.disk_consistent_lsn())));
+        }
 
         let flusher_env = env.clone();
         let flusher = std::thread::Builder::new()
@@ -247,6 +265,26 @@ impl Store {
                 }
             })
             .map_err(|e| Error::io("starting the flush thread for", &dir, e))?;
+        replay(&by_id, wal_records);
+        let state = Arc::new(Mutex::new(State { catalog, by_id }));
+        let mut threads = vec![flusher];
+        if let (Some(wal), FsyncPolicy::Interval(every)) = (&env.wal, env.options.fsync_policy) {
+            let wal_env = env.clone();
+            let wal = wal.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("stratakv-wal-sync".into())
+                    .spawn(move || {
+                        while wal_env.check().is_ok() {
+                            std::thread::sleep(every);
+                            if let Err(e) = wal.sync() {
+                                wal_env.poison(&e);
+                            }
+                        }
+                    })
+                    .map_err(|e| Error::io("starting the WAL sync thread for", &dir, e))?,
+            );
+        }
         let bg_env = env.clone();
         let bg_state = Arc::downgrade(&state);
         let background = std::thread::Builder::new()
@@ -254,11 +292,12 @@ impl Store {
             .spawn(move || background_loop(&bg_env, &bg_state, &bg_rx))
             .map_err(|e| Error::io("starting the background thread for", &dir, e))?;
 
+        threads.push(background);
         Ok(Store {
             dir,
             env,
             state,
-            threads: Mutex::new(vec![flusher, background]),
+            threads: Mutex::new(threads),
             _lock: lock,
         })
     }
@@ -266,6 +305,12 @@ impl Store {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Number of write-ahead log segment files on disk (0 with the log turned off). Segments
+    /// go once flushed layers cover them.
+    pub fn wal_segments(&self) -> usize {
+        self.env.wal.as_ref().map_or(0, |w| w.segment_count())
     }
 
     /// The last error background compaction or GC met, if any (they retry on their next run).
@@ -376,6 +421,9 @@ impl Store {
             if let Some((p, lsn)) = parent {
                 inner.inherit_time_index(p, lsn)?;
             }
+            if let Some(wal) = &self.env.wal {
+                wal.set_durable(id, start);
+            }
             st.by_id.insert(id, inner.clone());
             Ok(inner)
         })();
@@ -440,6 +488,9 @@ impl Store {
         st.catalog = next;
         st.by_id.remove(&tl.id);
         tl.deleted.store(true, Ordering::Release);
+        if let Some(wal) = &self.env.wal {
+            wal.forget(tl.id);
+        }
         if let Some((p, _)) = &*tl.ancestor.read() {
             p.children.lock().remove(&tl.id);
         }
@@ -526,6 +577,12 @@ impl Store {
             {
                 result = Err(e);
             }
+        }
+        if let Some(wal) = &self.env.wal
+            && let Err(e) = wal.sync()
+            && result.is_ok()
+        {
+            result = Err(e);
         }
         self.shutdown();
         result
@@ -626,6 +683,37 @@ fn sweep_timelines(timelines_dir: &Path, catalog: &Catalog) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Replays logged puts and commits above what each timeline's layers hold, then drops puts no
+/// commit published.
+fn replay(by_id: &BTreeMap<TimelineId, Arc<TimelineInner>>, records: Vec<WalRecord>) {
+    for r in records {
+        match r {
+            WalRecord::Put {
+                timeline,
+                lsn,
+                key,
+                value,
+            } => {
+                if let Some(tl) = by_id.get(&timeline) {
+                    tl.replay_put(&key, lsn, value);
+                }
+            }
+            WalRecord::Commit {
+                timeline,
+                lsn,
+                time_micros,
+            } => {
+                if let Some(tl) = by_id.get(&timeline) {
+                    tl.replay_commit(lsn, time_micros);
+                }
+            }
+        }
+    }
+    for tl in by_id.values() {
+        tl.discard_unpublished();
+    }
 }
 
 /// Opens every timeline in the catalog, ancestors before their children.

@@ -13,6 +13,7 @@ mod footer;
 mod index;
 mod manifest;
 mod time_index;
+mod wal;
 
 pub use block::{Compression, MAX_RAW_BLOCK, decode_block, encode_block};
 
@@ -27,4 +28,8 @@ pub use manifest::{LayerDesc, Manifest};
 pub use time_index::{
     DecodedTimeIndex, TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_LEN, decode_time_index,
     encode_entries, encode_header,
+};
+pub use wal::{
+    DecodedSegment, WAL_HEADER_LEN, WAL_RECORD_OVERHEAD, WalRecord, decode_wal_segment,
+    encode_commit, encode_put, encode_wal_header, encode_wal_record,
 };

@@ -197,8 +197,13 @@ impl TimelineInner {
             let dcl = m.disk_consistent_lsn;
             self.disk_consistent_lsn.store(dcl.0, Ordering::Release);
             self.dcl_tx.send_replace(dcl);
+            drop(m);
+            if let Some(wal) = &self.env.wal {
+                wal.set_durable(self.id, dcl);
+            }
+        } else {
+            drop(m);
         }
-        drop(m);
         for name in &change.removed {
             // A file left behind is swept at the next open.
             let _ = io::remove_file(&self.dir.join(name));

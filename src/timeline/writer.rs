@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::TimelineInner;
+use super::{TimelineInner, WriteState};
 use crate::error::{Error, Result, show_key};
 use crate::lsn::Lsn;
 use crate::value::Value;
@@ -88,6 +88,9 @@ impl TimelineWriter {
                 show_key(key)
             )));
         }
+        if let Some(wal) = &tl.env.wal {
+            wal.append_put(tl.id, lsn, key, &value);
+        }
         ws.open.put(key, lsn, value);
         ws.last_put = lsn;
         Ok(())
@@ -130,20 +133,18 @@ impl TimelineWriter {
                 ws.last_put
             )));
         }
-        if lsn > lrl {
-            tl.record_commit(lsn, commit_time);
+        if lsn > lrl
+            && let Some(wal) = &tl.env.wal
+            && let Err(e) = wal.commit(tl.id, lsn, crate::clock::to_micros(commit_time))
+        {
+            // The log may or may not hold the commit: nothing more can be acknowledged.
+            tl.env.poison(&e);
+            return Err(e);
         }
-        tl.last_record_lsn.store(lsn.0, Ordering::Release);
-        tl.lrl_tx.send_replace(lsn);
-        let opts = &tl.env.options;
-        let open = &ws.open;
-        let full = open.size() >= opts.freeze_bytes
-            || (lsn.0.saturating_sub(open.start().0) >= opts.freeze_lsn_distance
-                && !open.is_empty());
-        if full {
-            tl.freeze_locked(&mut ws);
-            drop(ws);
-            tl.wait_for_frozen_below(opts.max_frozen_layers)?;
+        let frozen = tl.publish_commit(&mut ws, lsn, commit_time);
+        drop(ws);
+        if frozen {
+            tl.wait_for_frozen_below(tl.env.options.max_frozen_layers)?;
         }
         Ok(())
     }
@@ -151,6 +152,64 @@ impl TimelineWriter {
     /// The timeline this writer writes.
     pub fn timeline_name(&self) -> String {
         self.tl.name()
+    }
+}
+
+impl TimelineInner {
+    /// Makes everything up to `lsn` visible, records its commit time, and freezes the open
+    /// layer if it is full. Returns whether it froze.
+    pub(crate) fn publish_commit(
+        self: &Arc<Self>,
+        ws: &mut WriteState,
+        lsn: Lsn,
+        commit_time: std::time::SystemTime,
+    ) -> bool {
+        if lsn > self.last_record_lsn() {
+            self.record_commit(lsn, commit_time);
+        }
+        self.last_record_lsn.store(lsn.0, Ordering::Release);
+        self.lrl_tx.send_replace(lsn);
+        let opts = &self.env.options;
+        let open = &ws.open;
+        let full = open.size() >= opts.freeze_bytes
+            || (lsn.0.saturating_sub(open.start().0) >= opts.freeze_lsn_distance
+                && !open.is_empty());
+        if full {
+            self.freeze_locked(ws);
+        }
+        full
+    }
+
+    /// Replays a logged put: checked when it was logged.
+    pub(crate) fn replay_put(&self, key: &[u8], lsn: Lsn, value: Value) {
+        if lsn <= self.last_record_lsn() {
+            return;
+        }
+        let mut ws = self.write.lock();
+        if ws.open.contains(key, lsn) {
+            return;
+        }
+        ws.open.put(key, lsn, value);
+        ws.last_put = ws.last_put.max(lsn);
+    }
+
+    /// Replays a logged commit.
+    pub(crate) fn replay_commit(self: &Arc<Self>, lsn: Lsn, time_micros: u64) {
+        if lsn <= self.last_record_lsn() {
+            return;
+        }
+        let mut ws = self.write.lock();
+        self.publish_commit(&mut ws, lsn, crate::clock::from_micros(time_micros));
+    }
+
+    /// Drops replayed puts that no commit published: they were never acknowledged.
+    pub(crate) fn discard_unpublished(&self) {
+        let mut ws = self.write.lock();
+        let lrl = self.last_record_lsn();
+        if ws.last_put > lrl {
+            drop(ws.open.split_off_above(lrl));
+            ws.last_put = lrl;
+        }
     }
 }
 
