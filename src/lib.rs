@@ -32,7 +32,7 @@ mod clock;
 mod error;
 pub mod format;
 mod id;
-mod io;
+pub mod io;
 mod layer;
 mod lsn;
 mod options;

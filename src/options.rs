@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::format::Compression;
+use crate::io::{FileSystem, StdFs};
 use crate::redo::{SimpleRedo, WalRedo};
 use crate::wal::FsyncPolicy;
 
@@ -43,6 +44,7 @@ pub struct StoreOptions {
     pub(crate) wal: bool,
     pub(crate) fsync_policy: FsyncPolicy,
     pub(crate) wal_segment_size: u64,
+    pub(crate) fs: Arc<dyn FileSystem>,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -101,6 +103,7 @@ impl StoreOptions {
             wal: true,
             fsync_policy: FsyncPolicy::EveryCommit,
             wal_segment_size: 64 << 20,
+            fs: Arc::new(StdFs),
         }
     }
 
@@ -240,6 +243,13 @@ impl StoreOptions {
     /// Size at which the write-ahead log starts a new segment (default 64 MiB).
     pub fn wal_segment_size(mut self, bytes: u64) -> Self {
         self.wal_segment_size = bytes;
+        self
+    }
+
+    /// The file system every write, fsync, rename and removal goes through (default: the
+    /// operating system's). Tests pass a [`FaultyFs`](crate::io::FaultyFs) to fail them.
+    pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.fs = fs;
         self
     }
 

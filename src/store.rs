@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{Catalog, CatalogEntry, Manifest, WalRecord};
 use crate::id::TimelineId;
-use crate::io;
+use crate::io::Io;
 use crate::layer::{BlockCache, LayerFile};
 use crate::lsn::Lsn;
 use crate::options::StoreOptions;
@@ -52,14 +52,15 @@ pub(crate) struct Env {
     flush_tx: Mutex<Option<mpsc::Sender<Arc<TimelineInner>>>>,
     bg_tx: Mutex<Option<mpsc::Sender<()>>>,
     closed: AtomicBool,
-    poison: Mutex<Option<String>>,
     bg_error: Mutex<Option<String>>,
+    /// Local file I/O, and the poison flag a failed fsync raises.
+    pub(crate) io: Io,
 }
 
 impl Env {
     /// Fails if the store is closed or poisoned.
     pub(crate) fn check(&self) -> Result<()> {
-        if let Some(p) = &*self.poison.lock() {
+        if let Some(p) = self.io.poisoned() {
             return Err(Error::new(
                 ErrorKind::Poisoned,
                 format!("store is poisoned and must be reopened: {p}"),
@@ -73,10 +74,7 @@ impl Env {
 
     /// Marks the store unusable after a failure that leaves its state uncertain.
     pub(crate) fn poison(&self, e: &Error) {
-        let mut p = self.poison.lock();
-        if p.is_none() {
-            *p = Some(e.to_string());
-        }
+        self.io.poison(e.to_string());
     }
 
     pub(crate) fn request_flush(&self, tl: Arc<TimelineInner>) {
@@ -189,6 +187,7 @@ impl Store {
 
     fn open_blocking(options: StoreOptions) -> Result<Store> {
         options.validate()?;
+        let io = Io::new(options.fs.clone());
         let dir = options.path.clone();
         let catalog_path = dir.join(CATALOG_FILE);
         let is_new = if dir.exists() {
@@ -200,7 +199,7 @@ impl Store {
             }
             if catalog_path.exists() {
                 false
-            } else if io::list_dir(&dir)?.iter().all(|n| n == LOCK_FILE) {
+            } else if io.list_dir(&dir)?.iter().all(|n| n == LOCK_FILE) {
                 true
             } else {
                 return Err(Error::invalid(format!(
@@ -209,22 +208,23 @@ impl Store {
                 )));
             }
         } else {
-            io::create_dir_durably(&dir)?;
+            io.create_dir_durably(&dir)?;
             true
         };
         let lock = lock_dir(&dir)?;
         let timelines_dir = dir.join(TIMELINES_DIR);
         let catalog = if is_new {
-            io::create_dir_durably(&timelines_dir)?;
+            io.create_dir_durably(&timelines_dir)?;
             let c = Catalog::default();
-            io::write_atomic(&catalog_path, &c.encode())?;
+            io.write_atomic(&catalog_path, &c.encode())?;
             c
         } else {
-            Catalog::decode(&io::read(&catalog_path)?, &catalog_path)?
+            Catalog::decode(&io.read(&catalog_path)?, &catalog_path)?
         };
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
         let (wal, wal_records) = if options.wal {
             let (w, r) = Wal::open(
+                &io,
                 &dir.join(WAL_DIR),
                 options.fsync_policy,
                 options.wal_segment_size,
@@ -242,11 +242,11 @@ impl Store {
             flush_tx: Mutex::new(Some(flush_tx)),
             bg_tx: Mutex::new(Some(bg_tx)),
             closed: AtomicBool::new(false),
-            poison: Mutex::new(None),
             bg_error: Mutex::new(None),
+            io: io.clone(),
         });
 
-        sweep_timelines(&timelines_dir, &catalog)?;
+        sweep_timelines(&io, &timelines_dir, &catalog)?;
         let by_id = open_timelines(&timelines_dir, &catalog, &env)?;
         if let Some(wal) = &env.wal {
             wal.init_durable(by_id.values().map(|t| (t.id, t.disk_consistent_lsn())));
@@ -387,7 +387,7 @@ impl Store {
         }
         let result = (|| {
             let tl_dir = self.dir.join(TIMELINES_DIR).join(id.to_string());
-            io::create_dir_durably(&tl_dir)?;
+            self.env.io.create_dir_durably(&tl_dir)?;
             let start = parent.map_or(Lsn::ZERO, |(_, lsn)| lsn);
             let manifest = Manifest {
                 timeline_id: id,
@@ -397,7 +397,9 @@ impl Store {
                 next_layer_seq: 1,
                 layers: Vec::new(),
             };
-            io::write_atomic(&tl_dir.join(MANIFEST_FILE), &manifest.encode())?;
+            self.env
+                .io
+                .write_atomic(&tl_dir.join(MANIFEST_FILE), &manifest.encode())?;
             let mut next = st.catalog.clone();
             if let Some((old, backup)) = rename
                 && let Some(e) = next.timelines.iter_mut().find(|e| e.id == old)
@@ -408,7 +410,9 @@ impl Store {
                 name: name.to_string(),
                 id,
             });
-            io::write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
+            self.env
+                .io
+                .write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
             st.catalog = next;
             let inner = Arc::new(TimelineInner::new(
                 name.to_string(),
@@ -484,7 +488,9 @@ impl Store {
         }
         let mut next = st.catalog.clone();
         next.timelines.retain(|e| e.id != tl.id);
-        io::write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
+        self.env
+            .io
+            .write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
         st.catalog = next;
         st.by_id.remove(&tl.id);
         tl.deleted.store(true, Ordering::Release);
@@ -494,7 +500,7 @@ impl Store {
         if let Some((p, _)) = &*tl.ancestor.read() {
             p.children.lock().remove(&tl.id);
         }
-        io::remove_dir_all(&tl.dir)
+        self.env.io.remove_dir_all(&tl.dir)
     }
 
     /// Makes the timeline `name` independent of its ancestors: it materializes every value it
@@ -676,10 +682,10 @@ fn lock_dir(dir: &Path) -> Result<File> {
 }
 
 /// Removes timeline directories the catalog does not list (a creation that crashed).
-fn sweep_timelines(timelines_dir: &Path, catalog: &Catalog) -> Result<()> {
-    for name in io::list_dir(timelines_dir)? {
+fn sweep_timelines(io: &Io, timelines_dir: &Path, catalog: &Catalog) -> Result<()> {
+    for name in io.list_dir(timelines_dir)? {
         if !catalog.timelines.iter().any(|e| e.id.to_string() == name) {
-            io::remove_dir_all(&timelines_dir.join(&name))?;
+            io.remove_dir_all(&timelines_dir.join(&name))?;
         }
     }
     Ok(())
@@ -726,7 +732,7 @@ fn open_timelines(
     for e in &catalog.timelines {
         let dir = timelines_dir.join(e.id.to_string());
         let mpath = dir.join(MANIFEST_FILE);
-        let manifest = Manifest::decode(&io::read(&mpath)?, &mpath)?;
+        let manifest = Manifest::decode(&env.io.read(&mpath)?, &mpath)?;
         if manifest.timeline_id != e.id {
             return Err(Error::corruption(
                 &mpath,
@@ -784,12 +790,12 @@ fn open_timeline(
     ancestor: Option<Arc<TimelineInner>>,
     env: &Arc<Env>,
 ) -> Result<TimelineInner> {
-    for name in io::list_dir(&dir)? {
+    for name in env.io.list_dir(&dir)? {
         if name != MANIFEST_FILE
             && name != TIME_INDEX_FILE
             && !manifest.layers.iter().any(|l| l.file_name == name)
         {
-            io::remove_file(&dir.join(&name))?;
+            env.io.remove_file(&dir.join(&name))?;
         }
     }
     let mut layers = Vec::with_capacity(manifest.layers.len());

@@ -18,7 +18,7 @@ use crate::format::{
     Compression, DataBlock, DataBlockBuilder, Footer, IndexEntry, LayerDesc, LayerKind,
     decode_block, decode_index, encode_block, encode_index,
 };
-use crate::io;
+use crate::io::{Io, WritableFile, temp_path};
 use crate::lsn::Lsn;
 use crate::value::{KeyRange, Value};
 
@@ -38,7 +38,8 @@ pub(crate) fn layer_file_name(seq: u64, kind: LayerKind, lsn_range: &Range<Lsn>)
 pub(crate) struct LayerWriter {
     path: PathBuf,
     tmp: PathBuf,
-    out: BufWriter<File>,
+    out: BufWriter<Box<dyn WritableFile>>,
+    io: Io,
     offset: u64,
     block: DataBlockBuilder,
     block_first: Option<(Bytes, Lsn)>,
@@ -55,16 +56,18 @@ pub(crate) struct LayerWriter {
 
 impl LayerWriter {
     pub(crate) fn create(
+        io: &Io,
         path: PathBuf,
         block_size: usize,
         compression: Compression,
     ) -> Result<LayerWriter> {
-        let tmp = io::temp_path(&path);
-        let f = io::create(&tmp)?;
+        let tmp = temp_path(&path);
+        let f = io.create(&tmp)?;
         Ok(LayerWriter {
             path,
             tmp,
             out: BufWriter::with_capacity(1 << 20, f),
+            io: io.clone(),
             offset: 0,
             block: DataBlockBuilder::default(),
             block_first: None,
@@ -168,8 +171,8 @@ impl LayerWriter {
         self.out
             .flush()
             .map_err(|e| Error::io("writing", &self.tmp, e))?;
-        io::sync(self.out.get_ref(), &self.tmp)?;
-        io::rename_durably(&self.tmp, &self.path)?;
+        self.io.sync(self.out.get_mut().as_mut(), &self.tmp)?;
+        self.io.rename_durably(&self.tmp, &self.path)?;
         self.finished = true;
         let file_name = self
             .path
@@ -191,7 +194,7 @@ impl Drop for LayerWriter {
     fn drop(&mut self) {
         // An unfinished writer leaves a temp file; remove it (open sweeps it too).
         if !self.finished {
-            let _ = std::fs::remove_file(&self.tmp);
+            let _ = self.io.remove_file(&self.tmp);
         }
     }
 }
@@ -503,7 +506,7 @@ mod tests {
         } else {
             Compression::None
         };
-        let mut w = LayerWriter::create(path.clone(), 512, comp).unwrap();
+        let mut w = LayerWriter::create(&Io::std(), path.clone(), 512, comp).unwrap();
         for ((k, l), v) in model {
             w.add(k, Lsn(*l), v).unwrap();
         }

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use super::{Snapshot, TimelineInner, WriteState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{LayerDesc, LayerKind};
-use crate::io;
 use crate::layer::{InMemoryLayer, LayerFile, LayerWriter, layer_file_name};
 use crate::lsn::Lsn;
 use crate::store::MANIFEST_FILE;
@@ -147,7 +146,7 @@ impl TimelineInner {
         };
         let path = self.dir.join(layer_file_name(seq, kind, lsn_range));
         let opts = &self.env.options;
-        LayerWriter::create(path, opts.block_size, opts.compression)
+        LayerWriter::create(&self.env.io, path, opts.block_size, opts.compression)
     }
 
     /// Persists a manifest with `change` applied, then publishes a snapshot with the layers
@@ -178,7 +177,11 @@ impl TimelineInner {
         if change.detach {
             next.ancestor = None;
         }
-        if let Err(e) = io::write_atomic(&self.dir.join(MANIFEST_FILE), &next.encode()) {
+        if let Err(e) = self
+            .env
+            .io
+            .write_atomic(&self.dir.join(MANIFEST_FILE), &next.encode())
+        {
             self.env.poison(&e);
             return Err(e);
         }
@@ -195,18 +198,18 @@ impl TimelineInner {
         }
         if change.new_dcl.is_some() {
             let dcl = m.disk_consistent_lsn;
-            self.disk_consistent_lsn.store(dcl.0, Ordering::Release);
-            self.dcl_tx.send_replace(dcl);
             drop(m);
             if let Some(wal) = &self.env.wal {
                 wal.set_durable(self.id, dcl);
             }
+            self.disk_consistent_lsn.store(dcl.0, Ordering::Release);
+            self.dcl_tx.send_replace(dcl);
         } else {
             drop(m);
         }
         for name in &change.removed {
             // A file left behind is swept at the next open.
-            let _ = io::remove_file(&self.dir.join(name));
+            let _ = self.env.io.remove_file(&self.dir.join(name));
         }
         Ok(())
     }

@@ -31,12 +31,12 @@ impl TimelineInner {
     /// Loads the persisted index at open, dropping entries past `disk_consistent_lsn`.
     pub(crate) fn load_time_index(&self) -> Result<()> {
         let path = self.time_index_path();
-        let mut index = time_index::load(&path)?;
+        let mut index = time_index::load(&self.env.io, &path)?;
         let dcl = self.disk_consistent_lsn();
         let before = index.len();
         index.truncate_above(dcl);
         if index.len() != before {
-            time_index::rewrite(&path, &index)?;
+            time_index::rewrite(&self.env.io, &path, &index)?;
         }
         *self.time.lock() = TimeState {
             index,
@@ -58,7 +58,7 @@ impl TimelineInner {
             .filter(|(l, _)| *l <= dcl)
             .collect();
         if !entries.is_empty() {
-            time_index::append_durably(&self.time_index_path(), &entries)?;
+            time_index::append_durably(&self.env.io, &self.time_index_path(), &entries)?;
         }
         t.persisted_upto = t.persisted_upto.max(dcl);
         Ok(())
@@ -82,7 +82,7 @@ impl TimelineInner {
                 .filter(|(l, _)| *l <= upto)
                 .collect(),
         );
-        time_index::rewrite(&self.time_index_path(), &on_disk)
+        time_index::rewrite(&self.env.io, &self.time_index_path(), &on_disk)
     }
 
     /// Seeds a new branch's index with the parent's commit time at the branch point, so that
@@ -93,7 +93,7 @@ impl TimelineInner {
         };
         let mut t = self.time.lock();
         t.index.record(lsn, time);
-        time_index::append_durably(&self.time_index_path(), &[(lsn, time)])?;
+        time_index::append_durably(&self.env.io, &self.time_index_path(), &[(lsn, time)])?;
         t.persisted_upto = lsn;
         Ok(())
     }

@@ -9,15 +9,13 @@
 //! [loads](load) it, repairing a torn tail.
 //!
 //! Times are microseconds since the Unix epoch.
-#![cfg_attr(not(test), expect(dead_code, reason = "wired into the timeline next"))]
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{decode_time_index, encode_entries, encode_header};
-use crate::io;
+use crate::io::Io;
 use crate::lsn::Lsn;
 
 /// What [`TimeIndex::lsn_at`] found for a time `t`.
@@ -146,11 +144,13 @@ impl TimeIndex {
     }
 
     /// Whether no commit time has been recorded.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// The newest entry.
+    #[cfg(test)]
     pub(crate) fn last(&self) -> Option<(Lsn, u64)> {
         self.entries.last().copied()
     }
@@ -167,21 +167,15 @@ impl TimeIndex {
 /// # Errors
 /// [`ErrorKind::Corruption`] naming the file and offset if the header or a record before the
 /// last is bad; [`ErrorKind::Io`] if reading or repairing the file fails.
-pub(crate) fn load(path: &Path) -> Result<TimeIndex> {
-    let file = match io::read(path) {
+pub(crate) fn load(io: &Io, path: &Path) -> Result<TimeIndex> {
+    let file = match io.read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(TimeIndex::new()),
         Err(e) => return Err(e),
     };
     let decoded = decode_time_index(&file, path)?;
     if decoded.torn_tail {
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io("opening to cut the torn tail of", path, e))?;
-        f.set_len(decoded.valid_len as u64)
-            .map_err(|e| Error::io("cutting the torn tail of", path, e))?;
-        io::sync(&f, path)?;
+        io.truncate(path, decoded.valid_len as u64)?;
     }
     Ok(TimeIndex::from_entries(decoded.entries))
 }
@@ -194,34 +188,33 @@ pub(crate) fn load(path: &Path) -> Result<TimeIndex> {
 ///
 /// # Errors
 /// [`ErrorKind::Io`] if a write or fsync fails.
-pub(crate) fn append_durably(path: &Path, entries: &[(Lsn, u64)]) -> Result<()> {
+pub(crate) fn append_durably(io: &Io, path: &Path, entries: &[(Lsn, u64)]) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
-    let open = || OpenOptions::new().append(true).open(path);
-    let mut f = match open() {
+    let mut f = match io.open_append(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            io::write_atomic(path, &encode_header())?;
-            open().map_err(|e| Error::io("opening for append", path, e))?
+        Err(e) if e.kind() == ErrorKind::Io && !path.exists() => {
+            io.write_atomic(path, &encode_header())?;
+            io.open_append(path)?
         }
-        Err(e) => return Err(Error::io("opening for append", path, e)),
+        Err(e) => return Err(e),
     };
     let mut buf = Vec::new();
     encode_entries(entries, &mut buf);
     f.write_all(&buf)
         .map_err(|e| Error::io("appending to", path, e))?;
-    io::sync(&f, path)
+    io.sync(f.as_mut(), path)
 }
 
 /// Replaces the index file at `path` with `index`, atomically (after GC or a truncation).
 ///
 /// # Errors
 /// [`ErrorKind::Io`] if writing, fsyncing or renaming fails.
-pub(crate) fn rewrite(path: &Path, index: &TimeIndex) -> Result<()> {
+pub(crate) fn rewrite(io: &Io, path: &Path, index: &TimeIndex) -> Result<()> {
     let mut bytes = encode_header();
     encode_entries(&index.entries, &mut bytes);
-    io::write_atomic(path, &bytes)
+    io.write_atomic(path, &bytes)
 }
 
 #[cfg(test)]
@@ -372,7 +365,7 @@ mod tests {
             let mut appended = Lsn::ZERO;
             let mut lsn = 0;
             let flush = |index: &TimeIndex, appended: &mut Lsn| {
-                append_durably(&path, index.entries_after(*appended)).unwrap();
+                append_durably(&Io::std(), &path, index.entries_after(*appended)).unwrap();
                 *appended = index.last().map_or(Lsn::ZERO, |e| e.0);
             };
             for op in &ops {
@@ -385,7 +378,7 @@ mod tests {
                 }
             }
             flush(&index, &mut appended);
-            prop_assert_eq!(load(&path).unwrap(), index);
+            prop_assert_eq!(load(&Io::std(), &path).unwrap(), index);
         }
     }
 
@@ -447,30 +440,30 @@ mod tests {
     fn persistence_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("time_index");
-        assert_eq!(load(&path).unwrap(), TimeIndex::new());
-        append_durably(&path, &[]).unwrap();
+        assert_eq!(load(&Io::std(), &path).unwrap(), TimeIndex::new());
+        append_durably(&Io::std(), &path, &[]).unwrap();
         assert!(!path.exists(), "no entries, no file");
 
         let mut index = TimeIndex::new();
         for i in 1..=10u64 {
             index.record(Lsn(i * 0x10), 1_700_000_000_000_000 + i * 1000);
         }
-        append_durably(&path, index.entries_after(Lsn::ZERO)).unwrap();
-        assert_eq!(load(&path).unwrap(), index);
+        append_durably(&Io::std(), &path, index.entries_after(Lsn::ZERO)).unwrap();
+        assert_eq!(load(&Io::std(), &path).unwrap(), index);
 
         index.record(Lsn(0x200), 1_800_000_000_000_000);
-        append_durably(&path, index.entries_after(Lsn(0xA0))).unwrap();
-        assert_eq!(load(&path).unwrap(), index);
+        append_durably(&Io::std(), &path, index.entries_after(Lsn(0xA0))).unwrap();
+        assert_eq!(load(&Io::std(), &path).unwrap(), index);
 
         index.trim_below(Lsn(0x55));
-        rewrite(&path, &index).unwrap();
-        assert_eq!(load(&path).unwrap(), index);
+        rewrite(&Io::std(), &path, &index).unwrap();
+        assert_eq!(load(&Io::std(), &path).unwrap(), index);
         assert_eq!(index.time_of(Lsn(0x55)), Some(1_700_000_000_005_000));
         assert_eq!(index.time_of(Lsn(0x4F)), None);
 
         index.truncate_above(Lsn(0x80));
-        rewrite(&path, &index).unwrap();
-        let loaded = load(&path).unwrap();
+        rewrite(&Io::std(), &path, &index).unwrap();
+        let loaded = load(&Io::std(), &path).unwrap();
         assert_eq!(loaded.last(), Some((Lsn(0x80), 1_700_000_000_008_000)));
         assert_eq!(loaded, index);
     }
@@ -480,23 +473,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("time_index");
         let entries: Vec<_> = (1..=3u64).map(|i| (Lsn(i), i * 10)).collect();
-        append_durably(&path, &entries).unwrap();
+        append_durably(&Io::std(), &path, &entries).unwrap();
         let full = std::fs::metadata(&path).unwrap().len();
         let two = (TIME_INDEX_HEADER_LEN + 2 * TIME_INDEX_RECORD_LEN) as u64;
         assert_eq!(full, two + TIME_INDEX_RECORD_LEN as u64);
 
         // A crash mid-append leaves part of the third record.
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(two + 7).unwrap();
         drop(f);
-        let loaded = load(&path).unwrap();
+        let loaded = load(&Io::std(), &path).unwrap();
         assert_eq!(loaded.entries(), &entries[..2]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), two);
 
         // Appending after the repair continues the log.
-        append_durably(&path, &[(Lsn(4), 40)]).unwrap();
+        append_durably(&Io::std(), &path, &[(Lsn(4), 40)]).unwrap();
         assert_eq!(
-            load(&path).unwrap().entries(),
+            load(&Io::std(), &path).unwrap().entries(),
             &[entries[0], entries[1], (Lsn(4), 40)]
         );
     }
@@ -505,12 +498,17 @@ mod tests {
     fn corruption_in_the_middle_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("time_index");
-        append_durably(&path, &[(Lsn(1), 10), (Lsn(2), 20), (Lsn(3), 30)]).unwrap();
+        append_durably(
+            &Io::std(),
+            &path,
+            &[(Lsn(1), 10), (Lsn(2), 20), (Lsn(3), 30)],
+        )
+        .unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let at = TIME_INDEX_HEADER_LEN + TIME_INDEX_RECORD_LEN + 3;
         bytes[at] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        let err = load(&path).unwrap_err();
+        let err = load(&Io::std(), &path).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption);
         assert!(err.to_string().contains("time_index"), "{err}");
         assert!(err.to_string().contains("offset"), "{err}");

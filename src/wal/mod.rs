@@ -11,7 +11,6 @@
 //! synced) past its record, writes out everything buffered so far and syncs it once for all.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +21,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::format::{WalRecord, decode_wal_segment, encode_commit, encode_put, encode_wal_header};
 use crate::id::TimelineId;
-use crate::io;
+use crate::io::{Io, WritableFile};
 use crate::lsn::Lsn;
 use crate::value::Value;
 
@@ -57,7 +56,7 @@ struct Segment {
 }
 
 struct Active {
-    file: File,
+    file: Box<dyn WritableFile>,
     path: PathBuf,
     len: u64,
     /// Logical position written to the OS.
@@ -68,6 +67,7 @@ struct Active {
 }
 
 pub(crate) struct Wal {
+    io: Io,
     dir: PathBuf,
     policy: FsyncPolicy,
     segment_size: u64,
@@ -83,19 +83,20 @@ impl Wal {
     /// one, and starts a new segment for new records. Returns the log and the records to
     /// replay, in order.
     pub(crate) fn open(
+        io: &Io,
         dir: &Path,
         policy: FsyncPolicy,
         segment_size: u64,
     ) -> Result<(Wal, Vec<WalRecord>)> {
-        io::create_dir_durably(dir)?;
+        io.create_dir_durably(dir)?;
         let mut seqs: Vec<(u64, String)> = Vec::new();
-        for name in io::list_dir(dir)? {
+        for name in io.list_dir(dir)? {
             match name
                 .strip_suffix(".seg")
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
             {
                 Some(seq) => seqs.push((seq, name)),
-                None => io::remove_file(&dir.join(&name))?,
+                None => io.remove_file(&dir.join(&name))?,
             }
         }
         seqs.sort();
@@ -104,7 +105,7 @@ impl Wal {
         let count = seqs.len();
         for (i, (seq, name)) in seqs.into_iter().enumerate() {
             let path = dir.join(&name);
-            let bytes = io::read(&path)?;
+            let bytes = io.read(&path)?;
             let d = decode_wal_segment(&bytes, &path)?;
             if d.torn_tail {
                 if i + 1 != count {
@@ -120,7 +121,7 @@ impl Wal {
                     path.display(),
                     d.valid_len
                 );
-                truncate(&path, d.valid_len as u64)?;
+                io.truncate(&path, d.valid_len as u64)?;
             }
             let mut max_lsn = MaxLsns::new();
             for r in &d.records {
@@ -135,7 +136,7 @@ impl Wal {
             segments.push(Segment { seq, path, max_lsn });
         }
         let next_seq = segments.last().map_or(1, |s| s.seq + 1);
-        let (file, path) = create_segment(dir, next_seq)?;
+        let (file, path) = create_segment(io, dir, next_seq)?;
         segments.push(Segment {
             seq: next_seq,
             path: path.clone(),
@@ -143,6 +144,7 @@ impl Wal {
         });
         let len = crate::format::WAL_HEADER_LEN as u64;
         let wal = Wal {
+            io: io.clone(),
             dir: dir.to_path_buf(),
             policy,
             segment_size,
@@ -196,7 +198,8 @@ impl Wal {
         if sync && self.synced.load(Ordering::Acquire) >= pos {
             return Ok(());
         }
-        let mut a = self.active.lock();
+        let mut guard = self.active.lock();
+        let a = &mut *guard;
         if a.written < pos {
             let (bytes, end, max_lsn) = {
                 let mut p = self.pending.lock();
@@ -207,7 +210,7 @@ impl Wal {
                 )
             };
             if a.len >= self.segment_size {
-                self.roll(&mut a)?;
+                self.roll(a)?;
             }
             a.file
                 .write_all(&bytes)
@@ -222,9 +225,7 @@ impl Wal {
         let interval_due =
             matches!(self.policy, FsyncPolicy::Interval(d) if a.last_sync.elapsed() >= d);
         if (sync || interval_due) && self.synced.load(Ordering::Acquire) < a.written {
-            a.file
-                .sync_data()
-                .map_err(|e| Error::io("fsyncing WAL segment", &a.path, e))?;
+            self.io.sync(a.file.as_mut(), &a.path)?;
             a.last_sync = Instant::now();
             self.synced.store(a.written, Ordering::Release);
         }
@@ -238,12 +239,10 @@ impl Wal {
     }
 
     fn roll(&self, a: &mut Active) -> Result<()> {
-        a.file
-            .sync_data()
-            .map_err(|e| Error::io("fsyncing WAL segment", &a.path, e))?;
+        self.io.sync(a.file.as_mut(), &a.path)?;
         self.synced.store(a.written, Ordering::Release);
         let seq = a.segments.last().map_or(1, |s| s.seq + 1);
-        let (file, path) = create_segment(&self.dir, seq)?;
+        let (file, path) = create_segment(&self.io, &self.dir, seq)?;
         a.file = file;
         a.path = path.clone();
         a.len = crate::format::WAL_HEADER_LEN as u64;
@@ -292,7 +291,7 @@ impl Wal {
                 .max_lsn
                 .iter()
                 .any(|(tl, lsn)| durable.get(tl).is_none_or(|d| lsn > d));
-            if i == last || needed || io::remove_file(&s.path).is_err() {
+            if i == last || needed || self.io.remove_file(&s.path).is_err() {
                 keep.push(s);
             }
         }
@@ -310,22 +309,9 @@ fn note(m: &mut MaxLsns, tl: TimelineId, lsn: Lsn) {
     *e = (*e).max(lsn);
 }
 
-fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf)> {
+fn create_segment(io: &Io, dir: &Path, seq: u64) -> Result<(Box<dyn WritableFile>, PathBuf)> {
     let path = dir.join(format!("{seq:016X}.seg"));
-    io::write_atomic(&path, &encode_wal_header(seq))?;
-    let file = OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(|e| Error::io("opening WAL segment", &path, e))?;
+    io.write_atomic(&path, &encode_wal_header(seq))?;
+    let file = io.open_append(&path)?;
     Ok((file, path))
-}
-
-fn truncate(path: &Path, len: u64) -> Result<()> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io("opening", path, e))?;
-    f.set_len(len)
-        .map_err(|e| Error::io("truncating", path, e))?;
-    io::sync(&f, path)
 }
