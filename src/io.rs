@@ -287,14 +287,21 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 #[derive(Clone)]
 pub(crate) struct Io {
     fs: Arc<dyn FileSystem>,
-    poison: Arc<Mutex<Option<String>>>,
+    poison: Arc<Poison>,
+}
+
+/// Set once, read on every call: the flag is the fast path, the message the detail.
+#[derive(Default)]
+struct Poison {
+    set: std::sync::atomic::AtomicBool,
+    why: Mutex<Option<String>>,
 }
 
 impl Io {
     pub(crate) fn new(fs: Arc<dyn FileSystem>) -> Io {
         Io {
             fs,
-            poison: Arc::new(Mutex::new(None)),
+            poison: Arc::new(Poison::default()),
         }
     }
 
@@ -306,12 +313,16 @@ impl Io {
 
     /// Why the store is poisoned, if it is.
     pub(crate) fn poisoned(&self) -> Option<String> {
-        self.poison.lock().clone()
+        if !self.poison.set.load(Ordering::Acquire) {
+            return None;
+        }
+        self.poison.why.lock().clone()
     }
 
     /// Marks the store unusable.
     pub(crate) fn poison(&self, why: String) {
-        self.poison.lock().get_or_insert(why);
+        self.poison.why.lock().get_or_insert(why);
+        self.poison.set.store(true, Ordering::Release);
     }
 
     fn sync_failed(&self, e: Error) -> Error {
