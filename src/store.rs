@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::{Catalog, CatalogEntry, Manifest, WalRecord};
 use crate::id::TimelineId;
 use crate::io::Io;
-use crate::layer::{BlockCache, LayerFile};
+use crate::layer::{BlockCache, Layer};
 use crate::lsn::Lsn;
 use crate::options::StoreOptions;
 use crate::timeline::{Timeline, TimelineInner};
@@ -800,7 +800,7 @@ fn open_timeline(
     }
     let mut layers = Vec::with_capacity(manifest.layers.len());
     for d in &manifest.layers {
-        layers.push(Arc::new(LayerFile::open(
+        layers.push(Arc::new(Layer::open(
             &dir.join(&d.file_name),
             d,
             env.cache.clone(),

@@ -283,6 +283,10 @@ impl LayerFile {
         self.desc.kind
     }
 
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(crate) fn lsn_range(&self) -> &Range<Lsn> {
         &self.desc.lsn_range
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::ops::Range;
 
 use super::file::LayerFile;
+use super::handle::Layer;
 use crate::format::{LayerDesc, LayerKind};
 use crate::lsn::Lsn;
 use crate::value::KeyRange;
@@ -34,6 +35,12 @@ impl Extent for LayerFile {
     }
 }
 
+impl Extent for Layer {
+    fn desc(&self) -> &LayerDesc {
+        &self.desc
+    }
+}
+
 impl Extent for LayerDesc {
     fn desc(&self) -> &LayerDesc {
         self
@@ -41,7 +48,7 @@ impl Extent for LayerDesc {
 }
 
 /// An immutable set of layer files; a new one is built for every change and published whole.
-pub(crate) struct LayerMap<L = LayerFile> {
+pub(crate) struct LayerMap<L = Layer> {
     /// Sorted by `lsn_range.start`, descending.
     layers: Vec<Arc<L>>,
     /// `max_end[i]` is the largest `lsn_range.end` among `layers[i..]`.
@@ -58,7 +65,7 @@ impl<L> Clone for LayerMap<L> {
 }
 
 /// The next layer a read visits, and the lowest LSN to read from it.
-pub(crate) struct Hit<'a, L = LayerFile> {
+pub(crate) struct Hit<'a, L = Layer> {
     pub(crate) layer: &'a Arc<L>,
     pub(crate) lower: Lsn,
 }

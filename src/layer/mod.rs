@@ -2,12 +2,14 @@
 
 mod cache;
 mod file;
+mod handle;
 mod inmemory;
 mod map;
 mod versions;
 
 pub(crate) use cache::BlockCache;
 pub(crate) use file::{LayerFile, LayerIter, LayerWriter, layer_file_name};
+pub(crate) use handle::Layer;
 pub(crate) use inmemory::InMemoryLayer;
 pub(crate) use map::LayerMap;
 pub(crate) use versions::Versions;

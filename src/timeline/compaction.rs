@@ -12,7 +12,7 @@ use super::TimelineInner;
 use super::flush::{Change, is_l0};
 use crate::error::Result;
 use crate::format::{LayerDesc, LayerKind};
-use crate::layer::{LayerFile, LayerIter, LayerWriter};
+use crate::layer::{Layer, LayerFile, LayerIter, LayerWriter};
 use crate::lsn::Lsn;
 use crate::value::{KeyRange, Value};
 
@@ -38,7 +38,7 @@ impl TimelineInner {
         self.check()?;
         let opts = &self.env.options;
         let mut report = CompactionReport::default();
-        let mut l0: Vec<Arc<LayerFile>> = self
+        let mut l0: Vec<Arc<Layer>> = self
             .snapshot()
             .map
             .layers()
@@ -48,7 +48,11 @@ impl TimelineInner {
             .collect();
         if l0.len() >= opts.compaction_threshold || (force && !l0.is_empty()) {
             l0.sort_by_key(|l| l.lsn_range().start);
-            let outputs = self.merge(&l0)?;
+            let files = l0
+                .iter()
+                .map(|l| self.resident_file_blocking(l))
+                .collect::<Result<Vec<_>>>()?;
+            let outputs = self.merge(&files)?;
             report.l0_merged = l0.len();
             report.l1_written = outputs.len();
             let removed = l0.iter().map(|l| l.desc.file_name.clone()).collect();

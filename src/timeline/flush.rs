@@ -4,10 +4,11 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::read::Local;
 use super::{Snapshot, TimelineInner, WriteState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{LayerDesc, LayerKind};
-use crate::layer::{InMemoryLayer, LayerFile, LayerWriter, layer_file_name};
+use crate::layer::{InMemoryLayer, Layer, LayerWriter, layer_file_name};
 use crate::lsn::Lsn;
 use crate::store::MANIFEST_FILE;
 use crate::value::{KeyRange, Value};
@@ -156,7 +157,7 @@ impl TimelineInner {
     pub(crate) fn publish(&self, change: Change, edit: impl FnOnce(&mut Snapshot)) -> Result<()> {
         let mut added = Vec::with_capacity(change.added.len());
         for d in &change.added {
-            added.push(Arc::new(LayerFile::open(
+            added.push(Arc::new(Layer::open(
                 &self.dir.join(&d.file_name),
                 d,
                 self.env.cache.clone(),
@@ -239,15 +240,20 @@ impl TimelineInner {
     /// Writes (does not publish) an image layer of every key's value at `lsn`, read through
     /// the current snapshot and the ancestors.
     pub(crate) fn write_image(&self, lsn: Lsn) -> Result<LayerDesc> {
-        let snap = self.snapshot();
-        let keys = self.keys_at(&snap, Bound::Unbounded, Bound::Unbounded, lsn)?;
+        let keys = loop {
+            let snap = self.snapshot();
+            match self.keys_at(&snap, Bound::Unbounded, Bound::Unbounded, lsn)? {
+                Local::Ready(keys) => break keys,
+                Local::Missing(layer) => self.download_layer_blocking(&layer)?,
+            }
+        };
         self.write_layer(
             LayerKind::Image,
             lsn..lsn.next(),
             Some(KeyRange::ALL),
             |w| {
                 for k in &keys {
-                    if let Some(v) = self.reconstruct(&snap, k, lsn)? {
+                    if let Some(v) = self.read_value_blocking(k, lsn)? {
                         w.add(k, lsn, &Value::Image(v))?;
                     }
                 }
@@ -268,6 +274,6 @@ pub(crate) struct Change {
 }
 
 /// Whether a layer is L0: a flush's output.
-pub(crate) fn is_l0(l: &LayerFile) -> bool {
+pub(crate) fn is_l0(l: &Layer) -> bool {
     l.kind() == LayerKind::Delta && l.desc.level == 0
 }

@@ -4,6 +4,7 @@ mod compaction;
 mod flush;
 mod gc;
 mod read;
+mod residence;
 mod time;
 pub(crate) mod time_index;
 mod writer;
@@ -22,7 +23,7 @@ use tokio::sync::watch;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{LayerDesc, Manifest};
 use crate::id::TimelineId;
-use crate::layer::{InMemoryLayer, LayerFile, LayerMap};
+use crate::layer::{InMemoryLayer, Layer, LayerMap};
 use crate::lsn::Lsn;
 use crate::store::Env;
 
@@ -85,7 +86,7 @@ impl TimelineInner {
         dir: PathBuf,
         env: Arc<Env>,
         manifest: Manifest,
-        layers: Vec<Arc<LayerFile>>,
+        layers: Vec<Arc<Layer>>,
         ancestor: Option<Arc<TimelineInner>>,
     ) -> TimelineInner {
         let ancestor = ancestor.zip(manifest.ancestor.map(|(_, lsn)| lsn));
@@ -297,8 +298,9 @@ impl Timeline {
     /// [`ErrorKind::Corruption`] if a block read fails its checksum.
     pub async fn get(&self, key: &[u8], lsn: Lsn) -> Result<Option<Bytes>> {
         self.inner.check_read_lsn(lsn).await?;
-        let snap = self.inner.snapshot();
-        self.inner.reconstruct(&snap, key, lsn)
+        let mut snap = self.inner.snapshot();
+        let mut trace = ReadTrace::default();
+        self.inner.read_value(&mut snap, key, lsn, &mut trace).await
     }
 
     /// [`get`](Timeline::get), also telling how many layers the read visited.
@@ -307,9 +309,12 @@ impl Timeline {
     /// As [`get`](Timeline::get).
     pub async fn get_traced(&self, key: &[u8], lsn: Lsn) -> Result<(Option<Bytes>, ReadTrace)> {
         self.inner.check_read_lsn(lsn).await?;
-        let snap = self.inner.snapshot();
+        let mut snap = self.inner.snapshot();
         let mut trace = ReadTrace::default();
-        let v = self.inner.reconstruct_traced(&snap, key, lsn, &mut trace)?;
+        let v = self
+            .inner
+            .read_value(&mut snap, key, lsn, &mut trace)
+            .await?;
         Ok((v, trace))
     }
 
@@ -323,10 +328,17 @@ impl Timeline {
         lsn: Lsn,
     ) -> Result<Vec<Option<Bytes>>> {
         self.inner.check_read_lsn(lsn).await?;
-        let snap = self.inner.snapshot();
-        keys.iter()
-            .map(|k| self.inner.reconstruct(&snap, k.as_ref(), lsn))
-            .collect()
+        let mut snap = self.inner.snapshot();
+        let mut trace = ReadTrace::default();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(
+                self.inner
+                    .read_value(&mut snap, k.as_ref(), lsn, &mut trace)
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
     /// Every live key in `range` with its value as of `lsn`, in key order: exactly what
@@ -342,8 +354,7 @@ impl Timeline {
         let lo = range.start_bound().map(|k| k.as_ref());
         let hi = range.end_bound().map(|k| k.as_ref());
         self.inner.check_read_lsn(lsn).await?;
-        let snap = self.inner.snapshot();
-        self.inner.scan(&snap, lo, hi, lsn)
+        self.inner.scan(lo, hi, lsn).await
     }
 
     /// Freezes the open in-memory layer and waits until everything published so far is in

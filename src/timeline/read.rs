@@ -1,13 +1,32 @@
 //! The read path: collect versions down the layers (and down the ancestors), then rebuild the
 //! value.
 
-use bytes::Bytes;
 use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::{Snapshot, TimelineInner, bound_contains};
 use crate::error::Result;
-use crate::layer::Versions;
+use crate::layer::{Layer, Versions};
 use crate::lsn::Lsn;
+
+/// A read's outcome from what is on local disk: the answer, or the layer it must download
+/// first.
+pub(crate) enum Local<T> {
+    Ready(T),
+    Missing(Arc<Layer>),
+}
+
+/// Returns early with `Local::Missing` from a function returning `Result<Local<_>>`.
+macro_rules! local {
+    ($e:expr) => {
+        match $e? {
+            Local::Ready(v) => v,
+            Local::Missing(l) => return Ok(Local::Missing(l)),
+        }
+    };
+}
 
 /// What one read did: how many layers it visited on its way to the value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,8 +44,39 @@ impl TimelineInner {
         snap: &Snapshot,
         key: &[u8],
         lsn: Lsn,
-    ) -> Result<Option<Bytes>> {
+    ) -> Result<Local<Option<Bytes>>> {
         self.reconstruct_traced(snap, key, lsn, &mut ReadTrace::default())
+    }
+
+    /// The value of `key` at `lsn`, downloading layers it needs; for async callers.
+    pub(crate) async fn read_value(
+        &self,
+        snap: &mut Arc<Snapshot>,
+        key: &[u8],
+        lsn: Lsn,
+        trace: &mut ReadTrace,
+    ) -> Result<Option<Bytes>> {
+        loop {
+            *trace = ReadTrace::default();
+            match self.reconstruct_traced(snap, key, lsn, trace)? {
+                Local::Ready(v) => return Ok(v),
+                Local::Missing(layer) => {
+                    self.download_layer(&layer).await?;
+                    *snap = self.snapshot();
+                }
+            }
+        }
+    }
+
+    /// The value of `key` at `lsn`, downloading layers it needs; for background threads.
+    pub(crate) fn read_value_blocking(&self, key: &[u8], lsn: Lsn) -> Result<Option<Bytes>> {
+        loop {
+            let snap = self.snapshot();
+            match self.reconstruct(&snap, key, lsn)? {
+                Local::Ready(v) => return Ok(v),
+                Local::Missing(layer) => self.download_layer_blocking(&layer)?,
+            }
+        }
     }
 
     pub(crate) fn reconstruct_traced(
@@ -35,10 +85,10 @@ impl TimelineInner {
         key: &[u8],
         lsn: Lsn,
         trace: &mut ReadTrace,
-    ) -> Result<Option<Bytes>> {
+    ) -> Result<Local<Option<Bytes>>> {
         let mut versions = Versions::default();
         let mut cont = lsn.next();
-        let done = collect_from(snap, key, &mut cont, &mut versions, trace)?;
+        let done = local!(collect_from(snap, key, &mut cont, &mut versions, trace));
         let mut level = if done {
             None
         } else {
@@ -47,26 +97,43 @@ impl TimelineInner {
         while let Some((anc, branch_lsn)) = level {
             cont = cont.min(branch_lsn.next());
             trace.ancestors_visited += 1;
-            if collect_from(&anc.snapshot(), key, &mut cont, &mut versions, trace)? {
+            if local!(collect_from(
+                &anc.snapshot(),
+                key,
+                &mut cont,
+                &mut versions,
+                trace
+            )) {
                 break;
             }
             level = anc.ancestor.read().clone();
         }
-        versions.finish(key, self.env.options.redo.as_ref())
+        versions
+            .finish(key, self.env.options.redo.as_ref())
+            .map(Local::Ready)
     }
 
     /// Every live key in the bounds with its value at `lsn`, in key order.
-    pub(crate) fn scan(
+    pub(crate) async fn scan(
         &self,
-        snap: &Snapshot,
         lo: Bound<&[u8]>,
         hi: Bound<&[u8]>,
         lsn: Lsn,
     ) -> Result<Vec<(Bytes, Bytes)>> {
-        let keys = self.keys_at(snap, lo, hi, lsn)?;
+        let mut snap = self.snapshot();
+        let keys = loop {
+            match self.keys_at(&snap, lo, hi, lsn)? {
+                Local::Ready(k) => break k,
+                Local::Missing(layer) => {
+                    self.download_layer(&layer).await?;
+                    snap = self.snapshot();
+                }
+            }
+        };
         let mut out = Vec::with_capacity(keys.len());
+        let mut trace = ReadTrace::default();
         for k in keys {
-            if let Some(v) = self.reconstruct(snap, &k, lsn)? {
+            if let Some(v) = self.read_value(&mut snap, &k, lsn, &mut trace).await? {
                 out.push((k, v));
             }
         }
@@ -81,20 +148,20 @@ impl TimelineInner {
         lo: Bound<&[u8]>,
         hi: Bound<&[u8]>,
         lsn: Lsn,
-    ) -> Result<Vec<Bytes>> {
+    ) -> Result<Local<Vec<Bytes>>> {
         let mut keys = Vec::new();
-        keys_from(snap, lo, hi, lsn.next(), &mut keys)?;
+        local!(keys_from(snap, lo, hi, lsn.next(), &mut keys));
         let mut cont = lsn.next();
         let mut level = self.ancestor.read().clone();
         while let Some((anc, branch_lsn)) = level {
             cont = cont.min(branch_lsn.next());
-            keys_from(&anc.snapshot(), lo, hi, cont, &mut keys)?;
+            local!(keys_from(&anc.snapshot(), lo, hi, cont, &mut keys));
             level = anc.ancestor.read().clone();
         }
         keys.sort_unstable();
         keys.dedup();
         debug_assert!(keys.iter().all(|k| bound_contains(lo, hi, k)));
-        Ok(keys)
+        Ok(Local::Ready(keys))
     }
 }
 
@@ -106,25 +173,28 @@ fn collect_from(
     cont: &mut Lsn,
     versions: &mut Versions,
     trace: &mut ReadTrace,
-) -> Result<bool> {
+) -> Result<Local<bool>> {
     for layer in std::iter::once(&snap.open).chain(snap.frozen.iter()) {
         if *cont <= layer.start() {
             continue;
         }
         trace.layers_visited += 1;
         if layer.collect(key, *cont, versions) {
-            return Ok(true);
+            return Ok(Local::Ready(true));
         }
         *cont = layer.start();
     }
     while let Some(hit) = snap.map.search(key, *cont) {
         trace.layers_visited += 1;
-        if hit.layer.collect(key, hit.lower, *cont, versions)? {
-            return Ok(true);
+        let Some(file) = hit.layer.file() else {
+            return Ok(Local::Missing(hit.layer.clone()));
+        };
+        if file.collect(key, hit.lower, *cont, versions)? {
+            return Ok(Local::Ready(true));
         }
         *cont = hit.lower;
     }
-    Ok(false)
+    Ok(Local::Ready(false))
 }
 
 /// Keys in the bounds with a version below `cont` in one timeline's snapshot.
@@ -134,7 +204,7 @@ fn keys_from(
     hi: Bound<&[u8]>,
     cont: Lsn,
     keys: &mut Vec<Bytes>,
-) -> Result<()> {
+) -> Result<Local<()>> {
     for layer in std::iter::once(&snap.open).chain(snap.frozen.iter()) {
         if layer.start() < cont {
             layer.keys_in(lo, hi, cont, keys);
@@ -142,8 +212,11 @@ fn keys_from(
     }
     for layer in snap.map.layers() {
         if layer.lsn_range().start < cont && layer.key_range().overlaps(lo, hi) {
-            layer.keys_in(lo, hi, cont, keys)?;
+            let Some(file) = layer.file() else {
+                return Ok(Local::Missing(layer.clone()));
+            };
+            file.keys_in(lo, hi, cont, keys)?;
         }
     }
-    Ok(())
+    Ok(Local::Ready(()))
 }

@@ -1,0 +1,133 @@
+//! A layer as the layer map holds it: its description always, its file only while resident on
+//! local disk. A layer that lives only in object storage is downloaded on first use (one
+//! download however many readers ask) and may be evicted again under a disk budget.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use super::cache::BlockCache;
+use super::file::LayerFile;
+use crate::error::Result;
+use crate::format::{LayerDesc, LayerKind};
+use crate::lsn::Lsn;
+use crate::value::KeyRange;
+
+/// A process-wide clock for least-recently-used eviction.
+static TICK: AtomicU64 = AtomicU64::new(1);
+
+/// One layer of a timeline.
+pub(crate) struct Layer {
+    pub(crate) desc: LayerDesc,
+    path: PathBuf,
+    resident: RwLock<Option<Arc<LayerFile>>>,
+    /// Held while downloading, so that concurrent readers wait for one download.
+    pub(crate) download: tokio::sync::Mutex<()>,
+    last_used: AtomicU64,
+    /// The generation of the remote object holding this layer, once uploaded (0 = not).
+    remote_generation: AtomicU64,
+}
+
+impl Layer {
+    /// A resident layer around an open file.
+    pub(crate) fn resident(file: LayerFile) -> Layer {
+        let path = file.path().to_path_buf();
+        Layer {
+            desc: file.desc.clone(),
+            path,
+            resident: RwLock::new(Some(Arc::new(file))),
+            download: tokio::sync::Mutex::new(()),
+            last_used: AtomicU64::new(TICK.fetch_add(1, Ordering::Relaxed)),
+            remote_generation: AtomicU64::new(0),
+        }
+    }
+
+    /// A layer known from an index whose file is not on local disk yet.
+    pub(crate) fn remote(desc: LayerDesc, path: PathBuf, generation: u32) -> Layer {
+        Layer {
+            desc,
+            path,
+            resident: RwLock::new(None),
+            download: tokio::sync::Mutex::new(()),
+            last_used: AtomicU64::new(0),
+            remote_generation: AtomicU64::new(u64::from(generation) + 1),
+        }
+    }
+
+    /// Opens the layer file at `path` as a resident layer.
+    pub(crate) fn open(path: &Path, desc: &LayerDesc, cache: Arc<BlockCache>) -> Result<Layer> {
+        Ok(Layer::resident(LayerFile::open(path, desc, cache)?))
+    }
+
+    /// The open file, if the layer is on local disk; marks it used.
+    pub(crate) fn file(&self) -> Option<Arc<LayerFile>> {
+        let f = self.resident.read().clone();
+        if f.is_some() {
+            self.last_used
+                .store(TICK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        }
+        f
+    }
+
+    /// Whether the file is on local disk.
+    pub(crate) fn is_resident(&self) -> bool {
+        self.resident.read().is_some()
+    }
+
+    /// Installs the downloaded file.
+    pub(crate) fn set_resident(&self, file: LayerFile) {
+        *self.resident.write() = Some(Arc::new(file));
+        self.last_used
+            .store(TICK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Drops the local file if no reader holds it; returns whether it did. The caller removes
+    /// the file from disk.
+    pub(crate) fn evict(&self) -> bool {
+        let mut r = self.resident.write();
+        match &*r {
+            Some(f) if Arc::strong_count(f) == 1 => {
+                *r = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The generation of the uploaded object, if the layer is in object storage.
+    pub(crate) fn remote_generation(&self) -> Option<u32> {
+        match self.remote_generation.load(Ordering::Acquire) {
+            0 => None,
+            g => Some((g - 1) as u32),
+        }
+    }
+
+    /// Records that the layer was uploaded under `generation`.
+    pub(crate) fn set_remote_generation(&self, generation: u32) {
+        self.remote_generation
+            .store(u64::from(generation) + 1, Ordering::Release);
+    }
+
+    pub(crate) fn kind(&self) -> LayerKind {
+        self.desc.kind
+    }
+
+    pub(crate) fn lsn_range(&self) -> &Range<Lsn> {
+        &self.desc.lsn_range
+    }
+
+    pub(crate) fn key_range(&self) -> &KeyRange {
+        &self.desc.key_range
+    }
+}
