@@ -12,6 +12,7 @@ mod envelope;
 mod footer;
 mod index;
 mod manifest;
+mod remote_index;
 mod time_index;
 mod wal;
 
@@ -25,6 +26,7 @@ pub use data_block::{DataBlock, DataBlockBuilder, Entry};
 pub use footer::{FOOTER_TRAILER_LEN, Footer, LayerKind};
 pub use index::{IndexEntry, decode_index, encode_index};
 pub use manifest::{LayerDesc, Manifest};
+pub use remote_index::RemoteIndex;
 pub use time_index::{
     DecodedTimeIndex, TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_LEN, decode_time_index,
     encode_entries, encode_header,

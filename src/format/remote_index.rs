@@ -1,0 +1,159 @@
+//! The remote index of a timeline: what object storage holds for it.
+//!
+//! Wrapped in an [envelope](super::envelope) with magic `STRKVRIX`, version 1. Body:
+//!
+//! | field          | size | meaning |
+//! |----------------|------|---------|
+//! | manifest_len   | 4    | u32 |
+//! | manifest       | manifest_len | the timeline's [manifest](super::Manifest) file, as on disk |
+//! | layer_count    | 4    | u32 |
+//! | per layer:     |      | |
+//! | file_name      | 2 + n | u16 length and UTF-8 bytes |
+//! | generation     | 4    | u32: the generation in the layer object's name |
+//! | time_count     | 4    | u32 |
+//! | per commit:    |      | |
+//! | lsn, time      | 8 + 8 | the `lsn ↔ commit time` index up to `disk_consistent_lsn` |
+
+use std::path::Path;
+
+use super::cursor::{Cursor, put_short_bytes};
+use super::envelope::{BODY_OFFSET, seal, unseal};
+use super::manifest::Manifest;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+
+const MAGIC: &[u8; 8] = b"STRKVRIX";
+const VERSION: u16 = 1;
+
+/// A timeline's index in object storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteIndex {
+    /// The manifest: layers and watermarks.
+    pub manifest: Manifest,
+    /// For each layer of the manifest, the generation of the object holding it.
+    pub layer_generations: Vec<(String, u32)>,
+    /// Commit times up to `disk_consistent_lsn`: `(lsn, microseconds since the Unix epoch)`.
+    pub commit_times: Vec<(Lsn, u64)>,
+}
+
+impl RemoteIndex {
+    /// Encodes the index.
+    pub fn encode(&self) -> Vec<u8> {
+        let m = self.manifest.encode();
+        let mut b = Vec::with_capacity(m.len() + 16 + self.layer_generations.len() * 64);
+        b.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        b.extend_from_slice(&m);
+        b.extend_from_slice(&(self.layer_generations.len() as u32).to_le_bytes());
+        for (name, g) in &self.layer_generations {
+            put_short_bytes(&mut b, name.as_bytes());
+            b.extend_from_slice(&g.to_le_bytes());
+        }
+        b.extend_from_slice(&(self.commit_times.len() as u32).to_le_bytes());
+        for (lsn, t) in &self.commit_times {
+            b.extend_from_slice(&lsn.0.to_le_bytes());
+            b.extend_from_slice(&t.to_le_bytes());
+        }
+        seal(MAGIC, VERSION, &b)
+    }
+
+    /// Decodes an index downloaded from `name` (shown as a path in errors).
+    ///
+    /// # Errors
+    /// [`Corruption`](crate::ErrorKind::Corruption) naming the object and offset.
+    pub fn decode(file: &[u8], name: &Path) -> Result<RemoteIndex> {
+        let body = unseal(MAGIC, VERSION, file, name)?;
+        let mut c = Cursor::new(body);
+        let bad = |c: &Cursor, what: String| {
+            Error::corruption(name, BODY_OFFSET + c.pos() as u64, format!("remote index: {what}"))
+        };
+        let mlen = c.u32().map_err(|e| bad(&c, e))? as usize;
+        let mbytes = c.take(mlen).map_err(|e| bad(&c, e))?;
+        let manifest = Manifest::decode(mbytes, name)?;
+        let n = c.u32().map_err(|e| bad(&c, e))? as usize;
+        if n > c.remaining() / 6 {
+            return Err(bad(&c, format!("layer count {n} does not fit")));
+        }
+        let mut layer_generations = Vec::with_capacity(n);
+        for _ in 0..n {
+            let nm = c.short_bytes().map_err(|e| bad(&c, e))?;
+            let nm = std::str::from_utf8(nm).map_err(|e| bad(&c, e.to_string()))?.to_string();
+            let g = c.u32().map_err(|e| bad(&c, e))?;
+            layer_generations.push((nm, g));
+        }
+        let t = c.u32().map_err(|e| bad(&c, e))? as usize;
+        if t > c.remaining() / 16 {
+            return Err(bad(&c, format!("commit count {t} does not fit")));
+        }
+        let mut commit_times = Vec::with_capacity(t);
+        for _ in 0..t {
+            let lsn = Lsn(c.u64().map_err(|e| bad(&c, e))?);
+            let time = c.u64().map_err(|e| bad(&c, e))?;
+            commit_times.push((lsn, time));
+        }
+        c.expect_end().map_err(|e| bad(&c, e))?;
+        for l in &manifest.layers {
+            if !layer_generations.iter().any(|(n, _)| *n == l.file_name) {
+                return Err(bad(&c, format!("no generation for layer {}", l.file_name)));
+            }
+        }
+        Ok(RemoteIndex { manifest, layer_generations, commit_times })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::format::{LayerDesc, LayerKind};
+    use crate::id::TimelineId;
+    use crate::value::KeyRange;
+
+    fn index() -> RemoteIndex {
+        let layers: Vec<LayerDesc> = (0..3)
+            .map(|i| LayerDesc {
+                file_name: format!("l{i}"),
+                kind: LayerKind::Delta,
+                level: 0,
+                lsn_range: Lsn(i)..Lsn(i + 1),
+                key_range: KeyRange::ALL,
+                file_size: 100,
+            })
+            .collect();
+        RemoteIndex {
+            manifest: Manifest {
+                timeline_id: TimelineId::from(7),
+                ancestor: None,
+                disk_consistent_lsn: Lsn(3),
+                gc_cutoff: Lsn(0),
+                next_layer_seq: 4,
+                layers,
+            },
+            layer_generations: (0..3).map(|i| (format!("l{i}"), i as u32)).collect(),
+            commit_times: vec![(Lsn(1), 10), (Lsn(3), 30)],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let i = index();
+        assert_eq!(RemoteIndex::decode(&i.encode(), Path::new("x")).unwrap(), i);
+    }
+
+    #[test]
+    fn every_bit_flip_is_detected() {
+        let bytes = index().encode();
+        for bit in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            let err = RemoteIndex::decode(&b, Path::new("idx")).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corruption, "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn a_layer_without_a_generation_is_corruption() {
+        let mut i = index();
+        i.layer_generations.pop();
+        assert_eq!(RemoteIndex::decode(&i.encode(), Path::new("x")).unwrap_err().kind(), ErrorKind::Corruption);
+    }
+}
