@@ -37,6 +37,7 @@ mod layer;
 mod lsn;
 mod options;
 mod redo;
+pub mod remote;
 mod store;
 mod timeline;
 mod value;

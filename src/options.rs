@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::io::{FileSystem, StdFs};
 use crate::redo::{SimpleRedo, WalRedo};
+use crate::remote::RemoteStorage;
 use crate::wal::FsyncPolicy;
 
 /// How to open a [`Store`](crate::Store): the directory, the redo hook, and tuning.
@@ -45,6 +46,9 @@ pub struct StoreOptions {
     pub(crate) fsync_policy: FsyncPolicy,
     pub(crate) wal_segment_size: u64,
     pub(crate) fs: Arc<dyn FileSystem>,
+    pub(crate) remote: Option<RemoteStorage>,
+    pub(crate) node_id: String,
+    pub(crate) local_disk_budget: Option<u64>,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -70,6 +74,9 @@ impl std::fmt::Debug for StoreOptions {
             .field("wal", &self.wal)
             .field("fsync_policy", &self.fsync_policy)
             .field("wal_segment_size", &self.wal_segment_size)
+            .field("remote", &self.remote)
+            .field("node_id", &self.node_id)
+            .field("local_disk_budget", &self.local_disk_budget)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +111,9 @@ impl StoreOptions {
             fsync_policy: FsyncPolicy::EveryCommit,
             wal_segment_size: 64 << 20,
             fs: Arc::new(StdFs),
+            remote: None,
+            node_id: format!("pid-{}", std::process::id()),
+            local_disk_budget: None,
         }
     }
 
@@ -250,6 +260,27 @@ impl StoreOptions {
     /// operating system's). Tests pass a [`FaultyFs`](crate::io::FaultyFs) to fail them.
     pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
         self.fs = fs;
+        self
+    }
+
+    /// Keep the store in object storage too: layers, indexes and the catalog are uploaded,
+    /// an empty directory attaches from there, and layers can be downloaded on demand. The
+    /// node claims a new generation at open (see [`crate::remote`]).
+    pub fn remote(mut self, storage: RemoteStorage) -> Self {
+        self.remote = Some(storage);
+        self
+    }
+
+    /// The name this node writes into its generation claim (default `pid-<process id>`).
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = id.into();
+        self
+    }
+
+    /// With a remote, the local bytes of layer files beyond which the least recently used
+    /// uploaded layers are evicted from local disk (default: no limit).
+    pub fn local_disk_budget(mut self, bytes: Option<u64>) -> Self {
+        self.local_disk_budget = bytes;
         self
     }
 

@@ -26,12 +26,14 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::RemoteIndex;
 use crate::format::{Catalog, CatalogEntry, Manifest, WalRecord};
 use crate::id::TimelineId;
 use crate::io::Io;
 use crate::layer::{BlockCache, Layer};
 use crate::lsn::Lsn;
 use crate::options::StoreOptions;
+use crate::remote::RemoteCtx;
 use crate::timeline::{Timeline, TimelineInner};
 use crate::wal::{FsyncPolicy, Wal};
 
@@ -41,6 +43,7 @@ pub(crate) const TIMELINES_DIR: &str = "timelines";
 pub(crate) const MANIFEST_FILE: &str = "manifest";
 pub(crate) const TIME_INDEX_FILE: &str = "timeindex";
 pub(crate) const WAL_DIR: &str = "wal";
+const CLOSE_UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 const MAX_NAME_LEN: usize = 255;
 
 /// What the store and its timelines share.
@@ -55,6 +58,8 @@ pub(crate) struct Env {
     bg_error: Mutex<Option<String>>,
     /// Local file I/O, and the poison flag a failed fsync raises.
     pub(crate) io: Io,
+    /// Object storage, if configured.
+    pub(crate) remote: Option<Arc<RemoteCtx>>,
 }
 
 impl Env {
@@ -66,10 +71,22 @@ impl Env {
                 format!("store is poisoned and must be reopened: {p}"),
             ));
         }
+        if let Some(r) = &self.remote
+            && r.is_fenced()
+        {
+            return Err(crate::remote::fenced_error(r.generation));
+        }
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "store is closed"));
         }
         Ok(())
+    }
+
+    /// Tells the uploader that the catalog changed.
+    pub(crate) fn catalog_changed(&self, catalog: &Catalog) {
+        if let Some(r) = &self.remote {
+            r.mark_catalog(catalog.encode());
+        }
     }
 
     /// Marks the store unusable after a failure that leaves its state uncertain.
@@ -180,12 +197,13 @@ impl Store {
     /// store; [`ErrorKind::Locked`] if another open store holds the directory;
     /// [`ErrorKind::Corruption`] if the catalog, a manifest or a layer footer is damaged.
     pub async fn open(options: StoreOptions) -> Result<Store> {
-        tokio::task::spawn_blocking(move || Store::open_blocking(options))
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || Store::open_blocking(options, runtime))
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("open task failed: {e}")))?
     }
 
-    fn open_blocking(options: StoreOptions) -> Result<Store> {
+    fn open_blocking(options: StoreOptions, runtime: tokio::runtime::Handle) -> Result<Store> {
         options.validate()?;
         let io = Io::new(options.fs.clone());
         let dir = options.path.clone();
@@ -213,13 +231,40 @@ impl Store {
         };
         let lock = lock_dir(&dir)?;
         let timelines_dir = dir.join(TIMELINES_DIR);
+        let remote = match &options.remote {
+            None => None,
+            Some(storage) => {
+                let generation = runtime.block_on(storage.claim_generation(&options.node_id))?;
+                // An old owner's deletion validated just before this claim finishes within the
+                // grace period: read the index only after it.
+                std::thread::sleep(storage.claim_grace());
+                Some(RemoteCtx::new(
+                    storage.clone(),
+                    generation,
+                    runtime.clone(),
+                    options.local_disk_budget,
+                ))
+            }
+        };
+        let mut remote_layers = BTreeMap::new();
         let catalog = if is_new {
             io.create_dir_durably(&timelines_dir)?;
-            let c = Catalog::default();
+            let c = match &remote {
+                Some(r) => attach(&io, r, &timelines_dir, &mut remote_layers)?,
+                None => Catalog::default(),
+            };
             io.write_atomic(&catalog_path, &c.encode())?;
             c
         } else {
-            Catalog::decode(&io.read(&catalog_path)?, &catalog_path)?
+            let c = Catalog::decode(&io.read(&catalog_path)?, &catalog_path)?;
+            if let Some(r) = &remote {
+                for e in &c.timelines {
+                    if let Some(idx) = latest_remote_index(r, e.id)? {
+                        remote_layers.insert(e.id, idx.layer_generations.into_iter().collect());
+                    }
+                }
+            }
+            c
         };
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
         let (wal, wal_records) = if options.wal {
@@ -244,10 +289,21 @@ impl Store {
             closed: AtomicBool::new(false),
             bg_error: Mutex::new(None),
             io: io.clone(),
+            remote: remote.clone(),
         });
 
         sweep_timelines(&io, &timelines_dir, &catalog)?;
-        let by_id = open_timelines(&timelines_dir, &catalog, &env)?;
+        let by_id = open_timelines(&timelines_dir, &catalog, &env, &remote_layers)?;
+        if let Some(r) = &remote {
+            for (id, layers) in remote_layers {
+                r.note_uploaded(id, layers);
+            }
+            for tl in by_id.values() {
+                r.mark_dirty(tl.id, tl.me.clone());
+            }
+            r.mark_catalog(catalog.encode());
+            runtime.spawn(r.clone().run());
+        }
         if let Some(wal) = &env.wal {
             wal.init_durable(by_id.values().map(|t| (t.id, t.disk_consistent_lsn())));
         }
@@ -414,14 +470,14 @@ impl Store {
                 .io
                 .write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
             st.catalog = next;
-            let inner = Arc::new(TimelineInner::new(
+            let inner = TimelineInner::new(
                 name.to_string(),
                 tl_dir,
                 self.env.clone(),
                 manifest,
                 Vec::new(),
                 parent.map(|(p, _)| p.clone()),
-            ));
+            );
             if let Some((p, lsn)) = parent {
                 inner.inherit_time_index(p, lsn)?;
             }
@@ -429,6 +485,10 @@ impl Store {
                 wal.set_durable(id, start);
             }
             st.by_id.insert(id, inner.clone());
+            if let Some(r) = &self.env.remote {
+                r.mark_dirty(id, inner.me.clone());
+            }
+            self.env.catalog_changed(&st.catalog);
             Ok(inner)
         })();
         if result.is_err()
@@ -494,6 +554,9 @@ impl Store {
         st.catalog = next;
         st.by_id.remove(&tl.id);
         tl.deleted.store(true, Ordering::Release);
+        if let Some(r) = &self.env.remote {
+            r.mark_deleted(tl.id, st.catalog.encode());
+        }
         if let Some(wal) = &self.env.wal {
             wal.forget(tl.id);
         }
@@ -590,12 +653,58 @@ impl Store {
         {
             result = Err(e);
         }
+        if let Some(r) = &self.env.remote
+            && result.is_ok()
+        {
+            result = match tokio::time::timeout(CLOSE_UPLOAD_TIMEOUT, r.wait_uploaded()).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "uploads did not finish within {CLOSE_UPLOAD_TIMEOUT:?}: {}",
+                        r.last_error().unwrap_or_default()
+                    ),
+                )),
+            };
+        }
         self.shutdown();
         result
     }
 
+    /// Waits until everything flushed so far is in object storage (layers, indexes, catalog).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Fenced`] if another node took the store; [`ErrorKind::InvalidArgument`]
+    /// without a remote.
+    pub async fn wait_for_upload(&self) -> Result<()> {
+        match &self.env.remote {
+            Some(r) => r.wait_uploaded().await,
+            None => Err(Error::invalid("the store has no remote")),
+        }
+    }
+
+    /// The generation this node holds in object storage, if it has a remote.
+    pub fn generation(&self) -> Option<crate::remote::Generation> {
+        self.env.remote.as_ref().map(|r| r.generation)
+    }
+
+    /// The last error the uploader met (it retries with backoff), if any.
+    pub fn upload_error(&self) -> Option<String> {
+        self.env.remote.as_ref().and_then(|r| r.last_error())
+    }
+
+    /// Evicts resident layers that are in object storage, least recently used first, until the
+    /// local layer bytes fit `budget`; layers a reader holds stay. Returns the bytes evicted.
+    pub fn evict_layers(&self, budget: u64) -> u64 {
+        let timelines: Vec<_> = self.state.lock().by_id.values().cloned().collect();
+        evict_to_budget(&self.env, &timelines, budget)
+    }
+
     fn shutdown(&self) {
         self.env.closed.store(true, Ordering::Release);
+        if let Some(r) = &self.env.remote {
+            r.stop();
+        }
         self.env.flush_tx.lock().take();
         self.env.bg_tx.lock().take();
         for h in self.threads.lock().drain(..) {
@@ -626,6 +735,9 @@ fn background_loop(env: &Env, state: &std::sync::Weak<Mutex<State>>, rx: &mpsc::
         let Some(state) = state.upgrade() else { return };
         let timelines: Vec<_> = state.lock().by_id.values().cloned().collect();
         drop(state);
+        if let Some(budget) = env.remote.as_ref().and_then(|r| r.disk_budget) {
+            evict_to_budget(env, &timelines, budget);
+        }
         for tl in timelines {
             if env.check().is_err() {
                 return;
@@ -634,6 +746,7 @@ fn background_loop(env: &Env, state: &std::sync::Weak<Mutex<State>>, rx: &mpsc::
                 tl.compact_if_needed()?;
                 tl.gc().map(|_| ())
             }));
+
             let err = match run {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) if tl.deleted.load(Ordering::Acquire) => {
@@ -727,6 +840,7 @@ fn open_timelines(
     timelines_dir: &Path,
     catalog: &Catalog,
     env: &Arc<Env>,
+    remote_layers: &BTreeMap<TimelineId, BTreeMap<String, u32>>,
 ) -> Result<BTreeMap<TimelineId, Arc<TimelineInner>>> {
     let mut manifests = Vec::new();
     for e in &catalog.timelines {
@@ -760,7 +874,7 @@ fn open_timelines(
                     }
                 },
             };
-            let tl = Arc::new(open_timeline(e, dir, manifest, ancestor, env)?);
+            let tl = open_timeline(e, dir, manifest, ancestor, env, remote_layers.get(&e.id))?;
             if let Some((a, lsn)) = &*tl.ancestor.read() {
                 a.children.lock().insert(tl.id, *lsn);
             }
@@ -789,7 +903,8 @@ fn open_timeline(
     manifest: Manifest,
     ancestor: Option<Arc<TimelineInner>>,
     env: &Arc<Env>,
-) -> Result<TimelineInner> {
+    remote_layers: Option<&BTreeMap<String, u32>>,
+) -> Result<Arc<TimelineInner>> {
     for name in env.io.list_dir(&dir)? {
         if name != MANIFEST_FILE
             && name != TIME_INDEX_FILE
@@ -800,13 +915,96 @@ fn open_timeline(
     }
     let mut layers = Vec::with_capacity(manifest.layers.len());
     for d in &manifest.layers {
-        layers.push(Arc::new(Layer::open(
-            &dir.join(&d.file_name),
-            d,
-            env.cache.clone(),
-        )?));
+        let path = dir.join(&d.file_name);
+        let remote_gen = remote_layers.and_then(|m| m.get(&d.file_name)).copied();
+        let layer = match remote_gen {
+            // In object storage and not (or no longer) on local disk: downloaded on demand.
+            Some(g) if !path.exists() => Layer::remote(d.clone(), path, g),
+            _ => {
+                let l = Layer::open(&path, d, env.cache.clone())?;
+                if let Some(g) = remote_gen {
+                    l.set_remote_generation(g);
+                }
+                l
+            }
+        };
+        layers.push(Arc::new(layer));
     }
     let tl = TimelineInner::new(e.name.clone(), dir, env.clone(), manifest, layers, ancestor);
     tl.load_time_index()?;
     Ok(tl)
+}
+
+/// Evicts uploaded resident layers, least recently used first, until the resident layer bytes
+/// fit `budget`. Returns the bytes evicted.
+fn evict_to_budget(env: &Env, timelines: &[Arc<TimelineInner>], budget: u64) -> u64 {
+    let mut resident = Vec::new();
+    let mut total = 0;
+    for tl in timelines {
+        for l in tl.snapshot().map.layers() {
+            if l.is_resident() {
+                total += l.desc.file_size;
+                if l.remote_generation().is_some() {
+                    resident.push(l.clone());
+                }
+            }
+        }
+    }
+    resident.sort_by_key(|l| l.last_used());
+    let mut evicted = 0;
+    for l in resident {
+        if total <= budget {
+            break;
+        }
+        if l.evict() {
+            let _ = env.io.remove_file(l.path());
+            total -= l.desc.file_size;
+            evicted += l.desc.file_size;
+        }
+    }
+    evicted
+}
+
+/// The newest index of `tl` at or below this node's generation.
+fn latest_remote_index(r: &RemoteCtx, tl: TimelineId) -> Result<Option<RemoteIndex>> {
+    let Some((g, bytes)) = r
+        .runtime
+        .block_on(r.storage.latest_index(tl, r.generation))?
+    else {
+        return Ok(None);
+    };
+    let name = PathBuf::from(crate::remote::index_object(tl, g));
+    RemoteIndex::decode(&bytes, &name).map(Some)
+}
+
+/// Attach: brings the catalog and every timeline's manifest and commit times from object
+/// storage into an empty directory. Layers stay remote until a read needs them.
+fn attach(
+    io: &Io,
+    r: &RemoteCtx,
+    timelines_dir: &Path,
+    remote_layers: &mut BTreeMap<TimelineId, BTreeMap<String, u32>>,
+) -> Result<Catalog> {
+    let Some((g, bytes)) = r.runtime.block_on(r.storage.latest_catalog(r.generation))? else {
+        return Ok(Catalog::default());
+    };
+    let catalog = Catalog::decode(&bytes, &PathBuf::from(crate::remote::catalog_object(g)))?;
+    for e in &catalog.timelines {
+        let idx = latest_remote_index(r, e.id)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corruption,
+                format!(
+                    "the remote catalog names timeline {} ({:?}) but it has no index",
+                    e.id, e.name
+                ),
+            )
+        })?;
+        let dir = timelines_dir.join(e.id.to_string());
+        io.create_dir_durably(&dir)?;
+        let times = crate::timeline::time_index::TimeIndex::from_entries(idx.commit_times.clone());
+        crate::timeline::time_index::rewrite(io, &dir.join(TIME_INDEX_FILE), &times)?;
+        io.write_atomic(&dir.join(MANIFEST_FILE), &idx.manifest.encode())?;
+        remote_layers.insert(e.id, idx.layer_generations.into_iter().collect());
+    }
+    Ok(catalog)
 }

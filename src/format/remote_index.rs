@@ -64,7 +64,11 @@ impl RemoteIndex {
         let body = unseal(MAGIC, VERSION, file, name)?;
         let mut c = Cursor::new(body);
         let bad = |c: &Cursor, what: String| {
-            Error::corruption(name, BODY_OFFSET + c.pos() as u64, format!("remote index: {what}"))
+            Error::corruption(
+                name,
+                BODY_OFFSET + c.pos() as u64,
+                format!("remote index: {what}"),
+            )
         };
         let mlen = c.u32().map_err(|e| bad(&c, e))? as usize;
         let mbytes = c.take(mlen).map_err(|e| bad(&c, e))?;
@@ -76,7 +80,9 @@ impl RemoteIndex {
         let mut layer_generations = Vec::with_capacity(n);
         for _ in 0..n {
             let nm = c.short_bytes().map_err(|e| bad(&c, e))?;
-            let nm = std::str::from_utf8(nm).map_err(|e| bad(&c, e.to_string()))?.to_string();
+            let nm = std::str::from_utf8(nm)
+                .map_err(|e| bad(&c, e.to_string()))?
+                .to_string();
             let g = c.u32().map_err(|e| bad(&c, e))?;
             layer_generations.push((nm, g));
         }
@@ -96,7 +102,11 @@ impl RemoteIndex {
                 return Err(bad(&c, format!("no generation for layer {}", l.file_name)));
             }
         }
-        Ok(RemoteIndex { manifest, layer_generations, commit_times })
+        Ok(RemoteIndex {
+            manifest,
+            layer_generations,
+            commit_times,
+        })
     }
 }
 
@@ -154,6 +164,11 @@ mod tests {
     fn a_layer_without_a_generation_is_corruption() {
         let mut i = index();
         i.layer_generations.pop();
-        assert_eq!(RemoteIndex::decode(&i.encode(), Path::new("x")).unwrap_err().kind(), ErrorKind::Corruption);
+        assert_eq!(
+            RemoteIndex::decode(&i.encode(), Path::new("x"))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Corruption
+        );
     }
 }

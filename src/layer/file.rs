@@ -287,12 +287,13 @@ impl LayerFile {
         &self.path
     }
 
-    pub(crate) fn lsn_range(&self) -> &Range<Lsn> {
-        &self.desc.lsn_range
+    /// The whole file, for upload.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.mmap
     }
 
-    pub(crate) fn key_range(&self) -> &KeyRange {
-        &self.desc.key_range
+    pub(crate) fn lsn_range(&self) -> &Range<Lsn> {
+        &self.desc.lsn_range
     }
 
     fn block(&self, i: usize) -> Result<Arc<DataBlock>> {

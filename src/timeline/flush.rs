@@ -197,6 +197,11 @@ impl TimelineInner {
             edit(&mut s);
             *snap = Arc::new(s);
         }
+        // Before anyone waiting on the new watermark wakes: a wait for upload that follows a
+        // flush must see this request.
+        if let Some(r) = &self.env.remote {
+            r.mark_dirty(self.id, self.me.clone());
+        }
         if change.new_dcl.is_some() {
             let dcl = m.disk_consistent_lsn;
             drop(m);

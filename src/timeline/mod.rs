@@ -12,8 +12,8 @@ mod writer;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -48,6 +48,10 @@ pub(crate) struct WriteState {
 }
 
 pub(crate) struct TimelineInner {
+    /// This timeline, for handing to the uploader.
+    pub(crate) me: Weak<TimelineInner>,
+    /// The newest LSN whose writes are all in object storage.
+    pub(crate) remote_consistent_lsn: AtomicU64,
     pub(crate) id: TimelineId,
     name: RwLock<String>,
     /// The timeline this one branched from, and the LSN it branched at.
@@ -88,11 +92,27 @@ impl TimelineInner {
         manifest: Manifest,
         layers: Vec<Arc<Layer>>,
         ancestor: Option<Arc<TimelineInner>>,
+    ) -> Arc<TimelineInner> {
+        Arc::new_cyclic(|me| {
+            TimelineInner::build(name, dir, env, manifest, layers, ancestor, me.clone())
+        })
+    }
+
+    fn build(
+        name: String,
+        dir: PathBuf,
+        env: Arc<Env>,
+        manifest: Manifest,
+        layers: Vec<Arc<Layer>>,
+        ancestor: Option<Arc<TimelineInner>>,
+        me: Weak<TimelineInner>,
     ) -> TimelineInner {
         let ancestor = ancestor.zip(manifest.ancestor.map(|(_, lsn)| lsn));
         let dcl = manifest.disk_consistent_lsn;
         let open = Arc::new(InMemoryLayer::new(dcl.next()));
         TimelineInner {
+            me,
+            remote_consistent_lsn: AtomicU64::new(0),
             id: manifest.timeline_id,
             name: RwLock::new(name),
             ancestor: RwLock::new(ancestor),
@@ -150,6 +170,29 @@ impl TimelineInner {
 
     pub(crate) fn disk_consistent_lsn(&self) -> Lsn {
         Lsn(self.disk_consistent_lsn.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_remote_consistent_lsn(&self, lsn: Lsn) {
+        self.remote_consistent_lsn
+            .fetch_max(lsn.0, Ordering::AcqRel);
+    }
+
+    /// What the uploader needs, taken together under the manifest lock: the manifest, the
+    /// layers it names, and the commit times up to `disk_consistent_lsn`.
+    pub(crate) fn remote_state(&self) -> (Manifest, Vec<Arc<Layer>>, Vec<(Lsn, u64)>) {
+        let m = self.manifest.lock();
+        let layers = self.snapshot().map.layers().to_vec();
+        let dcl = m.disk_consistent_lsn;
+        let times = self
+            .time
+            .lock()
+            .index
+            .entries()
+            .iter()
+            .copied()
+            .filter(|(l, _)| *l <= dcl)
+            .collect();
+        (m.clone(), layers, times)
     }
 
     pub(crate) fn gc_cutoff(&self) -> Lsn {
@@ -264,6 +307,12 @@ impl Timeline {
     /// The newest LSN whose writes are all in layer files on local disk.
     pub fn disk_consistent_lsn(&self) -> Lsn {
         self.inner.disk_consistent_lsn()
+    }
+
+    /// The newest LSN whose writes are all in object storage (0 without a remote): what
+    /// survives losing this node.
+    pub fn remote_consistent_lsn(&self) -> Lsn {
+        Lsn(self.inner.remote_consistent_lsn.load(Ordering::Acquire))
     }
 
     /// The oldest readable LSN.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::TimelineInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layer::{Layer, LayerFile};
+use crate::remote::{Generation, layer_object};
 
 impl TimelineInner {
     /// Makes `layer` resident, downloading it if needed; concurrent callers share one download.
@@ -13,14 +14,37 @@ impl TimelineInner {
         if layer.is_resident() {
             return Ok(());
         }
-        Err(Error::new(
-            ErrorKind::Corruption,
-            format!(
-                "timeline {}: layer {} is named by the manifest but not on local disk, and the store has no remote",
-                self.name(),
-                layer.desc.file_name
-            ),
-        ))
+        let name = &layer.desc.file_name;
+        let (Some(remote), Some(g)) = (&self.env.remote, layer.remote_generation()) else {
+            return Err(Error::new(
+                ErrorKind::Corruption,
+                format!(
+                    "timeline {}: layer {name} is named by the manifest but is neither on local disk nor in object storage",
+                    self.name()
+                ),
+            ));
+        };
+        let object = layer_object(self.id, name, Generation(g))?;
+        // The object's checksum is verified by the download; the footer and index when the
+        // file is opened; every block when it is read.
+        let bytes = remote.storage.download(&object).await?;
+        if bytes.len() as u64 != layer.desc.file_size {
+            return Err(Error::new(
+                ErrorKind::Corruption,
+                format!(
+                    "object {object} is {} bytes, the manifest says {}",
+                    bytes.len(),
+                    layer.desc.file_size
+                ),
+            ));
+        }
+        self.env.io.write_atomic(layer.path(), &bytes)?;
+        let file = LayerFile::open(layer.path(), &layer.desc, self.env.cache.clone())?;
+        layer.set_resident(file);
+        if remote.disk_budget.is_some() {
+            self.env.kick_background();
+        }
+        Ok(())
     }
 
     /// [`download_layer`](Self::download_layer) for threads outside the async runtime.
@@ -28,7 +52,14 @@ impl TimelineInner {
         if layer.is_resident() {
             return Ok(());
         }
-        futures_lite_block_on(self.download_layer(layer))
+        match &self.env.remote {
+            Some(r) => r.runtime.block_on(self.download_layer(layer)),
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::new(ErrorKind::Io, format!("runtime: {e}")))?
+                .block_on(self.download_layer(layer)),
+        }
     }
 
     /// The layer's file, downloading it first if needed; for background threads.
@@ -40,13 +71,4 @@ impl TimelineInner {
             self.download_layer_blocking(layer)?;
         }
     }
-}
-
-/// Runs a future to completion on the current thread.
-fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime")
-        .block_on(f)
 }

@@ -1,0 +1,305 @@
+//! Keeping object storage in step with the local store: the upload queue, attach, on-demand
+//! download and eviction.
+//!
+//! Uploads are coalesced per timeline: a flush, compaction or GC marks its timeline dirty, and
+//! the uploader uploads the timeline's *current* state — first every layer the manifest names
+//! that is not in object storage yet, then (after checking the generation) the index, and only
+//! then deletes the objects the previous index named and this one does not. So an index is
+//! uploaded only after every layer it names is there, and an object is deleted only after no
+//! uploaded index of this generation names it. The catalog follows the timelines' indexes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+
+use super::{Generation, RemoteStorage, catalog_object, index_object, layer_object};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::RemoteIndex;
+use crate::id::TimelineId;
+use crate::timeline::TimelineInner;
+
+#[derive(Default)]
+struct Queue {
+    dirty: BTreeMap<TimelineId, Weak<TimelineInner>>,
+    deleted: BTreeSet<TimelineId>,
+    catalog: Option<Vec<u8>>,
+    /// Bumped by every request; the uploader reports the value it has caught up with.
+    requested: u64,
+}
+
+/// The store's link to object storage.
+pub(crate) struct RemoteCtx {
+    pub(crate) storage: RemoteStorage,
+    pub(crate) generation: Generation,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) disk_budget: Option<u64>,
+    queue: Mutex<Queue>,
+    notify: Notify,
+    completed: watch::Sender<u64>,
+    fenced: AtomicBool,
+    stopped: AtomicBool,
+    /// Per timeline, the layers (name → generation) the last uploaded index named.
+    uploaded: Mutex<BTreeMap<TimelineId, BTreeMap<String, u32>>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl RemoteCtx {
+    pub(crate) fn new(
+        storage: RemoteStorage,
+        generation: Generation,
+        runtime: tokio::runtime::Handle,
+        disk_budget: Option<u64>,
+    ) -> Arc<RemoteCtx> {
+        Arc::new(RemoteCtx {
+            storage,
+            generation,
+            runtime,
+            disk_budget,
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+            completed: watch::Sender::new(0),
+            fenced: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            uploaded: Mutex::new(BTreeMap::new()),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// Whether another node has claimed a newer generation.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Records what an index already in object storage names, so that the next upload deletes
+    /// only what it drops.
+    pub(crate) fn note_uploaded(&self, tl: TimelineId, layers: BTreeMap<String, u32>) {
+        self.uploaded.lock().insert(tl, layers);
+    }
+
+    /// Asks for the timeline's current state to be uploaded.
+    pub(crate) fn mark_dirty(&self, id: TimelineId, tl: Weak<TimelineInner>) {
+        let mut q = self.queue.lock();
+        q.dirty.insert(id, tl);
+        q.requested += 1;
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Asks for the catalog to be uploaded (after the dirty timelines).
+    pub(crate) fn mark_catalog(&self, catalog: Vec<u8>) {
+        let mut q = self.queue.lock();
+        q.catalog = Some(catalog);
+        q.requested += 1;
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Asks for a deleted timeline's objects to be removed (after the catalog without it).
+    pub(crate) fn mark_deleted(&self, tl: TimelineId, catalog: Vec<u8>) {
+        let mut q = self.queue.lock();
+        q.deleted.insert(tl);
+        q.dirty.remove(&tl);
+        q.catalog = Some(catalog);
+        q.requested += 1;
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Waits until everything asked for before the call is in object storage.
+    pub(crate) async fn wait_uploaded(&self) -> Result<()> {
+        let target = self.queue.lock().requested;
+        let mut rx = self.completed.subscribe();
+        loop {
+            if self.is_fenced() {
+                return Err(fenced_error(self.generation));
+            }
+            if *rx.borrow_and_update() >= target {
+                return Ok(());
+            }
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(Error::new(ErrorKind::Closed, "store is closed"));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    }
+
+    /// The last upload error, if the uploader is retrying.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// The uploader: runs until stopped or fenced.
+    pub(crate) async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.stopped.load(Ordering::Acquire) || self.is_fenced() {
+                return;
+            }
+            let (requested, dirty, deleted, catalog) = {
+                let mut q = self.queue.lock();
+                (
+                    q.requested,
+                    std::mem::take(&mut q.dirty),
+                    std::mem::take(&mut q.deleted),
+                    q.catalog.take(),
+                )
+            };
+            if dirty.is_empty() && deleted.is_empty() && catalog.is_none() {
+                self.completed.send_replace(requested);
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), self.notify.notified()).await;
+                continue;
+            }
+            let result = self.pass(&dirty, &deleted, catalog.as_deref()).await;
+            match result {
+                Ok(()) => {
+                    backoff = Duration::from_millis(50);
+                    *self.last_error.lock() = None;
+                    let idle = {
+                        let q = self.queue.lock();
+                        q.dirty.is_empty() && q.deleted.is_empty() && q.catalog.is_none()
+                    };
+                    if idle {
+                        self.completed.send_replace(requested);
+                    }
+                }
+                Err(e) => {
+                    if e.kind() == ErrorKind::Fenced {
+                        self.fenced.store(true, Ordering::Release);
+                    }
+                    *self.last_error.lock() = Some(e.to_string());
+                    // Put the work back (newer requests win) and retry later.
+                    {
+                        let mut q = self.queue.lock();
+                        for (id, w) in dirty {
+                            q.dirty.entry(id).or_insert(w);
+                        }
+                        q.deleted.extend(deleted);
+                        if q.catalog.is_none() {
+                            q.catalog = catalog;
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn pass(
+        &self,
+        dirty: &BTreeMap<TimelineId, Weak<TimelineInner>>,
+        deleted: &BTreeSet<TimelineId>,
+        catalog: Option<&[u8]>,
+    ) -> Result<()> {
+        for tl in dirty.values().filter_map(Weak::upgrade) {
+            if !tl.deleted.load(Ordering::Acquire) {
+                self.upload_timeline(&tl).await?;
+            }
+        }
+        if let Some(c) = catalog {
+            self.storage.check_generation(self.generation).await?;
+            self.storage
+                .upload(&catalog_object(self.generation), Bytes::copy_from_slice(c))
+                .await?;
+        }
+        for tl in deleted {
+            let objects = self.storage.list(&format!("timelines/{tl}")).await?;
+            for (name, _) in objects {
+                self.storage.delete_checked(self.generation, &name).await?;
+            }
+            self.uploaded.lock().remove(tl);
+        }
+        Ok(())
+    }
+
+    /// Uploads the layers `tl`'s manifest names that are not uploaded yet, then its index,
+    /// then deletes what the previous index named and this one does not.
+    async fn upload_timeline(&self, tl: &Arc<TimelineInner>) -> Result<()> {
+        let (manifest, layers, commit_times) = tl.remote_state();
+        let mut generations = BTreeMap::new();
+        for d in &manifest.layers {
+            let layer = layers
+                .iter()
+                .find(|l| l.desc.file_name == d.file_name)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Io,
+                        format!(
+                            "layer {} of timeline {} is not in its snapshot",
+                            d.file_name, tl.id
+                        ),
+                    )
+                })?;
+            let g = match layer.remote_generation() {
+                Some(g) => g,
+                None => {
+                    let file = layer.file().ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Io,
+                            format!(
+                                "layer {} is neither uploaded nor on local disk",
+                                d.file_name
+                            ),
+                        )
+                    })?;
+                    let name = layer_object(tl.id, &d.file_name, self.generation)?;
+                    self.storage
+                        .upload(&name, Bytes::copy_from_slice(file.bytes()))
+                        .await?;
+                    layer.set_remote_generation(self.generation.0);
+                    self.generation.0
+                }
+            };
+            generations.insert(d.file_name.clone(), g);
+        }
+        let dcl = manifest.disk_consistent_lsn;
+        let index = RemoteIndex {
+            manifest,
+            layer_generations: generations.iter().map(|(n, g)| (n.clone(), *g)).collect(),
+            commit_times,
+        };
+        self.storage.check_generation(self.generation).await?;
+        self.storage
+            .upload(
+                &index_object(tl.id, self.generation),
+                Bytes::from(index.encode()),
+            )
+            .await?;
+        tl.set_remote_consistent_lsn(dcl);
+        let previous = self
+            .uploaded
+            .lock()
+            .insert(tl.id, generations.clone())
+            .unwrap_or_default();
+        for (name, g) in previous {
+            if generations.get(&name) != Some(&g) {
+                let object = layer_object(tl.id, &name, Generation(g))?;
+                self.storage
+                    .delete_checked(self.generation, &object)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error of a node that lost its generation.
+pub(crate) fn fenced_error(generation: Generation) -> Error {
+    Error::new(
+        ErrorKind::Fenced,
+        format!(
+            "this node's generation {generation} was superseded by another node's claim; it no longer writes or deletes"
+        ),
+    )
+}
