@@ -247,10 +247,11 @@ impl Store {
             }
         };
         let mut remote_layers = BTreeMap::new();
+        let mut hot_layers = BTreeMap::new();
         let catalog = if is_new {
             io.create_dir_durably(&timelines_dir)?;
             let c = match &remote {
-                Some(r) => attach(&io, r, &timelines_dir, &mut remote_layers)?,
+                Some(r) => attach(&io, r, &timelines_dir, &mut remote_layers, &mut hot_layers)?,
                 None => Catalog::default(),
             };
             io.write_atomic(&catalog_path, &c.encode())?;
@@ -303,6 +304,13 @@ impl Store {
             }
             r.mark_catalog(catalog.encode());
             runtime.spawn(r.clone().run());
+            // Warm what the previous owner read most, in the background.
+            for (id, names) in hot_layers {
+                if let Some(tl) = by_id.get(&id) {
+                    let tl = tl.clone();
+                    runtime.spawn(async move { tl.prefetch(&names).await });
+                }
+            }
         }
         if let Some(wal) = &env.wal {
             wal.init_durable(by_id.values().map(|t| (t.id, t.disk_consistent_lsn())));
@@ -984,6 +992,7 @@ fn attach(
     r: &RemoteCtx,
     timelines_dir: &Path,
     remote_layers: &mut BTreeMap<TimelineId, BTreeMap<String, u32>>,
+    hot: &mut BTreeMap<TimelineId, Vec<String>>,
 ) -> Result<Catalog> {
     let Some((g, bytes)) = r.runtime.block_on(r.storage.latest_catalog(r.generation))? else {
         return Ok(Catalog::default());
@@ -1005,6 +1014,7 @@ fn attach(
         crate::timeline::time_index::rewrite(io, &dir.join(TIME_INDEX_FILE), &times)?;
         io.write_atomic(&dir.join(MANIFEST_FILE), &idx.manifest.encode())?;
         remote_layers.insert(e.id, idx.layer_generations.into_iter().collect());
+        hot.insert(e.id, idx.hot_layers);
     }
     Ok(catalog)
 }

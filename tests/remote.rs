@@ -310,6 +310,26 @@ async fn eviction_under_a_tiny_budget_keeps_answering(b: &Backend) {
     }
 }
 
+async fn the_heatmap_warms_what_the_owner_read(b: &Backend) {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut model = BTreeMap::new();
+    let a = Store::open(opts(d1.path(), b.remote(), "a")).await.unwrap();
+    let main = a.create_timeline("main").await.unwrap();
+    ingest(&main, 40, 1..9, &mut model);
+    main.flush().await.unwrap();
+    check_reads(&main, 40, 80, &model).await; // makes layers hot
+    ingest(&main, 40, 9..10, &mut model); // a change, so an index with the heatmap goes up
+    main.flush().await.unwrap();
+    a.close().await.unwrap();
+    let node_b = Store::open(opts(d2.path(), b.remote(), "b")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while layer_files(d2.path()) == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(layer_files(d2.path()) > 0, "no layer was prefetched");
+    check_reads(&node_b.timeline("main").unwrap(), 40, 90, &model).await;
+}
+
 async fn run_all(name: &str, store: Arc<dyn ObjectStore>) {
     eprintln!("backend {name}");
     attach_reads_every_lsn_the_first_node_could(&Backend::new(name, store.clone())).await;
@@ -319,7 +339,8 @@ async fn run_all(name: &str, store: Arc<dyn ObjectStore>) {
     ))
     .await;
     split_brain_loses_nothing_and_fences_the_old_owner(&Backend::new(name, store.clone())).await;
-    eviction_under_a_tiny_budget_keeps_answering(&Backend::new(name, store)).await;
+    eviction_under_a_tiny_budget_keeps_answering(&Backend::new(name, store.clone())).await;
+    the_heatmap_warms_what_the_owner_read(&Backend::new(name, store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,8 @@
 //! | time_count     | 4    | u32 |
 //! | per commit:    |      | |
 //! | lsn, time      | 8 + 8 | the `lsn ↔ commit time` index up to `disk_consistent_lsn` |
+//! | hot_count      | 4    | u32 |
+//! | per hot layer: | 2 + n | file name: the heatmap, most recently read first, for prefetching |
 
 use std::path::Path;
 
@@ -34,6 +36,9 @@ pub struct RemoteIndex {
     pub layer_generations: Vec<(String, u32)>,
     /// Commit times up to `disk_consistent_lsn`: `(lsn, microseconds since the Unix epoch)`.
     pub commit_times: Vec<(Lsn, u64)>,
+    /// The heatmap: layers the owner read most recently, most recent first. A node attaching
+    /// prefetches them.
+    pub hot_layers: Vec<String>,
 }
 
 impl RemoteIndex {
@@ -52,6 +57,10 @@ impl RemoteIndex {
         for (lsn, t) in &self.commit_times {
             b.extend_from_slice(&lsn.0.to_le_bytes());
             b.extend_from_slice(&t.to_le_bytes());
+        }
+        b.extend_from_slice(&(self.hot_layers.len() as u32).to_le_bytes());
+        for name in &self.hot_layers {
+            put_short_bytes(&mut b, name.as_bytes());
         }
         seal(MAGIC, VERSION, &b)
     }
@@ -96,6 +105,19 @@ impl RemoteIndex {
             let time = c.u64().map_err(|e| bad(&c, e))?;
             commit_times.push((lsn, time));
         }
+        let h = c.u32().map_err(|e| bad(&c, e))? as usize;
+        if h > c.remaining() / 2 {
+            return Err(bad(&c, format!("hot layer count {h} does not fit")));
+        }
+        let mut hot_layers = Vec::with_capacity(h);
+        for _ in 0..h {
+            let nm = c.short_bytes().map_err(|e| bad(&c, e))?;
+            hot_layers.push(
+                std::str::from_utf8(nm)
+                    .map_err(|e| bad(&c, e.to_string()))?
+                    .to_string(),
+            );
+        }
         c.expect_end().map_err(|e| bad(&c, e))?;
         for l in &manifest.layers {
             if !layer_generations.iter().any(|(n, _)| *n == l.file_name) {
@@ -106,6 +128,7 @@ impl RemoteIndex {
             manifest,
             layer_generations,
             commit_times,
+            hot_layers,
         })
     }
 }
@@ -140,6 +163,7 @@ mod tests {
             },
             layer_generations: (0..3).map(|i| (format!("l{i}"), i as u32)).collect(),
             commit_times: vec![(Lsn(1), 10), (Lsn(3), 30)],
+            hot_layers: vec!["l2".into(), "l0".into()],
         }
     }
 

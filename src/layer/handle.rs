@@ -40,7 +40,7 @@ impl Layer {
             path,
             resident: RwLock::new(Some(Arc::new(file))),
             download: tokio::sync::Mutex::new(()),
-            last_used: AtomicU64::new(TICK.fetch_add(1, Ordering::Relaxed)),
+            last_used: AtomicU64::new(0),
             remote_generation: AtomicU64::new(0),
         }
     }
@@ -72,6 +72,12 @@ impl Layer {
         f
     }
 
+    /// The open file, if on local disk, without counting it as read: for uploads and
+    /// compaction, which should not make a layer look hot.
+    pub(crate) fn file_quiet(&self) -> Option<Arc<LayerFile>> {
+        self.resident.read().clone()
+    }
+
     /// Whether the file is on local disk.
     pub(crate) fn is_resident(&self) -> bool {
         self.resident.read().is_some()
@@ -97,6 +103,7 @@ impl Layer {
         }
     }
 
+    /// When a read last used the layer (0: never), on a process-wide tick.
     pub(crate) fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
     }

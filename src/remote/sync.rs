@@ -23,6 +23,9 @@ use crate::format::RemoteIndex;
 use crate::id::TimelineId;
 use crate::timeline::TimelineInner;
 
+/// Layers named in an index's heatmap.
+const HEATMAP_LAYERS: usize = 256;
+
 #[derive(Default)]
 struct Queue {
     dirty: BTreeMap<TimelineId, Weak<TimelineInner>>,
@@ -244,7 +247,7 @@ impl RemoteCtx {
             let g = match layer.remote_generation() {
                 Some(g) => g,
                 None => {
-                    let file = layer.file().ok_or_else(|| {
+                    let file = layer.file_quiet().ok_or_else(|| {
                         Error::new(
                             ErrorKind::Io,
                             format!(
@@ -264,10 +267,22 @@ impl RemoteCtx {
             generations.insert(d.file_name.clone(), g);
         }
         let dcl = manifest.disk_consistent_lsn;
+        let mut hot: Vec<_> = layers
+            .iter()
+            .filter(|l| l.is_resident() && l.last_used() > 0)
+            .collect();
+        hot.sort_by_key(|l| std::cmp::Reverse(l.last_used()));
+        let hot_layers = hot
+            .into_iter()
+            .filter(|l| generations.contains_key(&l.desc.file_name))
+            .take(HEATMAP_LAYERS)
+            .map(|l| l.desc.file_name.clone())
+            .collect();
         let index = RemoteIndex {
             manifest,
             layer_generations: generations.iter().map(|(n, g)| (n.clone(), *g)).collect(),
             commit_times,
+            hot_layers,
         };
         self.storage.check_generation(self.generation).await?;
         self.storage

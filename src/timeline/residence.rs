@@ -47,6 +47,25 @@ impl TimelineInner {
         Ok(())
     }
 
+    /// Downloads the named layers (a heatmap), skipping any no longer in the timeline; errors
+    /// are left for the read that needs the layer to report.
+    pub(crate) async fn prefetch(&self, names: &[String]) {
+        for name in names {
+            let layer = self
+                .snapshot()
+                .map
+                .layers()
+                .iter()
+                .find(|l| l.desc.file_name == *name)
+                .cloned();
+            if let Some(layer) = layer
+                && self.check().is_ok()
+            {
+                let _ = self.download_layer(&layer).await;
+            }
+        }
+    }
+
     /// [`download_layer`](Self::download_layer) for threads outside the async runtime.
     pub(crate) fn download_layer_blocking(&self, layer: &Arc<Layer>) -> Result<()> {
         if layer.is_resident() {
@@ -65,7 +84,7 @@ impl TimelineInner {
     /// The layer's file, downloading it first if needed; for background threads.
     pub(crate) fn resident_file_blocking(&self, layer: &Arc<Layer>) -> Result<Arc<LayerFile>> {
         loop {
-            if let Some(f) = layer.file() {
+            if let Some(f) = layer.file_quiet() {
                 return Ok(f);
             }
             self.download_layer_blocking(layer)?;
