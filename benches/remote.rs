@@ -1,0 +1,131 @@
+//! Object-storage figures: upload throughput, cold attach to first read at two data sizes
+//! 10× apart, and the latency of a read that has to download its layer.
+//!
+//! Runs on the local-file-system object store by default; with `STRATAKV_S3_ENDPOINT` and
+//! `STRATAKV_S3_BUCKET` set (`source .ci/object-stores.sh start`) it also runs on S3 (moto).
+//! `STRATAKV_BENCH_KEYS` sets the smaller data size (default 100,000 keys; the larger is 10×).
+//!
+//! `cargo bench --bench remote`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use stratakv::remote::RemoteStorage;
+use stratakv::{Lsn, Store, StoreOptions, Value};
+
+const VALUE: usize = 100;
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(b"key/");
+    k[8..].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn remote(store: &Arc<dyn ObjectStore>, prefix: &str) -> RemoteStorage {
+    RemoteStorage::new(store.clone(), Path::from(prefix)).with_claim_grace(Duration::from_millis(10))
+}
+
+fn opts(dir: &std::path::Path, r: RemoteStorage) -> StoreOptions {
+    StoreOptions::new(dir).remote(r).background_period(None).pitr_interval(None).wal(false)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn run(name: &str, store: Arc<dyn ObjectStore>, small: u64) {
+    let mut attach = Vec::new();
+    for n in [small, small * 10] {
+        let prefix = format!("bench-{name}-{n}-{}", std::process::id());
+        let d1 = tempfile::tempdir().unwrap();
+        let a = Store::open(opts(d1.path(), remote(&store, &prefix))).await.unwrap();
+        let main = a.create_timeline("main").await.unwrap();
+        let mut w = main.writer().unwrap();
+        let value = vec![7u8; VALUE];
+        for i in 0..n {
+            w.put(&key(i), Lsn(i / 1000 + 1), Value::image(value.clone())).unwrap();
+            if (i + 1) % 1000 == 0 {
+                w.finish_write(Lsn(i / 1000 + 1)).unwrap();
+            }
+        }
+        w.finish_write(Lsn(n / 1000 + 1)).unwrap();
+        drop(w);
+        main.flush().await.unwrap();
+        let bytes: u64 = main.layers().iter().map(|l| l.file_size).sum();
+        let t = Instant::now();
+        a.wait_for_upload().await.unwrap();
+        let up = t.elapsed();
+        println!(
+            "{name}: {n} keys: upload of {:.1} MB of layers took {up:?}: {:.1} MB/s",
+            bytes as f64 / 1e6,
+            bytes as f64 / 1e6 / up.as_secs_f64()
+        );
+        a.close().await.unwrap();
+
+        // Cold attach to first read, five times on fresh directories.
+        let mut times = Vec::new();
+        let mut first_reads = Vec::new();
+        for _ in 0..5 {
+            let d2 = tempfile::tempdir().unwrap();
+            let t = Instant::now();
+            let b = Store::open(opts(d2.path(), remote(&store, &prefix))).await.unwrap();
+            let tl = b.timeline("main").unwrap();
+            let v = tl.get(&key(n / 2), tl.last_record_lsn()).await.unwrap();
+            times.push(t.elapsed());
+            assert_eq!(v.unwrap().len(), VALUE);
+            // On-demand reads: each in a layer not on local disk yet.
+            let layers = tl.layers().len() as u64;
+            for j in 0..layers.min(8) {
+                let k = key(j * n / layers.max(1));
+                let t = Instant::now();
+                tl.get(&k, tl.last_record_lsn()).await.unwrap().unwrap();
+                first_reads.push(t.elapsed());
+            }
+            b.close().await.unwrap();
+        }
+        let m = median(times);
+        println!(
+            "{name}: {n} keys: cold attach to first read: median {m:?} (claim grace 10 ms included); on-demand read (download + read): median {:?}",
+            median(first_reads)
+        );
+        attach.push(m);
+    }
+    println!(
+        "{name}: attach at 10x the data took {:.2}x as long",
+        attach[1].as_secs_f64() / attach[0].as_secs_f64()
+    );
+}
+
+fn main() {
+    // criterion's harness passes flags such as --bench; this bench prints figures itself.
+    let small: u64 = std::env::var("STRATAKV_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        run("local-fs", local, small).await;
+        if let (Ok(endpoint), Ok(bucket)) =
+            (std::env::var("STRATAKV_S3_ENDPOINT"), std::env::var("STRATAKV_S3_BUCKET"))
+        {
+            let s3: Arc<dyn ObjectStore> = Arc::new(
+                AmazonS3Builder::new()
+                    .with_endpoint(endpoint)
+                    .with_bucket_name(bucket)
+                    .with_allow_http(true)
+                    .with_virtual_hosted_style_request(false)
+                    .with_region("us-east-1")
+                    .with_access_key_id("stratakv")
+                    .with_secret_access_key("stratakv")
+                    .build()
+                    .unwrap(),
+            );
+            run("s3-moto", s3, small).await;
+        }
+    });
+}
