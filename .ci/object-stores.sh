@@ -151,9 +151,17 @@ _osx_start() (
     # If anything below fails, stop what was started.
     trap 'rc=$?; if [[ $rc -ne 0 ]]; then STRATAKV_OBJECT_STORES_STATE="$state" _osx_stop; fi' EXIT
 
-    s3_port=$(_osx_spawn moto "$state" "$_osx_venv/bin/moto_server" -H 127.0.0.1 -p @PORT@)
-    az_port=$(_osx_spawn azurite "$state" "$_osx_cache/node_modules/.bin/azurite-blob" \
-        --blobHost 127.0.0.1 --blobPort @PORT@ --inMemoryPersistence --disableTelemetry --silent)
+    # Both start at once; each is waited for.
+    _osx_spawn moto "$state" "$_osx_venv/bin/moto_server" -H 127.0.0.1 -p @PORT@ >"$state/moto.port" &
+    local moto_waiter=$!
+    _osx_spawn azurite "$state" "$_osx_cache/node_modules/.bin/azurite-blob" \
+        --blobHost 127.0.0.1 --blobPort @PORT@ --inMemoryPersistence --disableTelemetry --silent \
+        >"$state/azurite.port" &
+    local azurite_waiter=$!
+    wait "$moto_waiter" || { _osx_log "moto did not start"; exit 1; }
+    wait "$azurite_waiter" || { _osx_log "azurite did not start"; exit 1; }
+    s3_port=$(<"$state/moto.port")
+    az_port=$(<"$state/azurite.port")
 
     curl -sf --noproxy '*' -o /dev/null -X PUT "http://127.0.0.1:$s3_port/$bucket" ||
         { _osx_log "creating S3 bucket $bucket failed"; exit 1; }

@@ -126,7 +126,8 @@ impl TransientBudget {
         self.failures += 1;
         let policy = storage.retry;
         let wait = policy.backoff(self.failures);
-        if self.failures >= policy.max_attempts || self.start.elapsed() + wait > policy.max_elapsed
+        if self.failures >= policy.max_attempts
+            || self.start.elapsed().saturating_add(wait) > policy.max_elapsed
         {
             return false;
         }

@@ -17,6 +17,7 @@
 //! | catalog | `{prefix}/catalog-{gen}` | the crate's catalog encoding (opaque here) |
 //! | generation claim | `{prefix}/generation` | `{gen}\n{nonce:016x}\n{node_id}` |
 //! | claim, create-only backends | `{prefix}/generations/{gen}` | `{gen}\n{nonce:016x}\n{node_id}` |
+//! | capability probe | `{prefix}/generation.probe` | never stored: a conditional update that must fail (deleted again if a backend that ignores conditions took it) |
 //!
 //! Every object, whatever its kind, ends with a 4-byte trailer: the CRC32 (little-endian) of the
 //! bytes before it. [`RemoteStorage::upload`] appends it and [`RemoteStorage::download`] checks

@@ -65,7 +65,9 @@ impl RetryPolicy {
                 Err(e) if !is_transient(&e) => return Err(e),
                 Err(e) => {
                     let wait = self.backoff(attempt);
-                    if attempt >= self.max_attempts || start.elapsed() + wait > self.max_elapsed {
+                    if attempt >= self.max_attempts
+                        || start.elapsed().saturating_add(wait) > self.max_elapsed
+                    {
                         return Err(e);
                     }
                     tokio::time::sleep(wait).await;

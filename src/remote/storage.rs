@@ -261,7 +261,9 @@ impl RemoteStorage {
 
     /// Checks that `generation` still owns the store, then deletes `name`, abandoning the
     /// deletion (with an error) if it has not finished within half the
-    /// [`claim_grace`](RemoteStorage::claim_grace) of the check.
+    /// [`claim_grace`](RemoteStorage::claim_grace) of the check (with a zero grace the deletion
+    /// is not bounded). An abandoned request may still have reached the store; the bound is on
+    /// this side only.
     ///
     /// # Errors
     ///
@@ -271,6 +273,10 @@ impl RemoteStorage {
     pub async fn delete_checked(&self, generation: Generation, name: &str) -> Result<()> {
         self.check_generation(generation).await?;
         let budget = self.claim_grace / 2;
+        if budget.is_zero() {
+            // No grace: nothing to stay within (and no protection against a late deletion).
+            return self.delete(name).await;
+        }
         match tokio::time::timeout(budget, self.delete(name)).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(

@@ -535,3 +535,120 @@ async fn first_is_err(
     use futures::StreamExt;
     matches!(s.next().await, Some(Err(_)))
 }
+
+/// A store that drops every write condition, like an S3 server that ignores `If-Match`.
+#[derive(Debug)]
+struct IgnoresConditions(InMemory);
+
+impl std::fmt::Display for IgnoresConditions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IgnoresConditions")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for IgnoresConditions {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        _opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.0.put(location, payload).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_ignores_write_conditions_is_refused_for_claims() {
+    let store: Arc<dyn ObjectStore> = Arc::new(IgnoresConditions(InMemory::new()));
+    let remote = storage(&store);
+    let e = remote.claim_generation("n").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(e.message().contains("ignored a write condition"), "{e}");
+    assert_eq!(
+        remote
+            .check_generation(Generation(1))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Io
+    );
+    // The probe left nothing behind.
+    assert!(remote.list("").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn extreme_settings_do_not_panic() {
+    let faulty = Arc::new(FaultyObjectStore::new(
+        Arc::new(InMemory::new()),
+        FaultConfig::new(0)
+            .with_errors(f64::NAN)
+            .with_dropped_responses(-1.0)
+            .with_latency(f64::INFINITY, Duration::ZERO),
+    ));
+    let policy = RetryPolicy {
+        max_attempts: 0,
+        initial_backoff: Duration::MAX,
+        max_backoff: Duration::MAX,
+        max_elapsed: Duration::MAX,
+    };
+    let remote = RemoteStorage::new(faulty.clone(), Path::from(""))
+        .with_retry_policy(policy)
+        .with_claim_grace(Duration::ZERO)
+        .with_max_claim_conflicts(0);
+    remote.upload("a", Bytes::from("b")).await.unwrap();
+    assert_eq!(remote.download("a").await.unwrap(), "b");
+    assert_eq!(remote.list("").await.unwrap(), vec![("a".to_string(), 1)]);
+    let g = remote.claim_generation("n").await.unwrap();
+    remote.delete_checked(g, "a").await.unwrap();
+    let c = faulty.counts();
+    assert_eq!((c.errors_before, c.dropped_responses), (0, 0));
+    assert!(c.delays > 0);
+    assert_eq!(policy.backoff(u32::MAX), Duration::MAX);
+}
