@@ -81,8 +81,9 @@ impl std::fmt::Debug for StoreOptions {
     }
 }
 
-/// The largest key any store accepts: keys are stored with a 16-bit length.
-pub const MAX_KEY_LEN_LIMIT: usize = u16::MAX as usize;
+/// The largest key any store accepts: keys and key-range bounds (a key and one more byte) are
+/// stored with a 16-bit length.
+pub const MAX_KEY_LEN_LIMIT: usize = u16::MAX as usize - 1;
 
 impl StoreOptions {
     /// Options for a store in the directory `path`, with every default.

@@ -217,7 +217,12 @@ impl Store {
             }
             if catalog_path.exists() {
                 false
-            } else if io.list_dir(&dir)?.iter().all(|n| n == LOCK_FILE) {
+            } else if io
+                .list_dir(&dir)?
+                .iter()
+                .all(|n| is_leftover_of_creation(&dir, n))
+            {
+                // Empty, or a first open that crashed before its catalog was in place.
                 true
             } else {
                 return Err(Error::invalid(format!(
@@ -771,6 +776,25 @@ fn background_loop(env: &Env, state: &std::sync::Weak<Mutex<State>>, rx: &mpsc::
     }
 }
 
+/// Whether `name` in a directory without a catalog is what a first open leaves before its
+/// catalog is renamed into place: the lock, an empty `timelines/` or `wal/`, the catalog's
+/// temporary file.
+fn is_leftover_of_creation(dir: &Path, name: &str) -> bool {
+    let empty_dir = |d: &Path| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
+    name == LOCK_FILE
+        || name == format!("{CATALOG_FILE}{}", crate::io::TEMP_SUFFIX)
+        || ((name == TIMELINES_DIR || name == WAL_DIR) && empty_dir(&dir.join(name)))
+}
+
+/// Removes a leftover file or directory.
+fn remove_any(io: &Io, path: &Path) -> Result<()> {
+    if path.is_dir() {
+        io.remove_dir_all(path)
+    } else {
+        io.remove_file(path)
+    }
+}
+
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(|c| c.is_control()) {
         return Err(Error::invalid(format!(
@@ -806,36 +830,20 @@ fn lock_dir(dir: &Path) -> Result<File> {
 fn sweep_timelines(io: &Io, timelines_dir: &Path, catalog: &Catalog) -> Result<()> {
     for name in io.list_dir(timelines_dir)? {
         if !catalog.timelines.iter().any(|e| e.id.to_string() == name) {
-            io.remove_dir_all(&timelines_dir.join(&name))?;
+            remove_any(io, &timelines_dir.join(&name))?;
         }
     }
     Ok(())
 }
 
-/// Replays logged puts and commits above what each timeline's layers hold, then drops puts no
-/// commit published.
+/// Replays logged commits, with their puts, above what each timeline's layers hold.
 fn replay(by_id: &BTreeMap<TimelineId, Arc<TimelineInner>>, records: Vec<WalRecord>) {
     for r in records {
-        match r {
-            WalRecord::Put {
-                timeline,
-                lsn,
-                key,
-                value,
-            } => {
-                if let Some(tl) = by_id.get(&timeline) {
-                    tl.replay_put(&key, lsn, value);
-                }
+        if let Some(tl) = by_id.get(&r.timeline) {
+            for (key, lsn, value) in r.puts {
+                tl.replay_put(&key, lsn, value);
             }
-            WalRecord::Commit {
-                timeline,
-                lsn,
-                time_micros,
-            } => {
-                if let Some(tl) = by_id.get(&timeline) {
-                    tl.replay_commit(lsn, time_micros);
-                }
-            }
+            tl.replay_commit(r.lsn, r.time_micros);
         }
     }
     for tl in by_id.values() {
@@ -854,7 +862,15 @@ fn open_timelines(
     for e in &catalog.timelines {
         let dir = timelines_dir.join(e.id.to_string());
         let mpath = dir.join(MANIFEST_FILE);
-        let manifest = Manifest::decode(&env.io.read(&mpath)?, &mpath)?;
+        let bytes = env.io.read(&mpath).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::corruption(
+                &mpath,
+                0,
+                "the catalog names this timeline but its manifest is missing",
+            ),
+            _ => e,
+        })?;
+        let manifest = Manifest::decode(&bytes, &mpath)?;
         if manifest.timeline_id != e.id {
             return Err(Error::corruption(
                 &mpath,
@@ -918,7 +934,7 @@ fn open_timeline(
             && name != TIME_INDEX_FILE
             && !manifest.layers.iter().any(|l| l.file_name == name)
         {
-            env.io.remove_file(&dir.join(&name))?;
+            remove_any(&env.io, &dir.join(&name))?;
         }
     }
     let mut layers = Vec::with_capacity(manifest.layers.len());

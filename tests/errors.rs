@@ -1,9 +1,6 @@
 //! Errors a caller can meet, and what the store looks like afterwards: every refused input is
 //! of the right kind, names what was wrong, and changes nothing; damaged files are reported as
 //! corruption, never read as wrong data; locks, timeouts and closing behave as documented.
-//!
-//! Tests marked `#[ignore = "BUG: ..."]` pin bugs found while writing these tests; run them
-//! with `cargo test --test errors -- --ignored`.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -1425,11 +1422,10 @@ fn a_catalog_with_a_flipped_bit_fails_open_with_corruption_and_damages_nothing()
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bugs found while writing these tests (run with `-- --ignored`)
+// Bugs found while writing these tests, fixed since: they stay as regression tests
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "BUG: an uncommitted put written to the WAL (by close or by another commit) is discarded at open but stays in the log; after a later commit at its LSN and a crash, replay resurrects it, over the acknowledged put of the same (key, lsn)"]
 fn uncommitted_put_discarded_at_open_stays_discarded_after_later_commits_and_crashes() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
@@ -1473,7 +1469,6 @@ fn uncommitted_put_discarded_at_open_stays_discarded_after_later_commits_and_cra
 }
 
 #[test]
-#[ignore = "BUG: scan with start > end (or equal Excluded bounds) panics in BTreeMap::range when the in-memory layer has data"]
 fn scan_with_inverted_bounds_returns_nothing() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
@@ -1505,7 +1500,6 @@ fn scan_with_inverted_bounds_returns_nothing() {
 }
 
 #[test]
-#[ignore = "BUG: a key of MAX_KEY_LEN_LIMIT bytes is accepted but its layer's key range end (key + 0x00) overflows u16: the flush thread panics and flush() never returns"]
 fn key_at_the_max_key_len_limit_flushes_and_reads_back() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
@@ -1524,7 +1518,6 @@ fn key_at_the_max_key_len_limit_flushes_and_reads_back() {
 }
 
 #[test]
-#[ignore = "BUG: a put at Lsn::MAX is accepted, but get at Lsn::MAX does not see it (lsn.next() saturates) and flush() never returns"]
 fn put_at_lsn_max_is_refused_or_readable() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
@@ -1546,7 +1539,6 @@ fn put_at_lsn_max_is_refused_or_readable() {
 }
 
 #[test]
-#[ignore = "BUG: a stray directory in a timeline directory, or a stray file in timelines/, makes open fail with Io instead of being swept"]
 fn stray_entries_that_are_not_plain_files_do_not_prevent_open() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
@@ -1567,7 +1559,6 @@ fn stray_entries_that_are_not_plain_files_do_not_prevent_open() {
 }
 
 #[test]
-#[ignore = "BUG (minor): a crash during the very first open (after LOCK and timelines/ are made, before CATALOG is renamed in) leaves a directory that never opens again"]
 fn store_whose_creation_was_interrupted_opens() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();

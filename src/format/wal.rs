@@ -16,9 +16,17 @@
 //! | crc32    | 4    | CRC32 of body_len ‖ body |
 //! | body     | body_len | see below |
 //!
-//! Body: `kind u8` (1 = put, 2 = commit), `timeline_id` 16 bytes, `lsn u64`, then for a put
-//! `key_len u16, key, tag u8 (as in data blocks), value_len u32, value`, and for a commit
-//! `time_micros u64`.
+//! Body — one record is one `finish_write`, with every put it publishes, so that a crash keeps
+//! or loses a commit whole and no put reaches the log without its commit:
+//!
+//! | field       | size | meaning |
+//! |-------------|------|---------|
+//! | kind        | 1    | 2 = commit |
+//! | timeline_id | 16   | big-endian |
+//! | lsn         | 8    | u64: the LSN published |
+//! | time_micros | 8    | u64: commit time, microseconds since the Unix epoch |
+//! | put_count   | 4    | u32 |
+//! | puts        | …    | each: `lsn u64, key_len u16, key, tag u8 (as in data blocks), value_len u32, value` |
 
 use std::path::Path;
 
@@ -38,10 +46,6 @@ const LEN_LEN: usize = 4;
 const CRC_LEN: usize = 4;
 /// Bytes a record adds around its body.
 pub const WAL_RECORD_OVERHEAD: usize = LEN_LEN + CRC_LEN;
-/// Largest body accepted on replay, so a corrupt length cannot ask for memory.
-const MAX_BODY: usize = 64 << 20;
-
-const KIND_PUT: u8 = 1;
 const KIND_COMMIT: u8 = 2;
 
 const TAG_IMAGE: u8 = 0;
@@ -49,29 +53,17 @@ const TAG_DELTA: u8 = 1;
 const TAG_DELTA_INIT: u8 = 2;
 const TAG_TOMBSTONE: u8 = 3;
 
-/// One logged operation.
+/// One logged `finish_write`: the LSN it published, its commit time, and its puts.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WalRecord {
-    /// A put of `value` for `key` at `lsn`.
-    Put {
-        /// The timeline written.
-        timeline: TimelineId,
-        /// The LSN.
-        lsn: Lsn,
-        /// The key.
-        key: Bytes,
-        /// The version.
-        value: Value,
-    },
-    /// A `finish_write` at `lsn` with its commit time.
-    Commit {
-        /// The timeline published.
-        timeline: TimelineId,
-        /// The LSN published.
-        lsn: Lsn,
-        /// Commit time, microseconds since the Unix epoch.
-        time_micros: u64,
-    },
+pub struct WalRecord {
+    /// The timeline published.
+    pub timeline: TimelineId,
+    /// The LSN published.
+    pub lsn: Lsn,
+    /// Commit time, microseconds since the Unix epoch.
+    pub time_micros: u64,
+    /// The puts published, in the order written: `(key, lsn, value)`.
+    pub puts: Vec<(Bytes, Lsn, Value)>,
 }
 
 /// The header of segment `seq`.
@@ -83,8 +75,8 @@ pub fn encode_wal_header(seq: u64) -> Vec<u8> {
     out
 }
 
-/// Appends a put record to `out` without building a [`WalRecord`].
-pub fn encode_put(out: &mut Vec<u8>, timeline: TimelineId, lsn: Lsn, key: &[u8], value: &Value) {
+/// Appends one put entry to a timeline's pending puts (see [`encode_commit`]).
+pub fn encode_put(out: &mut Vec<u8>, lsn: Lsn, key: &[u8], value: &Value) {
     let (tag, body): (u8, &[u8]) = match value {
         Value::Image(b) => (TAG_IMAGE, b),
         Value::Delta {
@@ -97,42 +89,46 @@ pub fn encode_put(out: &mut Vec<u8>, timeline: TimelineId, lsn: Lsn, key: &[u8],
         } => (TAG_DELTA_INIT, record),
         Value::Tombstone => (TAG_TOMBSTONE, &[]),
     };
-    let start = begin(out);
-    out.push(KIND_PUT);
-    out.extend_from_slice(&timeline.to_bytes());
     out.extend_from_slice(&lsn.0.to_le_bytes());
     put_short_bytes(out, key);
     out.push(tag);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(body);
-    seal(out, start);
 }
 
-/// Appends a commit record to `out`.
-pub fn encode_commit(out: &mut Vec<u8>, timeline: TimelineId, lsn: Lsn, time_micros: u64) {
+/// Appends a commit record holding `put_count` puts already encoded by [`encode_put`].
+pub fn encode_commit(
+    out: &mut Vec<u8>,
+    timeline: TimelineId,
+    lsn: Lsn,
+    time_micros: u64,
+    put_count: u32,
+    puts: &[u8],
+) {
     let start = begin(out);
     out.push(KIND_COMMIT);
     out.extend_from_slice(&timeline.to_bytes());
     out.extend_from_slice(&lsn.0.to_le_bytes());
     out.extend_from_slice(&time_micros.to_le_bytes());
+    out.extend_from_slice(&put_count.to_le_bytes());
+    out.extend_from_slice(puts);
     seal(out, start);
 }
 
 /// Appends `record` to `out`.
 pub fn encode_wal_record(out: &mut Vec<u8>, record: &WalRecord) {
-    match record {
-        WalRecord::Put {
-            timeline,
-            lsn,
-            key,
-            value,
-        } => encode_put(out, *timeline, *lsn, key, value),
-        WalRecord::Commit {
-            timeline,
-            lsn,
-            time_micros,
-        } => encode_commit(out, *timeline, *lsn, *time_micros),
+    let mut puts = Vec::new();
+    for (key, lsn, value) in &record.puts {
+        encode_put(&mut puts, *lsn, key, value);
     }
+    encode_commit(
+        out,
+        record.timeline,
+        record.lsn,
+        record.time_micros,
+        record.puts.len() as u32,
+        &puts,
+    );
 }
 
 fn begin(out: &mut Vec<u8>) -> usize {
@@ -217,7 +213,7 @@ pub fn decode_wal_segment(file: &[u8], path: &Path) -> Result<DecodedSegment> {
         }
         let body_len = u32::from_le_bytes(rest[..LEN_LEN].try_into().expect("4")) as usize;
         let end = WAL_RECORD_OVERHEAD + body_len;
-        if body_len > MAX_BODY || end > rest.len() {
+        if end > rest.len() {
             // Cut short by a crash, or a length torn with it: nothing after can be trusted
             // either way, and nothing after was acknowledged before this record was.
             return torn(records);
@@ -264,44 +260,50 @@ fn whole_record_after(file: &[u8], from: usize) -> Option<usize> {
 fn decode_body(body: &[u8]) -> std::result::Result<WalRecord, String> {
     let mut c = Cursor::new(body);
     let kind = c.u8()?;
+    if kind != KIND_COMMIT {
+        return Err(format!("unknown record kind {kind}"));
+    }
     let id: [u8; 16] = c.take(16)?.try_into().expect("16");
     let timeline = TimelineId::from_bytes(id);
     let lsn = Lsn(c.u64()?);
-    let rec = match kind {
-        KIND_PUT => {
-            let key = Bytes::copy_from_slice(c.short_bytes()?);
-            let tag = c.u8()?;
-            let len = c.u32()? as usize;
-            let v = Bytes::copy_from_slice(c.take(len)?);
-            let value = match tag {
-                TAG_IMAGE => Value::Image(v),
-                TAG_DELTA => Value::Delta {
-                    record: v,
-                    will_init: false,
-                },
-                TAG_DELTA_INIT => Value::Delta {
-                    record: v,
-                    will_init: true,
-                },
-                TAG_TOMBSTONE if len == 0 => Value::Tombstone,
-                t => return Err(format!("bad value tag {t}")),
-            };
-            WalRecord::Put {
-                timeline,
-                lsn,
-                key,
-                value,
-            }
+    let time_micros = c.u64()?;
+    let count = c.u32()? as usize;
+    // Each put takes at least 15 bytes: refuse a count the body cannot hold before allocating.
+    if count > c.remaining() / 15 {
+        return Err(format!("put count {count} does not fit"));
+    }
+    let mut puts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let put_lsn = Lsn(c.u64()?);
+        let key = Bytes::copy_from_slice(c.short_bytes()?);
+        let tag = c.u8()?;
+        let len = c.u32()? as usize;
+        let v = Bytes::copy_from_slice(c.take(len)?);
+        let value = match tag {
+            TAG_IMAGE => Value::Image(v),
+            TAG_DELTA => Value::Delta {
+                record: v,
+                will_init: false,
+            },
+            TAG_DELTA_INIT => Value::Delta {
+                record: v,
+                will_init: true,
+            },
+            TAG_TOMBSTONE if len == 0 => Value::Tombstone,
+            t => return Err(format!("bad value tag {t}")),
+        };
+        if put_lsn > lsn {
+            return Err(format!("put at LSN {put_lsn} above its commit at {lsn}"));
         }
-        KIND_COMMIT => WalRecord::Commit {
-            timeline,
-            lsn,
-            time_micros: c.u64()?,
-        },
-        k => return Err(format!("unknown record kind {k}")),
-    };
+        puts.push((key, put_lsn, value));
+    }
     c.expect_end()?;
-    Ok(rec)
+    Ok(WalRecord {
+        timeline,
+        lsn,
+        time_micros,
+        puts,
+    })
 }
 
 #[cfg(test)]
@@ -317,27 +319,26 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..50).prop_map(Value::init_delta),
             Just(Value::Tombstone),
         ];
-        prop_oneof![
-            (
-                any::<u128>(),
-                any::<u64>(),
-                proptest::collection::vec(any::<u8>(), 1..20),
-                value
-            )
-                .prop_map(|(t, l, k, value)| WalRecord::Put {
-                    timeline: TimelineId::from(t),
-                    lsn: Lsn(l),
-                    key: k.into(),
-                    value
-                }),
-            (any::<u128>(), any::<u64>(), any::<u64>()).prop_map(|(t, l, time)| {
-                WalRecord::Commit {
-                    timeline: TimelineId::from(t),
-                    lsn: Lsn(l),
-                    time_micros: time,
-                }
-            }),
-        ]
+        let put = (
+            proptest::collection::vec(any::<u8>(), 1..20),
+            0u64..1000,
+            value,
+        );
+        (
+            any::<u128>(),
+            1000u64..2000,
+            any::<u64>(),
+            proptest::collection::vec(put, 0..4),
+        )
+            .prop_map(|(t, l, time, puts)| WalRecord {
+                timeline: TimelineId::from(t),
+                lsn: Lsn(l),
+                time_micros: time,
+                puts: puts
+                    .into_iter()
+                    .map(|(k, pl, v)| (Bytes::from(k), Lsn(pl), v))
+                    .collect(),
+            })
     }
 
     fn segment(records: &[WalRecord]) -> Vec<u8> {
@@ -399,10 +400,11 @@ mod tests {
     #[test]
     fn corruption_before_the_last_record_is_an_error_naming_the_offset() {
         let recs: Vec<_> = (0..3)
-            .map(|i| WalRecord::Commit {
+            .map(|i| WalRecord {
                 timeline: TimelineId::from(1),
                 lsn: Lsn(i),
                 time_micros: i,
+                puts: Vec::new(),
             })
             .collect();
         let mut f = segment(&recs);

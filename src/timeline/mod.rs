@@ -43,6 +43,10 @@ pub(crate) struct Snapshot {
 /// The writer's state; the writer and `flush` take it to put and to freeze.
 pub(crate) struct WriteState {
     pub(crate) open: Arc<InMemoryLayer>,
+    /// Puts not yet published, encoded for the write-ahead log, which takes them with their
+    /// commit; and how many.
+    pub(crate) wal_puts: Vec<u8>,
+    pub(crate) wal_put_count: u32,
     /// The LSN of the newest put, published or not.
     pub(crate) last_put: Lsn,
 }
@@ -131,6 +135,8 @@ impl TimelineInner {
             write: Mutex::new(WriteState {
                 open,
                 last_put: dcl,
+                wal_puts: Vec::new(),
+                wal_put_count: 0,
             }),
             last_record_lsn: AtomicU64::new(dcl.0),
             lrl_tx: watch::Sender::new(dcl),
@@ -403,6 +409,9 @@ impl Timeline {
         let lo = range.start_bound().map(|k| k.as_ref());
         let hi = range.end_bound().map(|k| k.as_ref());
         self.inner.check_read_lsn(lsn).await?;
+        if is_empty_range(lo, hi) {
+            return Ok(Vec::new());
+        }
         self.inner.scan(lo, hi, lsn).await
     }
 
@@ -492,6 +501,17 @@ impl Timeline {
     /// Number of in-memory layers (the open one and any frozen ones waiting for flush).
     pub fn in_memory_layers(&self) -> usize {
         1 + self.inner.snapshot().frozen.len()
+    }
+}
+
+/// Whether no key lies in the bounds (a start above the end, or an excluded point).
+fn is_empty_range(lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(l), Bound::Included(h)) => l > h,
+        (Bound::Included(l), Bound::Excluded(h))
+        | (Bound::Excluded(l), Bound::Included(h))
+        | (Bound::Excluded(l), Bound::Excluded(h)) => l >= h,
+        _ => false,
     }
 }
 

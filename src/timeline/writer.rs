@@ -64,6 +64,13 @@ impl TimelineWriter {
                 opts.max_value_len
             )));
         }
+        if lsn == Lsn::MAX {
+            return Err(Error::invalid(format!(
+                "timeline {}: put of key {} at LSN {lsn}: the largest LSN is reserved",
+                tl.name(),
+                show_key(key)
+            )));
+        }
         let lrl = tl.last_record_lsn();
         if lsn <= lrl {
             return Err(Error::invalid(format!(
@@ -88,8 +95,9 @@ impl TimelineWriter {
                 show_key(key)
             )));
         }
-        if let Some(wal) = &tl.env.wal {
-            wal.append_put(tl.id, lsn, key, &value);
+        if tl.env.wal.is_some() {
+            crate::format::encode_put(&mut ws.wal_puts, lsn, key, &value);
+            ws.wal_put_count += 1;
         }
         ws.open.put(key, lsn, value);
         ws.last_put = lsn;
@@ -118,6 +126,12 @@ impl TimelineWriter {
     pub fn finish_write_at(&mut self, lsn: Lsn, commit_time: std::time::SystemTime) -> Result<()> {
         let tl = &self.tl;
         tl.check()?;
+        if lsn == Lsn::MAX {
+            return Err(Error::invalid(format!(
+                "timeline {}: finish_write at LSN {lsn}: the largest LSN is reserved",
+                tl.name()
+            )));
+        }
         let lrl = tl.last_record_lsn();
         if lsn < lrl {
             return Err(Error::invalid(format!(
@@ -135,11 +149,15 @@ impl TimelineWriter {
         }
         if lsn > lrl
             && let Some(wal) = &tl.env.wal
-            && let Err(e) = wal.commit(tl.id, lsn, crate::clock::to_micros(commit_time))
         {
-            // The log may or may not hold the commit: nothing more can be acknowledged.
-            tl.env.poison(&e);
-            return Err(e);
+            let time = crate::clock::to_micros(commit_time);
+            if let Err(e) = wal.commit(tl.id, lsn, time, ws.wal_put_count, &ws.wal_puts) {
+                // The log may or may not hold the commit: nothing more can be acknowledged.
+                tl.env.poison(&e);
+                return Err(e);
+            }
+            ws.wal_puts.clear();
+            ws.wal_put_count = 0;
         }
         let frozen = tl.publish_commit(&mut ws, lsn, commit_time);
         drop(ws);

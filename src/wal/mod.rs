@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::format::{WalRecord, decode_wal_segment, encode_commit, encode_put, encode_wal_header};
+use crate::format::{WalRecord, decode_wal_segment, encode_commit, encode_wal_header};
 use crate::id::TimelineId;
 use crate::io::{Io, WritableFile};
 use crate::lsn::Lsn;
-use crate::value::Value;
 
 /// When the write-ahead log is fsynced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,12 +124,7 @@ impl Wal {
             }
             let mut max_lsn = MaxLsns::new();
             for r in &d.records {
-                let (tl, lsn) = match r {
-                    WalRecord::Put { timeline, lsn, .. }
-                    | WalRecord::Commit { timeline, lsn, .. } => (*timeline, *lsn),
-                };
-                let e = max_lsn.entry(tl).or_insert(lsn);
-                *e = (*e).max(lsn);
+                note(&mut max_lsn, r.timeline, r.lsn);
             }
             records.extend(d.records);
             segments.push(Segment { seq, path, max_lsn });
@@ -167,21 +161,21 @@ impl Wal {
         Ok((wal, records))
     }
 
-    /// Logs a put; it reaches the file with the next commit.
-    pub(crate) fn append_put(&self, tl: TimelineId, lsn: Lsn, key: &[u8], value: &Value) {
-        let mut p = self.pending.lock();
-        let before = p.bytes.len();
-        encode_put(&mut p.bytes, tl, lsn, key, value);
-        p.end += (p.bytes.len() - before) as u64;
-        note(&mut p.max_lsn, tl, lsn);
-    }
-
-    /// Logs a commit and, per the fsync policy, waits until it is durable.
-    pub(crate) fn commit(&self, tl: TimelineId, lsn: Lsn, time_micros: u64) -> Result<()> {
+    /// Logs a commit with the puts it publishes (`put_count` of them, encoded by
+    /// [`crate::format::encode_put`]) as one record and, per the fsync policy, waits until it
+    /// is durable. Puts never reach the log without their commit.
+    pub(crate) fn commit(
+        &self,
+        tl: TimelineId,
+        lsn: Lsn,
+        time_micros: u64,
+        put_count: u32,
+        puts: &[u8],
+    ) -> Result<()> {
         let end = {
             let mut p = self.pending.lock();
             let before = p.bytes.len();
-            encode_commit(&mut p.bytes, tl, lsn, time_micros);
+            encode_commit(&mut p.bytes, tl, lsn, time_micros, put_count, puts);
             p.end += (p.bytes.len() - before) as u64;
             note(&mut p.max_lsn, tl, lsn);
             p.end
