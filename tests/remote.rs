@@ -146,7 +146,7 @@ fn ingest(
     for r in rounds {
         let lsn = r * 10;
         for i in 0..n {
-            if (i as u64 + r) % 3 == 0 {
+            if (i as u64 + r).is_multiple_of(3) {
                 continue;
             }
             let v = format!("r{r}-k{i}").into_bytes();
