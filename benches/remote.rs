@@ -27,11 +27,16 @@ fn key(i: u64) -> [u8; 16] {
 }
 
 fn remote(store: &Arc<dyn ObjectStore>, prefix: &str) -> RemoteStorage {
-    RemoteStorage::new(store.clone(), Path::from(prefix)).with_claim_grace(Duration::from_millis(10))
+    RemoteStorage::new(store.clone(), Path::from(prefix))
+        .with_claim_grace(Duration::from_millis(10))
 }
 
 fn opts(dir: &std::path::Path, r: RemoteStorage) -> StoreOptions {
-    StoreOptions::new(dir).remote(r).background_period(None).pitr_interval(None).wal(false)
+    StoreOptions::new(dir)
+        .remote(r)
+        .background_period(None)
+        .pitr_interval(None)
+        .wal(false)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -45,7 +50,10 @@ async fn run(name: &str, store: Arc<dyn ObjectStore>, small: u64) {
         let prefix = format!("bench-{name}-{n}-{}", std::process::id());
         let d1 = tempfile::tempdir().unwrap();
         // Build the data locally first, so that the upload can be timed on its own.
-        let local = StoreOptions::new(d1.path()).background_period(None).pitr_interval(None).freeze_bytes(4 << 20);
+        let local = StoreOptions::new(d1.path())
+            .background_period(None)
+            .pitr_interval(None)
+            .freeze_bytes(4 << 20);
         let a = Store::open(local).await.unwrap();
         let main = a.create_timeline("main").await.unwrap();
         let mut w = main.writer().unwrap();
@@ -58,7 +66,8 @@ async fn run(name: &str, store: Arc<dyn ObjectStore>, small: u64) {
                 x ^= x << 17;
                 chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
             }
-            w.put(&key(i), Lsn(i / 1000 + 1), Value::image(value)).unwrap();
+            w.put(&key(i), Lsn(i / 1000 + 1), Value::image(value))
+                .unwrap();
             if (i + 1) % 1000 == 0 {
                 w.finish_write(Lsn(i / 1000 + 1)).unwrap();
             }
@@ -70,7 +79,9 @@ async fn run(name: &str, store: Arc<dyn ObjectStore>, small: u64) {
         let layers = main.layers().len();
         a.close().await.unwrap();
         let t = Instant::now();
-        let a = Store::open(opts(d1.path(), remote(&store, &prefix))).await.unwrap();
+        let a = Store::open(opts(d1.path(), remote(&store, &prefix)))
+            .await
+            .unwrap();
         a.wait_for_upload().await.unwrap();
         let up = t.elapsed();
         println!(
@@ -87,7 +98,9 @@ async fn run(name: &str, store: Arc<dyn ObjectStore>, small: u64) {
         for _ in 0..5 {
             let d2 = tempfile::tempdir().unwrap();
             let t = Instant::now();
-            let b = Store::open(opts(d2.path(), remote(&store, &prefix))).await.unwrap();
+            let b = Store::open(opts(d2.path(), remote(&store, &prefix)))
+                .await
+                .unwrap();
             let tl = b.timeline("main").unwrap();
             let v = tl.get(&key(0), tl.last_record_lsn()).await.unwrap();
             times.push(t.elapsed());
@@ -122,15 +135,23 @@ async fn run(name: &str, store: Arc<dyn ObjectStore>, small: u64) {
 
 fn main() {
     // criterion's harness passes flags such as --bench; this bench prints figures itself.
-    let small: u64 = std::env::var("STRATAKV_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let small: u64 = std::env::var("STRATAKV_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let local: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
         run("local-fs", local, small).await;
-        if let (Ok(endpoint), Ok(bucket)) =
-            (std::env::var("STRATAKV_S3_ENDPOINT"), std::env::var("STRATAKV_S3_BUCKET"))
-        {
+        if let (Ok(endpoint), Ok(bucket)) = (
+            std::env::var("STRATAKV_S3_ENDPOINT"),
+            std::env::var("STRATAKV_S3_BUCKET"),
+        ) {
             let s3: Arc<dyn ObjectStore> = Arc::new(
                 AmazonS3Builder::new()
                     .with_endpoint(endpoint)
