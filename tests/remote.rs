@@ -358,8 +358,8 @@ async fn injected_faults_never_leave_an_index_naming_a_missing_layer() {
     let faulty = Arc::new(FaultyObjectStore::new(
         inner.clone(),
         FaultConfig::new(42)
-            .with_errors(0.2)
-            .with_dropped_responses(0.1),
+            .with_errors(0.3)
+            .with_dropped_responses(0.2),
     ));
     let b = Backend::new("faulty", faulty.clone());
     let clean = Backend {
@@ -375,13 +375,15 @@ async fn injected_faults_never_leave_an_index_naming_a_missing_layer() {
     let main = a.create_timeline("main").await.unwrap();
     faulty.set_enabled(true);
     let mut round = 1;
-    while (faulty.counts().errors_before + faulty.counts().dropped_responses) < 2000 && round < 400
+    while (faulty.counts().errors_before + faulty.counts().dropped_responses) < 1500 && round < 2000
     {
         ingest(&main, 10, round..round + 1, &mut model);
         main.flush().await.unwrap();
         if round % 5 == 0 {
             main.compact().await.unwrap();
         }
+        // Let the uploader work through the faults before the next round.
+        a.wait_for_upload().await.unwrap();
         round += 1;
         // Whatever index is remote now names only layers that are there. An index is read,
         // then the objects listed, then the index read again: if it did not change, nothing
@@ -424,7 +426,11 @@ async fn injected_faults_never_leave_an_index_naming_a_missing_layer() {
         }
     }
     let faults = faulty.counts().errors_before + faulty.counts().dropped_responses;
-    assert!(faults >= 500, "only {faults} faults injected");
+    assert!(
+        faults >= 1000,
+        "only {faults} faults injected in {round} rounds: {:?}",
+        faulty.counts()
+    );
     faulty.set_enabled(false);
     a.wait_for_upload().await.unwrap();
     let last = main.last_record_lsn().0;

@@ -37,6 +37,7 @@ impl TimelineInner {
             frozen.push(old);
             frozen.extend(snap.frozen.iter().cloned());
             *snap = Arc::new(Snapshot {
+                ancestor: snap.ancestor.clone(),
                 open: new.clone(),
                 frozen,
                 map: snap.map.clone(),
@@ -190,6 +191,11 @@ impl TimelineInner {
         {
             let mut snap = self.snapshot.write();
             let mut s = Snapshot {
+                ancestor: if change.detach {
+                    None
+                } else {
+                    snap.ancestor.clone()
+                },
                 open: snap.open.clone(),
                 frozen: snap.frozen.clone(),
                 map: snap.map.with_changes(added, &change.removed),

@@ -208,10 +208,19 @@ fn plan(layers: &[LayerDesc], points: &[Lsn], cutoff: Lsn) -> (Vec<LayerDesc>, V
         if top > cutoff {
             continue;
         }
+        // An image is covered only by a newer one — or, at the same LSN, by one with a larger
+        // name — so that of several images covering each other the newest always stays.
+        let newer = |i: &LayerDesc| match l.kind {
+            LayerKind::Delta => true,
+            LayerKind::Image => {
+                (i.lsn_range.start, &i.file_name) > (l.lsn_range.start, &l.file_name)
+            }
+        };
         let covered = |p: Lsn| {
             layers.iter().any(|i| {
                 i.kind == LayerKind::Image
                     && i.file_name != l.file_name
+                    && newer(i)
                     && i.lsn_range.start >= top
                     && i.lsn_range.start <= p
                     && range_contains(&i.key_range, &l.key_range)
@@ -227,10 +236,8 @@ fn plan(layers: &[LayerDesc], points: &[Lsn], cutoff: Lsn) -> (Vec<LayerDesc>, V
             kept_below.push(l.clone());
         }
     }
-    // Removing one of two images that cover each other must not leave the other's layers
-    // uncovered: drop an image from the plan when a kept layer relied on it. Images only cover
-    // layers below them, and the newest image covering a point is never removable (no other
-    // image lies between it and the point), so a layer's cover always survives.
+    // The newest image at or below a point (by LSN, then name) is never removable, so every
+    // removed layer keeps a cover for every point it mattered to.
     (removable, kept_below)
 }
 
@@ -290,6 +297,19 @@ mod tests {
         assert!(rm.is_empty());
         let (rm, _) = plan(&l, &[Lsn(15)], Lsn(15));
         assert_eq!(rm.len(), 1);
+    }
+
+    #[test]
+    fn of_two_images_at_one_lsn_one_stays() {
+        let l = vec![
+            layer("d1", LayerKind::Delta, 1, 10),
+            layer("i9a", LayerKind::Image, 9, 10),
+            layer("i9b", LayerKind::Image, 9, 10),
+        ];
+        let (rm, kept) = plan(&l, &[Lsn(15)], Lsn(15));
+        let rm: Vec<_> = rm.iter().map(|l| l.file_name.as_str()).collect();
+        assert_eq!(rm, ["d1", "i9a"]);
+        assert_eq!(kept.len(), 1);
     }
 
     #[test]

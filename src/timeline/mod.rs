@@ -34,6 +34,9 @@ pub use writer::TimelineWriter;
 
 /// What readers see: the open and frozen in-memory layers and the layer files, published whole.
 pub(crate) struct Snapshot {
+    /// The ancestor and branch point reads fall through to; published with the layers, so a
+    /// read never sees a detached timeline without the image that replaced its ancestor.
+    pub(crate) ancestor: Option<(Arc<TimelineInner>, Lsn)>,
     pub(crate) open: Arc<InMemoryLayer>,
     /// Newest first.
     pub(crate) frozen: Vec<Arc<InMemoryLayer>>,
@@ -119,7 +122,7 @@ impl TimelineInner {
             remote_consistent_lsn: AtomicU64::new(0),
             id: manifest.timeline_id,
             name: RwLock::new(name),
-            ancestor: RwLock::new(ancestor),
+            ancestor: RwLock::new(ancestor.clone()),
             children: Mutex::new(BTreeMap::new()),
             deleted: AtomicBool::new(false),
             layer_ops: Mutex::new(()),
@@ -128,6 +131,7 @@ impl TimelineInner {
             dir,
             env,
             snapshot: RwLock::new(Arc::new(Snapshot {
+                ancestor,
                 open: open.clone(),
                 frozen: Vec::new(),
                 map: LayerMap::new(layers),

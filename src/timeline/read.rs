@@ -89,16 +89,13 @@ impl TimelineInner {
         let mut versions = Versions::default();
         let mut cont = lsn.next();
         let done = local!(collect_from(snap, key, &mut cont, &mut versions, trace));
-        let mut level = if done {
-            None
-        } else {
-            self.ancestor.read().clone()
-        };
+        let mut level = if done { None } else { snap.ancestor.clone() };
         while let Some((anc, branch_lsn)) = level {
             cont = cont.min(branch_lsn.next());
             trace.ancestors_visited += 1;
+            let anc_snap = anc.snapshot();
             if local!(collect_from(
-                &anc.snapshot(),
+                &anc_snap,
                 key,
                 &mut cont,
                 &mut versions,
@@ -106,7 +103,7 @@ impl TimelineInner {
             )) {
                 break;
             }
-            level = anc.ancestor.read().clone();
+            level = anc_snap.ancestor.clone();
         }
         versions
             .finish(key, self.env.options.redo.as_ref())
@@ -152,11 +149,12 @@ impl TimelineInner {
         let mut keys = Vec::new();
         local!(keys_from(snap, lo, hi, lsn.next(), &mut keys));
         let mut cont = lsn.next();
-        let mut level = self.ancestor.read().clone();
+        let mut level = snap.ancestor.clone();
         while let Some((anc, branch_lsn)) = level {
             cont = cont.min(branch_lsn.next());
-            local!(keys_from(&anc.snapshot(), lo, hi, cont, &mut keys));
-            level = anc.ancestor.read().clone();
+            let anc_snap = anc.snapshot();
+            local!(keys_from(&anc_snap, lo, hi, cont, &mut keys));
+            level = anc_snap.ancestor.clone();
         }
         keys.sort_unstable();
         keys.dedup();
