@@ -230,8 +230,9 @@ impl StoreOptions {
         self
     }
 
-    /// How often background compaction and GC run (default every 10 s); `None` runs them only
-    /// on demand.
+    /// How often background compaction and GC run (default every 10 s). They also run when
+    /// flushes pile up `compaction_threshold` L0 layers; `None` leaves only that trigger and
+    /// the on-demand calls.
     pub fn background_period(mut self, period: Option<Duration>) -> Self {
         self.background_period = period;
         self
