@@ -469,6 +469,19 @@ impl Store {
             self.env
                 .io
                 .write_atomic(&tl_dir.join(MANIFEST_FILE), &manifest.encode())?;
+            let inner = TimelineInner::new(
+                name.to_string(),
+                tl_dir.clone(),
+                self.env.clone(),
+                manifest,
+                Vec::new(),
+                parent.map(|(p, _)| p.clone()),
+            );
+            if let Some((p, lsn)) = parent {
+                inner.inherit_time_index(p, lsn)?;
+            }
+            // The catalog entry is the commit point: everything the timeline needs is on disk
+            // before it, and a failure before it leaves only a directory the next open sweeps.
             let mut next = st.catalog.clone();
             if let Some((old, backup)) = rename
                 && let Some(e) = next.timelines.iter_mut().find(|e| e.id == old)
@@ -483,17 +496,6 @@ impl Store {
                 .io
                 .write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
             st.catalog = next;
-            let inner = TimelineInner::new(
-                name.to_string(),
-                tl_dir,
-                self.env.clone(),
-                manifest,
-                Vec::new(),
-                parent.map(|(p, _)| p.clone()),
-            );
-            if let Some((p, lsn)) = parent {
-                inner.inherit_time_index(p, lsn)?;
-            }
             if let Some(wal) = &self.env.wal {
                 wal.set_durable(id, start);
             }
@@ -504,10 +506,14 @@ impl Store {
             self.env.catalog_changed(&st.catalog);
             Ok(inner)
         })();
-        if result.is_err()
-            && let Some((p, _)) = parent
-        {
-            p.children.lock().remove(&id);
+        if result.is_err() {
+            if let Some((p, _)) = parent {
+                p.children.lock().remove(&id);
+            }
+            let _ = self
+                .env
+                .io
+                .remove_dir_all(&self.dir.join(TIMELINES_DIR).join(id.to_string()));
         }
         result
     }

@@ -1,0 +1,627 @@
+//! Bit flips: one random bit of one file of a store flipped, thousands of times, and the store
+//! opened and read all over.
+//!
+//! The fixture store has three timelines (`main`, a branch `dev`, and `feat` branched from
+//! `dev`), L0 and L1 delta layers, image layers, manifests, the catalog, time indexes and WAL
+//! segments holding commits not yet in layers. Each trial copies it, flips one bit in a file of
+//! the kind its turn picks, opens the copy and reads every timeline at several LSNs (a scan,
+//! which reads every block of every layer below the LSN, and a get of every key), and its
+//! commit times. Each trial ends in one of:
+//! - **detected**: the open or a read reported [`ErrorKind::Corruption`] naming the file;
+//! - **torn tail**: the flip was in the last record of the last WAL segment or of a time index,
+//!   which the torn-tail rule drops as a write cut short by a crash (the one tolerated loss:
+//!   that commit, or that commit time); everything still read matches the model up to the new
+//!   `last_record_lsn`;
+//! - **harmless**: the flip touched bytes nothing reads (a WAL segment header's sequence number,
+//!   which the file name carries), and every read returned exactly what it should;
+//! - **wrong**: anything else — a wrong value, another error kind, a corruption error that does
+//!   not name the file, a panic. There must be none.
+//!
+//! `STRATAKV_BITFLIP_TRIALS` (default 6000) and `STRATAKV_BITFLIP_SEED` change the run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use stratakv::format::{TIME_INDEX_RECORD_LEN, WAL_HEADER_LEN};
+use stratakv::{
+    ErrorKind, FsyncPolicy, Lsn, SimpleRedo, Store, StoreOptions, Timeline, TimelineWriter, Value,
+};
+
+const DEFAULT_TRIALS: u64 = 6000;
+const DEFAULT_SEED: u64 = 0xB17F_11B5;
+const KEYS: usize = 40;
+
+/// SplitMix64.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key{i:02}").into_bytes()
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model and the fixture
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Default)]
+struct TlModel {
+    ancestor: Option<(String, u64)>,
+    versions: BTreeMap<(Vec<u8>, u64), Option<Bytes>>,
+    lrl: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Model {
+    timelines: BTreeMap<String, TlModel>,
+}
+
+impl Model {
+    fn get(&self, tl: &str, key: &[u8], lsn: u64) -> Option<Bytes> {
+        let m = &self.timelines[tl];
+        if let Some((_, v)) = m
+            .versions
+            .range((key.to_vec(), 0)..=(key.to_vec(), lsn))
+            .next_back()
+        {
+            return v.clone();
+        }
+        match &m.ancestor {
+            Some((a, at)) => self.get(a, key, lsn.min(*at)),
+            None => None,
+        }
+    }
+
+    fn scan(&self, tl: &str, lsn: u64) -> Vec<(Bytes, Bytes)> {
+        (0..KEYS)
+            .filter_map(|k| Some((Bytes::from(key(k)), self.get(tl, &key(k), lsn)?)))
+            .collect()
+    }
+}
+
+fn options(dir: &Path) -> StoreOptions {
+    StoreOptions::new(dir)
+        .background_period(None)
+        .fsync_policy(FsyncPolicy::EveryCommit)
+        .freeze_bytes(1 << 30)
+        .block_size(512)
+        .compaction_threshold(100)
+        .target_layer_size(3 << 10)
+        .image_threshold_bytes(1 << 30)
+        .gc_horizon(Some(50))
+        .pitr_interval(None)
+        .wal_segment_size(4 << 10)
+        .wait_lsn_timeout(Duration::from_millis(1))
+}
+
+/// Commits `n` batches of 1–3 puts on `name`.
+fn commit(w: &mut TimelineWriter, model: &mut Model, name: &str, n: usize, rng: &mut Rng) {
+    for _ in 0..n {
+        let lrl = model.timelines[name].lrl;
+        let lsn = lrl + 1 + rng.below(2);
+        let mut used = Vec::new();
+        let puts = 1 + rng.below(3) as usize;
+        while used.len() < puts {
+            let k = rng.below(KEYS as u64) as usize;
+            if used.contains(&k) {
+                continue;
+            }
+            used.push(k);
+            let kb = key(k);
+            let current = model.get(name, &kb, lrl);
+            let roll = rng.below(10);
+            let (value, after) = match current {
+                Some(cur) if roll < 4 => {
+                    let n = 1 + rng.below(30) as usize;
+                    let tail = rng.bytes(n);
+                    let mut v = cur.to_vec();
+                    v.extend_from_slice(&tail);
+                    (
+                        Value::delta(SimpleRedo::append(&tail)),
+                        Some(Bytes::from(v)),
+                    )
+                }
+                Some(_) if roll < 5 => (Value::Tombstone, None),
+                _ => {
+                    let n = 16 + rng.below(200) as usize;
+                    // Half compressible, so that blocks are stored both raw and as zstd.
+                    let b = if rng.below(2) == 0 {
+                        vec![b'a' + (k % 26) as u8; n]
+                    } else {
+                        rng.bytes(n)
+                    };
+                    (Value::image(b.clone()), Some(Bytes::from(b)))
+                }
+            };
+            w.put(&kb, Lsn(lsn), value).expect("fixture put");
+            model
+                .timelines
+                .get_mut(name)
+                .expect("timeline")
+                .versions
+                .insert((kb, lsn), after);
+        }
+        w.finish_write(Lsn(lsn)).expect("fixture finish_write");
+        model.timelines.get_mut(name).expect("timeline").lrl = lsn;
+    }
+}
+
+/// Builds the fixture store in `dir` and returns its model. The store is dropped without
+/// close, so the WAL holds the commits not yet in layer files.
+async fn build_fixture(dir: &Path) -> Model {
+    let mut rng = Rng(0xF1C5_7E5E);
+    let mut model = Model::default();
+    let store = Store::open(options(dir)).await.expect("fixture open");
+    let main = store.create_timeline("main").await.expect("main");
+    model
+        .timelines
+        .insert("main".to_string(), TlModel::default());
+    let mut wm = main.writer().expect("writer");
+    for _ in 0..3 {
+        commit(&mut wm, &mut model, "main", 25, &mut rng);
+        main.flush().await.expect("flush");
+    }
+    main.compact().await.expect("compact");
+    main.create_image_layer().await.expect("image");
+    commit(&mut wm, &mut model, "main", 25, &mut rng);
+    main.flush().await.expect("flush");
+    main.gc().await.expect("gc");
+
+    let at = model.timelines["main"].lrl - 10;
+    let dev = store.branch("dev", &main, Lsn(at)).await.expect("dev");
+    model.timelines.insert(
+        "dev".to_string(),
+        TlModel {
+            ancestor: Some(("main".to_string(), at)),
+            lrl: at,
+            ..TlModel::default()
+        },
+    );
+    let mut wd = dev.writer().expect("writer");
+    commit(&mut wd, &mut model, "dev", 20, &mut rng);
+    dev.flush().await.expect("flush");
+    dev.create_image_layer().await.expect("image");
+    commit(&mut wd, &mut model, "dev", 10, &mut rng);
+
+    let at = model.timelines["dev"].lrl - 3;
+    let feat = store.branch("feat", &dev, Lsn(at)).await.expect("feat");
+    model.timelines.insert(
+        "feat".to_string(),
+        TlModel {
+            ancestor: Some(("dev".to_string(), at)),
+            lrl: at,
+            ..TlModel::default()
+        },
+    );
+    let mut wf = feat.writer().expect("writer");
+    commit(&mut wf, &mut model, "feat", 12, &mut rng);
+    commit(&mut wm, &mut model, "main", 15, &mut rng);
+    // A crash: what is not flushed is only in the WAL.
+    drop((wm, wd, wf, main, dev, feat));
+    drop(store);
+    model
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and their kinds
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Catalog,
+    Manifest,
+    TimeIndex,
+    DeltaLayer,
+    ImageLayer,
+    WalSegment,
+}
+
+const KINDS: [Kind; 6] = [
+    Kind::Catalog,
+    Kind::Manifest,
+    Kind::TimeIndex,
+    Kind::DeltaLayer,
+    Kind::ImageLayer,
+    Kind::WalSegment,
+];
+
+fn kind_of(rel: &Path) -> Option<Kind> {
+    let name = rel.file_name()?.to_str()?;
+    let s = rel.to_str()?;
+    Some(if name == "CATALOG" {
+        Kind::Catalog
+    } else if name == "manifest" {
+        Kind::Manifest
+    } else if name == "timeindex" {
+        Kind::TimeIndex
+    } else if name.ends_with(".layer") && name.contains("-d-") {
+        Kind::DeltaLayer
+    } else if name.ends_with(".layer") && name.contains("-i-") {
+        Kind::ImageLayer
+    } else if s.starts_with("wal/") && name.ends_with(".seg") {
+        Kind::WalSegment
+    } else {
+        return None;
+    })
+}
+
+/// Every file under `dir`, relative to it.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).expect("prefix").to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for rel in files(from) {
+        let dst = to.join(&rel);
+        std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from.join(&rel), dst).expect("copy");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trials
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    DetectedAtOpen,
+    DetectedOnRead,
+    TornTail,
+    Harmless,
+    Wrong,
+}
+
+/// What the undamaged fixture answers beyond the model: per timeline, the cutoff, the LSNs read
+/// and the commit times at them.
+#[derive(Clone, Debug)]
+struct Reference {
+    model: Model,
+    cutoffs: BTreeMap<String, u64>,
+    lsns: BTreeMap<String, Vec<u64>>,
+    times: BTreeMap<String, Vec<Option<SystemTime>>>,
+}
+
+struct Flip<'a> {
+    rel: &'a Path,
+    kind: Kind,
+    byte: usize,
+    len: usize,
+}
+
+impl Flip<'_> {
+    /// Whether the torn-tail rule may drop the record the flip is in: the last record of a
+    /// time index, or a record of the last WAL segment (only its last record may go; that the
+    /// rest is kept is checked by the reads).
+    fn may_be_torn_tail(&self, last_wal: &Path) -> bool {
+        match self.kind {
+            Kind::TimeIndex => self.byte >= self.len.saturating_sub(TIME_INDEX_RECORD_LEN),
+            Kind::WalSegment => self.rel == last_wal && self.byte >= WAL_HEADER_LEN,
+            _ => false,
+        }
+    }
+
+    /// Bytes nothing reads: the sequence number in a WAL segment's header.
+    fn in_unread_bytes(&self) -> bool {
+        self.kind == Kind::WalSegment && (10..WAL_HEADER_LEN).contains(&self.byte)
+    }
+}
+
+/// Opens the damaged copy and reads everything; returns the verdict and a note for a wrong one.
+async fn judge(
+    dir: &Path,
+    flip: &Flip<'_>,
+    reference: &Reference,
+    last_wal: &Path,
+) -> (Verdict, String) {
+    let named = |e: &stratakv::Error| {
+        e.kind() == ErrorKind::Corruption
+            && e.to_string().contains(flip.rel.to_str().expect("utf-8"))
+    };
+    let store = match Store::open(options(dir)).await {
+        Ok(s) => s,
+        Err(e) if named(&e) => return (Verdict::DetectedAtOpen, String::new()),
+        Err(e) => return (Verdict::Wrong, format!("open: {e}")),
+    };
+    let mut differs = Vec::new();
+    for (name, lsns) in &reference.lsns {
+        let tl: Timeline = match store.timeline(name) {
+            Ok(t) => t,
+            Err(e) => return (Verdict::Wrong, format!("timeline {name}: {e}")),
+        };
+        let lrl = tl.last_record_lsn().0;
+        let want_lrl = reference.model.timelines[name].lrl;
+        if lrl != want_lrl {
+            differs.push(format!("{name}: last_record_lsn {lrl}, want {want_lrl}"));
+        }
+        if lrl > want_lrl {
+            return (Verdict::Wrong, differs.join("; "));
+        }
+        if tl.gc_cutoff().0 != reference.cutoffs[name] {
+            return (
+                Verdict::Wrong,
+                format!(
+                    "{name}: gc_cutoff {} want {}",
+                    tl.gc_cutoff(),
+                    reference.cutoffs[name]
+                ),
+            );
+        }
+        for (i, &lsn) in lsns.iter().enumerate() {
+            if lsn > lrl {
+                continue;
+            }
+            let got = match tl.scan::<&[u8]>(.., Lsn(lsn)).await {
+                Ok(v) => v,
+                Err(e) if named(&e) => return (Verdict::DetectedOnRead, String::new()),
+                Err(e) => return (Verdict::Wrong, format!("{name}: scan at {lsn}: {e}")),
+            };
+            if got != reference.model.scan(name, lsn) {
+                return (
+                    Verdict::Wrong,
+                    format!("{name}: scan at {lsn} returned wrong data"),
+                );
+            }
+            let keys: Vec<Vec<u8>> = (0..KEYS).map(key).collect();
+            let got = match tl.get_many(&keys, Lsn(lsn)).await {
+                Ok(v) => v,
+                Err(e) if named(&e) => return (Verdict::DetectedOnRead, String::new()),
+                Err(e) => return (Verdict::Wrong, format!("{name}: get_many at {lsn}: {e}")),
+            };
+            for (k, v) in keys.iter().zip(got) {
+                if v != reference.model.get(name, k, lsn) {
+                    return (
+                        Verdict::Wrong,
+                        format!("{name}: {} at {lsn} is wrong", String::from_utf8_lossy(k)),
+                    );
+                }
+            }
+            let t = tl.time_at(Lsn(lsn));
+            if t != reference.times[name][i] {
+                differs.push(format!("{name}: time_at({lsn}) {t:?}"));
+            }
+        }
+    }
+    drop(store);
+    if flip.may_be_torn_tail(last_wal) {
+        // The record was dropped (whatever it held is gone from the reads, which otherwise
+        // matched the model) or, for a flip the rule leaves unread, nothing changed at all.
+        (Verdict::TornTail, String::new())
+    } else if differs.is_empty() && flip.in_unread_bytes() {
+        (Verdict::Harmless, String::new())
+    } else if differs.is_empty() {
+        (
+            Verdict::Wrong,
+            "an undetected flip in bytes that are read".to_string(),
+        )
+    } else {
+        (Verdict::Wrong, differs.join("; "))
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Row {
+    files: u64,
+    flipped: u64,
+    at_open: u64,
+    on_read: u64,
+    torn_tail: u64,
+    harmless: u64,
+    wrong: u64,
+}
+
+#[test]
+fn every_flipped_bit_is_reported_as_corruption_or_provably_harmless_never_wrong_data() {
+    let trials = env_u64("STRATAKV_BITFLIP_TRIALS").unwrap_or(DEFAULT_TRIALS);
+    let seed = env_u64("STRATAKV_BITFLIP_SEED").unwrap_or(DEFAULT_SEED);
+    let scratch_root = Path::new("/dev/shm");
+    let scratch = if scratch_root.is_dir() {
+        tempfile::tempdir_in(scratch_root).expect("tempdir")
+    } else {
+        tempfile::tempdir().expect("tempdir")
+    };
+    let fixture = scratch.path().join("fixture");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let model = rt.block_on(build_fixture(&fixture));
+
+    // The undamaged fixture reads as the model says; what it answers beyond the model (commit
+    // times, cutoffs) is the reference for the trials.
+    let check = scratch.path().join("check");
+    copy_dir(&fixture, &check);
+    let mut reference = Reference {
+        model,
+        cutoffs: BTreeMap::new(),
+        lsns: BTreeMap::new(),
+        times: BTreeMap::new(),
+    };
+    rt.block_on(async {
+        let store = Store::open(options(&check))
+            .await
+            .expect("open the fixture");
+        for (name, m) in &reference.model.timelines {
+            let tl = store.timeline(name).expect("timeline");
+            assert_eq!(tl.last_record_lsn().0, m.lrl, "{name}");
+            let cutoff = tl.gc_cutoff().0;
+            let lo = cutoff.max(m.ancestor.as_ref().map_or(1, |a| a.1));
+            let mut lsns: Vec<u64> = (0..6).map(|i| lo + (m.lrl - lo) * i / 5).collect();
+            lsns.dedup();
+            let mut times = Vec::new();
+            for &lsn in &lsns {
+                let got = tl.scan::<&[u8]>(.., Lsn(lsn)).await.expect("scan");
+                assert_eq!(got, reference.model.scan(name, lsn), "{name} at {lsn}");
+                times.push(tl.time_at(Lsn(lsn)));
+            }
+            reference.cutoffs.insert(name.clone(), cutoff);
+            reference.lsns.insert(name.clone(), lsns);
+            reference.times.insert(name.clone(), times);
+        }
+    });
+    let all = files(&fixture);
+    let by_kind: BTreeMap<Kind, Vec<&PathBuf>> = KINDS
+        .iter()
+        .map(|&k| (k, all.iter().filter(|p| kind_of(p) == Some(k)).collect()))
+        .collect();
+    for (k, v) in &by_kind {
+        assert!(!v.is_empty(), "the fixture has no {k:?} file: {all:?}");
+    }
+    let last_wal = by_kind[&Kind::WalSegment]
+        .iter()
+        .filter(|p| {
+            std::fs::metadata(fixture.join(p))
+                .map(|m| m.len())
+                .unwrap_or(0)
+                > WAL_HEADER_LEN as u64
+        })
+        .max()
+        .map(|p| p.to_path_buf())
+        .expect("a WAL segment with records");
+
+    let table: Mutex<BTreeMap<Kind, Row>> = Mutex::new(BTreeMap::new());
+    let wrongs: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4) as u64;
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..workers {
+            let (fixture, by_kind, reference, table, wrongs, last_wal) =
+                (&fixture, &by_kind, &reference, &table, &wrongs, &last_wal);
+            let scratch = scratch.path();
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                for t in (w..trials).step_by(workers as usize) {
+                    let mut rng = Rng(seed ^ t.wrapping_mul(0x2545_F491_4F6C_DD1D));
+                    let kind = KINDS[(t % KINDS.len() as u64) as usize];
+                    let candidates = &by_kind[&kind];
+                    let rel = candidates[rng.below(candidates.len() as u64) as usize];
+                    let dir = scratch.join(format!("trial-{t}"));
+                    copy_dir(fixture, &dir);
+                    let path = dir.join(rel);
+                    let mut bytes = std::fs::read(&path).expect("read");
+                    let bit = rng.below(bytes.len() as u64 * 8) as usize;
+                    bytes[bit / 8] ^= 1 << (bit % 8);
+                    std::fs::write(&path, &bytes).expect("write");
+                    let flip = Flip {
+                        rel,
+                        kind,
+                        byte: bit / 8,
+                        len: bytes.len(),
+                    };
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        rt.block_on(async {
+                            tokio::time::timeout(
+                                Duration::from_secs(30),
+                                judge(&dir, &flip, reference, last_wal),
+                            )
+                            .await
+                            .unwrap_or((Verdict::Wrong, "hung".to_string()))
+                        })
+                    }));
+                    let (verdict, note) = run.unwrap_or((Verdict::Wrong, "panicked".to_string()));
+                    std::fs::remove_dir_all(&dir).expect("cleanup");
+                    let mut tab = table.lock().expect("table");
+                    let row = tab.entry(kind).or_default();
+                    row.flipped += 1;
+                    match verdict {
+                        Verdict::DetectedAtOpen => row.at_open += 1,
+                        Verdict::DetectedOnRead => row.on_read += 1,
+                        Verdict::TornTail => row.torn_tail += 1,
+                        Verdict::Harmless => row.harmless += 1,
+                        Verdict::Wrong => {
+                            row.wrong += 1;
+                            wrongs.lock().expect("wrongs").push(format!(
+                                "trial {t}: bit {bit} (byte {} of {}) of {}: {note}",
+                                bit / 8,
+                                flip.len,
+                                rel.display()
+                            ));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut table = table.into_inner().expect("table");
+    for (k, v) in &by_kind {
+        table.entry(*k).or_default().files = v.len() as u64;
+    }
+    let mut total = Row::default();
+    println!(
+        "bit flips: {trials} trials, seed {seed:#x}, {:.1} s\n\
+         | file kind  | files | flipped | detected at open | detected on read | torn tail | harmless | wrong |\n\
+         |------------|-------|---------|------------------|------------------|-----------|----------|-------|",
+        started.elapsed().as_secs_f64()
+    );
+    let line = |name: &str, r: &Row| {
+        println!(
+            "| {name:<10} | {:>5} | {:>7} | {:>16} | {:>16} | {:>9} | {:>8} | {:>5} |",
+            r.files, r.flipped, r.at_open, r.on_read, r.torn_tail, r.harmless, r.wrong
+        )
+    };
+    for (k, r) in &table {
+        line(&format!("{k:?}"), r);
+        total.files += r.files;
+        total.flipped += r.flipped;
+        total.at_open += r.at_open;
+        total.on_read += r.on_read;
+        total.torn_tail += r.torn_tail;
+        total.harmless += r.harmless;
+        total.wrong += r.wrong;
+    }
+    line("total", &total);
+    let wrongs = wrongs.into_inner().expect("wrongs");
+    assert!(
+        wrongs.is_empty(),
+        "{} flips led to wrong data or the wrong error:\n{}",
+        wrongs.len(),
+        wrongs[..wrongs.len().min(20)].join("\n")
+    );
+    assert_eq!(total.flipped, trials);
+}
