@@ -223,8 +223,10 @@ impl StoreOptions {
         self
     }
 
-    /// Share of layer bytes below the GC cutoff, kept only because no image covers them, beyond
-    /// which GC rewrites that history as an image at the cutoff (default 0.3).
+    /// Share of garbage GC tolerates before rewriting (default 0.3): when layer bytes below the
+    /// cutoff, kept only because no image covers them, pass this share of the timeline's bytes,
+    /// GC writes an image at the cutoff so they can go; when versions no read can reach pass
+    /// this share of a delta layer GC must keep, GC rewrites the layer without them.
     pub fn gc_compaction_ratio(mut self, ratio: f64) -> Self {
         self.gc_compaction_ratio = ratio;
         self

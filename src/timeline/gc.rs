@@ -7,15 +7,27 @@
 //! kept below the cutoff only for want of such an image make up more than
 //! `gc_compaction_ratio` of the timeline's bytes, GC writes an image at the cutoff (and at any
 //! child branch point below it) so that they can go.
+//!
+//! A delta layer that reaches below the cutoff and must stay (it straddles the cutoff, or a
+//! branch point still reads it) may still be mostly versions no read can reach: a version below
+//! the cutoff is unreachable when, for the lowest read point at or above it, a newer version of
+//! the same key in the same layer at or below that point ends reconstruction (an image, a
+//! tombstone or a `will_init` delta). When such versions make up more than
+//! `gc_compaction_ratio` of a layer, GC rewrites the layer without them (gc-compaction): same
+//! key range, LSN range and level, so the layer map answers as before.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
 
 use super::TimelineInner;
 use super::flush::Change;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{LayerDesc, LayerKind};
+use crate::layer::{Layer, LayerFile, LayerWriter};
 use crate::lsn::Lsn;
-use crate::value::KeyRange;
+use crate::value::{KeyRange, Value};
 
 /// What one GC pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,7 +36,9 @@ pub struct GcReport {
     pub cutoff: Lsn,
     /// Layer files removed.
     pub layers_removed: usize,
-    /// Bytes of layer files removed.
+    /// Delta layers rewritten without the versions no read can reach.
+    pub layers_rewritten: usize,
+    /// Bytes of layer files removed, plus what rewriting layers saved.
     pub bytes_removed: u64,
     /// Image layers written so that history below the cutoff could go.
     pub images_written: usize,
@@ -150,8 +164,24 @@ impl TimelineInner {
         };
         report.layers_removed = removable.len();
         report.bytes_removed = removable.iter().map(|l| l.file_size).sum();
-        if !added.is_empty() || !removable.is_empty() {
-            let removed = removable.into_iter().map(|l| l.file_name).collect();
+        let mut removed: Vec<String> = removable.into_iter().map(|l| l.file_name).collect();
+        let snap = self.snapshot();
+        for layer in snap.map.layers() {
+            let d = &layer.desc;
+            if d.kind != LayerKind::Delta
+                || d.lsn_range.start >= cutoff
+                || removed.contains(&d.file_name)
+            {
+                continue;
+            }
+            if let Some(desc) = self.rewrite_garbage(layer, &points, cutoff)? {
+                report.layers_rewritten += 1;
+                report.bytes_removed += d.file_size.saturating_sub(desc.file_size);
+                added.push(desc);
+                removed.push(d.file_name.clone());
+            }
+        }
+        if !added.is_empty() || !removed.is_empty() {
             self.publish(
                 Change {
                     added,
@@ -161,7 +191,46 @@ impl TimelineInner {
                 |_| {},
             )?;
         }
+        let mut checked = self.gc_checked.lock();
+        checked.retain(|name, _| snap.map.layers().iter().any(|l| l.desc.file_name == *name));
         Ok(report)
+    }
+
+    /// Rewrites a delta layer without the versions no read at `points` (sorted, the cutoff
+    /// among them) or above the cutoff can reach, if they are more than `gc_compaction_ratio`
+    /// of it. A layer found not worth it is looked at again only once the cutoff has moved on
+    /// by an eighth of the layer's LSN span.
+    fn rewrite_garbage(
+        &self,
+        layer: &Arc<Layer>,
+        points: &[Lsn],
+        cutoff: Lsn,
+    ) -> Result<Option<LayerDesc>> {
+        let d = &layer.desc;
+        let span = d.lsn_range.end.0 - d.lsn_range.start.0;
+        if let Some(at) = self.gc_checked.lock().get(&d.file_name)
+            && cutoff.0.saturating_sub(at.0) < span / 8
+        {
+            return Ok(None);
+        }
+        let file = self.resident_file_blocking(layer)?;
+        let (dropped, kept) = sift(&file, points, cutoff, |_, _, _| Ok(()))?;
+        let total = dropped + kept;
+        if dropped == 0 || (dropped as f64) <= self.env.options.gc_compaction_ratio * total as f64 {
+            self.gc_checked.lock().insert(d.file_name.clone(), cutoff);
+            return Ok(None);
+        }
+        let mut desc = self.write_layer(
+            LayerKind::Delta,
+            d.lsn_range.clone(),
+            Some(d.key_range.clone()),
+            |w: &mut LayerWriter| {
+                sift(&file, points, cutoff, |k, l, v| w.add(k, l, v))?;
+                Ok(())
+            },
+        )?;
+        desc.level = d.level;
+        Ok(Some(desc))
     }
 
     fn layer_descs(&self) -> Vec<LayerDesc> {
@@ -239,6 +308,67 @@ fn plan(layers: &[LayerDesc], points: &[Lsn], cutoff: Lsn) -> (Vec<LayerDesc>, V
     // The newest image at or below a point (by LSN, then name) is never removable, so every
     // removed layer keeps a cover for every point it mattered to.
     (removable, kept_below)
+}
+
+/// Walks a delta layer key by key and hands `keep` each version a read can reach: one at or
+/// above the cutoff, or one below it with no newer base version of its key (image, tombstone,
+/// `will_init` delta) in this layer at or below the lowest of `points` at or above it.
+/// `points` is sorted and holds the cutoff. Returns the approximate bytes dropped and kept.
+fn sift(
+    file: &LayerFile,
+    points: &[Lsn],
+    cutoff: Lsn,
+    mut keep: impl FnMut(&[u8], Lsn, &Value) -> Result<()>,
+) -> Result<(u64, u64)> {
+    let mut sizes = (0u64, 0u64);
+    let mut key = Bytes::new();
+    let mut versions: Vec<(Lsn, Value)> = Vec::new();
+    let mut it = file.iter();
+    loop {
+        let next = it.next_entry()?;
+        if next.as_ref().is_none_or(|(k, _, _)| *k != key) && !versions.is_empty() {
+            sift_key(&key, &mut versions, points, cutoff, &mut keep, &mut sizes)?;
+        }
+        let Some((k, lsn, value)) = next else {
+            return Ok(sizes);
+        };
+        key = k;
+        versions.push((lsn, value));
+    }
+}
+
+/// [`sift`] for the versions of one key, oldest first; empties `versions`.
+fn sift_key(
+    key: &[u8],
+    versions: &mut Vec<(Lsn, Value)>,
+    points: &[Lsn],
+    cutoff: Lsn,
+    keep: &mut impl FnMut(&[u8], Lsn, &Value) -> Result<()>,
+    (dropped, kept): &mut (u64, u64),
+) -> Result<()> {
+    // Newest first: note for each version whether a base version above it ends every read
+    // that could reach it.
+    let mut reachable = vec![true; versions.len()];
+    let mut base_above: Option<Lsn> = None;
+    for (i, (lsn, value)) in versions.iter().enumerate().rev() {
+        if *lsn < cutoff {
+            let first_point = points[points.partition_point(|p| p < lsn)];
+            reachable[i] = base_above.is_none_or(|b| b > first_point);
+        }
+        if value.is_base() {
+            base_above = Some(*lsn);
+        }
+    }
+    for ((lsn, value), reachable) in versions.drain(..).zip(reachable) {
+        let size = (key.len() + 8 + 4 + value.payload_len()) as u64;
+        if reachable {
+            *kept += size;
+            keep(key, lsn, &value)?;
+        } else {
+            *dropped += size;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `outer` holds every key of `inner`.

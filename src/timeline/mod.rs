@@ -70,6 +70,8 @@ pub(crate) struct TimelineInner {
     pub(crate) deleted: AtomicBool,
     /// Held by compaction, GC and image creation, one at a time; never by readers or flush.
     pub(crate) layer_ops: Mutex<()>,
+    /// Delta layers GC found not worth rewriting, and the cutoff it looked at them with.
+    pub(crate) gc_checked: Mutex<std::collections::HashMap<String, Lsn>>,
     /// LSN leases: `(lsn, expiry)`. GC's cutoff does not pass an unexpired lease.
     pub(crate) leases: Mutex<Vec<(Lsn, SystemTime)>>,
     /// The `lsn ↔ commit time` index.
@@ -126,6 +128,7 @@ impl TimelineInner {
             children: Mutex::new(BTreeMap::new()),
             deleted: AtomicBool::new(false),
             layer_ops: Mutex::new(()),
+            gc_checked: Mutex::new(std::collections::HashMap::new()),
             leases: Mutex::new(Vec::new()),
             time: Mutex::new(time::TimeState::default()),
             dir,
