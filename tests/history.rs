@@ -424,8 +424,11 @@ async fn compaction_bounds_the_layers_a_read_visits() {
         drop(w);
         raw.flush().await.unwrap();
     }
-    let (_, trace) = raw.get_traced(&key(5), Lsn(400)).await.unwrap();
+    let (v, trace) = raw.get_traced(&key(5), Lsn(400)).await.unwrap();
+    assert_eq!(v.unwrap(), "v");
     assert!(trace.layers_visited >= 40, "{trace:?}");
+    // Key filters rule key 5 out of the layers that do not hold it, without reading a block.
+    assert!(trace.filter_skips >= 39, "{trace:?}");
 }
 
 /// A delta layer that straddles the cutoff keeps its place, but GC rewrites it without the

@@ -17,9 +17,9 @@ use std::path::Path;
 use bytes::Bytes;
 use stratakv::format::{
     Catalog, CatalogEntry, Compression, DataBlock, DataBlockBuilder, FOOTER_TRAILER_LEN, Footer,
-    IndexEntry, LayerDesc, LayerKind, Manifest, TIME_INDEX_HEADER_LEN, WAL_HEADER_LEN, WalRecord,
-    decode_block, decode_index, decode_time_index, decode_wal_segment, encode_block,
-    encode_entries, encode_header, encode_index, encode_wal_header, encode_wal_record,
+    IndexEntry, KeyFilter, LayerDesc, LayerKind, Manifest, TIME_INDEX_HEADER_LEN, WAL_HEADER_LEN,
+    WalRecord, decode_block, decode_index, decode_time_index, decode_wal_segment, encode_block,
+    encode_entries, encode_header, encode_index, encode_wal_header, encode_wal_record, key_hash,
 };
 use stratakv::{ErrorKind, KeyRange, Lsn, TimelineId, Value};
 
@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("block", block),
     ("index", index),
     ("footer", footer),
+    ("filter", filter),
     ("manifest", manifest),
     ("catalog", catalog),
     ("wal_segment", wal_segment),
@@ -255,6 +256,26 @@ pub fn footer(data: &[u8]) -> bool {
             assert_eq!(out.len(), file.len(), "footer re-encodes to another length");
             let again = Footer::decode(&out, path()).expect("a re-encoded footer decodes");
             assert_eq!(again, f);
+            true
+        }
+        Err(e) => {
+            corruption(&e);
+            false
+        }
+    }
+}
+
+/// `KeyFilter::decode`: a decoded filter re-encodes to the same bytes and answers without
+/// panicking for any key.
+pub fn filter(data: &[u8]) -> bool {
+    match KeyFilter::decode(data, path(), 9) {
+        Ok(f) => {
+            let mut out = Vec::new();
+            f.encode_into(&mut out);
+            assert_eq!(out, data, "key filter does not re-encode to its bytes");
+            for k in data.chunks(7).take(64) {
+                let _ = f.may_contain(k);
+            }
             true
         }
         Err(e) => {
@@ -538,6 +559,14 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 encode_index(&[]),
             ]
         }
+        "filter" => {
+            let keys: Vec<u64> = (0u32..100).map(|i| key_hash(&i.to_be_bytes())).collect();
+            let mut raw = Vec::new();
+            KeyFilter::build(&keys).encode_into(&mut raw);
+            let mut empty = Vec::new();
+            KeyFilter::build(&[]).encode_into(&mut empty);
+            vec![raw, empty]
+        }
         "footer" => {
             let f = Footer {
                 kind: LayerKind::Delta,
@@ -548,6 +577,8 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 },
                 index_offset: 40,
                 index_len: 20,
+                filter_offset: 10,
+                filter_len: 30,
                 entry_count: 12,
             };
             let mut file = vec![0u8; 60];

@@ -40,13 +40,13 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// Works around the bug pinned in `tests/faults.rs`
 /// (`gc_keeps_the_base_of_later_deltas_when_two_images_share_an_lsn`): GC removes every image
 /// layer at an LSN that holds two, and with them the base of every later delta. While it stands,
-/// `create_image_layer` is not called when an image exists at the LSN it would write. Set to
-/// `false` once the bug is fixed.
-const AVOID_TWO_IMAGES_AT_ONE_LSN: bool = true;
+/// `create_image_layer` is not called when an image exists at the LSN it would write. Fixed:
+/// kept as a switch for bisecting.
+const AVOID_TWO_IMAGES_AT_ONE_LSN: bool = false;
 /// Works around the bug pinned in `tests/errors.rs`
 /// (`uncommitted_put_discarded_at_open_stays_discarded_after_later_commits_and_crashes`):
-/// pending puts are published before a reopen. Set to `false` once the bug is fixed.
-const PUBLISH_PENDING_BEFORE_REOPEN: bool = true;
+/// pending puts are published before a reopen. Fixed: kept as a switch for bisecting.
+const PUBLISH_PENDING_BEFORE_REOPEN: bool = false;
 
 struct Input<'a> {
     data: &'a [u8],

@@ -1,18 +1,20 @@
 //! The footer of a layer file: what the file is and where its index lives.
 //!
-//! A layer file is `data blocks ‖ index block ‖ footer body ‖ trailer`. The trailer has a fixed
+//! A layer file is `data blocks ‖ key filter block ‖ index block ‖ footer body ‖ trailer`. The trailer has a fixed
 //! size, so a reader finds the body from the end of the file:
 //!
 //! | field          | size | meaning |
 //! |----------------|------|---------|
 //! | **body**       |      | |
-//! | version        | 2    | u16 format version, currently 1 |
+//! | version        | 2    | u16 format version, currently 2 (1 had no key filter) |
 //! | kind           | 1    | 0 = delta, 1 = image |
 //! | reserved       | 1    | 0 |
 //! | lsn_start      | 8    | u64, inclusive |
 //! | lsn_end        | 8    | u64, exclusive (an image at LSN L has `[L, L+1)`) |
 //! | index_offset   | 8    | u64 file offset of the framed index block |
 //! | index_len      | 4    | u32 framed length of the index block |
+//! | filter_offset  | 8    | u64 file offset of the framed key filter block |
+//! | filter_len     | 4    | u32 framed length of the key filter block; 0 = no filter |
 //! | entry_count    | 8    | u64 number of versions in the file |
 //! | key_start      | 2 + n | u16 length and bytes, inclusive |
 //! | key_end        | 1 (+ 2 + n) | presence byte, then u16 length and bytes, exclusive; absent = unbounded |
@@ -32,7 +34,7 @@ use crate::lsn::Lsn;
 use crate::value::KeyRange;
 
 const MAGIC: &[u8; 8] = b"STRKVLYR";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 const BODY_LEN_AT: usize = 0;
 const BODY_CRC_AT: usize = BODY_LEN_AT + 4;
 const MAGIC_AT: usize = BODY_CRC_AT + 4;
@@ -78,6 +80,10 @@ pub struct Footer {
     pub index_offset: u64,
     /// Framed length of the index block.
     pub index_len: u32,
+    /// File offset of the framed key filter block (see [`KeyFilter`](super::KeyFilter)).
+    pub filter_offset: u64,
+    /// Framed length of the key filter block; 0 when the layer has none.
+    pub filter_len: u32,
     /// Number of versions in the file.
     pub entry_count: u64,
 }
@@ -93,6 +99,8 @@ impl Footer {
         out.extend_from_slice(&self.lsn_range.end.0.to_le_bytes());
         out.extend_from_slice(&self.index_offset.to_le_bytes());
         out.extend_from_slice(&self.index_len.to_le_bytes());
+        out.extend_from_slice(&self.filter_offset.to_le_bytes());
+        out.extend_from_slice(&self.filter_len.to_le_bytes());
         out.extend_from_slice(&self.entry_count.to_le_bytes());
         put_short_bytes(out, &self.key_range.start);
         put_opt_short_bytes(out, self.key_range.end.as_ref());
@@ -158,6 +166,8 @@ impl Footer {
         let lsn_range = Lsn(c.u64().map_err(bad)?)..Lsn(c.u64().map_err(bad)?);
         let index_offset = c.u64().map_err(bad)?;
         let index_len = c.u32().map_err(bad)?;
+        let filter_offset = c.u64().map_err(bad)?;
+        let filter_len = c.u32().map_err(bad)?;
         let entry_count = c.u64().map_err(bad)?;
         let start = Bytes::copy_from_slice(c.short_bytes().map_err(bad)?);
         let end = c
@@ -182,12 +192,23 @@ impl Footer {
                 "index at {index_offset}+{index_len} overlaps the footer at {b}"
             )));
         }
+        if filter_len > 0
+            && filter_offset
+                .checked_add(u64::from(filter_len))
+                .is_none_or(|e| e > b as u64)
+        {
+            return Err(bad(format!(
+                "key filter at {filter_offset}+{filter_len} overlaps the footer at {b}"
+            )));
+        }
         Ok(Footer {
             kind,
             lsn_range,
             key_range: KeyRange { start, end },
             index_offset,
             index_len,
+            filter_offset,
+            filter_len,
             entry_count,
         })
     }
@@ -208,9 +229,10 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 1..8)),
             0u64..1000,
             0u32..1000,
+            (0u64..1000, 0u32..1000),
             any::<u64>(),
         )
-            .prop_map(|(img, s, w, ks, ke, io, il, n)| Footer {
+            .prop_map(|(img, s, w, ks, ke, io, il, (fo, fl), n)| Footer {
                 kind: if img {
                     LayerKind::Image
                 } else {
@@ -227,6 +249,8 @@ mod tests {
                 },
                 index_offset: io,
                 index_len: il,
+                filter_offset: fo,
+                filter_len: fl,
                 entry_count: n,
             })
     }

@@ -1,6 +1,7 @@
 //! Layer files: writing them block by block, and reading versions out of them.
 //!
-//! Layout: `data blocks ‖ index block ‖ footer` — see [`crate::format`] for each part.
+//! Layout: `data blocks ‖ key filter block ‖ index block ‖ footer` — see [`crate::format`] for
+//! each part.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -15,8 +16,8 @@ use super::cache::BlockCache;
 use super::versions::Versions;
 use crate::error::{Error, Result};
 use crate::format::{
-    Compression, DataBlock, DataBlockBuilder, Footer, IndexEntry, LayerDesc, LayerKind,
-    decode_block, decode_index, encode_block, encode_index,
+    Compression, DataBlock, DataBlockBuilder, Footer, IndexEntry, KeyFilter, LayerDesc, LayerKind,
+    decode_block, decode_index, encode_block, encode_index, key_hash,
 };
 use crate::io::{Io, WritableFile, temp_path};
 use crate::lsn::Lsn;
@@ -51,6 +52,8 @@ pub(crate) struct LayerWriter {
     framed: Vec<u8>,
     min_key: Option<Bytes>,
     max_key: Bytes,
+    /// [`key_hash`] of every distinct key, for the key filter.
+    key_hashes: Vec<u64>,
     finished: bool,
 }
 
@@ -79,6 +82,7 @@ impl LayerWriter {
             framed: Vec::new(),
             min_key: None,
             max_key: Bytes::new(),
+            key_hashes: Vec::new(),
             finished: false,
         })
     }
@@ -93,6 +97,7 @@ impl LayerWriter {
         }
         if self.max_key[..] != *key {
             self.max_key = Bytes::copy_from_slice(key);
+            self.key_hashes.push(key_hash(key));
         }
         self.block.add(key, lsn, value);
         self.entries += 1;
@@ -148,6 +153,12 @@ impl LayerWriter {
         key_range: Option<KeyRange>,
     ) -> Result<LayerDesc> {
         self.finish_block()?;
+        self.raw.clear();
+        KeyFilter::build(&self.key_hashes).encode_into(&mut self.raw);
+        self.framed.clear();
+        encode_block(&self.raw, Compression::None, &mut self.framed);
+        let filter_offset = self.write(true)?;
+        let filter_len = self.framed.len() as u32;
         let raw = encode_index(&self.index);
         self.framed.clear();
         encode_block(&raw, Compression::None, &mut self.framed);
@@ -163,6 +174,8 @@ impl LayerWriter {
             key_range: key_range.clone(),
             index_offset,
             index_len,
+            filter_offset,
+            filter_len,
             entry_count: self.entries,
         };
         self.raw.clear();
@@ -205,6 +218,7 @@ pub(crate) struct LayerFile {
     path: PathBuf,
     mmap: Mmap,
     index: Vec<IndexEntry>,
+    filter: Option<KeyFilter>,
     cache_id: u64,
     cache: Arc<BlockCache>,
 }
@@ -269,11 +283,21 @@ impl LayerFile {
                 ),
             ));
         }
+        let filter = match footer.filter_len {
+            0 => None,
+            len => {
+                let at = footer.filter_offset;
+                let raw =
+                    decode_block(&mmap[at as usize..(at + u64::from(len)) as usize], path, at)?;
+                Some(KeyFilter::decode(&raw, path, at)?)
+            }
+        };
         Ok(LayerFile {
             desc: desc.clone(),
             path: path.to_path_buf(),
             mmap,
             index,
+            filter,
             cache_id: cache.new_file_id(),
             cache,
         })
@@ -381,7 +405,14 @@ impl LayerFile {
         Ok(self.absent_if_image(out))
     }
 
-    fn absent_if_image(&self, out: &mut Versions) -> bool {
+    /// Whether the layer may hold `key`, by its key filter; `false` means it does not.
+    pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.may_contain(key))
+    }
+
+    /// Ends a read that found no version of its key here: in an image layer the key does not
+    /// exist, so the read is complete.
+    pub(crate) fn absent_if_image(&self, out: &mut Versions) -> bool {
         if self.kind() == LayerKind::Image {
             out.mark_absent();
             true

@@ -35,6 +35,9 @@ pub struct ReadTrace {
     pub layers_visited: u32,
     /// Ancestor timelines the read descended into.
     pub ancestors_visited: u32,
+    /// Of the layer files visited, those whose key filter showed the key absent, so that no
+    /// block was read.
+    pub filter_skips: u32,
 }
 
 impl TimelineInner {
@@ -187,6 +190,14 @@ fn collect_from(
         let Some(file) = hit.layer.file() else {
             return Ok(Local::Missing(hit.layer.clone()));
         };
+        if !file.may_contain(key) {
+            trace.filter_skips += 1;
+            if file.absent_if_image(versions) {
+                return Ok(Local::Ready(true));
+            }
+            *cont = hit.lower;
+            continue;
+        }
         if file.collect(key, hit.lower, *cont, versions)? {
             return Ok(Local::Ready(true));
         }
