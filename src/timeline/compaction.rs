@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -113,6 +114,37 @@ impl TimelineInner {
     /// Streams the versions of `inputs` in `(key, lsn)` order into L1 layers of about
     /// `target_layer_size` bytes, cut only between keys. Holds one block per input in memory.
     fn merge(&self, inputs: &[Arc<LayerFile>]) -> Result<Vec<LayerDesc>> {
+        let mut merged = Merge::new(inputs)?;
+        let mut out = self.l1_writer(merged.lsn_range());
+        while let Some((key, lsn, value)) = merged.next_entry()? {
+            out.add(&key, lsn, &value)?;
+        }
+        out.finish()
+    }
+
+    /// A writer of L1 layers over `lsn_range`.
+    pub(crate) fn l1_writer(&self, lsn_range: Range<Lsn>) -> L1Writer<'_> {
+        L1Writer {
+            tl: self,
+            lsn_range,
+            out: None,
+            last_key: None,
+            outputs: Vec::new(),
+        }
+    }
+}
+
+/// The versions of several layer files in `(key, lsn)` order: a k-way merge holding one block
+/// per input.
+pub(crate) struct Merge<'a> {
+    iters: Vec<LayerIter<'a>>,
+    heads: Vec<Option<Value>>,
+    heap: BinaryHeap<Reverse<(Bytes, Lsn, usize)>>,
+    lsn_range: Range<Lsn>,
+}
+
+impl<'a> Merge<'a> {
+    pub(crate) fn new(inputs: &'a [Arc<LayerFile>]) -> Result<Merge<'a>> {
         let lsn_range = inputs
             .iter()
             .map(|l| l.lsn_range().start)
@@ -123,42 +155,82 @@ impl TimelineInner {
                 .map(|l| l.lsn_range().end)
                 .max()
                 .unwrap_or_default();
-        let mut iters: Vec<LayerIter<'_>> = inputs.iter().map(|l| l.iter()).collect();
-        let mut heads: Vec<Option<Value>> = vec![None; iters.len()];
-        let mut heap = BinaryHeap::new();
-        for (i, it) in iters.iter_mut().enumerate() {
-            if let Some((k, l, v)) = it.next_entry()? {
-                heads[i] = Some(v);
-                heap.push(Reverse((k, l, i)));
-            }
+        let mut m = Merge {
+            iters: inputs.iter().map(|l| l.iter()).collect(),
+            heads: vec![None; inputs.len()],
+            heap: BinaryHeap::new(),
+            lsn_range,
+        };
+        for i in 0..m.iters.len() {
+            m.advance(i)?;
         }
-        let target = self.env.options.target_layer_size;
-        let mut outputs = Vec::new();
-        let mut out: Option<LayerWriter> = None;
-        let mut last_key: Option<Bytes> = None;
-        while let Some(Reverse((key, lsn, i))) = heap.pop() {
-            let value = heads[i].take().expect("a head for every heap entry");
-            let new_key = last_key.as_ref() != Some(&key);
-            if new_key && let Some(w) = out.take_if(|w| w.bytes_written() >= target) {
-                outputs.push(l1(w.finish(LayerKind::Delta, lsn_range.clone(), None)?));
-            }
-            let w = match &mut out {
-                Some(w) => w,
-                None => out.insert(self.layer_writer(LayerKind::Delta, &lsn_range)?),
-            };
-            w.add(&key, lsn, &value)?;
-            if new_key {
-                last_key = Some(key);
-            }
-            if let Some((k, l, v)) = iters[i].next_entry()? {
-                heads[i] = Some(v);
-                heap.push(Reverse((k, l, i)));
-            }
+        Ok(m)
+    }
+
+    /// The union of the inputs' LSN ranges.
+    pub(crate) fn lsn_range(&self) -> Range<Lsn> {
+        self.lsn_range.clone()
+    }
+
+    fn advance(&mut self, i: usize) -> Result<()> {
+        if let Some((k, l, v)) = self.iters[i].next_entry()? {
+            self.heads[i] = Some(v);
+            self.heap.push(Reverse((k, l, i)));
         }
-        if let Some(w) = out {
-            outputs.push(l1(w.finish(LayerKind::Delta, lsn_range, None)?));
+        Ok(())
+    }
+
+    pub(crate) fn next_entry(&mut self) -> Result<Option<(Bytes, Lsn, Value)>> {
+        let Some(Reverse((key, lsn, i))) = self.heap.pop() else {
+            return Ok(None);
+        };
+        let value = self.heads[i].take().expect("a head for every heap entry");
+        self.advance(i)?;
+        Ok(Some((key, lsn, value)))
+    }
+}
+
+/// Writes versions in `(key, lsn)` order into L1 layers of about `target_layer_size` bytes,
+/// each over the whole LSN range, cut only between keys.
+pub(crate) struct L1Writer<'a> {
+    tl: &'a TimelineInner,
+    lsn_range: Range<Lsn>,
+    out: Option<LayerWriter>,
+    last_key: Option<Bytes>,
+    outputs: Vec<LayerDesc>,
+}
+
+impl L1Writer<'_> {
+    pub(crate) fn add(&mut self, key: &[u8], lsn: Lsn, value: &Value) -> Result<()> {
+        let new_key = self.last_key.as_deref() != Some(key);
+        let target = self.tl.env.options.target_layer_size;
+        if new_key && let Some(w) = self.out.take_if(|w| w.bytes_written() >= target) {
+            self.close(w)?;
         }
-        Ok(outputs)
+        let w = match &mut self.out {
+            Some(w) => w,
+            None => self
+                .out
+                .insert(self.tl.layer_writer(LayerKind::Delta, &self.lsn_range)?),
+        };
+        w.add(key, lsn, value)?;
+        if new_key {
+            self.last_key = Some(Bytes::copy_from_slice(key));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Result<Vec<LayerDesc>> {
+        if let Some(w) = self.out.take() {
+            self.close(w)?;
+        }
+        Ok(self.outputs)
+    }
+
+    fn close(&mut self, w: LayerWriter) -> Result<()> {
+        let desc = w.finish(LayerKind::Delta, self.lsn_range.clone(), None)?;
+        self.outputs.push(l1(desc));
+        Ok(())
     }
 }
 

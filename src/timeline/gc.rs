@@ -22,10 +22,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::TimelineInner;
+use super::compaction::Merge;
 use super::flush::Change;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{LayerDesc, LayerKind};
-use crate::layer::{Layer, LayerFile, LayerWriter};
+use crate::layer::Layer;
 use crate::lsn::Lsn;
 use crate::value::{KeyRange, Value};
 
@@ -166,19 +167,14 @@ impl TimelineInner {
         report.bytes_removed = removable.iter().map(|l| l.file_size).sum();
         let mut removed: Vec<String> = removable.into_iter().map(|l| l.file_name).collect();
         let snap = self.snapshot();
-        for layer in snap.map.layers() {
-            let d = &layer.desc;
-            if d.kind != LayerKind::Delta
-                || d.lsn_range.start >= cutoff
-                || removed.contains(&d.file_name)
-            {
-                continue;
-            }
-            if let Some(desc) = self.rewrite_garbage(layer, &points, cutoff)? {
-                report.layers_rewritten += 1;
-                report.bytes_removed += d.file_size.saturating_sub(desc.file_size);
-                added.push(desc);
-                removed.push(d.file_name.clone());
+        for group in rewrite_groups(snap.map.layers(), &removed, cutoff) {
+            if let Some(outputs) = self.rewrite_garbage(&group, &points, cutoff)? {
+                let before: u64 = group.iter().map(|l| l.desc.file_size).sum();
+                let after: u64 = outputs.iter().map(|d| d.file_size).sum();
+                report.layers_rewritten += group.len();
+                report.bytes_removed += before.saturating_sub(after);
+                added.extend(outputs);
+                removed.extend(group.iter().map(|l| l.desc.file_name.clone()));
             }
         }
         if !added.is_empty() || !removed.is_empty() {
@@ -196,41 +192,58 @@ impl TimelineInner {
         Ok(report)
     }
 
-    /// Rewrites a delta layer without the versions no read at `points` (sorted, the cutoff
-    /// among them) or above the cutoff can reach, if they are more than `gc_compaction_ratio`
-    /// of it. A layer found not worth it is looked at again only once the cutoff has moved on
-    /// by an eighth of the layer's LSN span.
+    /// Rewrites a group of delta layers (see [`rewrite_groups`]) into L1 layers over their
+    /// LSN range without the versions no read at `points` (sorted, the cutoff among them) or
+    /// above the cutoff can reach, if those are more than `gc_compaction_ratio` of the group.
+    /// A group found not worth it is looked at again only once the cutoff has moved on by an
+    /// eighth of its LSN span.
     fn rewrite_garbage(
         &self,
-        layer: &Arc<Layer>,
+        group: &[Arc<Layer>],
         points: &[Lsn],
         cutoff: Lsn,
-    ) -> Result<Option<LayerDesc>> {
-        let d = &layer.desc;
-        let span = d.lsn_range.end.0 - d.lsn_range.start.0;
-        if let Some(at) = self.gc_checked.lock().get(&d.file_name)
-            && cutoff.0.saturating_sub(at.0) < span / 8
+    ) -> Result<Option<Vec<LayerDesc>>> {
+        let lo = group.iter().map(|l| l.lsn_range().start).min();
+        let hi = group.iter().map(|l| l.lsn_range().end).max();
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return Ok(None);
+        };
+        let span = hi.0 - lo.0;
         {
+            let checked = self.gc_checked.lock();
+            let recent = |l: &Arc<Layer>| {
+                checked
+                    .get(&l.desc.file_name)
+                    .is_some_and(|at| cutoff.0.saturating_sub(at.0) < span / 8)
+            };
+            if group.iter().all(recent) {
+                return Ok(None);
+            }
+        }
+        let files = group
+            .iter()
+            .map(|l| self.resident_file_blocking(l))
+            .collect::<Result<Vec<_>>>()?;
+        let mut merged = Merge::new(&files)?;
+        let (dropped, kept) = sift(|| merged.next_entry(), points, cutoff, |_, _, _| Ok(()))?;
+        if dropped == 0
+            || (dropped as f64) <= self.env.options.gc_compaction_ratio * (dropped + kept) as f64
+        {
+            let mut checked = self.gc_checked.lock();
+            for l in group {
+                checked.insert(l.desc.file_name.clone(), cutoff);
+            }
             return Ok(None);
         }
-        let file = self.resident_file_blocking(layer)?;
-        let (dropped, kept) = sift(&file, points, cutoff, |_, _, _| Ok(()))?;
-        let total = dropped + kept;
-        if dropped == 0 || (dropped as f64) <= self.env.options.gc_compaction_ratio * total as f64 {
-            self.gc_checked.lock().insert(d.file_name.clone(), cutoff);
-            return Ok(None);
-        }
-        let mut desc = self.write_layer(
-            LayerKind::Delta,
-            d.lsn_range.clone(),
-            Some(d.key_range.clone()),
-            |w: &mut LayerWriter| {
-                sift(&file, points, cutoff, |k, l, v| w.add(k, l, v))?;
-                Ok(())
-            },
+        let mut merged = Merge::new(&files)?;
+        let mut out = self.l1_writer(merged.lsn_range());
+        sift(
+            || merged.next_entry(),
+            points,
+            cutoff,
+            |k, l, v| out.add(k, l, v),
         )?;
-        desc.level = d.level;
-        Ok(Some(desc))
+        out.finish().map(Some)
     }
 
     fn layer_descs(&self) -> Vec<LayerDesc> {
@@ -310,12 +323,40 @@ fn plan(layers: &[LayerDesc], points: &[Lsn], cutoff: Lsn) -> (Vec<LayerDesc>, V
     (removable, kept_below)
 }
 
-/// Walks a delta layer key by key and hands `keep` each version a read can reach: one at or
-/// above the cutoff, or one below it with no newer base version of its key (image, tombstone,
-/// `will_init` delta) in this layer at or below the lowest of `points` at or above it.
-/// `points` is sorted and holds the cutoff. Returns the approximate bytes dropped and kept.
+/// Delta layers GC may rewrite together, each group over an LSN range no other delta layer
+/// overlaps (image layers may sit inside it: reads stop at them as before): every delta layer
+/// that starts below the cutoff and is not being removed, as one group if no other delta layer
+/// overlaps their LSN span, else each alone. Together, a version below the cutoff is dropped
+/// when a newer base version of its key in any of them ends every read that could reach it.
+fn rewrite_groups(layers: &[Arc<Layer>], removed: &[String], cutoff: Lsn) -> Vec<Vec<Arc<Layer>>> {
+    let is_delta = |l: &Arc<Layer>| l.kind() == LayerKind::Delta;
+    let (group, others): (Vec<Arc<Layer>>, Vec<Arc<Layer>>) = layers
+        .iter()
+        .filter(|l| !removed.contains(&l.desc.file_name))
+        .cloned()
+        .partition(|l| is_delta(l) && l.lsn_range().start < cutoff);
+    let lo = group.iter().map(|l| l.lsn_range().start).min();
+    let hi = group.iter().map(|l| l.lsn_range().end).max();
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Vec::new();
+    };
+    let overlapped = others
+        .iter()
+        .any(|l| is_delta(l) && l.lsn_range().start < hi && l.lsn_range().end > lo);
+    if overlapped {
+        group.into_iter().map(|l| vec![l]).collect()
+    } else {
+        vec![group]
+    }
+}
+
+/// Walks versions in `(key, lsn)` order, as `next` yields them, and hands `keep` each one a
+/// read can reach: one at or above the cutoff, or one below it with no newer base version of
+/// its key (image, tombstone, `will_init` delta) in the stream at or below the lowest of
+/// `points` at or above it. `points` is sorted and holds the cutoff. Returns the approximate
+/// bytes dropped and kept.
 fn sift(
-    file: &LayerFile,
+    mut next: impl FnMut() -> Result<Option<(Bytes, Lsn, Value)>>,
     points: &[Lsn],
     cutoff: Lsn,
     mut keep: impl FnMut(&[u8], Lsn, &Value) -> Result<()>,
@@ -323,13 +364,12 @@ fn sift(
     let mut sizes = (0u64, 0u64);
     let mut key = Bytes::new();
     let mut versions: Vec<(Lsn, Value)> = Vec::new();
-    let mut it = file.iter();
     loop {
-        let next = it.next_entry()?;
-        if next.as_ref().is_none_or(|(k, _, _)| *k != key) && !versions.is_empty() {
+        let entry = next()?;
+        if entry.as_ref().is_none_or(|(k, _, _)| *k != key) && !versions.is_empty() {
             sift_key(&key, &mut versions, points, cutoff, &mut keep, &mut sizes)?;
         }
-        let Some((k, lsn, value)) = next else {
+        let Some((k, lsn, value)) = entry else {
             return Ok(sizes);
         };
         key = k;
