@@ -468,7 +468,7 @@ fn space_after_gc(rt: &Runtime, n: u64, pool: &Pool) {
         "  {n} keys overwritten with {VALUE_LEN}-byte images in {SPACE_ROUNDS} rounds, one LSN per put, \
          gc_horizon = {horizon} LSNs ({RETAINED_ROUNDS} rounds); one flush per round, compact() once \
          {COMPACTION_THRESHOLD} L0 layers piled up, gc() after every round; default options otherwise \
-         (image_threshold_bytes 128 MiB, target_layer_size 64 MiB, gc_compaction_ratio 0.3)"
+         (image_threshold_bytes 128 MiB, target_layer_size 64 MiB, gc_compaction_ratio 0.15)"
     );
     println!(
         "  {:>5} {:>8} {:>7} {:>10} {:>10} {:>12} {:>12}",

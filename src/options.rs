@@ -106,7 +106,7 @@ impl StoreOptions {
             compaction_threshold: 4,
             target_layer_size: 64 << 20,
             image_threshold_bytes: 128 << 20,
-            gc_compaction_ratio: 0.3,
+            gc_compaction_ratio: 0.15,
             background_period: Some(Duration::from_secs(10)),
             wal: true,
             fsync_policy: FsyncPolicy::EveryCommit,
@@ -223,7 +223,8 @@ impl StoreOptions {
         self
     }
 
-    /// Share of garbage GC tolerates before rewriting (default 0.3): when layer bytes below the
+    /// Share of garbage GC tolerates before rewriting (default 0.15, which keeps layer bytes
+    /// within about 1.3× the live data of the retention window): when layer bytes below the
     /// cutoff, kept only because no image covers them, pass this share of the timeline's bytes,
     /// GC writes an image at the cutoff so they can go; when versions no read can reach pass
     /// this share of a delta layer GC must keep, GC rewrites the layer without them.

@@ -535,6 +535,9 @@ async fn gc_rewrites_delta_layers_together_dropping_versions_shadowed_across_lay
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path())
         .gc_horizon(Some(50))
+        // Rounds 1–2 are a fifth of the bytes: under this ratio GC does not write an image
+        // to remove them, and the rewrite has to find their garbage.
+        .gc_compaction_ratio(0.3)
         .compaction_threshold(usize::MAX)
         .image_threshold_bytes(u64::MAX)
         .target_layer_size(u64::MAX);
@@ -548,8 +551,7 @@ async fn gc_rewrites_delta_layers_together_dropping_versions_shadowed_across_lay
             main.compact().await.unwrap();
         }
     }
-    // Two L1 layers: rounds 1–2, wholly below the cutoff (950) but too small a share for GC
-    // to write an image instead, and rounds 3–10 across the cutoff.
+    // Two L1 layers: rounds 1–2, wholly below the cutoff (950), and rounds 3–10 across it.
     assert_eq!(main.layers().len(), 2, "{:?}", main.layers());
     let points: Vec<u64> = (950..=1000).step_by(10).collect();
     let mut before = Vec::new();

@@ -167,8 +167,23 @@ impl TimelineInner {
         report.bytes_removed = removable.iter().map(|l| l.file_size).sum();
         let mut removed: Vec<String> = removable.into_iter().map(|l| l.file_name).collect();
         let snap = self.snapshot();
+        // Image layers at or below the cutoff, this pass's included: reads stop at them.
+        let images: Vec<(Lsn, KeyRange)> = snap
+            .map
+            .layers()
+            .iter()
+            .map(|l| &l.desc)
+            .chain(&added)
+            .filter(|d| d.kind == LayerKind::Image && d.lsn_range.start <= cutoff)
+            .map(|d| (d.lsn_range.start, d.key_range.clone()))
+            .collect();
+        let reach = Reach {
+            points: &points,
+            cutoff,
+            images,
+        };
         for group in rewrite_groups(snap.map.layers(), &removed, cutoff) {
-            if let Some(outputs) = self.rewrite_garbage(&group, &points, cutoff)? {
+            if let Some(outputs) = self.rewrite_garbage(&group, &reach)? {
                 let before: u64 = group.iter().map(|l| l.desc.file_size).sum();
                 let after: u64 = outputs.iter().map(|d| d.file_size).sum();
                 report.layers_rewritten += group.len();
@@ -193,28 +208,25 @@ impl TimelineInner {
     }
 
     /// Rewrites a group of delta layers (see [`rewrite_groups`]) into L1 layers over their
-    /// LSN range without the versions no read at `points` (sorted, the cutoff among them) or
-    /// above the cutoff can reach, if those are more than `gc_compaction_ratio` of the group.
+    /// LSN range without the versions no read can reach (see [`sift`]), if those are more than `gc_compaction_ratio` of the group.
     /// A group found not worth it is looked at again only once the cutoff has moved on by an
-    /// eighth of its LSN span.
+    /// eighth of the history the group held below the cutoff then.
     fn rewrite_garbage(
         &self,
         group: &[Arc<Layer>],
-        points: &[Lsn],
-        cutoff: Lsn,
+        reach: &Reach<'_>,
     ) -> Result<Option<Vec<LayerDesc>>> {
+        let cutoff = reach.cutoff;
         let lo = group.iter().map(|l| l.lsn_range().start).min();
-        let hi = group.iter().map(|l| l.lsn_range().end).max();
-        let (Some(lo), Some(hi)) = (lo, hi) else {
+        let Some(lo) = lo else {
             return Ok(None);
         };
-        let span = hi.0 - lo.0;
         {
             let checked = self.gc_checked.lock();
             let recent = |l: &Arc<Layer>| {
                 checked
                     .get(&l.desc.file_name)
-                    .is_some_and(|at| cutoff.0.saturating_sub(at.0) < span / 8)
+                    .is_some_and(|at| cutoff.0.saturating_sub(at.0) < at.0.saturating_sub(lo.0) / 8)
             };
             if group.iter().all(recent) {
                 return Ok(None);
@@ -225,7 +237,7 @@ impl TimelineInner {
             .map(|l| self.resident_file_blocking(l))
             .collect::<Result<Vec<_>>>()?;
         let mut merged = Merge::new(&files)?;
-        let (dropped, kept) = sift(|| merged.next_entry(), points, cutoff, |_, _, _| Ok(()))?;
+        let (dropped, kept) = sift(|| merged.next_entry(), reach, |_, _, _| Ok(()))?;
         if dropped == 0
             || (dropped as f64) <= self.env.options.gc_compaction_ratio * (dropped + kept) as f64
         {
@@ -237,12 +249,7 @@ impl TimelineInner {
         }
         let mut merged = Merge::new(&files)?;
         let mut out = self.l1_writer(merged.lsn_range());
-        sift(
-            || merged.next_entry(),
-            points,
-            cutoff,
-            |k, l, v| out.add(k, l, v),
-        )?;
+        sift(|| merged.next_entry(), reach, |k, l, v| out.add(k, l, v))?;
         out.finish().map(Some)
     }
 
@@ -350,15 +357,24 @@ fn rewrite_groups(layers: &[Arc<Layer>], removed: &[String], cutoff: Lsn) -> Vec
     }
 }
 
+/// What decides whether a read can reach a version below the cutoff.
+struct Reach<'a> {
+    /// The points below the cutoff reads are made at (branch points), and the cutoff: sorted.
+    points: &'a [Lsn],
+    cutoff: Lsn,
+    /// Image layers at or below the cutoff: LSN and key range. A read at or above one stops
+    /// there.
+    images: Vec<(Lsn, KeyRange)>,
+}
+
 /// Walks versions in `(key, lsn)` order, as `next` yields them, and hands `keep` each one a
 /// read can reach: one at or above the cutoff, or one below it with no newer base version of
-/// its key (image, tombstone, `will_init` delta) in the stream at or below the lowest of
-/// `points` at or above it. `points` is sorted and holds the cutoff. Returns the approximate
-/// bytes dropped and kept.
+/// its key (image, tombstone, `will_init` delta) in the stream, and no image layer holding its
+/// key, at or below the lowest point at or above it. Returns the approximate bytes dropped and
+/// kept.
 fn sift(
     mut next: impl FnMut() -> Result<Option<(Bytes, Lsn, Value)>>,
-    points: &[Lsn],
-    cutoff: Lsn,
+    reach: &Reach<'_>,
     mut keep: impl FnMut(&[u8], Lsn, &Value) -> Result<()>,
 ) -> Result<(u64, u64)> {
     let mut sizes = (0u64, 0u64);
@@ -367,7 +383,7 @@ fn sift(
     loop {
         let entry = next()?;
         if entry.as_ref().is_none_or(|(k, _, _)| *k != key) && !versions.is_empty() {
-            sift_key(&key, &mut versions, points, cutoff, &mut keep, &mut sizes)?;
+            sift_key(&key, &mut versions, reach, &mut keep, &mut sizes)?;
         }
         let Some((k, lsn, value)) = entry else {
             return Ok(sizes);
@@ -381,8 +397,7 @@ fn sift(
 fn sift_key(
     key: &[u8],
     versions: &mut Vec<(Lsn, Value)>,
-    points: &[Lsn],
-    cutoff: Lsn,
+    reach: &Reach<'_>,
     keep: &mut impl FnMut(&[u8], Lsn, &Value) -> Result<()>,
     (dropped, kept): &mut (u64, u64),
 ) -> Result<()> {
@@ -391,9 +406,14 @@ fn sift_key(
     let mut reachable = vec![true; versions.len()];
     let mut base_above: Option<Lsn> = None;
     for (i, (lsn, value)) in versions.iter().enumerate().rev() {
-        if *lsn < cutoff {
+        if *lsn < reach.cutoff {
+            let points = reach.points;
             let first_point = points[points.partition_point(|p| p < lsn)];
-            reachable[i] = base_above.is_none_or(|b| b > first_point);
+            let imaged = reach
+                .images
+                .iter()
+                .any(|(i, keys)| lsn < i && *i <= first_point && keys.contains(key));
+            reachable[i] = !imaged && base_above.is_none_or(|b| b > first_point);
         }
         if value.is_base() {
             base_above = Some(*lsn);
