@@ -10,6 +10,7 @@
 //! Data and index blocks of layer files are framed this way; the index records each block's
 //! offset and framed length, so a reader can check one block without reading its neighbours.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -33,8 +34,41 @@ pub const MAX_RAW_BLOCK: usize = 64 << 20;
 pub enum Compression {
     /// Stored raw.
     None,
-    /// zstd at the given level; a block is stored raw when compression does not shrink it.
+    /// zstd at the given level; a block is stored raw when compression saves less than a
+    /// sixteenth of it, so that reading it costs no decompression.
     Zstd(i32),
+}
+
+thread_local! {
+    /// One zstd compression context per thread and level, reused across blocks.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    /// One zstd decompression context per thread, reused across blocks.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// `raw` compressed with zstd at `level`, on this thread's reused context.
+fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        let c = match slot {
+            Some((l, c)) if *l == level => c,
+            _ => &mut slot.insert((level, zstd::bulk::Compressor::new(level)?)).1,
+        };
+        c.compress(raw)
+    })
+}
+
+/// A zstd frame decompressed into exactly `raw_len` bytes at most, on this thread's reused
+/// context.
+fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        let d = match slot {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(payload, raw_len)
+    })
 }
 
 /// Appends the framed form of `raw` to `out`.
@@ -42,8 +76,8 @@ pub fn encode_block(raw: &[u8], compression: Compression, out: &mut Vec<u8>) {
     let start = out.len();
     let mut codec = CODEC_NONE;
     if let Compression::Zstd(level) = compression
-        && let Ok(c) = zstd::bulk::compress(raw, level)
-        && c.len() < raw.len()
+        && let Ok(c) = compress(raw, level)
+        && c.len() + raw.len() / 16 < raw.len()
     {
         out.extend_from_slice(&c);
         codec = CODEC_ZSTD;
@@ -95,7 +129,7 @@ pub fn decode_block(framed: &[u8], path: &Path, offset: u64) -> Result<Bytes> {
             offset,
             format!("raw block length {raw_len} does not match payload length {payload_len}"),
         )),
-        CODEC_ZSTD if raw_len <= MAX_RAW_BLOCK => match zstd::bulk::decompress(payload, raw_len) {
+        CODEC_ZSTD if raw_len <= MAX_RAW_BLOCK => match decompress(payload, raw_len) {
             Ok(v) if v.len() == raw_len => Ok(Bytes::from(v)),
             Ok(v) => Err(Error::corruption(
                 path,
