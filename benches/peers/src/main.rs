@@ -16,9 +16,9 @@
 //! disk after every round, so the versions of each round land in their own files.
 //!
 //! * StrataKV: `put(key, lsn, Value::image(..))`, `finish_write` every 1000 puts, WAL on without
-//!   fsync (`FsyncPolicy::Never`: the peers' default writes do not sync either), background
-//!   work off (no compaction: the flushed layers pile up); `flush()` after each round;
-//!   `get(key, lsn)`. How many layers a get visited is counted with `get_traced` (untimed).
+//!   fsync (`FsyncPolicy::Never`: the peers' default writes do not sync either), no periodic
+//!   background work (`background_period(None)`; a flush that leaves 4 L0 layers still kicks a
+//!   compaction, as documented); `flush()` after each round; `get(key, lsn)`. How many layers a get visited is counted with `get_traced` (untimed).
 //! * Peers store versions as a user would: key ‖ big-endian (u64::MAX − lsn), so that a key's
 //!   versions sort newest first; "get as of LSN" = seek to key ‖ inv(lsn) and take the first
 //!   entry if it is still the same key (RocksDB: raw iterator with an upper bound; fjall:
@@ -32,7 +32,9 @@
 //! Reads: after the last round, for every round from the newest to the oldest, G random keys
 //! (the same for every engine and round) are read as of that round's last LSN, once untimed
 //! (warm-up) and once timed in batches of 100 (per-op latency = batch / 100; the p99 is the
-//! 99th percentile of those batch means). Every answer is checked against the data.
+//! 99th percentile of those batch means). Every answer is checked against the data. The
+//! process CPU time (all threads) of each batch and of the put phases is recorded too: on a
+//! shared machine it moves less than the wall clock.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -192,6 +194,21 @@ trait Engine {
 struct Lat {
     median_ns: f64,
     p99_ns: f64,
+    /// Median of the process CPU time (all threads) per get.
+    cpu_median_ns: f64,
+}
+
+/// CPU time used so far by the whole process, every thread included, in nanoseconds. Unlike the
+/// wall clock, it does not count time spent waiting for a core that another process holds.
+fn cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 struct Row {
@@ -200,6 +217,8 @@ struct Row {
     version: String,
     how: String,
     ingest_s: f64,
+    /// Process CPU time (all threads) spent while the puts ran.
+    ingest_cpu_s: f64,
     flush_s: f64,
     settle: String,
     shape: String,
@@ -219,19 +238,24 @@ fn time_gets(keys: &[u32], mut get: impl FnMut(u64) -> usize) -> Lat {
         sink += get(u64::from(i));
     }
     let mut per_op = Vec::with_capacity(keys.len() / BATCH + 1);
+    let mut cpu_per_op = Vec::with_capacity(keys.len() / BATCH + 1);
     for chunk in keys.chunks(BATCH) {
+        let c = cpu_ns();
         let t = Instant::now();
         for &i in chunk {
             sink += get(u64::from(i));
         }
         per_op.push(t.elapsed().as_nanos() as f64 / chunk.len() as f64);
+        cpu_per_op.push((cpu_ns() - c) as f64 / chunk.len() as f64);
     }
     std::hint::black_box(sink);
     per_op.sort_by(f64::total_cmp);
-    let q = |p: f64| per_op[((per_op.len() - 1) as f64 * p).round() as usize];
+    cpu_per_op.sort_by(f64::total_cmp);
+    let q = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     Lat {
-        median_ns: q(0.5),
-        p99_ns: q(0.99),
+        median_ns: q(&per_op, 0.5),
+        p99_ns: q(&per_op, 0.99),
+        cpu_median_ns: q(&cpu_per_op, 0.5),
     }
 }
 
@@ -272,12 +296,14 @@ fn settle_by_shape(mut shape: impl FnMut() -> String, quiet: Duration, max: Dura
 
 fn drive<E: Engine>(d: &Data, mut e: E, dir: &Path, name: &str, version: String, how: &str) -> Row {
     let t0 = Instant::now();
-    let (mut ingest_s, mut flush_s) = (0.0, 0.0);
+    let (mut ingest_s, mut ingest_cpu_s, mut flush_s) = (0.0, 0.0, 0.0);
     for r in 0..d.rounds {
+        let c = cpu_ns();
         let t = Instant::now();
         e.put_round(d, r);
         let put = t.elapsed().as_secs_f64();
         ingest_s += put;
+        ingest_cpu_s += (cpu_ns() - c) as f64 / 1e9;
         let t = Instant::now();
         e.flush(d.last_lsn(r));
         let fl = t.elapsed().as_secs_f64();
@@ -321,6 +347,7 @@ fn drive<E: Engine>(d: &Data, mut e: E, dir: &Path, name: &str, version: String,
         version,
         how: how.into(),
         ingest_s,
+        ingest_cpu_s,
         flush_s,
         settle,
         shape,
@@ -355,6 +382,24 @@ impl Engine for Strata {
     fn flush(&mut self, last_lsn: u64) {
         self.w.finish_write(Lsn(last_lsn)).expect("finish_write");
         self.rt.block_on(self.tl.flush()).expect("flush");
+    }
+    fn settle(&mut self) -> String {
+        // With `background_period(None)` there is no periodic work, but a flush that leaves
+        // `compaction_threshold` (4) L0 layers still kicks a compaction.
+        let tl = self.tl.clone();
+        settle_by_shape(
+            || {
+                format!(
+                    "{:?}",
+                    tl.layers()
+                        .iter()
+                        .map(|l| l.file_name.clone())
+                        .collect::<Vec<_>>()
+                )
+            },
+            Duration::from_secs(5),
+            Duration::from_secs(180),
+        )
     }
     fn shape(&mut self) -> String {
         let layers = self.tl.layers();
@@ -415,7 +460,7 @@ fn run_stratakv(d: &Data, dir: &Path) -> Row {
         dir,
         "StrataKV",
         format!("stratakv {} ({})", lock_version("stratakv"), git_describe()),
-        "`put` + `finish_write` every 1000; `flush()` per round; `get(key, lsn)`; background work off",
+        "`put` + `finish_write` every 1000; `flush()` per round; `get(key, lsn)`; no periodic background work",
     )
 }
 
@@ -1310,20 +1355,23 @@ fn report(rows: &[Row], d: &Data, puts: u64, cmdline: &str, load_start: &str) ->
     let mb = |row: &Row| (puts * VALUE_LEN as u64) as f64 / 1e6 / row.ingest_s;
     let puts_s = |row: &Row| puts as f64 / row.ingest_s;
     let mut summary = String::from(
-        "| engine | ingest puts/s | MB/s of values | flush, all rounds (s) | get latest LSN median (µs) | p99 (µs) | get oldest LSN median (µs) | p99 (µs) | on disk (MB) |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| engine | ingest puts/s | MB/s of values | CPU µs per put | flush, all rounds (s) | get latest LSN median (µs) | p99 (µs) | CPU (µs) | get oldest LSN median (µs) | p99 (µs) | CPU (µs) | on disk (MB) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let _ = writeln!(
             summary,
-            "| {} | {:.0}k | {:.1} | {:.1} | {} | {} | {} | {} | {:.0} |",
+            "| {} | {:.0}k | {:.1} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {:.0} |",
             r.engine,
             puts_s(r) / 1000.0,
             mb(r),
+            r.ingest_cpu_s * 1e6 / puts as f64,
             r.flush_s,
             us(r.lat[0].median_ns),
             us(r.lat[0].p99_ns),
+            us(r.lat[0].cpu_median_ns),
             us(r.lat[old].median_ns),
             us(r.lat[old].p99_ns),
+            us(r.lat[old].cpu_median_ns),
             r.disk_bytes as f64 / 1e6
         );
     }
@@ -1331,31 +1379,34 @@ fn report(rows: &[Row], d: &Data, puts: u64, cmdline: &str, load_start: &str) ->
     let strata = rows.iter().find(|r| r.engine == "StrataKV");
     let mut ratios = String::new();
     if let Some(s) = strata {
-        ratios.push_str("| peer | get latest: peer ÷ StrataKV | get oldest: peer ÷ StrataKV | get, all ages (geometric mean) | ingest: StrataKV ÷ peer |\n|---|---|---|---|---|\n");
+        ratios.push_str("| peer | get latest: peer ÷ StrataKV | get oldest: peer ÷ StrataKV | get, all ages (geometric mean) | get CPU, all ages (geometric mean) | ingest puts/s: StrataKV ÷ peer | ingest CPU per put: peer ÷ StrataKV |\n|---|---|---|---|---|---|---|\n");
         for r in rows.iter().filter(|r| r.engine != "StrataKV") {
-            let geo = (r
-                .lat
-                .iter()
-                .zip(&s.lat)
-                .map(|(p, q)| (p.median_ns / q.median_ns).ln())
-                .sum::<f64>()
-                / rounds as f64)
-                .exp();
+            let geo = |f: fn(&Lat) -> f64| {
+                (r.lat
+                    .iter()
+                    .zip(&s.lat)
+                    .map(|(p, q)| (f(p) / f(q)).ln())
+                    .sum::<f64>()
+                    / rounds as f64)
+                    .exp()
+            };
             let _ = writeln!(
                 ratios,
-                "| {} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
+                "| {} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
                 r.engine,
                 r.lat[0].median_ns / s.lat[0].median_ns,
                 r.lat[old].median_ns / s.lat[old].median_ns,
-                geo,
-                puts_s(s) / puts_s(r)
+                geo(|l| l.median_ns),
+                geo(|l| l.cpu_median_ns),
+                puts_s(s) / puts_s(r),
+                r.ingest_cpu_s / s.ingest_cpu_s
             );
         }
     }
 
     let mut by_age = String::from("| LSN age (round) |");
     for r in rows {
-        let _ = write!(by_age, " {} median / p99 (µs) |", r.engine);
+        let _ = write!(by_age, " {} median / p99 / CPU (µs) |", r.engine);
     }
     if strata.is_some_and(|s| !s.depth.is_empty()) {
         by_age.push_str(" StrataKV layers visited |");
@@ -1371,11 +1422,13 @@ fn report(rows: &[Row], d: &Data, puts: u64, cmdline: &str, load_start: &str) ->
     for age in 0..rounds {
         let _ = write!(by_age, "| {age} ({}) |", rounds - age);
         for r in rows {
+            let l = r.lat[age];
             let _ = write!(
                 by_age,
-                " {} / {} |",
-                us(r.lat[age].median_ns),
-                us(r.lat[age].p99_ns)
+                " {} / {} / {} |",
+                us(l.median_ns),
+                us(l.p99_ns),
+                us(l.cpu_median_ns)
             );
         }
         if let Some(s) = strata.filter(|s| !s.depth.is_empty()) {
@@ -1438,13 +1491,18 @@ fn report(rows: &[Row], d: &Data, puts: u64, cmdline: &str, load_start: &str) ->
          (LSN age 0 = the last round, LSN {}; age {old} = the first, LSN {}); one untimed warm-up pass, then timed \
          in batches of {BATCH} (per-op = batch ÷ {BATCH}; p99 = 99th percentile of the batch means); every answer \
          checked against the data\n\
+         - CPU columns: process CPU time (every thread, `CLOCK_PROCESS_CPUTIME_ID`) over the same batches \
+         (median) or over the put phases (per put, background flushes and compactions included while they \
+         overlap the puts). Time spent waiting for a core held by another process is not in it, so these \
+         figures move less than the wall-clock ones when the machine is shared\n\
          - caches: 256 MiB block cache per engine (SlateDB: 256 MiB block cache + its default 128 MiB metadata \
          cache); each engine's default compression; the OS page cache holds every file\n\
-         - StrataKV: WAL on with `FsyncPolicy::Never`, background compaction off, so the flushed layers pile up \
-         (one or more per round, never merged). Each layer covers an LSN range, so a read as of an old LSN starts \
-         at the layers holding that LSN instead of passing through the newer ones: the last column of the \
-         by-age table counts the layers a get visited (`get_traced`, {TRACE_READS} of the keys). Peers: their default background flushes and compactions; \
-         the harness waits for those to settle before the reads. No engine syncs its writes; SlateDB's `put` \
+         - StrataKV: WAL on with `FsyncPolicy::Never`; no periodic background work (`background_period(None)`), \
+         but a flush that leaves 4 L0 layers (`compaction_threshold`) still kicks a compaction into L1, as \
+         documented, so the layers do not all pile up. Each layer covers an LSN range, so a read as of an old \
+         LSN starts at the layers holding that LSN instead of passing through the newer ones: the last column \
+         of the by-age table counts the layers a get visited (`get_traced`, {TRACE_READS} of the keys). Every \
+         engine, StrataKV included, is left to settle (no flush or compaction running) before the reads. Peers: their default background flushes and compactions. No engine syncs its writes; SlateDB's `put` \
          returns without awaiting durability (its WAL goes to the local folder in the background, as by default)\n\
          - ratios: peer median ÷ StrataKV median for gets (above 1 = StrataKV faster); StrataKV puts/s ÷ \
          peer puts/s for ingest (above 1 = StrataKV faster)\n\n\
