@@ -208,9 +208,10 @@ impl TimelineInner {
     }
 
     /// Rewrites a group of delta layers (see [`rewrite_groups`]) into L1 layers over their
-    /// LSN range without the versions no read can reach (see [`sift`]), if those are more than `gc_compaction_ratio` of the group.
-    /// A group found not worth it is looked at again only once the cutoff has moved on by an
-    /// eighth of the history the group held below the cutoff then.
+    /// LSN range without the versions no read can reach (see [`sift`]), if those are more
+    /// than `gc_compaction_ratio` of the group. A group found not worth it is looked at again
+    /// only once the cutoff has moved on by an eighth of the history the group held below the
+    /// cutoff then.
     fn rewrite_garbage(
         &self,
         group: &[Arc<Layer>],
@@ -223,11 +224,9 @@ impl TimelineInner {
         };
         {
             let checked = self.gc_checked.lock();
-            let recent = |l: &Arc<Layer>| {
-                checked
-                    .get(&l.desc.file_name)
-                    .is_some_and(|at| cutoff.0.saturating_sub(at.0) < at.0.saturating_sub(lo.0) / 8)
-            };
+            let moved_little =
+                |at: &Lsn| cutoff.0.saturating_sub(at.0) < at.0.saturating_sub(lo.0) / 8;
+            let recent = |l: &Arc<Layer>| checked.get(&l.desc.file_name).is_some_and(moved_little);
             if group.iter().all(recent) {
                 return Ok(None);
             }
