@@ -32,6 +32,17 @@ async fn read(tl: &Timeline, i: u32, lsn: u64) -> Option<Bytes> {
     tl.get(&key(i), Lsn(lsn)).await.unwrap()
 }
 
+/// Keys `0..n` read at each of `lsns`.
+async fn read_all(tl: &Timeline, n: u32, lsns: &[u64]) -> Vec<Option<Bytes>> {
+    let mut out = Vec::new();
+    for &lsn in lsns {
+        for i in 0..n {
+            out.push(read(tl, i, lsn).await);
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn branch_reads_the_parent_at_the_branch_point_and_writes_apart() {
     let dir = tempfile::tempdir().unwrap();
@@ -478,12 +489,7 @@ async fn gc_rewrites_a_straddling_layer_without_unreachable_versions() {
     main.compact().await.unwrap();
     assert_eq!(main.layers().len(), 1, "{:?}", main.layers());
     let points: Vec<u64> = (1900..=2050).step_by(25).collect();
-    let mut before = Vec::new();
-    for &lsn in &points {
-        for i in 0..n {
-            before.push(read(&main, i, lsn).await);
-        }
-    }
+    let before = read_all(&main, n, &points).await;
     let child = store.timeline("child").unwrap();
     let mut child_before = Vec::new();
     for i in 0..n {
@@ -498,12 +504,7 @@ async fn gc_rewrites_a_straddling_layer_without_unreachable_versions() {
         size_after * 3 < size_before,
         "{size_after} bytes after GC, {size_before} before"
     );
-    let mut after = Vec::new();
-    for &lsn in &points {
-        for i in 0..n {
-            after.push(read(&main, i, lsn).await);
-        }
-    }
+    let after = read_all(&main, n, &points).await;
     assert_eq!(before, after, "reads at and above the cutoff changed");
     for i in 0..n {
         assert_eq!(read(&child, i, 450).await, child_before[i as usize]);
@@ -519,12 +520,7 @@ async fn gc_rewrites_a_straddling_layer_without_unreachable_versions() {
         .await
         .unwrap();
     let main = store.timeline("main").unwrap();
-    let mut reopened = Vec::new();
-    for &lsn in &points {
-        for i in 0..n {
-            reopened.push(read(&main, i, lsn).await);
-        }
-    }
+    let reopened = read_all(&main, n, &points).await;
     assert_eq!(before, reopened);
 }
 
@@ -554,12 +550,7 @@ async fn gc_rewrites_delta_layers_together_dropping_versions_shadowed_across_lay
     // Two L1 layers: rounds 1–2, wholly below the cutoff (950), and rounds 3–10 across it.
     assert_eq!(main.layers().len(), 2, "{:?}", main.layers());
     let points: Vec<u64> = (950..=1000).step_by(10).collect();
-    let mut before = Vec::new();
-    for &lsn in &points {
-        for i in 0..n {
-            before.push(read(&main, i, lsn).await);
-        }
-    }
+    let before = read_all(&main, n, &points).await;
     let size_before: u64 = main.layers().iter().map(|l| l.file_size).sum();
     let report = main.gc().await.unwrap();
     assert_eq!(report.cutoff, Lsn(950));
@@ -570,12 +561,7 @@ async fn gc_rewrites_delta_layers_together_dropping_versions_shadowed_across_lay
         size_after * 3 < size_before,
         "{size_after} bytes after GC, {size_before} before"
     );
-    let mut after = Vec::new();
-    for &lsn in &points {
-        for i in 0..n {
-            after.push(read(&main, i, lsn).await);
-        }
-    }
+    let after = read_all(&main, n, &points).await;
     assert_eq!(before, after, "reads at and above the cutoff changed");
     assert_eq!(after[0].as_deref(), Some(&b"r9-0"[..]));
 }
