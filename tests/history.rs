@@ -32,6 +32,11 @@ async fn read(tl: &Timeline, i: u32, lsn: u64) -> Option<Bytes> {
     tl.get(&key(i), Lsn(lsn)).await.unwrap()
 }
 
+/// Bytes of the timeline's layer files.
+fn layer_bytes(tl: &Timeline) -> u64 {
+    tl.layers().iter().map(|l| l.file_size).sum()
+}
+
 /// Keys `0..n` read at each of `lsns`.
 async fn read_all(tl: &Timeline, n: u32, lsns: &[u64]) -> Vec<Option<Bytes>> {
     let mut out = Vec::new();
@@ -495,11 +500,11 @@ async fn gc_rewrites_a_straddling_layer_without_unreachable_versions() {
     for i in 0..n {
         child_before.push(read(&child, i, 450).await);
     }
-    let size_before: u64 = main.layers().iter().map(|l| l.file_size).sum();
+    let size_before = layer_bytes(&main);
     let report = main.gc().await.unwrap();
     assert_eq!(report.cutoff, Lsn(1900));
     assert_eq!(report.layers_rewritten, 1, "{report:?}");
-    let size_after: u64 = main.layers().iter().map(|l| l.file_size).sum();
+    let size_after = layer_bytes(&main);
     assert!(
         size_after * 3 < size_before,
         "{size_after} bytes after GC, {size_before} before"
@@ -551,11 +556,11 @@ async fn gc_rewrites_delta_layers_together_dropping_versions_shadowed_across_lay
     assert_eq!(main.layers().len(), 2, "{:?}", main.layers());
     let points: Vec<u64> = (950..=1000).step_by(10).collect();
     let before = read_all(&main, n, &points).await;
-    let size_before: u64 = main.layers().iter().map(|l| l.file_size).sum();
+    let size_before = layer_bytes(&main);
     let report = main.gc().await.unwrap();
     assert_eq!(report.cutoff, Lsn(950));
     assert_eq!(report.layers_rewritten, 2, "{report:?}");
-    let size_after: u64 = main.layers().iter().map(|l| l.file_size).sum();
+    let size_after = layer_bytes(&main);
     // Rounds 9 and 10 of 10 are live; allow for per-file overhead.
     assert!(
         size_after * 3 < size_before,
