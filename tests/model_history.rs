@@ -23,7 +23,7 @@
 //! or lease at an LSN the cutoff just passed) is accepted only if the cutoff really passed it.
 //! An explicit `gc` must land exactly on the model's cutoff.
 //!
-//! Two bugs it found are pinned at the end of the file as regression tests (fixed); the model
+//! Three bugs it found are pinned at the end of the file as regression tests (fixed); the model
 //! could step around the first with [`AVOID_TWO_IMAGES_AT_ONE_LSN`], now off.
 //!
 //! Runs are deterministic in what they generate (a fixed ChaCha seed). For a longer soak set
@@ -1421,5 +1421,74 @@ fn reads_racing_detach_ancestor_see_the_ancestors_data() {
             }
         }
         assert!(wrong.is_empty(), "reads racing detach saw {wrong:?}");
+    });
+}
+
+/// A read checked its LSN against the GC cutoff, then took its layer snapshot. A GC pass that
+/// moved the cutoff past the LSN and removed layers in between left the read answering from
+/// what was left: a missing or older value instead of [`ErrorKind::BelowGcCutoff`]. Readers
+/// here chase the cutoff while a writer flushes and runs GC: every read must answer the value
+/// written at its LSN or be refused.
+#[test]
+fn reads_racing_gc_answer_right_or_are_refused() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            StoreOptions::new(dir.path())
+                .background_period(None)
+                .pitr_interval(None)
+                .gc_horizon(Some(4))
+                .gc_compaction_ratio(0.01)
+                .compaction_threshold(usize::MAX),
+        )
+        .await
+        .unwrap();
+        let main = store.create_timeline("main").await.unwrap();
+        let value = |lsn: u64| Bytes::from(lsn.to_be_bytes().to_vec());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut w = main.writer().unwrap();
+        w.put(b"k", Lsn(1), Value::image(value(1))).unwrap();
+        w.finish_write(Lsn(1)).unwrap();
+        let readers: Vec<_> = (0..3u64)
+            .map(|i| {
+                let (tl, stop) = (main.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut answered, mut refused, mut wrong) = (0u64, 0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let lsn = tl.gc_cutoff().0.max(1) + i % 2;
+                        match tl.get(b"k", Lsn(lsn)).await {
+                            Ok(Some(v)) if v == value(lsn) => answered += 1,
+                            Err(e) if e.kind() == ErrorKind::BelowGcCutoff => refused += 1,
+                            other => wrong.push(format!("LSN {lsn}: {other:?}")),
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    (answered, refused, wrong)
+                })
+            })
+            .collect();
+        for lsn in 2..=1500u64 {
+            w.put(b"k", Lsn(lsn), Value::image(value(lsn))).unwrap();
+            w.finish_write(Lsn(lsn)).unwrap();
+            if lsn % 4 == 0 {
+                main.flush().await.unwrap();
+                main.gc().await.unwrap();
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut answered, mut refused, mut wrong) = (0, 0, Vec::new());
+        for r in readers {
+            let (a, r, w) = r.await.unwrap();
+            answered += a;
+            refused += r;
+            wrong.extend(w);
+        }
+        assert!(wrong.is_empty(), "reads racing GC answered {wrong:?}");
+        assert!(answered > 0, "no read answered ({refused} refused)");
     });
 }

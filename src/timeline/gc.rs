@@ -105,6 +105,8 @@ impl TimelineInner {
             },
             |_| {},
         )?;
+        // Stored before this pass publishes any layer change: readers rely on it (see
+        // `snapshot_at`).
         self.gc_cutoff
             .store(wanted.0, std::sync::atomic::Ordering::SeqCst);
         drop(leases);

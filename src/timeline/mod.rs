@@ -253,12 +253,25 @@ impl TimelineInner {
         }
     }
 
-    /// Checks a read's LSN: waits for it if it is ahead, refuses it if it is below the cutoff.
-    pub(crate) async fn check_read_lsn(&self, lsn: Lsn) -> Result<()> {
+    /// The snapshot a read at `lsn` uses: waits for `lsn` if it is ahead, refuses it if it is
+    /// below the cutoff.
+    pub(crate) async fn read_snapshot(&self, lsn: Lsn) -> Result<Arc<Snapshot>> {
         self.check()?;
         if lsn > self.last_record_lsn() {
             self.wait_for_lsn(lsn).await?;
         }
+        self.snapshot_at(lsn)
+    }
+
+    /// A snapshot that answers reads at `lsn`, or [`ErrorKind::BelowGcCutoff`].
+    ///
+    /// The snapshot is taken before the cutoff is read. GC stores a new cutoff before it
+    /// publishes any layer change made for it, so a snapshot taken while the cutoff was still at
+    /// or below `lsn` holds no change that dropped a version a read at `lsn` needs. Checked the
+    /// other way round, a GC pass could move the cutoff past `lsn` and remove layers between
+    /// the check and the snapshot, and the read would answer from what is left.
+    pub(crate) fn snapshot_at(&self, lsn: Lsn) -> Result<Arc<Snapshot>> {
+        let snap = self.snapshot();
         let cutoff = self.gc_cutoff();
         if lsn < cutoff {
             return Err(Error::new(
@@ -269,7 +282,7 @@ impl TimelineInner {
                 ),
             ));
         }
-        Ok(())
+        Ok(snap)
     }
 }
 
@@ -359,8 +372,7 @@ impl Timeline {
     /// below the cutoff; [`ErrorKind::Redo`] if a delta has no base or the hook fails;
     /// [`ErrorKind::Corruption`] if a block read fails its checksum.
     pub async fn get(&self, key: &[u8], lsn: Lsn) -> Result<Option<Bytes>> {
-        self.inner.check_read_lsn(lsn).await?;
-        let mut snap = self.inner.snapshot();
+        let mut snap = self.inner.read_snapshot(lsn).await?;
         let mut trace = ReadTrace::default();
         self.inner.read_value(&mut snap, key, lsn, &mut trace).await
     }
@@ -370,8 +382,7 @@ impl Timeline {
     /// # Errors
     /// As [`get`](Timeline::get).
     pub async fn get_traced(&self, key: &[u8], lsn: Lsn) -> Result<(Option<Bytes>, ReadTrace)> {
-        self.inner.check_read_lsn(lsn).await?;
-        let mut snap = self.inner.snapshot();
+        let mut snap = self.inner.read_snapshot(lsn).await?;
         let mut trace = ReadTrace::default();
         let v = self
             .inner
@@ -389,8 +400,7 @@ impl Timeline {
         keys: &[K],
         lsn: Lsn,
     ) -> Result<Vec<Option<Bytes>>> {
-        self.inner.check_read_lsn(lsn).await?;
-        let mut snap = self.inner.snapshot();
+        let mut snap = self.inner.read_snapshot(lsn).await?;
         let mut trace = ReadTrace::default();
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
@@ -415,11 +425,11 @@ impl Timeline {
     ) -> Result<Vec<(Bytes, Bytes)>> {
         let lo = range.start_bound().map(|k| k.as_ref());
         let hi = range.end_bound().map(|k| k.as_ref());
-        self.inner.check_read_lsn(lsn).await?;
+        let snap = self.inner.read_snapshot(lsn).await?;
         if is_empty_range(lo, hi) {
             return Ok(Vec::new());
         }
-        self.inner.scan(lo, hi, lsn).await
+        self.inner.scan(snap, lo, hi, lsn).await
     }
 
     /// Freezes the open in-memory layer and waits until everything published so far is in

@@ -65,7 +65,7 @@ impl TimelineInner {
                 Local::Ready(v) => return Ok(v),
                 Local::Missing(layer) => {
                     self.download_layer(&layer).await?;
-                    *snap = self.snapshot();
+                    *snap = self.snapshot_at(lsn)?;
                 }
             }
         }
@@ -113,20 +113,21 @@ impl TimelineInner {
             .map(Local::Ready)
     }
 
-    /// Every live key in the bounds with its value at `lsn`, in key order.
+    /// Every live key in the bounds with its value at `lsn`, in key order, read from `snap`
+    /// (see [`snapshot_at`](TimelineInner::snapshot_at)).
     pub(crate) async fn scan(
         &self,
+        mut snap: Arc<Snapshot>,
         lo: Bound<&[u8]>,
         hi: Bound<&[u8]>,
         lsn: Lsn,
     ) -> Result<Vec<(Bytes, Bytes)>> {
-        let mut snap = self.snapshot();
         let keys = loop {
             match self.keys_at(&snap, lo, hi, lsn)? {
                 Local::Ready(k) => break k,
                 Local::Missing(layer) => {
                     self.download_layer(&layer).await?;
-                    snap = self.snapshot();
+                    snap = self.snapshot_at(lsn)?;
                 }
             }
         };
