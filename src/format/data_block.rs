@@ -26,6 +26,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::cursor::{Cursor, put_short_bytes};
+use super::key_order::OrdKey;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::value::Value;
@@ -177,10 +178,21 @@ impl DataBlock {
 
     /// The key and LSN of entry `i`, without decoding its value.
     pub fn key_lsn(&self, i: usize) -> std::result::Result<(&[u8], Lsn), String> {
-        let mut c = Cursor::new(&self.data[self.offset(i)..self.end_of(i)]);
-        let key = c.short_bytes()?;
-        let lsn = Lsn(c.u64()?);
-        Ok((key, lsn))
+        // The binary searches' inner step: decoded by hand rather than with a `Cursor`.
+        let e = &self.data[self.offset(i)..self.end_of(i)];
+        if let Some((len, rest)) = e.split_first_chunk::<2>() {
+            let n = usize::from(u16::from_le_bytes(*len));
+            if let (Some(key), Some(lsn)) = (
+                rest.get(..n),
+                rest.get(n..).and_then(<[u8]>::first_chunk::<8>),
+            ) {
+                return Ok((key, Lsn(u64::from_le_bytes(*lsn))));
+            }
+        }
+        Err(format!(
+            "entry {i}: {} bytes, too short for its key and LSN",
+            e.len()
+        ))
     }
 
     /// Decodes entry `i` (`i < len()`); the value shares the block's memory.
@@ -217,7 +229,7 @@ impl DataBlock {
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let (k, l) = self.key_lsn(mid)?;
-            match k.cmp(key).then(l.cmp(&lsn)) {
+            match OrdKey::new(k).cmp(OrdKey::new(key)).then(l.cmp(&lsn)) {
                 Ordering::Greater => hi = mid,
                 _ => lo = mid + 1,
             }
@@ -230,7 +242,7 @@ impl DataBlock {
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.key_lsn(mid)?.0 < key {
+            if OrdKey::new(self.key_lsn(mid)?.0) < OrdKey::new(key) {
                 lo = mid + 1;
             } else {
                 hi = mid;

@@ -12,6 +12,7 @@ mod envelope;
 mod filter;
 mod footer;
 mod index;
+mod key_order;
 mod manifest;
 mod remote_index;
 mod time_index;
@@ -27,6 +28,7 @@ pub use data_block::{DataBlock, DataBlockBuilder, Entry};
 pub use filter::{BITS_PER_KEY, KeyFilter, key_hash};
 pub use footer::{FOOTER_TRAILER_LEN, Footer, LayerKind};
 pub use index::{IndexEntry, decode_index, encode_index};
+pub(crate) use key_order::OrdKey;
 pub use manifest::{LayerDesc, Manifest};
 pub use remote_index::RemoteIndex;
 pub use time_index::{

@@ -17,7 +17,7 @@ use super::versions::Versions;
 use crate::error::{Error, Result};
 use crate::format::{
     Compression, DataBlock, DataBlockBuilder, Footer, IndexEntry, KeyFilter, LayerDesc, LayerKind,
-    decode_block, decode_index, encode_block, encode_index, key_hash,
+    OrdKey, decode_block, decode_index, encode_block, encode_index, key_hash,
 };
 use crate::io::{Io, WritableFile, temp_path};
 use crate::lsn::Lsn;
@@ -218,6 +218,9 @@ pub(crate) struct LayerFile {
     path: PathBuf,
     mmap: Mmap,
     index: Vec<IndexEntry>,
+    /// The [`OrdKey::head`] of each index entry's first key: a dense array a lookup
+    /// binary-searches first, where probing `index` would chase a pointer to each key.
+    heads: Vec<u64>,
     filter: Option<KeyFilter>,
     cache_id: u64,
     cache: Arc<BlockCache>,
@@ -296,6 +299,10 @@ impl LayerFile {
             desc: desc.clone(),
             path: path.to_path_buf(),
             mmap,
+            heads: index
+                .iter()
+                .map(|e| OrdKey::new(&e.first_key).head())
+                .collect(),
             index,
             filter,
             cache_id: cache.new_file_id(),
@@ -370,12 +377,7 @@ impl LayerFile {
         out: &mut Versions,
     ) -> Result<bool> {
         let target = Lsn(cont.0 - 1);
-        let mut bi = self.index.partition_point(|e| {
-            e.first_key[..]
-                .cmp(key)
-                .then(e.first_lsn.cmp(&target))
-                .is_le()
-        });
+        let mut bi = self.blocks_at_or_below(key, target);
         let mut pos = None;
         while bi > 0 {
             bi -= 1;
@@ -403,6 +405,16 @@ impl LayerFile {
             pos = Some(());
         }
         Ok(self.absent_if_image(out))
+    }
+
+    /// How many blocks start at or below `(key, lsn)`: blocks before the first whose head
+    /// is above `key`'s, less those with `key`'s head that start above `(key, lsn)`.
+    fn blocks_at_or_below(&self, key: &[u8], lsn: Lsn) -> usize {
+        let h = OrdKey::new(key).head();
+        let lo = self.heads.partition_point(|x| *x < h);
+        let same = self.heads[lo..].partition_point(|x| *x == h);
+        lo + self.index[lo..lo + same]
+            .partition_point(|e| e.first_key[..].cmp(key).then(e.first_lsn.cmp(&lsn)).is_le())
     }
 
     /// Whether the layer may hold `key`, by its key filter; `false` means it does not.

@@ -1,5 +1,7 @@
 //! The in-memory layer: the open one takes writes, frozen ones wait to be flushed.
 
+use std::borrow::Borrow;
+use std::cmp::Ordering as KeyOrdering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -8,6 +10,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use super::versions::Versions;
+use crate::format::OrdKey;
 use crate::lsn::Lsn;
 use crate::value::Value;
 
@@ -19,7 +22,7 @@ pub(crate) struct InMemoryLayer {
     start: Lsn,
     /// `u64::MAX` while open; the exclusive end once frozen.
     end: AtomicU64,
-    map: RwLock<BTreeMap<Bytes, Vec<(Lsn, Value)>>>,
+    map: RwLock<BTreeMap<MemKey, Vec<(Lsn, Value)>>>,
     bytes: AtomicUsize,
 }
 
@@ -58,7 +61,7 @@ impl InMemoryLayer {
     pub(crate) fn contains(&self, key: &[u8], lsn: Lsn) -> bool {
         self.map
             .read()
-            .get(key)
+            .get(OrdKey::new(key))
             .is_some_and(|v| v.binary_search_by_key(&lsn, |(l, _)| *l).is_ok())
     }
 
@@ -67,10 +70,10 @@ impl InMemoryLayer {
     pub(crate) fn put(&self, key: &[u8], lsn: Lsn, value: Value) {
         let add = key.len() + value.payload_len() + VERSION_OVERHEAD;
         let mut map = self.map.write();
-        match map.get_mut(key) {
+        match map.get_mut(OrdKey::new(key)) {
             Some(versions) => versions.push((lsn, value)),
             None => {
-                map.insert(Bytes::copy_from_slice(key), vec![(lsn, value)]);
+                map.insert(MemKey(Bytes::copy_from_slice(key)), vec![(lsn, value)]);
             }
         }
         drop(map);
@@ -80,7 +83,7 @@ impl InMemoryLayer {
     /// Collects versions of `key` in `[start, cont)`, newest first; returns whether complete.
     pub(crate) fn collect(&self, key: &[u8], cont: Lsn, out: &mut Versions) -> bool {
         let map = self.map.read();
-        let Some(versions) = map.get(key) else {
+        let Some(versions) = map.get(OrdKey::new(key)) else {
             return false;
         };
         let below = versions.partition_point(|(l, _)| *l < cont);
@@ -101,9 +104,10 @@ impl InMemoryLayer {
         out: &mut Vec<Bytes>,
     ) {
         let map = self.map.read();
-        for (k, versions) in map.range::<[u8], _>((lo, hi)) {
+        let bounds = (lo.map(OrdKey::new), hi.map(OrdKey::new));
+        for (k, versions) in map.range::<OrdKey, _>(bounds) {
             if versions.first().is_some_and(|(l, _)| *l < cont) {
-                out.push(k.clone());
+                out.push(k.0.clone());
             }
         }
     }
@@ -120,7 +124,7 @@ impl InMemoryLayer {
                 let tail = versions.split_off(keep);
                 moved_bytes += tail
                     .iter()
-                    .map(|(_, v)| k.len() + v.payload_len() + VERSION_OVERHEAD)
+                    .map(|(_, v)| k.0.len() + v.payload_len() + VERSION_OVERHEAD)
                     .sum::<usize>();
                 moved.insert(k.clone(), tail);
             }
@@ -141,9 +145,31 @@ impl InMemoryLayer {
         let map = self.map.read();
         for (k, versions) in map.iter() {
             for (l, v) in versions {
-                f(k, *l, v)?;
+                f(&k.0, *l, v)?;
             }
         }
         Ok(())
+    }
+}
+
+/// A key owned by the in-memory layer, ordered as [`OrdKey`] (which lookups borrow it as).
+#[derive(Clone, PartialEq, Eq)]
+struct MemKey(Bytes);
+
+impl Borrow<OrdKey> for MemKey {
+    fn borrow(&self) -> &OrdKey {
+        OrdKey::new(&self.0)
+    }
+}
+
+impl Ord for MemKey {
+    fn cmp(&self, other: &Self) -> KeyOrdering {
+        OrdKey::new(&self.0).cmp(OrdKey::new(&other.0))
+    }
+}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<KeyOrdering> {
+        Some(self.cmp(other))
     }
 }
