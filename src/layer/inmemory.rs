@@ -1,13 +1,22 @@
 //! The in-memory layer: the open one takes writes, frozen ones wait to be flushed.
+//!
+//! Each key is stored once, its bytes in one arena and found through a hash table; versions are
+//! appended to one vector in put order, each linking to the previous version of its key. A put
+//! is a hash lookup and two appends; a point read is a hash lookup and a walk down the key's
+//! versions, newest first. Nothing keeps the keys in order as they are written, which is what a
+//! tree would spend a put on (a cache miss per node on the way down): only scans and flushes
+//! need the order. A flush sorts the keys once. A scan sorts the keys added since the previous
+//! scan into a run and merges runs of similar size, so each key is moved O(log n) times
+//! however scans and puts interleave, and a scan binary-searches O(log n) runs.
 
-use std::borrow::Borrow;
 use std::cmp::Ordering as KeyOrdering;
-use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use parking_lot::{Mutex, RwLock};
 
 use super::versions::Versions;
 use crate::format::OrdKey;
@@ -17,13 +26,147 @@ use crate::value::Value;
 /// Bytes of bookkeeping counted per version on top of key and value bytes.
 const VERSION_OVERHEAD: usize = 48;
 
+/// No version: the end of a key's chain.
+const NONE: usize = usize::MAX;
+
+/// Keys added since the last sorted run that a scan checks one by one before it sorts them
+/// into a new run.
+const RUN_MIN: usize = 256;
+
 /// Versions of every key written since the layer opened, at LSNs `[start, end)`.
 pub(crate) struct InMemoryLayer {
     start: Lsn,
     /// `u64::MAX` while open; the exclusive end once frozen.
     end: AtomicU64,
-    map: RwLock<BTreeMap<MemKey, Vec<(Lsn, Value)>>>,
+    table: RwLock<Table>,
+    /// Key order for scans, over a prefix of the keys. Locked after `table`.
+    order: Mutex<Runs>,
     bytes: AtomicUsize,
+}
+
+/// The keys and versions of a layer.
+struct Table {
+    hasher: DefaultHashBuilder,
+    /// Key ids, by the hash of the key's bytes.
+    index: HashTable<usize>,
+    /// By key id, in the order keys were first written (so by the LSN of their oldest version).
+    keys: Vec<KeyEntry>,
+    /// Every key's bytes, end to end.
+    arena: Vec<u8>,
+    /// Every version, in put order (so by LSN: puts never go backwards).
+    versions: Vec<Version>,
+}
+
+struct KeyEntry {
+    at: usize,
+    len: usize,
+    head: u64,
+    hash: u64,
+    /// Index in `versions` of the newest version.
+    newest: usize,
+    oldest_lsn: Lsn,
+}
+
+struct Version {
+    lsn: Lsn,
+    value: Value,
+    /// Index in `versions` of the key's previous version, or `NONE`.
+    older: usize,
+}
+
+/// A key's head (for comparing it as [`OrdKey`] without reading its bytes) and id.
+type Sorted = (u64, usize);
+
+/// Sorted runs covering the keys with ids below `covered`.
+#[derive(Default)]
+struct Runs {
+    runs: Vec<Vec<Sorted>>,
+    covered: usize,
+}
+
+impl Table {
+    fn new() -> Table {
+        Table {
+            hasher: DefaultHashBuilder::default(),
+            index: HashTable::new(),
+            keys: Vec::new(),
+            arena: Vec::new(),
+            versions: Vec::new(),
+        }
+    }
+
+    fn key(&self, id: usize) -> &[u8] {
+        let k = &self.keys[id];
+        &self.arena[k.at..k.at + k.len]
+    }
+
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
+        self.index.find(hash, |&id| self.key(id) == key).copied()
+    }
+
+    /// The key's versions, newest first.
+    fn chain(&self, id: usize) -> impl Iterator<Item = &Version> {
+        let mut v = self.keys[id].newest;
+        std::iter::from_fn(move || {
+            let version = self.versions.get(v)?;
+            v = version.older;
+            Some(version)
+        })
+    }
+
+    fn cmp_sorted(&self, a: &Sorted, b: &Sorted) -> KeyOrdering {
+        a.0.cmp(&b.0).then_with(|| self.key(a.1).cmp(self.key(b.1)))
+    }
+
+    /// How the key of `s` compares to `key`, whose head is `head`.
+    fn cmp_key(&self, s: &Sorted, key: &[u8], head: u64) -> KeyOrdering {
+        s.0.cmp(&head).then_with(|| self.key(s.1).cmp(key))
+    }
+
+    /// Every key id, sorted by key.
+    fn sorted_ids(&self) -> Vec<Sorted> {
+        let mut ids: Vec<Sorted> = self.keys.iter().map(|k| k.head).zip(0..).collect();
+        ids.sort_unstable_by(|a, b| self.cmp_sorted(a, b));
+        ids
+    }
+}
+
+impl Runs {
+    /// Sorts keys added since the last run into a new run when there are enough of them, then
+    /// merges the newest runs while the older of the two is at most twice the size of the newer.
+    fn catch_up(&mut self, t: &Table) {
+        if t.keys.len() - self.covered < RUN_MIN {
+            return;
+        }
+        let mut run: Vec<Sorted> = t.keys[self.covered..]
+            .iter()
+            .map(|k| k.head)
+            .zip(self.covered..)
+            .collect();
+        run.sort_unstable_by(|a, b| t.cmp_sorted(a, b));
+        self.covered = t.keys.len();
+        self.runs.push(run);
+        while let [.., older, newer] = &self.runs[..]
+            && older.len() <= 2 * newer.len()
+        {
+            let mut merged = Vec::with_capacity(older.len() + newer.len());
+            let (mut i, mut j) = (0, 0);
+            while i < older.len() && j < newer.len() {
+                if t.cmp_sorted(&older[i], &newer[j]) == KeyOrdering::Less {
+                    merged.push(older[i]);
+                    i += 1;
+                } else {
+                    merged.push(newer[j]);
+                    j += 1;
+                }
+            }
+            merged.extend_from_slice(&older[i..]);
+            merged.extend_from_slice(&newer[j..]);
+            self.runs.pop();
+            *self.runs.last_mut().expect("two runs") = merged;
+        }
+    }
 }
 
 impl InMemoryLayer {
@@ -31,7 +174,8 @@ impl InMemoryLayer {
         InMemoryLayer {
             start,
             end: AtomicU64::new(u64::MAX),
-            map: RwLock::new(BTreeMap::new()),
+            table: RwLock::new(Table::new()),
+            order: Mutex::new(Runs::default()),
             bytes: AtomicUsize::new(0),
         }
     }
@@ -54,48 +198,75 @@ impl InMemoryLayer {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.read().is_empty()
+        self.table.read().versions.is_empty()
     }
 
     /// Whether `(key, lsn)` is already written here.
     pub(crate) fn contains(&self, key: &[u8], lsn: Lsn) -> bool {
-        self.map
-            .read()
-            .get(OrdKey::new(key))
-            .is_some_and(|v| v.binary_search_by_key(&lsn, |(l, _)| *l).is_ok())
+        let t = self.table.read();
+        let Some(id) = t.find(key) else {
+            return false;
+        };
+        t.chain(id)
+            .find(|v| v.lsn <= lsn)
+            .is_some_and(|v| v.lsn == lsn)
     }
 
     /// Adds a version; the caller has checked that `(key, lsn)` is new and `lsn` is the newest
     /// LSN written to this layer so far.
     pub(crate) fn put(&self, key: &[u8], lsn: Lsn, value: Value) {
         let add = key.len() + value.payload_len() + VERSION_OVERHEAD;
-        let mut map = self.map.write();
-        match map.get_mut(OrdKey::new(key)) {
-            Some(versions) => versions.push((lsn, value)),
+        let mut t = self.table.write();
+        let t = &mut *t;
+        let at = t.versions.len();
+        let hash = t.hasher.hash_one(key);
+        let found = {
+            let (keys, arena) = (&t.keys, &t.arena);
+            t.index
+                .find(hash, |&id| {
+                    let k = &keys[id];
+                    &arena[k.at..k.at + k.len] == key
+                })
+                .copied()
+        };
+        let older = match found {
+            Some(id) => std::mem::replace(&mut t.keys[id].newest, at),
             None => {
-                map.insert(MemKey(Bytes::copy_from_slice(key)), vec![(lsn, value)]);
+                let id = t.keys.len();
+                t.keys.push(KeyEntry {
+                    at: t.arena.len(),
+                    len: key.len(),
+                    head: OrdKey::new(key).head(),
+                    hash,
+                    newest: at,
+                    oldest_lsn: lsn,
+                });
+                t.arena.extend_from_slice(key);
+                let keys = &t.keys;
+                t.index.insert_unique(hash, id, |&id| keys[id].hash);
+                NONE
             }
-        }
-        drop(map);
+        };
+        t.versions.push(Version { lsn, value, older });
         self.bytes.fetch_add(add, Ordering::Relaxed);
     }
 
     /// Collects versions of `key` in `[start, cont)`, newest first; returns whether complete.
     pub(crate) fn collect(&self, key: &[u8], cont: Lsn, out: &mut Versions) -> bool {
-        let map = self.map.read();
-        let Some(versions) = map.get(OrdKey::new(key)) else {
+        let t = self.table.read();
+        let Some(id) = t.find(key) else {
             return false;
         };
-        let below = versions.partition_point(|(l, _)| *l < cont);
-        for (lsn, value) in versions[..below].iter().rev() {
-            if out.push(*lsn, value.clone()) {
+        for v in t.chain(id).filter(|v| v.lsn < cont) {
+            if out.push(v.lsn, v.value.clone()) {
                 return true;
             }
         }
         false
     }
 
-    /// Keys in the bounds that have a version below `cont`, appended to `out`.
+    /// Keys in the bounds that have a version below `cont`, appended to `out` (in no
+    /// particular order).
     pub(crate) fn keys_in(
         &self,
         lo: Bound<&[u8]>,
@@ -103,11 +274,41 @@ impl InMemoryLayer {
         cont: Lsn,
         out: &mut Vec<Bytes>,
     ) {
-        let map = self.map.read();
-        let bounds = (lo.map(OrdKey::new), hi.map(OrdKey::new));
-        for (k, versions) in map.range::<OrdKey, _>(bounds) {
-            if versions.first().is_some_and(|(l, _)| *l < cont) {
-                out.push(k.0.clone());
+        let t = self.table.read();
+        let mut order = self.order.lock();
+        order.catch_up(&t);
+        let below_hi = |key: &[u8]| match hi {
+            Bound::Included(h) => key <= h,
+            Bound::Excluded(h) => key < h,
+            Bound::Unbounded => true,
+        };
+        let mut take = |id: usize| {
+            if t.keys[id].oldest_lsn < cont {
+                out.push(Bytes::copy_from_slice(t.key(id)));
+            }
+        };
+        for run in &order.runs {
+            let from = match lo {
+                Bound::Unbounded => 0,
+                Bound::Included(k) => {
+                    let head = OrdKey::new(k).head();
+                    run.partition_point(|s| t.cmp_key(s, k, head) == KeyOrdering::Less)
+                }
+                Bound::Excluded(k) => {
+                    let head = OrdKey::new(k).head();
+                    run.partition_point(|s| t.cmp_key(s, k, head) != KeyOrdering::Greater)
+                }
+            };
+            for &(_, id) in &run[from..] {
+                if !below_hi(t.key(id)) {
+                    break;
+                }
+                take(id);
+            }
+        }
+        for id in order.covered..t.keys.len() {
+            if crate::timeline::bound_contains(lo, hi, t.key(id)) {
+                take(id);
             }
         }
     }
@@ -115,25 +316,44 @@ impl InMemoryLayer {
     /// Moves every version above `lsn` into a new layer starting at `lsn + 1`.
     pub(crate) fn split_off_above(&self, lsn: Lsn) -> InMemoryLayer {
         let next = InMemoryLayer::new(lsn.next());
-        let mut map = self.map.write();
-        let mut moved = BTreeMap::new();
-        let mut moved_bytes = 0;
-        map.retain(|k, versions| {
-            let keep = versions.partition_point(|(l, _)| *l <= lsn);
-            if keep < versions.len() {
-                let tail = versions.split_off(keep);
-                moved_bytes += tail
-                    .iter()
-                    .map(|(_, v)| k.0.len() + v.payload_len() + VERSION_OVERHEAD)
-                    .sum::<usize>();
-                moved.insert(k.clone(), tail);
+        let mut t = self.table.write();
+        let t = &mut *t;
+        let cut = t.versions.partition_point(|v| v.lsn <= lsn);
+        if cut == t.versions.len() {
+            return next;
+        }
+        // Unlink the versions from `cut` on, noting whose they were.
+        let mut moved = Vec::with_capacity(t.versions.len() - cut);
+        for (id, k) in t.keys.iter_mut().enumerate() {
+            while k.newest != NONE && k.newest >= cut {
+                moved.push((k.newest, id));
+                k.newest = t.versions[k.newest].older;
             }
-            !versions.is_empty()
-        });
-        drop(map);
+        }
+        moved.sort_unstable();
+        let mut moved_bytes = 0;
+        for &(v, id) in &moved {
+            let k = &t.keys[id];
+            let key = &t.arena[k.at..k.at + k.len];
+            let version = &t.versions[v];
+            moved_bytes += key.len() + version.value.payload_len() + VERSION_OVERHEAD;
+            next.put(key, version.lsn, version.value.clone());
+        }
+        t.versions.truncate(cut);
+        // Keys first written above `lsn` are the newest ones: drop them.
+        let kept = t.keys.partition_point(|k| k.oldest_lsn <= lsn);
+        if let Some(first_dropped) = t.keys.get(kept) {
+            t.arena.truncate(first_dropped.at);
+        }
+        t.keys.truncate(kept);
+        t.index.retain(|id| *id < kept);
+        let mut order = self.order.lock();
+        for run in &mut order.runs {
+            run.retain(|&(_, id)| id < kept);
+        }
+        order.runs.retain(|run| !run.is_empty());
+        order.covered = order.covered.min(kept);
         self.bytes.fetch_sub(moved_bytes, Ordering::Relaxed);
-        next.bytes.store(moved_bytes, Ordering::Relaxed);
-        *next.map.write() = moved;
         next
     }
 
@@ -142,34 +362,172 @@ impl InMemoryLayer {
         &self,
         mut f: impl FnMut(&[u8], Lsn, &Value) -> crate::Result<()>,
     ) -> crate::Result<()> {
-        let map = self.map.read();
-        for (k, versions) in map.iter() {
-            for (l, v) in versions {
-                f(&k.0, *l, v)?;
+        let t = self.table.read();
+        let mut chain = Vec::new();
+        for (_, id) in t.sorted_ids() {
+            chain.clear();
+            chain.extend(t.chain(id));
+            let key = t.key(id);
+            for v in chain.iter().rev() {
+                f(key, v.lsn, &v.value)?;
             }
         }
         Ok(())
     }
 }
 
-/// A key owned by the in-memory layer, ordered as [`OrdKey`] (which lookups borrow it as).
-#[derive(Clone, PartialEq, Eq)]
-struct MemKey(Bytes);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
-impl Borrow<OrdKey> for MemKey {
-    fn borrow(&self) -> &OrdKey {
-        OrdKey::new(&self.0)
+    type Model = BTreeMap<Vec<u8>, BTreeMap<u64, Value>>;
+
+    /// An image at every third LSN, a delta elsewhere, so reads walk several versions.
+    fn value(lsn: u64) -> Value {
+        let bytes = Bytes::from(lsn.to_be_bytes().to_vec());
+        if lsn.is_multiple_of(3) {
+            Value::Image(bytes)
+        } else {
+            Value::Delta {
+                record: bytes,
+                will_init: false,
+            }
+        }
     }
-}
 
-impl Ord for MemKey {
-    fn cmp(&self, other: &Self) -> KeyOrdering {
-        OrdKey::new(&self.0).cmp(OrdKey::new(&other.0))
+    /// Everything `for_each` yields.
+    fn dump(layer: &InMemoryLayer) -> Vec<(Vec<u8>, u64, Value)> {
+        let mut all = Vec::new();
+        layer
+            .for_each(|k, l, v| {
+                all.push((k.to_vec(), l.0, v.clone()));
+                Ok(())
+            })
+            .unwrap();
+        all
     }
-}
 
-impl PartialOrd for MemKey {
-    fn partial_cmp(&self, other: &Self) -> Option<KeyOrdering> {
-        Some(self.cmp(other))
+    fn flat(model: &Model) -> Vec<(Vec<u8>, u64, Value)> {
+        let mut all = Vec::new();
+        for (k, versions) in model {
+            for (l, v) in versions {
+                all.push((k.clone(), *l, v.clone()));
+            }
+        }
+        all
+    }
+
+    fn check_keys_in(
+        layer: &InMemoryLayer,
+        model: &Model,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        cont: u64,
+    ) {
+        let mut got = Vec::new();
+        layer.keys_in(lo, hi, Lsn(cont), &mut got);
+        got.sort();
+        let owned = |b: Bound<&[u8]>| b.map(|k| k.to_vec());
+        let want: Vec<Bytes> = model
+            .range((owned(lo), owned(hi)))
+            .filter(|(_, versions)| versions.keys().next().is_some_and(|l| *l < cont))
+            .map(|(k, _)| Bytes::from(k.clone()))
+            .collect();
+        assert_eq!(got, want, "keys in {lo:?}..{hi:?} below LSN {cont}");
+    }
+
+    /// Bounds of every kind from two keys and a choice.
+    fn bounds<'a>(a: &'a [u8], b: &'a [u8], kind: u8) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        match kind % 4 {
+            0 => (Bound::Included(lo), Bound::Excluded(hi)),
+            1 => (Bound::Excluded(lo), Bound::Included(hi)),
+            2 => (Bound::Unbounded, Bound::Included(hi)),
+            _ => (Bound::Included(lo), Bound::Unbounded),
+        }
+    }
+
+    fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
+        // Few distinct bytes and lengths across 8, so heads tie and keys are prefixes of others.
+        proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(0xff)], 1..11)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Puts, point reads, scans, and a split at any LSN, against a `BTreeMap` model.
+        #[test]
+        fn matches_a_model(
+            puts in proptest::collection::vec((key_strategy(), 0u64..3), 1..1200),
+            probes in proptest::collection::vec((key_strategy(), key_strategy(), 1u64..800, any::<u8>()), 1..20),
+            split_at in 0u64..800,
+        ) {
+            let layer = InMemoryLayer::new(Lsn(1));
+            let mut model = Model::new();
+            let mut lsn = 1;
+            for (i, (key, step)) in puts.into_iter().enumerate() {
+                lsn += step;
+                if layer.contains(&key, Lsn(lsn)) {
+                    prop_assert!(model[&key].contains_key(&lsn));
+                    continue;
+                }
+                prop_assert!(!model.get(&key).is_some_and(|v| v.contains_key(&lsn)));
+                layer.put(&key, Lsn(lsn), value(lsn));
+                model.entry(key).or_default().insert(lsn, value(lsn));
+                if i % 97 == 0 {
+                    // Scans between puts build and merge runs.
+                    check_keys_in(&layer, &model, Bound::Unbounded, Bound::Unbounded, lsn + 1);
+                }
+            }
+            for (a, b, cont, kind) in &probes {
+                let (lo, hi) = bounds(a, b, *kind);
+                check_keys_in(&layer, &model, lo, hi, *cont);
+                let mut got = Versions::default();
+                let complete = layer.collect(a, Lsn(*cont), &mut got);
+                let mut want = Vec::new();
+                let mut want_complete = false;
+                for (l, v) in model.get(a).into_iter().flat_map(|v| v.range(..*cont).rev()) {
+                    want.push((Lsn(*l), v.clone()));
+                    if matches!(v, Value::Image(_)) {
+                        want_complete = true;
+                        break;
+                    }
+                }
+                prop_assert_eq!(complete, want_complete);
+                let mut collected = got.collected();
+                if !complete {
+                    // Without a base, the deltas only: `collected` lists them newest first.
+                    collected.retain(|(_, v)| matches!(v, Value::Delta { .. }));
+                }
+                prop_assert_eq!(collected, want);
+            }
+            prop_assert_eq!(dump(&layer), flat(&model));
+
+            let size = layer.size();
+            let above = layer.split_off_above(Lsn(split_at));
+            let mut high = Model::new();
+            for (k, versions) in model.iter_mut() {
+                let tail = versions.split_off(&(split_at + 1));
+                if !tail.is_empty() {
+                    high.insert(k.clone(), tail);
+                }
+            }
+            model.retain(|_, v| !v.is_empty());
+            prop_assert_eq!(dump(&layer), flat(&model));
+            prop_assert_eq!(dump(&above), flat(&high));
+            prop_assert_eq!(layer.size() + above.size(), size);
+            prop_assert_eq!(layer.is_empty(), model.is_empty());
+            for (a, b, cont, kind) in &probes {
+                let (lo, hi) = bounds(a, b, *kind);
+                check_keys_in(&layer, &model, lo, hi, *cont);
+                check_keys_in(&above, &high, lo, hi, *cont);
+            }
+            // The split layer still takes puts after its old newest LSN.
+            let key = vec![7u8; 3];
+            layer.put(&key, Lsn(split_at.max(lsn) + 1), value(0));
+            prop_assert!(layer.contains(&key, Lsn(split_at.max(lsn) + 1)));
+        }
     }
 }
