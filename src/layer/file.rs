@@ -51,7 +51,8 @@ pub(crate) struct LayerWriter {
     raw: Vec<u8>,
     framed: Vec<u8>,
     min_key: Option<Bytes>,
-    max_key: Bytes,
+    /// The last key added, reused across keys.
+    max_key: Vec<u8>,
     /// [`key_hash`] of every distinct key, for the key filter.
     key_hashes: Vec<u64>,
     finished: bool,
@@ -81,7 +82,7 @@ impl LayerWriter {
             raw: Vec::new(),
             framed: Vec::new(),
             min_key: None,
-            max_key: Bytes::new(),
+            max_key: Vec::new(),
             key_hashes: Vec::new(),
             finished: false,
         })
@@ -96,7 +97,8 @@ impl LayerWriter {
             self.min_key = Some(Bytes::copy_from_slice(key));
         }
         if self.max_key[..] != *key {
-            self.max_key = Bytes::copy_from_slice(key);
+            self.max_key.clear();
+            self.max_key.extend_from_slice(key);
             self.key_hashes.push(key_hash(key));
         }
         self.block.add(key, lsn, value);

@@ -139,7 +139,9 @@ impl TimelineInner {
 pub(crate) struct Merge<'a> {
     iters: Vec<LayerIter<'a>>,
     heads: Vec<Option<Value>>,
-    heap: BinaryHeap<Reverse<(Bytes, Lsn, usize)>>,
+    /// `(head, key, lsn, input)`: the key's [`OrdKey::head`](crate::format::OrdKey::head)
+    /// first, which orders as the key does and settles most comparisons without reading it.
+    heap: BinaryHeap<Reverse<(u64, Bytes, Lsn, usize)>>,
     lsn_range: Range<Lsn>,
 }
 
@@ -175,13 +177,14 @@ impl<'a> Merge<'a> {
     fn advance(&mut self, i: usize) -> Result<()> {
         if let Some((k, l, v)) = self.iters[i].next_entry()? {
             self.heads[i] = Some(v);
-            self.heap.push(Reverse((k, l, i)));
+            let head = crate::format::OrdKey::new(&k).head();
+            self.heap.push(Reverse((head, k, l, i)));
         }
         Ok(())
     }
 
     pub(crate) fn next_entry(&mut self) -> Result<Option<(Bytes, Lsn, Value)>> {
-        let Some(Reverse((key, lsn, i))) = self.heap.pop() else {
+        let Some(Reverse((_, key, lsn, i))) = self.heap.pop() else {
             return Ok(None);
         };
         let value = self.heads[i].take().expect("a head for every heap entry");
@@ -196,7 +199,8 @@ pub(crate) struct L1Writer<'a> {
     tl: &'a TimelineInner,
     lsn_range: Range<Lsn>,
     out: Option<LayerWriter>,
-    last_key: Option<Bytes>,
+    /// The key of the previous version, reused across keys.
+    last_key: Option<Vec<u8>>,
     outputs: Vec<LayerDesc>,
 }
 
@@ -215,7 +219,9 @@ impl L1Writer<'_> {
         };
         w.add(key, lsn, value)?;
         if new_key {
-            self.last_key = Some(Bytes::copy_from_slice(key));
+            let last = self.last_key.get_or_insert_default();
+            last.clear();
+            last.extend_from_slice(key);
         }
         Ok(())
     }
