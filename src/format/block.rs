@@ -71,8 +71,8 @@ fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
-/// Appends the framed form of `raw` to `out`.
-pub fn encode_block(raw: &[u8], compression: Compression, out: &mut Vec<u8>) {
+/// Appends the framed form of `raw` to `out`; returns whether it was stored zstd-compressed.
+pub fn encode_block(raw: &[u8], compression: Compression, out: &mut Vec<u8>) -> bool {
     let start = out.len();
     let mut codec = CODEC_NONE;
     if let Compression::Zstd(level) = compression
@@ -89,6 +89,84 @@ pub fn encode_block(raw: &[u8], compression: Compression, out: &mut Vec<u8>) {
     out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
     let crc = crc32fast::hash(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
+    codec == CODEC_ZSTD
+}
+
+/// zstd attempts in a row that must end up stored raw before [`CompressionProbe`] skips blocks.
+const SKIP_AFTER_MISSES: u32 = 8;
+/// Blocks stored raw without trying zstd after the first `SKIP_AFTER_MISSES` misses.
+const FIRST_SKIP: u32 = 32;
+/// The longest skip: each probe that misses again doubles the skip up to this many blocks.
+const MAX_SKIP: u32 = 256;
+
+/// Spares a layer writer trying zstd on blocks that will not compress.
+///
+/// [`encode_block`] stores a block raw when zstd saves less than a sixteenth of it, but by then
+/// the compression has been paid for; when the values are incompressible (random or already
+/// compressed bytes) that is wasted on every block. One probe serves the data blocks of one
+/// file, in order:
+///
+/// - after `SKIP_AFTER_MISSES` (8) blocks in a row that zstd did not shrink enough, the next
+///   `FIRST_SKIP` (32) blocks are stored raw without trying;
+/// - then one block is tried again (a probe); if it is stored raw too, the next skip is twice as
+///   long, up to `MAX_SKIP` (256) blocks, so a file of incompressible data tries zstd on about
+///   one block in 257;
+/// - any block that compresses ends the streak and the skip length goes back to 32.
+///
+/// The cost: a compressible stretch that starts inside a skip is stored raw until the next
+/// probe, at most 256 blocks (2 MiB at the default 8 KiB blocks). Skipped blocks are ordinary
+/// raw blocks, so readers and the on-disk format are unaffected.
+#[derive(Debug)]
+pub struct CompressionProbe {
+    /// zstd attempts in a row stored raw since the last block that compressed, saturating at
+    /// `SKIP_AFTER_MISSES`.
+    misses: u32,
+    /// Blocks left to store raw without trying zstd.
+    skip_left: u32,
+    /// Length of the next skip.
+    next_skip: u32,
+}
+
+impl Default for CompressionProbe {
+    fn default() -> Self {
+        CompressionProbe {
+            misses: 0,
+            skip_left: 0,
+            next_skip: FIRST_SKIP,
+        }
+    }
+}
+
+impl CompressionProbe {
+    /// Whether the next block will be tried with zstd (when compression is on).
+    pub fn will_try(&self) -> bool {
+        self.skip_left == 0
+    }
+
+    /// Appends the framed form of `raw` to `out` like [`encode_block`], but without trying zstd
+    /// while a skip lasts; returns whether the block was stored zstd-compressed.
+    pub fn encode(&mut self, raw: &[u8], compression: Compression, out: &mut Vec<u8>) -> bool {
+        if compression == Compression::None {
+            return encode_block(raw, compression, out);
+        }
+        if !self.will_try() {
+            self.skip_left -= 1;
+            return encode_block(raw, Compression::None, out);
+        }
+        let compressed = encode_block(raw, compression, out);
+        if compressed {
+            self.misses = 0;
+            self.next_skip = FIRST_SKIP;
+        } else {
+            // Saturates at the threshold, so that after a skip one more miss starts the next.
+            self.misses = (self.misses + 1).min(SKIP_AFTER_MISSES);
+            if self.misses == SKIP_AFTER_MISSES {
+                self.skip_left = self.next_skip;
+                self.next_skip = (self.next_skip * 2).min(MAX_SKIP);
+            }
+        }
+        compressed
+    }
 }
 
 /// Checks and unpacks a framed block read from `path` at `offset`.
@@ -197,6 +275,87 @@ mod tests {
             &decode_block(&out, Path::new("f"), 0).unwrap()[..],
             &raw[..]
         );
+    }
+
+    /// 8 KiB of pseudo-random bytes, which zstd cannot shrink; `seed` makes each block differ.
+    fn random_block(seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..1024)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect()
+    }
+
+    /// Encodes `raw` through `probe`, checks it reads back, and returns (tried zstd, compressed).
+    fn step(probe: &mut CompressionProbe, raw: &[u8]) -> (bool, bool) {
+        let tried = probe.will_try();
+        let mut out = Vec::new();
+        let compressed = probe.encode(raw, Compression::Zstd(1), &mut out);
+        assert_eq!(&decode_block(&out, Path::new("f"), 0).unwrap()[..], raw);
+        if !tried {
+            let mut plain = Vec::new();
+            encode_block(raw, Compression::None, &mut plain);
+            assert_eq!(out, plain, "a skipped block is an ordinary raw block");
+        }
+        (tried, compressed)
+    }
+
+    #[test]
+    fn probe_skips_zstd_after_misses_and_probes_again() {
+        let compressible = vec![7u8; 8192];
+        let mut p = CompressionProbe::default();
+        let mut seed = 0;
+        let mut random = || {
+            seed += 1;
+            random_block(seed)
+        };
+        // A compressible block in the middle of a streak of misses resets it.
+        for _ in 0..SKIP_AFTER_MISSES - 1 {
+            assert_eq!(step(&mut p, &random()), (true, false));
+        }
+        assert_eq!(step(&mut p, &compressible), (true, true));
+        // Eight misses in a row start a skip of 32 blocks; each failed probe doubles it, to 256.
+        for _ in 0..SKIP_AFTER_MISSES {
+            assert_eq!(step(&mut p, &random()), (true, false));
+        }
+        for skip in [32, 64, 128, 256, 256] {
+            for i in 0..skip {
+                // Not even a compressible block is tried during a skip.
+                let raw = if i == 0 {
+                    compressible.clone()
+                } else {
+                    random()
+                };
+                assert_eq!(step(&mut p, &raw), (false, false), "block {i} of {skip}");
+            }
+            assert_eq!(step(&mut p, &random()), (true, false), "probe after {skip}");
+        }
+        // A probe that compresses resets the streak and the skip length.
+        for _ in 0..256 {
+            assert_eq!(step(&mut p, &random()), (false, false));
+        }
+        assert_eq!(step(&mut p, &compressible), (true, true));
+        for _ in 0..SKIP_AFTER_MISSES {
+            assert_eq!(step(&mut p, &random()), (true, false));
+        }
+        for _ in 0..FIRST_SKIP {
+            assert_eq!(step(&mut p, &random()), (false, false));
+        }
+        assert_eq!(step(&mut p, &random()), (true, false));
+    }
+
+    #[test]
+    fn probe_without_compression_never_skips() {
+        let mut p = CompressionProbe::default();
+        for seed in 0..100 {
+            let mut out = Vec::new();
+            assert!(!p.encode(&random_block(seed), Compression::None, &mut out));
+            assert!(p.will_try());
+        }
     }
 
     #[test]

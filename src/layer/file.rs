@@ -16,8 +16,8 @@ use super::cache::BlockCache;
 use super::versions::Versions;
 use crate::error::{Error, Result};
 use crate::format::{
-    Compression, DataBlock, DataBlockBuilder, Footer, IndexEntry, KeyFilter, LayerDesc, LayerKind,
-    OrdKey, decode_block, decode_index, encode_block, encode_index, key_hash,
+    Compression, CompressionProbe, DataBlock, DataBlockBuilder, Footer, IndexEntry, KeyFilter,
+    LayerDesc, LayerKind, OrdKey, decode_block, decode_index, encode_block, encode_index, key_hash,
 };
 use crate::io::{Io, WritableFile, temp_path};
 use crate::lsn::Lsn;
@@ -48,6 +48,8 @@ pub(crate) struct LayerWriter {
     entries: u64,
     block_size: usize,
     compression: Compression,
+    /// Stops trying zstd on this file's data blocks while they do not compress.
+    probe: CompressionProbe,
     raw: Vec<u8>,
     framed: Vec<u8>,
     min_key: Option<Bytes>,
@@ -79,6 +81,7 @@ impl LayerWriter {
             entries: 0,
             block_size,
             compression,
+            probe: CompressionProbe::default(),
             raw: Vec::new(),
             framed: Vec::new(),
             min_key: None,
@@ -129,7 +132,8 @@ impl LayerWriter {
         };
         self.block.finish_into(&mut self.raw);
         self.framed.clear();
-        encode_block(&self.raw, self.compression, &mut self.framed);
+        self.probe
+            .encode(&self.raw, self.compression, &mut self.framed);
         let offset = self.write(true)?;
         self.index.push(IndexEntry {
             first_key,
@@ -643,6 +647,80 @@ mod tests {
             }
         }
         assert!(errors > 0 && errors < model.len(), "{errors}");
+    }
+
+    /// Writes versions of `n` keys with values from `value(i)` into 8 KiB zstd blocks, then
+    /// checks that every data block is byte for byte what [`encode_block`] alone makes of it,
+    /// and that the file reads back. Returns (data blocks, blocks stored zstd-compressed).
+    fn blocks_as_encode_block_makes_them(n: u32, value: impl Fn(u32) -> Vec<u8>) -> (usize, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.layer");
+        let mut w =
+            LayerWriter::create(&Io::std(), path.clone(), 8 << 10, Compression::Zstd(1)).unwrap();
+        for i in 0..n {
+            w.add(&i.to_be_bytes(), Lsn(5), &Value::image(value(i)))
+                .unwrap();
+        }
+        let desc = w.finish(LayerKind::Image, Lsn(5)..Lsn(6), None).unwrap();
+        let file = LayerFile::open(&path, &desc, Arc::new(BlockCache::new(0))).unwrap();
+        let mut zstd = 0;
+        for e in &file.index {
+            let framed = &file.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+            let raw = decode_block(framed, &path, e.offset).unwrap();
+            let mut plain = Vec::new();
+            zstd += usize::from(encode_block(&raw, Compression::Zstd(1), &mut plain));
+            assert_eq!(framed, &plain[..], "block at {}", e.offset);
+        }
+        let mut count = 0;
+        file.for_each(|k, _, v| {
+            let i = u32::from_be_bytes(k.try_into().unwrap());
+            assert_eq!(v, Value::image(value(i)));
+            count += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(count, n);
+        (file.index.len(), zstd)
+    }
+
+    /// splitmix64 of `i`, for values zstd cannot shrink.
+    fn noise(i: u64) -> [u8; 8] {
+        let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)).to_le_bytes()
+    }
+
+    #[test]
+    fn compressible_blocks_are_written_as_before() {
+        // Text-like values: every block compresses, none is skipped.
+        let (blocks, zstd) = blocks_as_encode_block_makes_them(20_000, |i| {
+            format!("value {i} of a layer file, {}", "text ".repeat(10)).into_bytes()
+        });
+        assert!(blocks > 50, "{blocks}");
+        assert_eq!(zstd, blocks);
+        // Random 100-byte values, as in the benchmarks: keys, LSNs and lengths still make the
+        // blocks compress by more than a sixteenth, so they are all stored compressed.
+        let (blocks, zstd) = blocks_as_encode_block_makes_them(20_000, |i| {
+            (0..13)
+                .flat_map(|j| noise(u64::from(i) << 8 | j))
+                .take(100)
+                .collect()
+        });
+        assert!(blocks > 50, "{blocks}");
+        assert_eq!(zstd, blocks);
+    }
+
+    #[test]
+    fn incompressible_blocks_are_raw_as_before() {
+        // 1000-byte random values: no block compresses, most are never tried; all are raw.
+        let (blocks, zstd) = blocks_as_encode_block_makes_them(5_000, |i| {
+            (0..125)
+                .flat_map(|j| noise(u64::from(i) << 8 | j))
+                .collect()
+        });
+        assert!(blocks > 500, "{blocks}");
+        assert_eq!(zstd, 0);
     }
 
     #[test]
