@@ -114,7 +114,7 @@ const MAX_SKIP: u32 = 256;
 /// - any block that compresses ends the streak and the skip length goes back to 32.
 ///
 /// The cost: a compressible stretch that starts inside a skip is stored raw until the next
-/// probe, at most 256 blocks (2 MiB at the default 8 KiB blocks). Skipped blocks are ordinary
+/// probe, at most 256 blocks (1 MiB at the default 4 KiB blocks). Skipped blocks are ordinary
 /// raw blocks, so readers and the on-disk format are unaffected.
 #[derive(Debug)]
 pub struct CompressionProbe {
