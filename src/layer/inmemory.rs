@@ -1,13 +1,14 @@
 //! The in-memory layer: the open one takes writes, frozen ones wait to be flushed.
 //!
-//! Each key is stored once, its bytes in one arena and found through a hash table; versions are
-//! appended to one vector in put order, each linking to the previous version of its key. A put
-//! is a hash lookup and two appends; a point read is a hash lookup and a walk down the key's
-//! versions, newest first. Nothing keeps the keys in order as they are written, which is what a
-//! tree would spend a put on (a cache miss per node on the way down): only scans and flushes
-//! need the order. A flush sorts the keys once. A scan sorts the keys added since the previous
-//! scan into a run and merges runs of similar size, so each key is moved O(log n) times
-//! however scans and puts interleave, and a scan binary-searches O(log n) runs.
+//! Each key is stored once (its bytes in its entry, or in an arena when long) and found through
+//! a hash table; versions are appended to one vector in put order, each linking to the previous
+//! version of its key. A put is a hash lookup and two appends; a point read is a hash lookup and
+//! a walk down the key's versions, newest first. Nothing keeps the keys in order as they are
+//! written, which is what a tree would spend a put on (a cache miss per node on the way down):
+//! only scans and flushes need the order. A flush sorts the keys once. A scan sorts the keys
+//! added since the previous scan into a run and merges runs of similar size, so each key is
+//! moved O(log n) times however scans and puts interleave, and a scan binary-searches O(log n)
+//! runs.
 
 use std::cmp::Ordering as KeyOrdering;
 use std::hash::BuildHasher;
@@ -118,7 +119,10 @@ impl Table {
     }
 
     fn find(&self, key: &[u8]) -> Option<usize> {
-        let hash = self.hasher.hash_one(key);
+        self.find_hashed(self.hasher.hash_one(key), key)
+    }
+
+    fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
         self.index.find(hash, |&id| self.key(id) == key).copied()
     }
 
@@ -237,13 +241,7 @@ impl InMemoryLayer {
         let t = &mut *t;
         let at = t.versions.len();
         let hash = t.hasher.hash_one(key);
-        let found = {
-            let (keys, arena) = (&t.keys, &t.arena);
-            t.index
-                .find(hash, |&id| keys[id].key(arena) == key)
-                .copied()
-        };
-        let older = match found {
+        let older = match t.find_hashed(hash, key) {
             Some(id) => std::mem::replace(&mut t.keys[id].newest, at),
             None => {
                 let id = t.keys.len();
