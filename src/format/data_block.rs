@@ -104,15 +104,21 @@ pub struct Entry<'a> {
     pub value: Value,
 }
 
+/// Where one entry of a [`DataBlock`] is, with its key's [`OrdKey::head`]: a search probes
+/// these, a dense array, and lands on its entry without reading the block's offset table.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    head: u64,
+    start: u32,
+    end: u32,
+}
+
 /// A checked, decoded data block.
 #[derive(Clone, Debug)]
 pub struct DataBlock {
     data: Bytes,
-    count: usize,
-    offsets_at: usize,
-    /// The [`OrdKey::head`] of each entry's key, so that a search probes a dense array of
-    /// integers before it decodes an entry.
-    heads: Vec<u64>,
+    /// One probe per entry, in entry order.
+    table: Box<[Probe]>,
 }
 
 impl DataBlock {
@@ -127,7 +133,7 @@ impl DataBlock {
         }
         let count =
             u32::from_le_bytes(data[data.len() - COUNT_LEN..].try_into().expect("4")) as usize;
-        let table = count
+        let table_len = count
             .checked_mul(OFFSET_LEN)
             .filter(|t| t + COUNT_LEN <= data.len())
             .ok_or_else(|| {
@@ -136,58 +142,62 @@ impl DataBlock {
                     data.len()
                 ))
             })?;
-        let offsets_at = data.len() - COUNT_LEN - table;
-        let mut block = DataBlock {
-            data,
-            count,
-            offsets_at,
-            heads: Vec::new(),
-        };
-        // Every offset must point inside the entry area, in increasing order.
-        let mut prev = None;
-        for i in 0..count {
-            let o = block.offset(i);
-            if o >= offsets_at || prev.is_some_and(|p| o <= p) {
+        let offsets_at = data.len() - COUNT_LEN - table_len;
+        let entries_end = u32::try_from(offsets_at)
+            .map_err(|_| bad(format!("{} bytes is too long", data.len())))?;
+        let offsets = &data[offsets_at..offsets_at + table_len];
+        // Every offset must point inside the entry area, in increasing order; each entry ends
+        // where the next begins, the last where the offset table begins.
+        let mut table = Vec::with_capacity(count);
+        for (i, o) in offsets.chunks_exact(OFFSET_LEN).enumerate() {
+            let start = u32::from_le_bytes(o.try_into().expect("4"));
+            if start as usize >= offsets_at
+                || table.last().is_some_and(|p: &Probe| start <= p.start)
+            {
                 return Err(bad(format!(
-                    "entry {i} offset {o} out of order or past {offsets_at}"
+                    "entry {i} offset {start} out of order or past {offsets_at}"
                 )));
             }
-            prev = Some(o);
+            if let Some(prev) = table.last_mut() {
+                prev.end = start;
+            }
+            table.push(Probe {
+                head: 0,
+                start,
+                end: entries_end,
+            });
         }
-        block.heads = (0..count)
-            .map(|i| block.key_lsn(i).map(|(k, _)| OrdKey::new(k).head()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(bad)?;
+        let mut block = DataBlock {
+            data,
+            table: table.into_boxed_slice(),
+        };
+        for i in 0..count {
+            let head = OrdKey::new(block.key_lsn(i).map_err(&bad)?.0).head();
+            block.table[i].head = head;
+        }
         Ok(block)
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.count
+        self.table.len()
     }
 
     /// Whether the block has no entries.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.table.is_empty()
     }
 
-    fn offset(&self, i: usize) -> usize {
-        let at = self.offsets_at + i * OFFSET_LEN;
-        u32::from_le_bytes(self.data[at..at + OFFSET_LEN].try_into().expect("4")) as usize
-    }
-
-    fn end_of(&self, i: usize) -> usize {
-        if i + 1 < self.count {
-            self.offset(i + 1)
-        } else {
-            self.offsets_at
-        }
+    /// The bytes of entry `i`.
+    fn entry_bytes(&self, i: usize) -> &[u8] {
+        let p = self.table[i];
+        &self.data[p.start as usize..p.end as usize]
     }
 
     /// The key and LSN of entry `i`, without decoding its value.
     pub fn key_lsn(&self, i: usize) -> std::result::Result<(&[u8], Lsn), String> {
         // The binary searches' inner step: decoded by hand rather than with a `Cursor`.
-        let e = &self.data[self.offset(i)..self.end_of(i)];
+        let e = self.entry_bytes(i);
         if let Some((len, rest)) = e.split_first_chunk::<2>() {
             let n = usize::from(u16::from_le_bytes(*len));
             if let (Some(key), Some(lsn)) = (
@@ -205,8 +215,8 @@ impl DataBlock {
 
     /// Decodes entry `i` (`i < len()`); the value shares the block's memory.
     pub fn entry(&self, i: usize) -> std::result::Result<Entry<'_>, String> {
-        let start = self.offset(i);
-        let mut c = Cursor::new(&self.data[start..self.end_of(i)]);
+        let start = self.table[i].start as usize;
+        let mut c = Cursor::new(self.entry_bytes(i));
         let key = c.short_bytes()?;
         let lsn = Lsn(c.u64()?);
         let tag = c.u8()?;
@@ -263,13 +273,13 @@ impl DataBlock {
     /// before `lo` has a smaller key, every entry from `hi` on a larger one.
     fn same_head(&self, key: &[u8]) -> (usize, usize) {
         let h = OrdKey::new(key).head();
-        let lo = self.heads.partition_point(|x| *x < h);
-        (lo, lo + self.heads[lo..].partition_point(|x| *x == h))
+        let lo = self.table.partition_point(|p| p.head < h);
+        (lo, lo + self.table[lo..].partition_point(|p| p.head == h))
     }
 
     /// Bytes of the decoded block, for cache accounting.
     pub fn byte_len(&self) -> usize {
-        self.data.len() + self.heads.len() * 8
+        self.data.len() + std::mem::size_of_val(&*self.table)
     }
 }
 

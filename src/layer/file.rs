@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use memmap2::Mmap;
+use parking_lot::MappedRwLockReadGuard;
 
-use super::cache::BlockCache;
+use super::cache::{BlockCache, BlockSlots};
 use super::versions::Versions;
 use crate::error::{Error, Result};
 use crate::format::{
@@ -228,8 +229,15 @@ pub(crate) struct LayerFile {
     /// binary-searches first, where probing `index` would chase a pointer to each key.
     heads: Vec<u64>,
     filter: Option<KeyFilter>,
-    cache_id: u64,
+    /// The cached blocks, one slot per index entry.
+    blocks: Arc<BlockSlots>,
     cache: Arc<BlockCache>,
+}
+
+impl Drop for LayerFile {
+    fn drop(&mut self) {
+        self.cache.release(&self.blocks);
+    }
 }
 
 impl LayerFile {
@@ -309,9 +317,9 @@ impl LayerFile {
                 .iter()
                 .map(|e| OrdKey::new(&e.first_key).head())
                 .collect(),
+            blocks: BlockCache::slots(index.len()),
             index,
             filter,
-            cache_id: cache.new_file_id(),
             cache,
         })
     }
@@ -333,20 +341,19 @@ impl LayerFile {
         &self.desc.lsn_range
     }
 
-    fn block(&self, i: usize) -> Result<Arc<DataBlock>> {
-        let e = &self.index[i];
-        if let Some(b) = self.cache.get(self.cache_id, e.offset) {
-            return Ok(b);
+    /// Block `i`, from the cache or read, checked and cached. Hold it briefly, and do not ask for
+    /// another block while holding it: a cached block stays read-locked in its slot.
+    fn block(&self, i: usize) -> Result<BlockRef<'_>> {
+        if let Some(b) = self.blocks.get(i) {
+            return Ok(BlockRef::Cached(b));
         }
-        let framed = &self.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-        let raw = decode_block(framed, &self.path, e.offset)?;
-        let block = Arc::new(DataBlock::parse(raw, &self.path, e.offset)?);
-        self.cache.insert(self.cache_id, e.offset, block.clone());
-        Ok(block)
+        let block = self.block_uncached(i)?;
+        self.cache.insert(&self.blocks, i, block.clone());
+        Ok(BlockRef::Read(block))
     }
 
-    /// Reads and checks block `i` without the cache: for compaction, which reads each block
-    /// once and should not push out what readers use.
+    /// Reads and checks block `i` without the cache. Compaction reads blocks this way: it reads
+    /// each once and should not push out what readers use.
     fn block_uncached(&self, i: usize) -> Result<DataBlock> {
         let e = &self.index[i];
         let framed = &self.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
@@ -400,10 +407,11 @@ impl LayerFile {
             };
             while i > 0 {
                 i -= 1;
-                let e = block.entry(i).map_err(|e| self.corrupt(bi, e))?;
-                if e.key != key || e.lsn < lower {
+                let (k, lsn) = block.key_lsn(i).map_err(|e| self.corrupt(bi, e))?;
+                if k != key || lsn < lower {
                     return Ok(self.absent_if_image(out));
                 }
+                let e = block.entry(i).map_err(|e| self.corrupt(bi, e))?;
                 if out.push(e.lsn, e.value) {
                     return Ok(true);
                 }
@@ -497,6 +505,23 @@ impl LayerFile {
             }
         }
         Ok(())
+    }
+}
+
+/// A data block from [`LayerFile::block`]: read-locked in the cache, or just read.
+enum BlockRef<'a> {
+    Cached(MappedRwLockReadGuard<'a, DataBlock>),
+    Read(DataBlock),
+}
+
+impl std::ops::Deref for BlockRef<'_> {
+    type Target = DataBlock;
+
+    fn deref(&self) -> &DataBlock {
+        match self {
+            BlockRef::Cached(b) => b,
+            BlockRef::Read(b) => b,
+        }
     }
 }
 
@@ -616,6 +641,44 @@ mod tests {
             want.dedup();
             prop_assert_eq!(keys, want);
         }
+    }
+
+    /// Readers on several threads, with a cache a few blocks large so that every read caches a
+    /// block and evicts another, some of them while other readers hold them.
+    #[test]
+    fn readers_racing_evictions_read_right() {
+        let model: Model = (0..3000u32)
+            .flat_map(|i| {
+                let key = format!("k{:05}", i * 7919 % 3000).into_bytes();
+                (1..=(1 + u64::from(i % 3))).map(move |l| {
+                    let v = Value::image(format!("{i}@{l}").repeat(1 + (i % 5) as usize));
+                    ((key.clone(), l * 3), v)
+                })
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (desc, path) = write(dir.path(), &model, true);
+        let file = LayerFile::open(&path, &desc, Arc::new(BlockCache::new(3 * 1024))).unwrap();
+        assert!(file.index.len() > 100, "{} blocks", file.index.len());
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (file, model) = (&file, &model);
+                s.spawn(move || {
+                    let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    for _ in 0..3000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let key = format!("k{:05}", x % 3000).into_bytes();
+                        let cont = 1 + x % 12;
+                        let mut got = Versions::default();
+                        let complete = file.collect(&key, Lsn(1), Lsn(cont), &mut got).unwrap();
+                        let (want, want_complete) = expected(model, &key, 1, cont);
+                        assert_eq!((got.collected(), complete), (want, want_complete));
+                    }
+                });
+            }
+        });
     }
 
     #[test]
