@@ -48,8 +48,9 @@ pub(crate) struct InMemoryLayer {
 /// The keys and versions of a layer.
 struct Table {
     hasher: DefaultHashBuilder,
-    /// Key ids, by the hash of the key's bytes.
-    index: HashTable<usize>,
+    /// `(hash, id)` of every key, by the hash of the key's bytes. The hash is kept here so that
+    /// growing the table and skipping colliding entries read only the table.
+    index: HashTable<(u64, usize)>,
     /// By key id, in the order keys were first written (so by the LSN of their oldest version).
     keys: Vec<KeyEntry>,
     /// Every key's bytes, end to end.
@@ -59,13 +60,12 @@ struct Table {
 }
 
 /// Keys up to this long are stored in their [`KeyEntry`], longer ones in the arena.
-const INLINE: usize = 20;
+const INLINE: usize = 28;
 
 /// One cache line: a point read that finds a short key reads its bytes here.
 #[repr(align(64))]
 struct KeyEntry {
     head: u64,
-    hash: u64,
     /// Index in `versions` of the newest version.
     newest: usize,
     oldest_lsn: Lsn,
@@ -74,6 +74,11 @@ struct KeyEntry {
     len: u32,
     inline: [u8; INLINE],
 }
+
+const _: () = assert!(
+    std::mem::size_of::<KeyEntry>() == 64,
+    "a key entry fills one line"
+);
 
 impl KeyEntry {
     fn key<'a>(&'a self, arena: &'a [u8]) -> &'a [u8] {
@@ -123,7 +128,9 @@ impl Table {
     }
 
     fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
-        self.index.find(hash, |&id| self.key(id) == key).copied()
+        self.index
+            .find(hash, |&(h, id)| h == hash && self.key(id) == key)
+            .map(|&(_, id)| id)
     }
 
     /// The key's versions, newest first.
@@ -247,7 +254,6 @@ impl InMemoryLayer {
                 let id = t.keys.len();
                 let mut entry = KeyEntry {
                     head: OrdKey::new(key).head(),
-                    hash,
                     newest: at,
                     oldest_lsn: lsn,
                     at: t.arena.len(),
@@ -261,8 +267,7 @@ impl InMemoryLayer {
                     t.arena.extend_from_slice(key);
                 }
                 t.keys.push(entry);
-                let keys = &t.keys;
-                t.index.insert_unique(hash, id, |&id| keys[id].hash);
+                t.index.insert_unique(hash, (hash, id), |&(h, _)| h);
                 NONE
             }
         };
@@ -364,7 +369,7 @@ impl InMemoryLayer {
             t.arena.truncate(first_dropped.at);
         }
         t.keys.truncate(kept);
-        t.index.retain(|id| *id < kept);
+        t.index.retain(|&mut (_, id)| id < kept);
         let mut order = self.order.lock();
         for run in &mut order.runs {
             run.retain(|&(_, id)| id < kept);
