@@ -54,6 +54,9 @@ struct Segment {
     max_lsn: MaxLsns,
 }
 
+/// The largest buffer kept for reuse after a write; a burst's larger one is freed.
+const SPARE_MAX: usize = 4 << 20;
+
 struct Active {
     file: Box<dyn WritableFile>,
     path: PathBuf,
@@ -63,6 +66,9 @@ struct Active {
     last_sync: Instant,
     /// Closed segments, oldest first, then the active one last.
     segments: Vec<Segment>,
+    /// The buffer last written, emptied: it becomes the pending buffer at the next write, so
+    /// that commits append into memory already grown to a commit's size.
+    spare: Vec<u8>,
 }
 
 pub(crate) struct Wal {
@@ -154,6 +160,7 @@ impl Wal {
                 written: 0,
                 last_sync: Instant::now(),
                 segments,
+                spare: Vec::new(),
             }),
             synced: AtomicU64::new(0),
             durable: Mutex::new(MaxLsns::new()),
@@ -195,10 +202,10 @@ impl Wal {
         let mut guard = self.active.lock();
         let a = &mut *guard;
         if a.written < pos {
-            let (bytes, end, max_lsn) = {
+            let (mut bytes, end, max_lsn) = {
                 let mut p = self.pending.lock();
                 (
-                    std::mem::take(&mut p.bytes),
+                    std::mem::replace(&mut p.bytes, std::mem::take(&mut a.spare)),
                     p.end,
                     std::mem::take(&mut p.max_lsn),
                 )
@@ -211,6 +218,10 @@ impl Wal {
                 .map_err(|e| Error::io("writing WAL segment", &a.path, e))?;
             a.len += bytes.len() as u64;
             a.written = end;
+            if bytes.capacity() <= SPARE_MAX {
+                bytes.clear();
+                a.spare = bytes;
+            }
             let seg = a.segments.last_mut().expect("an active segment");
             for (tl, lsn) in max_lsn {
                 note(&mut seg.max_lsn, tl, lsn);
