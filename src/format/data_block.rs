@@ -114,11 +114,46 @@ struct Probe {
 }
 
 /// A checked, decoded data block.
+///
+/// Every key in a block shares the first and last key's common prefix, often most of the key
+/// (a table, a relation); the heads the search probes are taken after it, so that they tell
+/// the keys apart.
 #[derive(Clone, Debug)]
 pub struct DataBlock {
     data: Bytes,
     /// One probe per entry, in entry order.
     table: Box<[Probe]>,
+    /// Length of the prefix every key in the block shares.
+    prefix_len: u32,
+}
+
+/// Where a searched key falls against the prefix every key of a block or file shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// Below every key: it is smaller than the prefix, or a proper prefix of it.
+    Below,
+    /// It starts with the prefix; its head after the prefix is this.
+    Within(u64),
+    /// Above every key.
+    Above,
+}
+
+impl Side {
+    /// Where `key` falls against `prefix`, knowing only the bytes of `prefix`.
+    pub(crate) fn of(key: &[u8], prefix: &[u8]) -> Side {
+        let n = prefix.len().min(key.len());
+        match key[..n].cmp(&prefix[..n]) {
+            Ordering::Less => Side::Below,
+            Ordering::Greater => Side::Above,
+            Ordering::Equal if key.len() < prefix.len() => Side::Below,
+            Ordering::Equal => Side::Within(OrdKey::new(&key[prefix.len()..]).head()),
+        }
+    }
+}
+
+/// Length of the prefix `a` and `b` share.
+pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl DataBlock {
@@ -170,11 +205,26 @@ impl DataBlock {
         let mut block = DataBlock {
             data,
             table: table.into_boxed_slice(),
+            prefix_len: 0,
         };
+        if count == 0 {
+            return Ok(block);
+        }
+        let first = block.key_lsn(0).map_err(&bad)?.0;
+        let last = block.key_lsn(count - 1).map_err(&bad)?.0;
+        let p = common_prefix(first, last);
+        let prefix = first[..p].to_vec();
         for i in 0..count {
-            let head = OrdKey::new(block.key_lsn(i).map_err(&bad)?.0).head();
+            let key = block.key_lsn(i).map_err(&bad)?.0;
+            // Sorted keys between two with a common prefix have it too; a block whose keys do
+            // not is out of order, and a search in it would answer wrong.
+            if !key.starts_with(&prefix) {
+                return Err(bad(format!("entry {i}: key out of order")));
+            }
+            let head = OrdKey::new(&key[p..]).head();
             block.table[i].head = head;
         }
+        block.prefix_len = p as u32;
         Ok(block)
     }
 
@@ -252,7 +302,13 @@ impl DataBlock {
                 _ => lo = mid + 1,
             }
         }
-        Ok(lo.checked_sub(1))
+        // The entry found is the one the caller reads next: checking the prefix against it
+        // costs no further cache line.
+        Ok(match self.side(key, lo.saturating_sub(1))? {
+            Side::Below => None,
+            Side::Above => self.len().checked_sub(1),
+            Side::Within(_) => lo.checked_sub(1),
+        })
     }
 
     /// Index of the first entry at or above `key` (any LSN), or `len()` if none.
@@ -266,15 +322,32 @@ impl DataBlock {
                 hi = mid;
             }
         }
-        Ok(lo)
+        Ok(
+            match self.side(key, lo.min(self.len().saturating_sub(1)))? {
+                Side::Below => 0,
+                Side::Above => self.len(),
+                Side::Within(_) => lo,
+            },
+        )
     }
 
-    /// The entries whose key has the same [`OrdKey::head`] as `key`, as `lo..hi`: every entry
-    /// before `lo` has a smaller key, every entry from `hi` on a larger one.
+    /// The entries whose head (after the block's shared prefix) is `key`'s, as `lo..hi`,
+    /// supposing `key` has that prefix: every entry before `lo` has a smaller key, every entry
+    /// from `hi` on a larger one. A search checks the supposition with [`side`](Self::side).
     fn same_head(&self, key: &[u8]) -> (usize, usize) {
-        let h = OrdKey::new(key).head();
-        let lo = self.table.partition_point(|p| p.head < h);
-        (lo, lo + self.table[lo..].partition_point(|p| p.head == h))
+        let p = self.prefix_len as usize;
+        let h = OrdKey::new(key.get(p..).unwrap_or_default()).head();
+        let lo = self.table.partition_point(|e| e.head < h);
+        (lo, lo + self.table[lo..].partition_point(|e| e.head == h))
+    }
+
+    /// Where `key` falls against the block's shared prefix, read from entry `i`'s key.
+    fn side(&self, key: &[u8], i: usize) -> std::result::Result<Side, String> {
+        if self.is_empty() {
+            return Ok(Side::Below);
+        }
+        let p = self.prefix_len as usize;
+        Ok(Side::of(key, &self.key_lsn(i)?.0[..p]))
     }
 
     /// Bytes of the decoded block, for cache accounting.
@@ -325,7 +398,18 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip_and_seek(entries in entries(), probe_key in key(), probe_lsn in 0..9u64) {
+        fn round_trip_and_seek(
+            entries in entries(),
+            prefix in key(),
+            probe_key in key(),
+            probe_prefixed in any::<bool>(),
+            probe_lsn in 0..9u64,
+        ) {
+            // Every key gets the same prefix, as keys of one table do; probes with and without
+            // it land inside, before and after the block.
+            let with_prefix = |k: &[u8]| [&prefix[..], k].concat();
+            let entries: Vec<_> = entries.into_iter().map(|(k, l, v)| (with_prefix(&k), l, v)).collect();
+            let probe_key = if probe_prefixed { with_prefix(&probe_key) } else { probe_key };
             let block = DataBlock::parse(build(&entries), Path::new("f"), 0).unwrap();
             prop_assert_eq!(block.len(), entries.len());
             for (i, (k, l, v)) in entries.iter().enumerate() {

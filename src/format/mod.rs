@@ -25,6 +25,7 @@ pub use block::{Compression, CompressionProbe, MAX_RAW_BLOCK, decode_block, enco
 pub const MAX_VALUE_LEN: usize = 32 << 20;
 pub use catalog::{Catalog, CatalogEntry};
 pub use data_block::{DataBlock, DataBlockBuilder, Entry};
+pub(crate) use data_block::{Side, common_prefix};
 pub use filter::{BITS_PER_KEY, KeyFilter, key_hash};
 pub use footer::{FOOTER_TRAILER_LEN, Footer, LayerKind};
 pub use index::{IndexEntry, decode_index, encode_index};
