@@ -20,6 +20,7 @@
 //! |---|---|
 //! | `get/latest/open_layer` | `get` of a random key at the newest LSN; all N keys in the open in-memory layer |
 //! | `get/latest/disk` | the same data after `flush()`: one layer file, block cache warm |
+//! | `get/latest/disk_pgkeys` | as `get/latest/disk`, on its own N keys laid out as Postgres page keys: the first 9 bytes (kind, tablespace, database) the same for every key, then a relation number (a new one every 2^17 keys), a fork and the block number's low 3 bytes |
 //! | `get/latest/disk_cold` | the same layer file with the block cache off (store reopened with `block_cache_bytes(0)`, which caches nothing): every `get` finds its block in the in-memory index, then checks its CRC and, if it was stored zstd-compressed (level −1, kept only when it shrinks the block), decompresses it, from the mmapped file, and parses it. "Cold" is the block cache only: the file's pages stay in the OS page cache, since dropping that needs root and would time the disk rather than the engine |
 //! | `get/old_lsn/disk` | 2N versions written in two rounds, flushed into ~10 L0 layers (compaction off); `get` at an LSN in the middle of round 1, of keys that exist there |
 //! | `get/branch_depth10` | N keys flushed on `main`, then a chain of 10 branches, each branched at its parent's newest LSN, overwriting a disjoint N/100 keys and flushed; `get` of a random key at the newest LSN of the deepest branch: 90% of reads fall through all 10 branches to `main`, the rest stop at the branch that wrote the key; block cache warm |
@@ -116,9 +117,20 @@ fn mix(mut z: u64) -> u64 {
 /// Key `i`: the index big-endian, then fixed padding.
 fn key(i: u64) -> [u8; KEY_LEN] {
     let mut k = [b'.'; KEY_LEN];
-    k[..8].copy_from_slice(&i.to_be_bytes());
+    if PG_KEYS.load(Ordering::Relaxed) {
+        // Laid out as a Postgres page key: kind, tablespace, database (the same for every
+        // key), relation (a new one every 2^17 keys), fork, then the block number's low bytes.
+        k[..9].copy_from_slice(&[0, 0, 0, 0x06, 0x7f, 0, 0, 0, 5]);
+        k[9..13].copy_from_slice(&(16384 + (i >> 17) as u32).to_be_bytes());
+        k[13..16].copy_from_slice(&(i as u32 & 0x1_FFFF).to_be_bytes()[1..]);
+    } else {
+        k[..8].copy_from_slice(&i.to_be_bytes());
+    }
     k
 }
+
+/// Whether [`key`] lays keys out as Postgres page keys (`get/latest/disk_pgkeys`).
+static PG_KEYS: AtomicBool = AtomicBool::new(false);
 
 /// A shuffled `0..n`.
 fn permutation(n: u64, rng: &mut Rng) -> Vec<u32> {
@@ -863,6 +875,16 @@ fn main() {
             d.reach(&rt, Stage::Warm, &pool);
             let mut rng = Rng(SEED ^ 6);
             b.iter_custom(|iters| time_gets(&rt, &d.db.tl, d.lsn, iters, &mut rng, |r| r.below(n)));
+        });
+        // The same with keys that share their first 9 bytes, as a table's keys do.
+        let mut pg: Option<Latest> = None;
+        g.bench_function("disk_pgkeys", |b| {
+            PG_KEYS.store(true, Ordering::Relaxed);
+            let d = pg.get_or_insert_with(|| build_latest(&rt, n, &pool));
+            d.reach(&rt, Stage::Warm, &pool);
+            let mut rng = Rng(SEED ^ 7);
+            b.iter_custom(|iters| time_gets(&rt, &d.db.tl, d.lsn, iters, &mut rng, |r| r.below(n)));
+            PG_KEYS.store(false, Ordering::Relaxed);
         });
         g.finish();
     }

@@ -151,6 +151,24 @@ impl Side {
     }
 }
 
+/// The key and LSN of entry `i`, whose bytes are `e`: the binary searches' inner step, so
+/// decoded by hand rather than with a `Cursor`.
+fn key_lsn_of(e: &[u8], i: usize) -> std::result::Result<(&[u8], Lsn), String> {
+    if let Some((len, rest)) = e.split_first_chunk::<2>() {
+        let n = usize::from(u16::from_le_bytes(*len));
+        if let (Some(key), Some(lsn)) = (
+            rest.get(..n),
+            rest.get(n..).and_then(<[u8]>::first_chunk::<8>),
+        ) {
+            return Ok((key, Lsn(u64::from_le_bytes(*lsn))));
+        }
+    }
+    Err(format!(
+        "entry {i}: {} bytes, too short for its key and LSN",
+        e.len()
+    ))
+}
+
 /// Length of the prefix `a` and `b` share.
 pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -213,18 +231,19 @@ impl DataBlock {
         let first = block.key_lsn(0).map_err(&bad)?.0;
         let last = block.key_lsn(count - 1).map_err(&bad)?.0;
         let p = common_prefix(first, last);
-        let prefix = first[..p].to_vec();
-        for i in 0..count {
-            let key = block.key_lsn(i).map_err(&bad)?.0;
+        block.prefix_len = p as u32;
+        let DataBlock { data, table, .. } = &mut block;
+        let entry = |e: &Probe| &data[e.start as usize..e.end as usize];
+        let prefix = &key_lsn_of(entry(&table[0]), 0).map_err(&bad)?.0[..p];
+        for (i, e) in table.iter_mut().enumerate() {
+            let key = key_lsn_of(entry(e), i).map_err(&bad)?.0;
             // Sorted keys between two with a common prefix have it too; a block whose keys do
             // not is out of order, and a search in it would answer wrong.
-            if !key.starts_with(&prefix) {
+            if !key.starts_with(prefix) {
                 return Err(bad(format!("entry {i}: key out of order")));
             }
-            let head = OrdKey::new(&key[p..]).head();
-            block.table[i].head = head;
+            e.head = OrdKey::new(&key[p..]).head();
         }
-        block.prefix_len = p as u32;
         Ok(block)
     }
 
@@ -246,21 +265,7 @@ impl DataBlock {
 
     /// The key and LSN of entry `i`, without decoding its value.
     pub fn key_lsn(&self, i: usize) -> std::result::Result<(&[u8], Lsn), String> {
-        // The binary searches' inner step: decoded by hand rather than with a `Cursor`.
-        let e = self.entry_bytes(i);
-        if let Some((len, rest)) = e.split_first_chunk::<2>() {
-            let n = usize::from(u16::from_le_bytes(*len));
-            if let (Some(key), Some(lsn)) = (
-                rest.get(..n),
-                rest.get(n..).and_then(<[u8]>::first_chunk::<8>),
-            ) {
-                return Ok((key, Lsn(u64::from_le_bytes(*lsn))));
-            }
-        }
-        Err(format!(
-            "entry {i}: {} bytes, too short for its key and LSN",
-            e.len()
-        ))
+        key_lsn_of(self.entry_bytes(i), i)
     }
 
     /// Decodes entry `i` (`i < len()`); the value shares the block's memory.

@@ -64,9 +64,9 @@ impl BlockCache {
         ))
     }
 
-    /// Caches `block` as block `i` of the file owning `slots`, unless another reader cached it
-    /// first. The caller must hold no slot's lock.
-    pub(crate) fn insert(&self, slots: &Arc<BlockSlots>, i: usize, block: DataBlock) {
+    /// Caches a copy of `block` as block `i` of the file owning `slots`, unless another reader
+    /// cached it first. The caller must hold no slot's lock.
+    pub(crate) fn insert(&self, slots: &Arc<BlockSlots>, i: usize, block: &DataBlock) {
         if self.capacity == 0 {
             return;
         }
@@ -78,7 +78,7 @@ impl BlockCache {
             }
             fifo.bytes += block.byte_len();
             fifo.blocks += 1;
-            *slot = Some(block);
+            *slot = Some(block.clone());
         }
         fifo.order.push_back((slots.clone(), i));
         while fifo.bytes > self.capacity {
@@ -140,12 +140,12 @@ mod tests {
         let a = BlockCache::slots(4);
         let b = BlockCache::slots(4);
         for i in 0..4 {
-            cache.insert(&a, i, block(4));
+            cache.insert(&a, i, &block(4));
         }
         // a/0 was cached first and is gone; a/1..4 stay.
         assert!(a.get(0).is_none());
         assert!((1..4).all(|i| a.get(i).is_some()));
-        cache.insert(&b, 2, block(4));
+        cache.insert(&b, 2, &block(4));
         assert!(a.get(1).is_none());
         assert!(b.get(2).is_some());
         assert_eq!(cache.fifo.lock().bytes, 3 * size);
@@ -155,8 +155,8 @@ mod tests {
     fn a_racing_insert_keeps_the_first_block() {
         let cache = BlockCache::new(1 << 20);
         let s = BlockCache::slots(1);
-        cache.insert(&s, 0, block(2));
-        cache.insert(&s, 0, block(3));
+        cache.insert(&s, 0, &block(2));
+        cache.insert(&s, 0, &block(3));
         assert_eq!(s.get(0).map(|b| b.len()), Some(2));
         let fifo = cache.fifo.lock();
         assert_eq!(
@@ -170,7 +170,7 @@ mod tests {
         let cache = BlockCache::new(1 << 30);
         for _ in 0..3000 {
             let s = BlockCache::slots(1);
-            cache.insert(&s, 0, block(1));
+            cache.insert(&s, 0, &block(1));
             cache.release(&s);
         }
         let fifo = cache.fifo.lock();
@@ -182,7 +182,7 @@ mod tests {
     fn capacity_zero_caches_nothing() {
         let cache = BlockCache::new(0);
         let s = BlockCache::slots(1);
-        cache.insert(&s, 0, block(1));
+        cache.insert(&s, 0, &block(1));
         assert!(s.get(0).is_none());
     }
 }

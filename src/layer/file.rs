@@ -371,7 +371,7 @@ impl LayerFile {
             return Ok(BlockRef::Cached(b));
         }
         let block = self.block_uncached(i)?;
-        self.cache.insert(&self.blocks, i, block.clone());
+        self.cache.insert(&self.blocks, i, &block);
         Ok(BlockRef::Read(block))
     }
 
