@@ -986,8 +986,9 @@ fn evict_to_budget(env: &Env, timelines: &[Arc<TimelineInner>], budget: u64) -> 
         if total <= budget {
             break;
         }
-        if l.evict() {
-            let _ = env.io.remove_file(l.path());
+        if l.evict(|path| {
+            let _ = env.io.remove_file(path);
+        }) {
             total -= l.desc.file_size;
             evicted += l.desc.file_size;
         }

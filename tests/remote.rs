@@ -295,13 +295,17 @@ async fn eviction_under_a_tiny_budget_keeps_answering(b: &Backend) {
         .await
         .unwrap();
     let main = node_b.timeline("main").unwrap();
+    // With more layers than the budget leaves on disk, every round of reads downloads. (The
+    // background thread also evicts after each download, so what `evict_layers` finds left
+    // to evict is a race, not a check.)
+    let layers = main.layers().len();
+    assert!(
+        layers >= 2,
+        "{layers} layers: reads would not need to download"
+    );
     for round in 0..3 {
         check_reads(&main, 40, 80, &model).await;
-        let evicted = node_b.evict_layers(1);
-        assert!(
-            round > 0 || evicted > 0,
-            "layers were resident after reading"
-        );
+        node_b.evict_layers(1);
         assert!(
             layer_files(d2.path()) <= 1,
             "round {round}: {} layer files",

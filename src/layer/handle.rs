@@ -90,13 +90,15 @@ impl Layer {
             .store(TICK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
     }
 
-    /// Drops the local file if no reader holds it; returns whether it did. The caller removes
-    /// the file from disk.
-    pub(crate) fn evict(&self) -> bool {
+    /// Drops the local file if no reader holds it, and calls `remove` to delete it from disk;
+    /// returns whether it did. The file is deleted before the layer shows as not resident, so
+    /// a download that follows never has its new file deleted under it.
+    pub(crate) fn evict(&self, remove: impl FnOnce(&Path)) -> bool {
         let mut r = self.resident.write();
         match &*r {
             Some(f) if Arc::strong_count(f) == 1 => {
                 *r = None;
+                remove(&self.path);
                 true
             }
             _ => false,
