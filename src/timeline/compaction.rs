@@ -184,12 +184,17 @@ impl<'a> Merge<'a> {
     }
 
     pub(crate) fn next_entry(&mut self) -> Result<Option<(Bytes, Lsn, Value)>> {
+        Ok(self.next_entry_from()?.map(|(k, l, v, _)| (k, l, v)))
+    }
+
+    /// The next version and the index of the input it came from.
+    pub(crate) fn next_entry_from(&mut self) -> Result<Option<(Bytes, Lsn, Value, usize)>> {
         let Some(Reverse((_, key, lsn, i))) = self.heap.pop() else {
             return Ok(None);
         };
         let value = self.heads[i].take().expect("a head for every heap entry");
         self.advance(i)?;
-        Ok(Some((key, lsn, value)))
+        Ok(Some((key, lsn, value, i)))
     }
 }
 

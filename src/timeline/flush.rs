@@ -1,17 +1,15 @@
 //! Freezing the open layer, flushing frozen layers to L0 delta files, and writing image layers.
 
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::read::Local;
 use super::{Snapshot, TimelineInner, WriteState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{LayerDesc, LayerKind};
 use crate::layer::{InMemoryLayer, Layer, LayerWriter, layer_file_name};
 use crate::lsn::Lsn;
 use crate::store::MANIFEST_FILE;
-use crate::value::{KeyRange, Value};
+use crate::value::KeyRange;
 
 impl TimelineInner {
     /// Freezes the published part of the open layer and queues it for flushing.
@@ -246,31 +244,6 @@ impl TimelineInner {
             |_| {},
         )?;
         Ok(lsn)
-    }
-
-    /// Writes (does not publish) an image layer of every key's value at `lsn`, read through
-    /// the current snapshot and the ancestors.
-    pub(crate) fn write_image(&self, lsn: Lsn) -> Result<LayerDesc> {
-        let keys = loop {
-            let snap = self.snapshot();
-            match self.keys_at(&snap, Bound::Unbounded, Bound::Unbounded, lsn)? {
-                Local::Ready(keys) => break keys,
-                Local::Missing(layer) => self.download_layer_blocking(&layer)?,
-            }
-        };
-        self.write_layer(
-            LayerKind::Image,
-            lsn..lsn.next(),
-            Some(KeyRange::ALL),
-            |w| {
-                for k in &keys {
-                    if let Some(v) = self.read_value_blocking(k, lsn)? {
-                        w.add(k, lsn, &Value::Image(v))?;
-                    }
-                }
-                Ok(())
-            },
-        )
     }
 }
 

@@ -3,6 +3,7 @@
 mod compaction;
 mod flush;
 mod gc;
+mod image;
 mod read;
 mod residence;
 mod time;
