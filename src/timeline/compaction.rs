@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -189,11 +190,26 @@ impl<'a> Merge<'a> {
 
     /// The next version and the index of the input it came from.
     pub(crate) fn next_entry_from(&mut self) -> Result<Option<(Bytes, Lsn, Value, usize)>> {
-        let Some(Reverse((_, key, lsn, i))) = self.heap.pop() else {
+        // The smallest entry is replaced in place by its input's next one: one sift down,
+        // where a pop and a push would take two passes over the heap.
+        let Some(mut top) = self.heap.peek_mut() else {
             return Ok(None);
         };
+        let i = top.0.3;
         let value = self.heads[i].take().expect("a head for every heap entry");
-        self.advance(i)?;
+        let (key, lsn) = match self.iters[i].next_entry()? {
+            Some((k, l, v)) => {
+                self.heads[i] = Some(v);
+                let head = crate::format::OrdKey::new(&k).head();
+                let Reverse((_, key, lsn, _)) =
+                    std::mem::replace(&mut *top, Reverse((head, k, l, i)));
+                (key, lsn)
+            }
+            None => {
+                let Reverse((_, key, lsn, _)) = PeekMut::pop(top);
+                (key, lsn)
+            }
+        };
         Ok(Some((key, lsn, value, i)))
     }
 }
