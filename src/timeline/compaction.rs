@@ -234,9 +234,11 @@ impl L1Writer<'_> {
         }
         let w = match &mut self.out {
             Some(w) => w,
-            None => self
-                .out
-                .insert(self.tl.layer_writer(LayerKind::Delta, &self.lsn_range)?),
+            None => self.out.insert(self.tl.layer_writer(
+                LayerKind::Delta,
+                &self.lsn_range,
+                self.tl.env.options.compression,
+            )?),
         };
         w.add(key, lsn, value)?;
         if new_key {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Snapshot, TimelineInner, WriteState};
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::{LayerDesc, LayerKind};
+use crate::format::{Compression, LayerDesc, LayerKind};
 use crate::layer::{InMemoryLayer, Layer, LayerWriter, layer_file_name};
 use crate::lsn::Lsn;
 use crate::store::MANIFEST_FILE;
@@ -90,11 +90,19 @@ impl TimelineInner {
             };
             if !layer.is_empty() {
                 let lsn_range = layer.start()..end;
-                change
-                    .added
-                    .push(self.write_layer(LayerKind::Delta, lsn_range, None, |w| {
-                        layer.for_each(|k, l, v| w.add(k, l, v))
-                    })?);
+                let opts = &self.env.options;
+                let compression = if opts.compress_l0 {
+                    opts.compression
+                } else {
+                    Compression::None
+                };
+                change.added.push(self.write_layer_with(
+                    LayerKind::Delta,
+                    lsn_range,
+                    None,
+                    compression,
+                    |w| layer.for_each(|k, l, v| w.add(k, l, v)),
+                )?);
             }
             self.publish(change, |snap| {
                 snap.frozen.retain(|f| !Arc::ptr_eq(f, &layer))
@@ -127,7 +135,20 @@ impl TimelineInner {
         key_range: Option<KeyRange>,
         fill: impl FnOnce(&mut LayerWriter) -> Result<()>,
     ) -> Result<LayerDesc> {
-        let mut w = self.layer_writer(kind, &lsn_range)?;
+        let compression = self.env.options.compression;
+        self.write_layer_with(kind, lsn_range, key_range, compression, fill)
+    }
+
+    /// [`write_layer`](Self::write_layer) with its blocks compressed as `compression` says.
+    pub(crate) fn write_layer_with(
+        &self,
+        kind: LayerKind,
+        lsn_range: std::ops::Range<Lsn>,
+        key_range: Option<KeyRange>,
+        compression: Compression,
+        fill: impl FnOnce(&mut LayerWriter) -> Result<()>,
+    ) -> Result<LayerDesc> {
+        let mut w = self.layer_writer(kind, &lsn_range, compression)?;
         fill(&mut w)?;
         w.finish(kind, lsn_range, key_range)
     }
@@ -137,6 +158,7 @@ impl TimelineInner {
         &self,
         kind: LayerKind,
         lsn_range: &std::ops::Range<Lsn>,
+        compression: Compression,
     ) -> Result<LayerWriter> {
         let seq = {
             let mut m = self.manifest.lock();
@@ -145,8 +167,8 @@ impl TimelineInner {
             s
         };
         let path = self.dir.join(layer_file_name(seq, kind, lsn_range));
-        let opts = &self.env.options;
-        LayerWriter::create(&self.env.io, path, opts.block_size, opts.compression)
+        let block_size = self.env.options.block_size;
+        LayerWriter::create(&self.env.io, path, block_size, compression)
     }
 
     /// Persists a manifest with `change` applied, then publishes a snapshot with the layers
@@ -260,4 +282,59 @@ pub(crate) struct Change {
 /// Whether a layer is L0: a flush's output.
 pub(crate) fn is_l0(l: &Layer) -> bool {
     l.kind() == LayerKind::Delta && l.desc.level == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Lsn, Store, StoreOptions, Value};
+
+    /// Bytes of the L0 layers two flushes write, and of the L1 layers compaction makes of them,
+    /// for compressible values.
+    fn layer_bytes(compress_l0: bool) -> (u64, u64) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let opts = StoreOptions::new(dir.path())
+                .wal(false)
+                .background_period(None)
+                .compaction_threshold(usize::MAX)
+                .compress_l0(compress_l0);
+            let store = Store::open(opts).await.unwrap();
+            let tl = store.create_timeline("main").await.unwrap();
+            let mut w = tl.writer().unwrap();
+            let mut lsn = 0;
+            for _ in 0..2 {
+                for i in 0..2000u32 {
+                    lsn += 1;
+                    let value = format!("{i:>100}");
+                    w.put(&i.to_be_bytes(), Lsn(lsn), Value::image(value))
+                        .unwrap();
+                }
+                w.finish_write(Lsn(lsn)).unwrap();
+                tl.flush().await.unwrap();
+            }
+            let size = |level| {
+                let layers = tl.layers().into_iter().filter(|d| d.level == level);
+                layers.map(|d| d.file_size).sum::<u64>()
+            };
+            let l0 = size(0);
+            assert_eq!(tl.compact().await.unwrap().l0_merged, 2);
+            assert_eq!(size(0), 0);
+            (l0, size(1))
+        })
+    }
+
+    #[test]
+    fn l0_layers_are_raw_unless_asked_and_l1_layers_compressed() {
+        let (raw_l0, l1) = layer_bytes(false);
+        let (compressed_l0, l1_again) = layer_bytes(true);
+        // 4000 versions of 104 bytes of key and value at least, stored raw.
+        assert!(raw_l0 > 4000 * 104, "L0 of {raw_l0} bytes");
+        assert!(compressed_l0 * 2 < raw_l0, "{compressed_l0} vs {raw_l0}");
+        assert!(l1 * 2 < raw_l0, "L1 of {l1} bytes from L0 of {raw_l0}");
+        assert_eq!(l1, l1_again, "L1 does not depend on how L0 was stored");
+    }
 }
