@@ -16,9 +16,10 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 use parking_lot::{Mutex, RwLock};
 
+use super::key_index::KeyIndex;
 use super::versions::Versions;
 use crate::format::OrdKey;
 use crate::lsn::Lsn;
@@ -48,9 +49,8 @@ pub(crate) struct InMemoryLayer {
 /// The keys and versions of a layer.
 struct Table {
     hasher: DefaultHashBuilder,
-    /// `(hash, id)` of every key, by the hash of the key's bytes. The hash is kept here so that
-    /// growing the table and skipping colliding entries read only the table.
-    index: HashTable<(u64, usize)>,
+    /// Every key's id, by the hash of the key's bytes.
+    index: KeyIndex,
     /// By key id, in the order keys were first written (so by the LSN of their oldest version).
     keys: Vec<KeyEntry>,
     /// Every key's bytes, end to end.
@@ -112,7 +112,7 @@ impl Table {
     fn new() -> Table {
         Table {
             hasher: DefaultHashBuilder::default(),
-            index: HashTable::new(),
+            index: KeyIndex::new(),
             keys: Vec::new(),
             arena: Vec::new(),
             versions: Vec::new(),
@@ -128,9 +128,7 @@ impl Table {
     }
 
     fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
-        self.index
-            .find(hash, |&(h, id)| h == hash && self.key(id) == key)
-            .map(|&(_, id)| id)
+        self.index.find(hash, |id| self.key(id) == key)
     }
 
     /// The key's versions, newest first.
@@ -267,7 +265,7 @@ impl InMemoryLayer {
                     t.arena.extend_from_slice(key);
                 }
                 t.keys.push(entry);
-                t.index.insert_unique(hash, (hash, id), |&(h, _)| h);
+                t.index.insert(hash, id);
                 NONE
             }
         };
@@ -369,7 +367,7 @@ impl InMemoryLayer {
             t.arena.truncate(first_dropped.at);
         }
         t.keys.truncate(kept);
-        t.index.retain(|&mut (_, id)| id < kept);
+        t.index.retain(|id| id < kept);
         let mut order = self.order.lock();
         for run in &mut order.runs {
             run.retain(|&(_, id)| id < kept);

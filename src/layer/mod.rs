@@ -4,6 +4,7 @@ mod cache;
 mod file;
 mod handle;
 mod inmemory;
+mod key_index;
 mod map;
 mod versions;
 

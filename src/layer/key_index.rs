@@ -1,0 +1,157 @@
+//! The in-memory layer's hash index from key to key id: one array of 8-byte slots.
+//!
+//! Each slot holds the upper 32 bits of the key's hash (its tag) and the key's id, and keys are
+//! placed by linear probing from the slot the tag names. A lookup reads one slot, usually in one
+//! cache line, and then the key entry of the id whose tag matches: two memory reads where a
+//! table with separate control bytes (`hashbrown`) takes three. The table is kept at most half
+//! full, so probe sequences stay short. Keys are never removed one by one; `retain` rebuilds.
+
+/// A slot that holds no key.
+const EMPTY: u64 = u64::MAX;
+
+/// Slots a table has when the first key arrives.
+const MIN_SLOTS: usize = 16;
+
+pub(crate) struct KeyIndex {
+    slots: Box<[u64]>,
+    len: usize,
+}
+
+impl KeyIndex {
+    pub(crate) fn new() -> KeyIndex {
+        KeyIndex {
+            slots: Box::new([]),
+            len: 0,
+        }
+    }
+
+    fn tag(hash: u64) -> u32 {
+        (hash >> 32) as u32
+    }
+
+    /// The id of the key with this `hash` for which `is_key(id)` holds, if one was inserted.
+    pub(crate) fn find(&self, hash: u64, mut is_key: impl FnMut(usize) -> bool) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let tag = Self::tag(hash);
+        let mut i = tag as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                return None;
+            }
+            let id = s as u32 as usize;
+            if (s >> 32) as u32 == tag && is_key(id) {
+                return Some(id);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds a key that is not in the index.
+    ///
+    /// # Panics
+    /// If `id` does not fit in 32 bits (an in-memory layer of four billion keys).
+    pub(crate) fn insert(&mut self, hash: u64, id: usize) {
+        let id = u32::try_from(id)
+            .ok()
+            .filter(|&id| id != u32::MAX)
+            .expect("fewer than 2^32 - 1 keys in one in-memory layer");
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        self.place((u64::from(Self::tag(hash)) << 32) | u64::from(id));
+        self.len += 1;
+    }
+
+    /// Puts a slot value in the first free slot of its probe sequence.
+    fn place(&mut self, slot: u64) {
+        let mask = self.slots.len() - 1;
+        let mut i = (slot >> 32) as usize & mask;
+        while self.slots[i] != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+    }
+
+    fn grow(&mut self) {
+        let n = (self.slots.len() * 2).max(MIN_SLOTS);
+        self.rebuild(n, |_| true);
+    }
+
+    fn rebuild(&mut self, n: usize, mut keep: impl FnMut(usize) -> bool) {
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; n].into_boxed_slice());
+        self.len = 0;
+        for s in old.iter().copied().filter(|&s| s != EMPTY) {
+            if keep(s as u32 as usize) {
+                self.place(s);
+                self.len += 1;
+            }
+        }
+    }
+
+    /// Keeps only the keys whose id passes `keep`.
+    pub(crate) fn retain(&mut self, keep: impl FnMut(usize) -> bool) {
+        self.rebuild(self.slots.len(), keep);
+    }
+
+    /// Keys in the index.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::KeyIndex;
+
+    proptest! {
+        /// Against a `HashMap` of hash to ids: every inserted id is found under its hash, and a
+        /// probe offers exactly the ids whose hashes share its tag, across growth and retain.
+        #[test]
+        fn finds_what_was_inserted(
+            hashes in proptest::collection::vec(
+                // Few distinct tags and low bits, so that probes collide.
+                (0u64..8, 0u64..64).prop_map(|(tag, low)| (tag << 32) | low),
+                0..300,
+            ),
+            cut in 0usize..300,
+        ) {
+            let mut index = KeyIndex::new();
+            let mut model: HashMap<u64, Vec<usize>> = HashMap::new();
+            for (id, &h) in hashes.iter().enumerate() {
+                index.insert(h, id);
+                model.entry(h).or_default().push(id);
+            }
+            index.retain(|id| id < cut);
+            for ids in model.values_mut() {
+                ids.retain(|&id| id < cut);
+            }
+            prop_assert_eq!(index.len(), model.values().map(Vec::len).sum::<usize>());
+            for (id, &h) in hashes.iter().enumerate() {
+                let found = index.find(h, |i| i == id);
+                prop_assert_eq!(found, (id < cut).then_some(id), "id {} hash {:x}", id, h);
+                // Only the upper 32 bits are kept: a probe offers every id whose hash shares
+                // them, and only those.
+                let mut offered = Vec::new();
+                prop_assert_eq!(index.find(h, |i| { offered.push(i); false }), None);
+                offered.sort_unstable();
+                let mut same_tag: Vec<usize> = model
+                    .iter()
+                    .filter(|(k, _)| *k >> 32 == h >> 32)
+                    .flat_map(|(_, ids)| ids.iter().copied())
+                    .collect();
+                same_tag.sort_unstable();
+                prop_assert_eq!(offered, same_tag);
+            }
+            prop_assert_eq!(index.find(u64::MAX, |_| true), None);
+        }
+    }
+}
