@@ -31,6 +31,7 @@
 mod clock;
 mod error;
 pub mod format;
+mod hint;
 mod id;
 pub mod io;
 mod layer;

@@ -22,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use super::key_index::KeyIndex;
 use super::versions::Versions;
 use crate::format::OrdKey;
+use crate::hint::prefetch;
 use crate::lsn::Lsn;
 use crate::value::Value;
 
@@ -413,19 +414,6 @@ impl InMemoryLayer {
         }
         Ok(())
     }
-}
-
-/// Asks the CPU to bring the cache line at `p` in: a hint, with no effect the program can see.
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults, whatever the address, and reads or writes nothing.
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 #[cfg(test)]
