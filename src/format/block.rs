@@ -10,6 +10,7 @@
 //! Data and index blocks of layer files are framed this way; the index records each block's
 //! offset and framed length, so a reader can check one block without reading its neighbours.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::path::Path;
 
@@ -175,6 +176,18 @@ impl CompressionProbe {
 /// [`Corruption`](crate::ErrorKind::Corruption) naming `path` and `offset` when the checksum does
 /// not match, the codec is unknown, or decompression fails or yields the wrong length.
 pub fn decode_block(framed: &[u8], path: &Path, offset: u64) -> Result<Bytes> {
+    Ok(match decode_block_ref(framed, path, offset)? {
+        Cow::Borrowed(raw) => Bytes::copy_from_slice(raw),
+        Cow::Owned(raw) => Bytes::from(raw),
+    })
+}
+
+/// [`decode_block`], borrowing an uncompressed block's bytes from `framed` rather than copying
+/// them.
+///
+/// # Errors
+/// As [`decode_block`].
+pub fn decode_block_ref<'a>(framed: &'a [u8], path: &Path, offset: u64) -> Result<Cow<'a, [u8]>> {
     if framed.len() < TRAILER_LEN {
         return Err(Error::corruption(
             path,
@@ -201,14 +214,14 @@ pub fn decode_block(framed: &[u8], path: &Path, offset: u64) -> Result<Bytes> {
             .expect("4 bytes"),
     ) as usize;
     match codec {
-        CODEC_NONE if raw_len == payload_len => Ok(Bytes::copy_from_slice(payload)),
+        CODEC_NONE if raw_len == payload_len => Ok(Cow::Borrowed(payload)),
         CODEC_NONE => Err(Error::corruption(
             path,
             offset,
             format!("raw block length {raw_len} does not match payload length {payload_len}"),
         )),
         CODEC_ZSTD if raw_len <= MAX_RAW_BLOCK => match decompress(payload, raw_len) {
-            Ok(v) if v.len() == raw_len => Ok(Bytes::from(v)),
+            Ok(v) if v.len() == raw_len => Ok(Cow::Owned(v)),
             Ok(v) => Err(Error::corruption(
                 path,
                 offset,

@@ -38,6 +38,8 @@ const TAG_TOMBSTONE: u8 = 3;
 
 const COUNT_LEN: usize = 4;
 const OFFSET_LEN: usize = 4;
+/// Bytes of one search head.
+const HEAD_LEN: usize = 8;
 
 /// Builds one raw data block.
 #[derive(Default)]
@@ -104,27 +106,31 @@ pub struct Entry<'a> {
     pub value: Value,
 }
 
-/// Where one entry of a [`DataBlock`] is, with its key's [`OrdKey::head`]: a search probes
-/// these, a dense array, and lands on its entry without reading the block's offset table.
-#[derive(Clone, Copy, Debug)]
-struct Probe {
-    head: u64,
-    start: u32,
-    end: u32,
-}
+/// Values up to this many bytes are copied out of a block held in the cache's arena (see
+/// [`DataBlock::copy_to_arena`]), so that a value a caller keeps never pins arena memory.
+pub const SMALL_VALUE: usize = 1024;
 
 /// A checked, decoded data block.
 ///
-/// Every key in a block shares the first and last key's common prefix, often most of the key
-/// (a table, a relation); the heads the search probes are taken after it, so that they tell
-/// the keys apart.
+/// Its memory is the raw block followed by one search head per entry: the entry's key's
+/// [`OrdKey::head`] taken after the prefix every key in the block shares (often most of the
+/// key: a table, a relation), so that the heads tell the keys apart. A search probes the heads,
+/// a dense array beside the entries, and lands on its entry; keeping both in one allocation
+/// keeps a read to few pages.
 #[derive(Clone, Debug)]
 pub struct DataBlock {
-    data: Bytes,
-    /// One probe per entry, in entry order.
-    table: Box<[Probe]>,
+    /// The raw block (entries, offset table, count), then a native-endian `u64` head per entry.
+    buf: Bytes,
+    /// Where the entries end and the offset table begins.
+    entries_end: u32,
+    /// Number of entries.
+    count: u32,
     /// Length of the prefix every key in the block shares.
     prefix_len: u32,
+    /// Whether no entry is longer than [`SMALL_VALUE`] bytes.
+    small_entries: bool,
+    /// Whether `buf` is in the cache's arena: values are then copied out, never lent.
+    in_arena: bool,
 }
 
 /// Where a searched key falls against the prefix every key of a block or file shares.
@@ -174,93 +180,142 @@ pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// The bytes of entry `i` of the raw block `raw`, whose offset table starts at `entries_end` and
+/// holds `count` offsets, checked in increasing order and inside the entries.
+fn raw_entry(raw: &[u8], entries_end: usize, count: usize, i: usize) -> &[u8] {
+    let at = entries_end + OFFSET_LEN * i;
+    let offset =
+        |at: usize| u32::from_le_bytes(raw[at..at + OFFSET_LEN].try_into().expect("4")) as usize;
+    let end = if i + 1 < count {
+        offset(at + OFFSET_LEN)
+    } else {
+        entries_end
+    };
+    &raw[offset(at)..end]
+}
+
+/// The first index in `lo..hi` for which `pred` is false, `pred` being true before it and
+/// false from it on.
+fn partition(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usize {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 impl DataBlock {
-    /// Parses the offset table of a raw block that came from `path` at `offset`.
+    /// Checks a raw block that came from `path` at `offset` (its offset table and key order)
+    /// and copies it, with its search heads, into a buffer of its own.
     ///
     /// # Errors
-    /// [`Corruption`](crate::ErrorKind::Corruption) when the table does not fit the block.
-    pub fn parse(data: Bytes, path: &Path, offset: u64) -> Result<DataBlock> {
+    /// [`Corruption`](crate::ErrorKind::Corruption) when the table does not fit the block or the
+    /// keys are out of order.
+    pub fn parse(raw: &[u8], path: &Path, offset: u64) -> Result<DataBlock> {
         let bad = |what: String| Error::corruption(path, offset, format!("data block: {what}"));
-        if data.len() < COUNT_LEN {
-            return Err(bad(format!("{} bytes is too short", data.len())));
+        if raw.len() < COUNT_LEN {
+            return Err(bad(format!("{} bytes is too short", raw.len())));
         }
         let count =
-            u32::from_le_bytes(data[data.len() - COUNT_LEN..].try_into().expect("4")) as usize;
+            u32::from_le_bytes(raw[raw.len() - COUNT_LEN..].try_into().expect("4")) as usize;
         let table_len = count
             .checked_mul(OFFSET_LEN)
-            .filter(|t| t + COUNT_LEN <= data.len())
+            .filter(|t| t + COUNT_LEN <= raw.len())
             .ok_or_else(|| {
                 bad(format!(
                     "entry count {count} does not fit {} bytes",
-                    data.len()
+                    raw.len()
                 ))
             })?;
-        let offsets_at = data.len() - COUNT_LEN - table_len;
-        let entries_end = u32::try_from(offsets_at)
-            .map_err(|_| bad(format!("{} bytes is too long", data.len())))?;
-        let offsets = &data[offsets_at..offsets_at + table_len];
+        let entries_end = raw.len() - COUNT_LEN - table_len;
+        let entries_end_u32 = u32::try_from(entries_end)
+            .map_err(|_| bad(format!("{} bytes is too long", raw.len())))?;
         // Every offset must point inside the entry area, in increasing order; each entry ends
         // where the next begins, the last where the offset table begins.
-        let mut table = Vec::with_capacity(count);
-        for (i, o) in offsets.chunks_exact(OFFSET_LEN).enumerate() {
+        let mut prev = None;
+        for (i, o) in raw[entries_end..entries_end + table_len]
+            .chunks_exact(OFFSET_LEN)
+            .enumerate()
+        {
             let start = u32::from_le_bytes(o.try_into().expect("4"));
-            if start as usize >= offsets_at
-                || table.last().is_some_and(|p: &Probe| start <= p.start)
-            {
+            if start >= entries_end_u32 || prev.is_some_and(|p| start <= p) {
                 return Err(bad(format!(
-                    "entry {i} offset {start} out of order or past {offsets_at}"
+                    "entry {i} offset {start} out of order or past {entries_end}"
                 )));
             }
-            if let Some(prev) = table.last_mut() {
-                prev.end = start;
-            }
-            table.push(Probe {
-                head: 0,
-                start,
-                end: entries_end,
-            });
+            prev = Some(start);
         }
-        let mut block = DataBlock {
-            data,
-            table: table.into_boxed_slice(),
-            prefix_len: 0,
+        let entry = |i| raw_entry(raw, entries_end, count, i);
+        let mut buf = Vec::with_capacity(raw.len() + HEAD_LEN * count);
+        buf.extend_from_slice(raw);
+        let mut prefix_len = 0;
+        let mut small_entries = true;
+        if count > 0 {
+            let first = key_lsn_of(entry(0), 0).map_err(&bad)?.0;
+            let last = key_lsn_of(entry(count - 1), count - 1).map_err(&bad)?.0;
+            prefix_len = common_prefix(first, last);
+            let prefix = &first[..prefix_len];
+            for i in 0..count {
+                let e = entry(i);
+                small_entries &= e.len() <= SMALL_VALUE;
+                let key = key_lsn_of(e, i).map_err(&bad)?.0;
+                // Sorted keys between two with a common prefix have it too; a block whose keys
+                // do not is out of order, and a search in it would answer wrong.
+                if !key.starts_with(prefix) {
+                    return Err(bad(format!("entry {i}: key out of order")));
+                }
+                buf.extend_from_slice(&OrdKey::new(&key[prefix_len..]).head().to_ne_bytes());
+            }
+        }
+        Ok(DataBlock {
+            buf: buf.into(),
+            entries_end: entries_end_u32,
+            count: count as u32,
+            prefix_len: prefix_len as u32,
+            small_entries,
+            in_arena: false,
+        })
+    }
+
+    /// A copy of this block for the block cache. If no entry is larger than [`SMALL_VALUE`]
+    /// bytes, its memory is a copy made by `alloc` (the cache's arena) and values read from it
+    /// are copied out; otherwise it shares this block's memory.
+    pub fn cached_copy(&self, alloc: impl FnOnce(&[u8]) -> Bytes) -> DataBlock {
+        let (buf, in_arena) = if self.small_entries {
+            (alloc(&self.buf), true)
+        } else {
+            (self.buf.clone(), false)
         };
-        if count == 0 {
-            return Ok(block);
+        DataBlock {
+            buf,
+            in_arena,
+            ..*self
         }
-        let first = block.key_lsn(0).map_err(&bad)?.0;
-        let last = block.key_lsn(count - 1).map_err(&bad)?.0;
-        let p = common_prefix(first, last);
-        block.prefix_len = p as u32;
-        let DataBlock { data, table, .. } = &mut block;
-        let entry = |e: &Probe| &data[e.start as usize..e.end as usize];
-        let prefix = &key_lsn_of(entry(&table[0]), 0).map_err(&bad)?.0[..p];
-        for (i, e) in table.iter_mut().enumerate() {
-            let key = key_lsn_of(entry(e), i).map_err(&bad)?.0;
-            // Sorted keys between two with a common prefix have it too; a block whose keys do
-            // not is out of order, and a search in it would answer wrong.
-            if !key.starts_with(prefix) {
-                return Err(bad(format!("entry {i}: key out of order")));
-            }
-            e.head = OrdKey::new(&key[p..]).head();
-        }
-        Ok(block)
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.count as usize
     }
 
     /// Whether the block has no entries.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.count == 0
     }
 
     /// The bytes of entry `i`.
     fn entry_bytes(&self, i: usize) -> &[u8] {
-        let p = self.table[i];
-        &self.data[p.start as usize..p.end as usize]
+        raw_entry(&self.buf, self.entries_end as usize, self.len(), i)
+    }
+
+    /// The search heads, one per entry, as bytes.
+    fn heads(&self) -> &[u8] {
+        let at = self.entries_end as usize + OFFSET_LEN * self.len() + COUNT_LEN;
+        &self.buf[at..]
     }
 
     /// The key and LSN of entry `i`, without decoding its value.
@@ -268,10 +323,12 @@ impl DataBlock {
         key_lsn_of(self.entry_bytes(i), i)
     }
 
-    /// Decodes entry `i` (`i < len()`); the value shares the block's memory.
+    /// Decodes entry `i` (`i < len()`); the value shares the block's memory, unless the block
+    /// is in the cache's arena.
     pub fn entry(&self, i: usize) -> std::result::Result<Entry<'_>, String> {
-        let start = self.table[i].start as usize;
-        let mut c = Cursor::new(self.entry_bytes(i));
+        let bytes = self.entry_bytes(i);
+        let start = bytes.as_ptr() as usize - self.buf.as_ptr() as usize;
+        let mut c = Cursor::new(bytes);
         let key = c.short_bytes()?;
         let lsn = Lsn(c.u64()?);
         let tag = c.u8()?;
@@ -279,7 +336,13 @@ impl DataBlock {
         let at = start + c.pos();
         c.take(len)?;
         c.expect_end()?;
-        let body = || self.data.slice(at..at + len);
+        let body = || {
+            if self.in_arena {
+                Bytes::copy_from_slice(&self.buf[at..at + len])
+            } else {
+                self.buf.slice(at..at + len)
+            }
+        };
         let value = match tag {
             TAG_IMAGE => Value::Image(body()),
             TAG_DELTA => Value::Delta {
@@ -342,11 +405,20 @@ impl DataBlock {
     fn same_head(&self, key: &[u8]) -> (usize, usize) {
         let p = self.prefix_len as usize;
         let h = OrdKey::new(key.get(p..).unwrap_or_default()).head();
-        // The binary search's probes depend on each other; fetching the table's lines at once
-        // overlaps their misses (a 4 KiB block's table is about 8 lines).
-        crate::hint::prefetch_slice(&self.table, 16);
-        let lo = self.table.partition_point(|e| e.head < h);
-        (lo, lo + self.table[lo..].partition_point(|e| e.head == h))
+        let heads = self.heads();
+        // The binary search's probes depend on each other; fetching the heads' lines at once
+        // overlaps their misses (a 4 KiB block's heads take about 5 lines).
+        crate::hint::prefetch_slice(heads, 16);
+        let head = |i: usize| {
+            u64::from_ne_bytes(
+                heads[HEAD_LEN * i..HEAD_LEN * (i + 1)]
+                    .try_into()
+                    .expect("8"),
+            )
+        };
+        let n = self.len();
+        let lo = partition(0, n, |i| head(i) < h);
+        (lo, partition(lo, n, |i| head(i) == h))
     }
 
     /// Where `key` falls against the block's shared prefix, read from entry `i`'s key.
@@ -360,7 +432,7 @@ impl DataBlock {
 
     /// Bytes of the decoded block, for cache accounting.
     pub fn byte_len(&self) -> usize {
-        self.data.len() + std::mem::size_of_val(&*self.table)
+        self.buf.len()
     }
 }
 
@@ -371,7 +443,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn value_strategy() -> impl Strategy<Value = Value> {
-        let body = proptest::collection::vec(any::<u8>(), 0..40);
+        // Now and then a body too large for the cache's arena.
+        let body = prop_oneof![
+            20 => proptest::collection::vec(any::<u8>(), 0..40),
+            1 => proptest::collection::vec(any::<u8>(), SMALL_VALUE - 20..SMALL_VALUE + 20),
+        ];
         prop_oneof![
             body.clone().prop_map(Value::image),
             body.clone().prop_map(Value::delta),
@@ -390,6 +466,13 @@ mod tests {
     fn entries() -> impl Strategy<Value = Vec<(Vec<u8>, u64, Value)>> {
         proptest::collection::btree_map((key(), 0..8u64), value_strategy(), 0..60)
             .prop_map(|m| m.into_iter().map(|((k, l), v)| (k, l, v)).collect())
+    }
+
+    fn body(v: &Value) -> &[u8] {
+        match v {
+            Value::Image(b) | Value::Delta { record: b, .. } => b,
+            Value::Tombstone => &[],
+        }
     }
 
     fn build(entries: &[(Vec<u8>, u64, Value)]) -> Bytes {
@@ -418,7 +501,7 @@ mod tests {
             let with_prefix = |k: &[u8]| [&prefix[..], k].concat();
             let entries: Vec<_> = entries.into_iter().map(|(k, l, v)| (with_prefix(&k), l, v)).collect();
             let probe_key = if probe_prefixed { with_prefix(&probe_key) } else { probe_key };
-            let block = DataBlock::parse(build(&entries), Path::new("f"), 0).unwrap();
+            let block = DataBlock::parse(&build(&entries), Path::new("f"), 0).unwrap();
             prop_assert_eq!(block.len(), entries.len());
             for (i, (k, l, v)) in entries.iter().enumerate() {
                 let e = block.entry(i).unwrap();
@@ -426,15 +509,30 @@ mod tests {
                 prop_assert_eq!(e.lsn, Lsn(*l));
                 prop_assert_eq!(&e.value, v);
             }
-            let want = entries.iter().rposition(|(k, l, _)| (&k[..], *l) <= (&probe_key[..], probe_lsn));
-            prop_assert_eq!(block.seek_le(&probe_key, Lsn(probe_lsn)).unwrap(), want);
-            let want_ge = entries.iter().position(|(k, _, _)| k[..] >= probe_key[..]).unwrap_or(entries.len());
-            prop_assert_eq!(block.seek_key_ge(&probe_key).unwrap(), want_ge);
+            // The cache's copy answers the same; from the arena, values are copies that do not
+            // point into the block's memory.
+            let cached = block.cached_copy(Bytes::copy_from_slice);
+            prop_assert_eq!(cached.in_arena, entries.iter().all(|(k, _, v)| 15 + k.len() + body(v).len() <= SMALL_VALUE));
+            let memory = cached.buf.as_ptr_range();
+            for (i, (k, l, v)) in entries.iter().enumerate() {
+                let e = cached.entry(i).unwrap();
+                prop_assert_eq!((e.key, e.lsn, &e.value), (&k[..], Lsn(*l), v));
+                let body = body(&e.value);
+                if cached.in_arena && !body.is_empty() {
+                    prop_assert!(!memory.contains(&body.as_ptr()));
+                }
+            }
+            for b in [&block, &cached] {
+                let want = entries.iter().rposition(|(k, l, _)| (&k[..], *l) <= (&probe_key[..], probe_lsn));
+                prop_assert_eq!(b.seek_le(&probe_key, Lsn(probe_lsn)).unwrap(), want);
+                let want_ge = entries.iter().position(|(k, _, _)| k[..] >= probe_key[..]).unwrap_or(entries.len());
+                prop_assert_eq!(b.seek_key_ge(&probe_key).unwrap(), want_ge);
+            }
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
-            if let Ok(block) = DataBlock::parse(bytes.into(), Path::new("f"), 0) {
+            if let Ok(block) = DataBlock::parse(&bytes, Path::new("f"), 0) {
                 for i in 0..block.len() {
                     let _ = block.entry(i);
                 }
@@ -452,7 +550,7 @@ mod tests {
         .to_vec();
         let n = raw.len();
         raw[n - 4] = 200; // entry count far past the block
-        let err = DataBlock::parse(raw.into(), Path::new("x.layer"), 77).unwrap_err();
+        let err = DataBlock::parse(&raw, Path::new("x.layer"), 77).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption);
         assert!(err.to_string().contains("x.layer at offset 77"), "{err}");
     }

@@ -18,7 +18,9 @@ mod remote_index;
 mod time_index;
 mod wal;
 
-pub use block::{Compression, CompressionProbe, MAX_RAW_BLOCK, decode_block, encode_block};
+pub use block::{
+    Compression, CompressionProbe, MAX_RAW_BLOCK, decode_block, decode_block_ref, encode_block,
+};
 
 /// The largest value or delta record a layer can hold (32 MiB): a block of at most 16 MiB
 /// plus one entry of this size stays under [`MAX_RAW_BLOCK`].

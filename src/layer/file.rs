@@ -18,8 +18,8 @@ use super::versions::Versions;
 use crate::error::{Error, Result};
 use crate::format::{
     Compression, CompressionProbe, DataBlock, DataBlockBuilder, Footer, IndexEntry, KeyFilter,
-    LayerDesc, LayerKind, Side, common_prefix, decode_block, decode_index, encode_block,
-    encode_index, key_hash,
+    LayerDesc, LayerKind, Side, common_prefix, decode_block, decode_block_ref, decode_index,
+    encode_block, encode_index, key_hash,
 };
 use crate::io::{Io, WritableFile, temp_path};
 use crate::lsn::Lsn;
@@ -380,8 +380,8 @@ impl LayerFile {
     fn block_uncached(&self, i: usize) -> Result<DataBlock> {
         let e = &self.index[i];
         let framed = &self.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-        let raw = decode_block(framed, &self.path, e.offset)?;
-        DataBlock::parse(raw, &self.path, e.offset)
+        let raw = decode_block_ref(framed, &self.path, e.offset)?;
+        DataBlock::parse(&raw, &self.path, e.offset)
     }
 
     /// Every version in `(key, lsn)` order, one block in memory at a time.
