@@ -93,6 +93,14 @@ impl KeyFilter {
         })
     }
 
+    /// Hashes `key` for [`may_contain_hash`](Self::may_contain_hash) and starts fetching the
+    /// cache line that will answer it.
+    pub fn prefetch(&self, key: &[u8]) -> u64 {
+        let h = key_hash(key);
+        crate::hint::prefetch(&self.blocks[self.place(h).0]);
+        h
+    }
+
     /// Whether `key` may be in the set: `false` means it is not.
     pub fn may_contain(&self, key: &[u8]) -> bool {
         self.may_contain_hash(key_hash(key))

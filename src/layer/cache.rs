@@ -35,6 +35,13 @@ impl BlockSlots {
     pub(crate) fn get(&self, i: usize) -> Option<MappedRwLockReadGuard<'_, DataBlock>> {
         RwLockReadGuard::try_map(self.0[i].0.read(), Option::as_ref).ok()
     }
+
+    /// Starts fetching block `i`'s slot into the CPU cache: a hint.
+    pub(crate) fn prefetch(&self, i: usize) {
+        if let Some(s) = self.0.get(i) {
+            crate::hint::prefetch(s);
+        }
+    }
 }
 
 struct Fifo {

@@ -405,6 +405,7 @@ impl LayerFile {
     /// Collects versions of `key` in `[lower, cont)` newest first; returns whether complete.
     ///
     /// In an image layer, a key in its range that it does not hold does not exist.
+    #[cfg(test)]
     pub(crate) fn collect(
         &self,
         key: &[u8],
@@ -413,7 +414,45 @@ impl LayerFile {
         out: &mut Versions,
     ) -> Result<bool> {
         let target = Lsn(cont.0 - 1);
-        let mut bi = self.blocks_at_or_below(key, target);
+        let blocks = self.blocks_at_or_below(key, target);
+        self.collect_in(key, lower, target, blocks, out)
+    }
+
+    /// [`collect`](Self::collect) after asking the key filter: `None` when the filter shows the
+    /// key absent, and nothing was collected. The filter's cache line is fetched while the block
+    /// index is searched, and the block's slot while the filter is checked.
+    pub(crate) fn collect_filtered(
+        &self,
+        key: &[u8],
+        lower: Lsn,
+        cont: Lsn,
+        out: &mut Versions,
+    ) -> Result<Option<bool>> {
+        let hash = self.filter.as_ref().map(|f| f.prefetch(key));
+        let target = Lsn(cont.0 - 1);
+        let blocks = self.blocks_at_or_below(key, target);
+        if let Some(last) = blocks.checked_sub(1) {
+            self.blocks.prefetch(last);
+        }
+        if let (Some(f), Some(h)) = (&self.filter, hash)
+            && !f.may_contain_hash(h)
+        {
+            return Ok(None);
+        }
+        self.collect_in(key, lower, target, blocks, out).map(Some)
+    }
+
+    /// Collects versions of `key` in `[lower, target]` newest first from the first `blocks`
+    /// blocks, those starting at or below `(key, target)`; returns whether complete.
+    fn collect_in(
+        &self,
+        key: &[u8],
+        lower: Lsn,
+        target: Lsn,
+        blocks: usize,
+        out: &mut Versions,
+    ) -> Result<bool> {
+        let mut bi = blocks;
         let mut pos = None;
         while bi > 0 {
             bi -= 1;
@@ -456,11 +495,6 @@ impl LayerFile {
         let same = self.heads[lo..].partition_point(|x| *x == h);
         lo + self.index[lo..lo + same]
             .partition_point(|e| e.first_key[..].cmp(key).then(e.first_lsn.cmp(&lsn)).is_le())
-    }
-
-    /// Whether the layer may hold `key`, by its key filter; `false` means it does not.
-    pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
-        self.filter.as_ref().is_none_or(|f| f.may_contain(key))
     }
 
     /// Ends a read that found no version of its key here: in an image layer the key does not

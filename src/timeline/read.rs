@@ -191,16 +191,15 @@ fn collect_from(
         let Some(file) = hit.layer.file() else {
             return Ok(Local::Missing(hit.layer.clone()));
         };
-        if !file.may_contain(key) {
-            trace.filter_skips += 1;
-            if file.absent_if_image(versions) {
-                return Ok(Local::Ready(true));
+        match file.collect_filtered(key, hit.lower, *cont, versions)? {
+            Some(true) => return Ok(Local::Ready(true)),
+            Some(false) => {}
+            None => {
+                trace.filter_skips += 1;
+                if file.absent_if_image(versions) {
+                    return Ok(Local::Ready(true));
+                }
             }
-            *cont = hit.lower;
-            continue;
-        }
-        if file.collect(key, hit.lower, *cont, versions)? {
-            return Ok(Local::Ready(true));
         }
         *cont = hit.lower;
     }
