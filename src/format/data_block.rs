@@ -106,14 +106,15 @@ pub struct Entry<'a> {
     pub value: Value,
 }
 
-/// Values up to this many bytes are copied out of a block held in the cache's arena (see
-/// [`DataBlock::copy_to_arena`]), so that a value a caller keeps never pins arena memory.
+/// A block whose entries are all at most this many bytes goes into the block cache's arena (see
+/// [`DataBlock::cached_copy`]); values read from it are copied out, so that a value a caller
+/// keeps never pins arena memory.
 pub const SMALL_VALUE: usize = 1024;
 
 /// A checked, decoded data block.
 ///
 /// Its memory is the raw block followed by one search head per entry: the entry's key's
-/// [`OrdKey::head`] taken after the prefix every key in the block shares (often most of the
+/// `OrdKey::head` taken after the prefix every key in the block shares (often most of the
 /// key: a table, a relation), so that the heads tell the keys apart. A search probes the heads,
 /// a dense array beside the entries, and lands on its entry; keeping both in one allocation
 /// keeps a read to few pages.
@@ -281,7 +282,7 @@ impl DataBlock {
         })
     }
 
-    /// A copy of this block for the block cache. If no entry is larger than [`SMALL_VALUE`]
+    /// A copy of this block for the block cache. If no entry is larger than `SMALL_VALUE`
     /// bytes, its memory is a copy made by `alloc` (the cache's arena) and values read from it
     /// are copied out; otherwise it shares this block's memory.
     pub fn cached_copy(&self, alloc: impl FnOnce(&[u8]) -> Bytes) -> DataBlock {
