@@ -87,7 +87,7 @@ fn envelope(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
 /// `(key, lsn)` order, seeks must agree with a linear search and the entries must survive a
 /// rebuild with `DataBlockBuilder`.
 pub fn data_block(data: &[u8]) -> bool {
-    let block = match DataBlock::parse(Bytes::copy_from_slice(data), path(), 7) {
+    let block = match DataBlock::parse(data, path(), 7) {
         Ok(b) => b,
         Err(e) => {
             corruption(&e);
@@ -158,7 +158,7 @@ pub fn data_block(data: &[u8]) -> bool {
     let mut out = Vec::new();
     b.finish_into(&mut out);
     assert_eq!(out.len(), expect_len);
-    let again = DataBlock::parse(out.into(), path(), 0).expect("a rebuilt block parses");
+    let again = DataBlock::parse(&out, path(), 0).expect("a rebuilt block parses");
     assert_eq!(again.len(), entries.len());
     for (i, (k, l, v)) in entries.iter().enumerate() {
         let e = again.entry(i).expect("a rebuilt entry decodes");
