@@ -209,14 +209,22 @@ fn partition(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usiz
     lo
 }
 
-impl DataBlock {
-    /// Checks a raw block that came from `path` at `offset` (its offset table and key order)
-    /// and copies it, with its search heads, into a buffer of its own.
-    ///
-    /// # Errors
-    /// [`Corruption`](crate::ErrorKind::Corruption) when the table does not fit the block or the
-    /// keys are out of order.
-    pub fn parse(raw: &[u8], path: &Path, offset: u64) -> Result<DataBlock> {
+/// Memory for a block in the block cache: given a length and a function that fills that
+/// many bytes, returns them.
+pub type Alloc<'a> = dyn FnMut(usize, &mut dyn FnMut(&mut [u8])) -> Bytes + 'a;
+
+/// What checking a raw block found: where its parts are and what its keys share.
+struct Layout {
+    entries_end: u32,
+    count: u32,
+    prefix_len: u32,
+    small_entries: bool,
+}
+
+impl Layout {
+    /// Checks the raw block that came from `path` at `offset`: its offset table, that each
+    /// entry holds a key and an LSN, and that the keys share the first and last keys' prefix.
+    fn check(raw: &[u8], path: &Path, offset: u64) -> Result<Layout> {
         let bad = |what: String| Error::corruption(path, offset, format!("data block: {what}"));
         if raw.len() < COUNT_LEN {
             return Err(bad(format!("{} bytes is too short", raw.len())));
@@ -251,8 +259,6 @@ impl DataBlock {
             prev = Some(start);
         }
         let entry = |i| raw_entry(raw, entries_end, count, i);
-        let mut buf = Vec::with_capacity(raw.len() + HEAD_LEN * count);
-        buf.extend_from_slice(raw);
         let mut prefix_len = 0;
         let mut small_entries = true;
         if count > 0 {
@@ -269,25 +275,105 @@ impl DataBlock {
                 if !key.starts_with(prefix) {
                     return Err(bad(format!("entry {i}: key out of order")));
                 }
-                buf.extend_from_slice(&OrdKey::new(&key[prefix_len..]).head().to_ne_bytes());
             }
         }
-        Ok(DataBlock {
-            buf: buf.into(),
+        Ok(Layout {
             entries_end: entries_end_u32,
             count: count as u32,
+            // A key is at most `u16::MAX` bytes.
             prefix_len: prefix_len as u32,
             small_entries,
-            in_arena: false,
         })
+    }
+
+    /// Bytes of the decoded block: the raw block and a head per entry.
+    fn buf_len(&self, raw: &[u8]) -> usize {
+        raw.len() + HEAD_LEN * self.count as usize
+    }
+
+    /// The search head of each entry of the checked block `raw`, in order.
+    fn heads<'a>(&'a self, raw: &'a [u8]) -> impl Iterator<Item = u64> + 'a {
+        let (end, count, p) = (
+            self.entries_end as usize,
+            self.count as usize,
+            self.prefix_len as usize,
+        );
+        (0..count).map(move |i| {
+            let key = key_lsn_of(raw_entry(raw, end, count, i), i)
+                .expect("checked")
+                .0;
+            OrdKey::new(&key[p..]).head()
+        })
+    }
+
+    /// The checked block `raw`, with its heads, in memory of its own.
+    fn owned(&self, raw: &[u8]) -> DataBlock {
+        let mut buf = Vec::with_capacity(self.buf_len(raw));
+        buf.extend_from_slice(raw);
+        for h in self.heads(raw) {
+            buf.extend_from_slice(&h.to_ne_bytes());
+        }
+        self.block(buf.into(), false)
+    }
+
+    /// The block over `buf`, the raw block and its heads.
+    fn block(&self, buf: Bytes, in_arena: bool) -> DataBlock {
+        DataBlock {
+            buf,
+            entries_end: self.entries_end,
+            count: self.count,
+            prefix_len: self.prefix_len,
+            small_entries: self.small_entries,
+            in_arena,
+        }
+    }
+}
+
+impl DataBlock {
+    /// Checks a raw block that came from `path` at `offset` (its offset table and key order)
+    /// and copies it, with its search heads, into a buffer of its own.
+    ///
+    /// # Errors
+    /// [`Corruption`](crate::ErrorKind::Corruption) when the table does not fit the block or the
+    /// keys are out of order.
+    pub fn parse(raw: &[u8], path: &Path, offset: u64) -> Result<DataBlock> {
+        Ok(Layout::check(raw, path, offset)?.owned(raw))
+    }
+
+    /// As [`parse`](Self::parse), for the block cache: if no entry is longer than
+    /// [`SMALL_VALUE`] bytes, the block is built in memory from `alloc` (the cache's arena),
+    /// which is given the length and a function that fills it, and values read from it are
+    /// copied out.
+    ///
+    /// # Errors
+    /// As [`parse`](Self::parse).
+    pub fn parse_with(
+        raw: &[u8],
+        path: &Path,
+        offset: u64,
+        alloc: &mut Alloc<'_>,
+    ) -> Result<DataBlock> {
+        let layout = Layout::check(raw, path, offset)?;
+        if !layout.small_entries {
+            return Ok(layout.owned(raw));
+        }
+        let buf = alloc(layout.buf_len(raw), &mut |dst| {
+            let (body, heads) = dst.split_at_mut(raw.len());
+            body.copy_from_slice(raw);
+            for (d, h) in heads.chunks_exact_mut(HEAD_LEN).zip(layout.heads(raw)) {
+                d.copy_from_slice(&h.to_ne_bytes());
+            }
+        });
+        Ok(layout.block(buf, true))
     }
 
     /// A copy of this block for the block cache. If no entry is larger than `SMALL_VALUE`
     /// bytes, its memory is a copy made by `alloc` (the cache's arena) and values read from it
     /// are copied out; otherwise it shares this block's memory.
-    pub fn cached_copy(&self, alloc: impl FnOnce(&[u8]) -> Bytes) -> DataBlock {
+    pub fn cached_copy(&self, alloc: &mut Alloc<'_>) -> DataBlock {
         let (buf, in_arena) = if self.small_entries {
-            (alloc(&self.buf), true)
+            let src = &self.buf[..];
+            (alloc(src.len(), &mut |dst| dst.copy_from_slice(src)), true)
         } else {
             (self.buf.clone(), false)
         };
@@ -502,7 +588,8 @@ mod tests {
             let with_prefix = |k: &[u8]| [&prefix[..], k].concat();
             let entries: Vec<_> = entries.into_iter().map(|(k, l, v)| (with_prefix(&k), l, v)).collect();
             let probe_key = if probe_prefixed { with_prefix(&probe_key) } else { probe_key };
-            let block = DataBlock::parse(&build(&entries), Path::new("f"), 0).unwrap();
+            let raw = build(&entries);
+            let block = DataBlock::parse(&raw, Path::new("f"), 0).unwrap();
             prop_assert_eq!(block.len(), entries.len());
             for (i, (k, l, v)) in entries.iter().enumerate() {
                 let e = block.entry(i).unwrap();
@@ -510,20 +597,30 @@ mod tests {
                 prop_assert_eq!(e.lsn, Lsn(*l));
                 prop_assert_eq!(&e.value, v);
             }
-            // The cache's copy answers the same; from the arena, values are copies that do not
-            // point into the block's memory.
-            let cached = block.cached_copy(Bytes::copy_from_slice);
-            prop_assert_eq!(cached.in_arena, entries.iter().all(|(k, _, v)| 15 + k.len() + body(v).len() <= SMALL_VALUE));
-            let memory = cached.buf.as_ptr_range();
-            for (i, (k, l, v)) in entries.iter().enumerate() {
-                let e = cached.entry(i).unwrap();
-                prop_assert_eq!((e.key, e.lsn, &e.value), (&k[..], Lsn(*l), v));
-                let body = body(&e.value);
-                if cached.in_arena && !body.is_empty() {
-                    prop_assert!(!memory.contains(&body.as_ptr()));
+            // The cache's copies, of a parsed block or parsed straight into the cache, answer
+            // the same; from the arena, values are copies that do not point into the block's
+            // memory. The arena's memory is not zeroed: it may hold an earlier block's bytes.
+            let mut alloc = |len: usize, fill: &mut dyn FnMut(&mut [u8])| {
+                let mut v = vec![0xa5; len];
+                fill(&mut v);
+                Bytes::from(v)
+            };
+            let cached = block.cached_copy(&mut alloc);
+            let direct = DataBlock::parse_with(&raw, Path::new("f"), 0, &mut alloc).unwrap();
+            for c in [&cached, &direct] {
+                prop_assert_eq!(c.in_arena, entries.iter().all(|(k, _, v)| 15 + k.len() + body(v).len() <= SMALL_VALUE));
+                prop_assert_eq!(&c.buf, &block.buf);
+                let memory = c.buf.as_ptr_range();
+                for (i, (k, l, v)) in entries.iter().enumerate() {
+                    let e = c.entry(i).unwrap();
+                    prop_assert_eq!((e.key, e.lsn, &e.value), (&k[..], Lsn(*l), v));
+                    let body = body(&e.value);
+                    if c.in_arena && !body.is_empty() {
+                        prop_assert!(!memory.contains(&body.as_ptr()));
+                    }
                 }
             }
-            for b in [&block, &cached] {
+            for b in [&block, &cached, &direct] {
                 let want = entries.iter().rposition(|(k, l, _)| (&k[..], *l) <= (&probe_key[..], probe_lsn));
                 prop_assert_eq!(b.seek_le(&probe_key, Lsn(probe_lsn)).unwrap(), want);
                 let want_ge = entries.iter().position(|(k, _, _)| k[..] >= probe_key[..]).unwrap_or(entries.len());

@@ -26,7 +26,7 @@ pub use block::{
 /// plus one entry of this size stays under [`MAX_RAW_BLOCK`].
 pub const MAX_VALUE_LEN: usize = 32 << 20;
 pub use catalog::{Catalog, CatalogEntry};
-pub use data_block::{DataBlock, DataBlockBuilder, Entry};
+pub use data_block::{Alloc, DataBlock, DataBlockBuilder, Entry};
 pub(crate) use data_block::{Side, common_prefix};
 pub use filter::{BITS_PER_KEY, KeyFilter, key_hash};
 pub use footer::{FOOTER_TRAILER_LEN, Footer, LayerKind};

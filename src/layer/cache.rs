@@ -21,7 +21,8 @@ use bytes::Bytes;
 use memmap2::MmapMut;
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 
-use crate::format::DataBlock;
+use crate::error::Result;
+use crate::format::{Alloc, DataBlock};
 
 /// A cache line holding one block's slot.
 #[repr(align(64))]
@@ -60,7 +61,17 @@ struct Arena {
     /// The newest chunk and how many of its bytes are handed out.
     chunk: Option<(Arc<Chunk>, usize)>,
     size: usize,
+    /// Mappings of chunks whose blocks are all gone, kept for the next chunks: a cache that
+    /// evicts as fast as it fills would otherwise unmap a chunk and map, fault in and zero a
+    /// new one for every chunk's worth of blocks it caches.
+    spares: Arc<Mutex<Vec<MmapMut>>>,
+    /// Chunks mapped from the kernel, recycled ones not counted.
+    #[cfg(test)]
+    mapped: usize,
 }
+
+/// Spare chunk mappings an arena keeps at most: memory beyond the cache's capacity.
+const SPARE_CHUNKS: usize = 2;
 
 impl Arena {
     /// Chunks for a cache of `capacity` bytes: small enough that a chunk kept alive by a few
@@ -69,62 +80,108 @@ impl Arena {
         Arena {
             chunk: None,
             size: (capacity / 32).clamp(64 << 10, 8 << 20),
+            spares: Arc::default(),
+            #[cfg(test)]
+            mapped: 0,
         }
     }
 
-    /// A copy of `src` in the arena; of its own when it is a large part of a chunk, or when no
-    /// chunk can be mapped.
-    fn copy(&mut self, src: &[u8]) -> Bytes {
-        if src.len() > self.size / 8 {
-            return Bytes::copy_from_slice(src);
+    /// `len` bytes written by `fill`, in the arena; of their own when they are a large part of a
+    /// chunk, or when no chunk can be mapped.
+    fn alloc(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Bytes {
+        let own = |fill: &mut dyn FnMut(&mut [u8])| {
+            let mut v = vec![0; len];
+            fill(&mut v);
+            Bytes::from(v)
+        };
+        if len > self.size / 8 {
+            return own(fill);
         }
         let used = self.chunk.as_ref().map_or(self.size, |(_, used)| *used);
-        if self.size - used < src.len() {
-            match Chunk::map(self.size) {
+        if self.size - used < len {
+            match self.next_chunk() {
                 Ok(c) => self.chunk = Some((Arc::new(c), 0)),
-                Err(_) => return Bytes::copy_from_slice(src),
+                Err(_) => return own(fill),
             }
         }
         let (chunk, used) = self.chunk.as_mut().expect("a chunk with room");
         let start = *used;
-        // SAFETY: `start + src.len()` is within the mapping, and no piece handed out covers
-        // those bytes yet (pieces cover only bytes below `used`).
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), chunk.base.add(start), src.len());
-        }
-        *used += src.len();
+        // SAFETY: `start + len` is within the mapping, whose bytes are all initialized (zeroed
+        // by the kernel, or written before), and no piece handed out covers them (pieces cover
+        // only bytes below `used`, and only pieces of this chunk), so nothing else reads or
+        // writes them while `fill` does.
+        fill(unsafe { std::slice::from_raw_parts_mut(chunk.base.add(start), len) });
+        *used += len;
         Bytes::from_owner(Piece {
             chunk: chunk.clone(),
             start,
-            len: src.len(),
+            len,
         })
+    }
+
+    /// A spare chunk, or a new one.
+    fn next_chunk(&mut self) -> std::io::Result<Chunk> {
+        let spare = self.spares.lock().pop();
+        let map = match spare {
+            Some(map) => map,
+            None => {
+                #[cfg(test)]
+                {
+                    self.mapped += 1;
+                }
+                Chunk::map(self.size)?
+            }
+        };
+        Ok(Chunk::new(map, self.spares.clone()))
     }
 }
 
 /// A private anonymous mapping the arena carves pieces from. Fresh from the kernel rather than
 /// from the allocator, so that no page of it was touched before it was advised onto huge
-/// pages.
+/// pages. Once its last piece is gone it goes back to the arena's spares, or is unmapped.
 struct Chunk {
-    /// Keeps the mapping alive; its bytes are reached only through `base`.
-    _map: MmapMut,
+    /// Keeps the mapping alive; its bytes are reached only through `base`. `None` only while
+    /// dropping.
+    map: Option<MmapMut>,
     base: *mut u8,
+    spares: Arc<Mutex<Vec<MmapMut>>>,
 }
 
 // SAFETY: a chunk's bytes are written only by the arena, under the cache's mutex, before any
-// piece covers them; pieces only read, and only bytes already written.
+// piece covers them; pieces only read, and only bytes already written. A recycled mapping has
+// no pieces left: it is reused only after its chunk, and so every piece of it, was dropped.
 unsafe impl Send for Chunk {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Chunk {}
 
 impl Chunk {
-    fn map(size: usize) -> std::io::Result<Chunk> {
-        let mut map = MmapMut::map_anon(size)?;
+    fn map(size: usize) -> std::io::Result<MmapMut> {
+        let map = MmapMut::map_anon(size)?;
         // Advice the kernel may ignore (transparent huge pages off, none free): the arena works
         // the same on small pages.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(map)
+    }
+
+    fn new(mut map: MmapMut, spares: Arc<Mutex<Vec<MmapMut>>>) -> Chunk {
         let base = map.as_mut_ptr();
-        Ok(Chunk { _map: map, base })
+        Chunk {
+            map: Some(map),
+            base,
+            spares,
+        }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Some(map) = self.map.take() {
+            let mut spares = self.spares.lock();
+            if spares.len() < SPARE_CHUNKS {
+                spares.push(map);
+            }
+        }
     }
 }
 
@@ -173,17 +230,33 @@ impl BlockCache {
 
     /// Caches a copy of `block` as block `i` of the file owning `slots`, unless another reader
     /// cached it first. The caller must hold no slot's lock.
+    #[cfg(test)]
     pub(crate) fn insert(&self, slots: &Arc<BlockSlots>, i: usize, block: &DataBlock) {
+        self.insert_with(slots, i, |alloc| Ok(block.cached_copy(alloc)))
+            .expect("a copy never fails");
+    }
+
+    /// Caches the block `make` builds in memory from the allocator it is given (the arena) as
+    /// block `i` of the file owning `slots`, unless another reader cached it first. Returns
+    /// whether the block was cached (by this call or another), or `make`'s error. The caller
+    /// must hold no slot's lock.
+    pub(crate) fn insert_with(
+        &self,
+        slots: &Arc<BlockSlots>,
+        i: usize,
+        make: impl FnOnce(&mut Alloc<'_>) -> Result<DataBlock>,
+    ) -> Result<bool> {
         if self.capacity == 0 {
-            return;
+            return Ok(false);
         }
         let mut fifo = self.fifo.lock();
         {
             let mut slot = slots.0[i].0.write();
             if slot.is_some() {
-                return;
+                return Ok(true);
             }
-            let block = block.cached_copy(|b| fifo.arena.copy(b));
+            let arena = &mut fifo.arena;
+            let block = make(&mut |len, fill| arena.alloc(len, fill))?;
             fifo.bytes += block.byte_len();
             fifo.blocks += 1;
             *slot = Some(block);
@@ -203,6 +276,7 @@ impl BlockCache {
         if fifo.order.len() > 2 * fifo.blocks + 1024 {
             fifo.order.retain(|(s, j)| s.0[*j].0.read().is_some());
         }
+        Ok(true)
     }
 
     /// Empties the slots of a file being closed, so its blocks are freed now.
@@ -284,6 +358,33 @@ mod tests {
         let fifo = cache.fifo.lock();
         assert_eq!((fifo.bytes, fifo.blocks), (0, 0));
         assert!(fifo.order.len() <= 1024 + 1, "{} queued", fifo.order.len());
+    }
+
+    #[test]
+    fn a_cache_that_keeps_evicting_reuses_its_chunks() {
+        // 64 KiB chunks (the smallest), a cache of 16 of them, blocks of a few hundred bytes.
+        let capacity = 1 << 20;
+        let cache = BlockCache::new(capacity);
+        let size = cache.fifo.lock().arena.size;
+        let b = block(40);
+        let blocks = 40 * capacity / b.byte_len();
+        let s = BlockCache::slots(blocks);
+        for i in 0..blocks {
+            cache.insert(&s, i, &b);
+            let g = s.get(i).expect("just cached");
+            assert_eq!(g.len(), 40);
+        }
+        let fifo = cache.fifo.lock();
+        // Forty cache capacities went through; without reuse that would map about 640 chunks.
+        // With it: the chunks that hold the cache's capacity, the newest, the spares, and one
+        // whose last block is on its way out.
+        let bound = capacity / size + 1 + SPARE_CHUNKS + 1;
+        assert!(
+            fifo.arena.mapped <= bound,
+            "{} chunks mapped, at most {bound} expected",
+            fifo.arena.mapped
+        );
+        assert!(fifo.bytes <= capacity);
     }
 
     #[test]

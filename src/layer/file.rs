@@ -3,6 +3,7 @@
 //! Layout: `data blocks ‖ key filter block ‖ index block ‖ footer` — see [`crate::format`] for
 //! each part.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::{Bound, Range};
@@ -367,21 +368,40 @@ impl LayerFile {
     /// Block `i`, from the cache or read, checked and cached. Hold it briefly, and do not ask for
     /// another block while holding it: a cached block stays read-locked in its slot.
     fn block(&self, i: usize) -> Result<BlockRef<'_>> {
-        if let Some(b) = self.blocks.get(i) {
+        match self.blocks.get(i) {
+            Some(b) => Ok(BlockRef::Cached(b)),
+            None => self.block_missed(i),
+        }
+    }
+
+    /// [`block`](Self::block) for a block not in the cache: kept out of line, so that a read of
+    /// a cached block runs a short function.
+    #[inline(never)]
+    fn block_missed(&self, i: usize) -> Result<BlockRef<'_>> {
+        // Checked and parsed straight into the cache, then read there: one copy of the block.
+        let (raw, offset) = self.raw_block(i)?;
+        let cached = self.cache.insert_with(&self.blocks, i, |alloc| {
+            DataBlock::parse_with(&raw, &self.path, offset, alloc)
+        })?;
+        // Unless the cache holds nothing, or already evicted it (a cache smaller than a block).
+        if cached && let Some(b) = self.blocks.get(i) {
             return Ok(BlockRef::Cached(b));
         }
-        let block = self.block_uncached(i)?;
-        self.cache.insert(&self.blocks, i, &block);
-        Ok(BlockRef::Read(block))
+        Ok(BlockRef::Read(DataBlock::parse(&raw, &self.path, offset)?))
+    }
+
+    /// Block `i` as stored, checked against its checksum and decompressed, and its offset.
+    fn raw_block(&self, i: usize) -> Result<(Cow<'_, [u8]>, u64)> {
+        let e = &self.index[i];
+        let framed = &self.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+        Ok((decode_block_ref(framed, &self.path, e.offset)?, e.offset))
     }
 
     /// Reads and checks block `i` without the cache. Compaction reads blocks this way: it reads
     /// each once and should not push out what readers use.
     fn block_uncached(&self, i: usize) -> Result<DataBlock> {
-        let e = &self.index[i];
-        let framed = &self.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-        let raw = decode_block_ref(framed, &self.path, e.offset)?;
-        DataBlock::parse(&raw, &self.path, e.offset)
+        let (raw, offset) = self.raw_block(i)?;
+        DataBlock::parse(&raw, &self.path, offset)
     }
 
     /// Every version in `(key, lsn)` order, one block in memory at a time.
