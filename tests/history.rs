@@ -570,3 +570,69 @@ async fn gc_rewrites_delta_layers_together_dropping_versions_shadowed_across_lay
     assert_eq!(before, after, "reads at and above the cutoff changed");
     assert_eq!(after[0].as_deref(), Some(&b"r9-0"[..]));
 }
+
+/// A delta layer that an image layer sits inside holds the history below the image too: a read
+/// whose key's next older version there needs nothing older (an image, a tombstone) ends in the
+/// delta layer; one whose next older version is a delta goes on to the image, as before.
+#[tokio::test]
+async fn a_read_ends_in_a_delta_layer_that_holds_the_base_below_an_image() {
+    use stratakv::SimpleRedo;
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path())
+        .compaction_threshold(1 << 20)
+        .image_threshold_bytes(u64::MAX)
+        .target_layer_size(u64::MAX);
+    let store = Store::open(o).await.unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    let (image, base, delta, gone, later) = (key(1), key(2), key(3), key(4), key(5));
+    let mut w = main.writer().unwrap();
+    w.put(&image, Lsn(8), Value::image("image@8")).unwrap();
+    w.put(&base, Lsn(8), Value::image("base@8")).unwrap();
+    w.put(&gone, Lsn(8), Value::image("gone@8")).unwrap();
+    w.finish_write(Lsn(8)).unwrap();
+    w.put(&base, Lsn(0x10), Value::delta(SimpleRedo::append(b"+16")))
+        .unwrap();
+    w.put(&gone, Lsn(0x10), Value::Tombstone).unwrap();
+    w.put(&later, Lsn(0x10), Value::image("later@16")).unwrap();
+    w.finish_write(Lsn(0x10)).unwrap();
+    drop(w);
+    main.flush().await.unwrap();
+    assert_eq!(main.create_image_layer().await.unwrap(), Lsn(0x10));
+    let mut w = main.writer().unwrap();
+    for k in [&image, &base, &gone, &later] {
+        w.put(k, Lsn(0x20), Value::image("new@32")).unwrap();
+    }
+    w.put(&delta, Lsn(0x20), Value::image("delta@32")).unwrap();
+    w.finish_write(Lsn(0x20)).unwrap();
+    drop(w);
+    main.flush().await.unwrap();
+    // The two L0 layers become one L1 layer up to LSN 0x21, with the image at 0x10 inside.
+    main.compact().await.unwrap();
+    let layers = main.layers();
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    assert!(
+        layers
+            .iter()
+            .any(|l| l.level == 1 && l.lsn_range.start <= Lsn(8) && l.lsn_range.end == Lsn(0x21)),
+        "{layers:?}"
+    );
+    // (key, value at 0x18, layers visited): the image at 8 and the tombstone at 0x10 end the
+    // read in the delta layer; the append at 0x10 needs its base, from the image layer.
+    let want: [(&[u8], Option<&str>, u32); 5] = [
+        (&image, Some("image@8"), 1),
+        (&base, Some("base@8+16"), 2),
+        (&delta, None, 2),
+        (&gone, None, 1),
+        (&later, Some("later@16"), 1),
+    ];
+    for (k, value, visited) in want {
+        let (v, trace) = main.get_traced(k, Lsn(0x18)).await.unwrap();
+        assert_eq!(v.as_deref(), value.map(str::as_bytes), "{k:?}");
+        assert_eq!(trace.layers_visited, visited, "{k:?}: {trace:?}");
+    }
+    for (k, _, _) in want {
+        let (v, _) = main.get_traced(k, Lsn(0x20)).await.unwrap();
+        let v = v.unwrap();
+        assert!(v == "new@32" || v == "delta@32", "{k:?}");
+    }
+}

@@ -435,7 +435,7 @@ impl LayerFile {
     ) -> Result<bool> {
         let target = Lsn(cont.0 - 1);
         let blocks = self.blocks_at_or_below(key, target);
-        self.collect_in(key, lower, target, blocks, out)
+        self.collect_in(key, lower, lower, target, blocks, out)
     }
 
     /// [`collect`](Self::collect) after asking the key filter: `None` when the filter shows the
@@ -444,6 +444,7 @@ impl LayerFile {
     pub(crate) fn collect_filtered(
         &self,
         key: &[u8],
+        floor: Lsn,
         lower: Lsn,
         cont: Lsn,
         out: &mut Versions,
@@ -459,14 +460,21 @@ impl LayerFile {
         {
             return Ok(None);
         }
-        self.collect_in(key, lower, target, blocks, out).map(Some)
+        self.collect_in(key, floor, lower, target, blocks, out)
+            .map(Some)
     }
 
     /// Collects versions of `key` in `[lower, target]` newest first from the first `blocks`
-    /// blocks, those starting at or below `(key, target)`; returns whether complete.
+    /// blocks, those starting at or below `(key, target)`; returns whether complete. If they
+    /// are not, and the key's next older version is at or above `floor` and needs nothing older
+    /// (an image, a tombstone, a `will_init` delta), it completes them: `lower` is above the
+    /// layer's own start only when an image layer lies inside this one, and this version is
+    /// where that image's value for the key comes from, so reading it here spares the read
+    /// the image layer.
     fn collect_in(
         &self,
         key: &[u8],
+        floor: Lsn,
         lower: Lsn,
         target: Lsn,
         blocks: usize,
@@ -490,10 +498,22 @@ impl LayerFile {
             while i > 0 {
                 i -= 1;
                 let (k, lsn) = block.key_lsn(i).map_err(|e| self.corrupt(bi, e))?;
-                if k != key || lsn < lower {
+                if k != key || lsn < floor {
                     return Ok(self.absent_if_image(out));
                 }
                 let e = block.entry(i).map_err(|e| self.corrupt(bi, e))?;
+                if lsn < lower {
+                    let whole = matches!(
+                        e.value,
+                        Value::Image(_)
+                            | Value::Tombstone
+                            | Value::Delta {
+                                will_init: true,
+                                ..
+                            }
+                    );
+                    return Ok(whole && out.push(e.lsn, e.value));
+                }
                 if out.push(e.lsn, e.value) {
                     return Ok(true);
                 }

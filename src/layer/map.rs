@@ -68,6 +68,11 @@ impl<L> Clone for LayerMap<L> {
 pub(crate) struct Hit<'a, L = Layer> {
     pub(crate) layer: &'a Arc<L>,
     pub(crate) lower: Lsn,
+    /// At or below `lower`: below it only when an image sits inside a delta layer. The read
+    /// goes on to that image from `lower`, but the delta layer holds every version of its own
+    /// from `floor` on (its start, or just above the next older image), so a version there
+    /// that needs nothing older may end the read one layer early.
+    pub(crate) floor: Lsn,
 }
 
 impl<L: Extent> LayerMap<L> {
@@ -111,6 +116,8 @@ impl<L: Extent> LayerMap<L> {
         let first = self.layers.partition_point(|l| l.lsn_range().start >= cont);
         let mut best_delta: Option<(usize, Lsn)> = None; // (index, effective end)
         let mut best_image: Option<usize> = None;
+        // The newest image LSN below the best image's.
+        let mut second_image: Option<Lsn> = None;
         for i in first..self.layers.len() {
             let l = &self.layers[i];
             let start = l.lsn_range().start;
@@ -131,8 +138,12 @@ impl<L: Extent> LayerMap<L> {
             }
             match l.kind() {
                 LayerKind::Image => {
-                    if best_image.is_none_or(|b| self.layers[b].lsn_range().start < start) {
+                    let best = best_image.map(|b| self.layers[b].lsn_range().start);
+                    if best.is_none_or(|b| b < start) {
+                        second_image = second_image.max(best);
                         best_image = Some(i);
+                    } else if best.is_some_and(|b| start < b) {
+                        second_image = second_image.max(Some(start));
                     }
                 }
                 LayerKind::Delta => {
@@ -148,6 +159,7 @@ impl<L: Extent> LayerMap<L> {
             (None, Some(img)) => Some(Hit {
                 layer: &self.layers[img],
                 lower: self.layers[img].lsn_range().start,
+                floor: self.layers[img].lsn_range().start,
             }),
             (Some((d, eff)), img) => {
                 let img_lsn = img.map(|i| self.layers[i].lsn_range().start);
@@ -157,6 +169,7 @@ impl<L: Extent> LayerMap<L> {
                         Some(Hit {
                             layer: &self.layers[i],
                             lower: il,
+                            floor: il,
                         })
                     }
                     _ => {
@@ -165,9 +178,14 @@ impl<L: Extent> LayerMap<L> {
                             Some(il) if il >= start => il.next(),
                             _ => start,
                         };
+                        // Below the image the history is this layer's only above any older
+                        // image: an image may hold what no delta layer does (an ancestor's
+                        // history, materialized when the timeline was detached from it).
+                        let floor = second_image.map_or(start, |s| start.max(s.next()));
                         Some(Hit {
                             layer: &self.layers[d],
                             lower,
+                            floor: floor.min(lower),
                         })
                     }
                 }
@@ -267,7 +285,17 @@ mod tests {
             // Distinct starts among overlapping layers of one kind are not required; ties are
             // broken by name in both.
             let map = LayerMap::new(layers.clone());
-            let got = map.search(&[key], Lsn(cont)).map(|h| (h.layer.file_name.clone(), h.lower));
+            let hit = map.search(&[key], Lsn(cont));
+            if let Some(h) = &hit {
+                // The floor is at or above the layer's own start, at or below where the read
+                // goes on, and no image between it and there holds the key.
+                prop_assert!(h.layer.lsn_range.start <= h.floor && h.floor <= h.lower);
+                prop_assert!(!layers.iter().any(|l| l.kind == LayerKind::Image
+                    && l.key_range.contains(&[key])
+                    && h.floor <= l.lsn_range.start
+                    && l.lsn_range.start.next() < h.lower));
+            }
+            let got = hit.map(|h| (h.layer.file_name.clone(), h.lower));
             let want = brute_force(&layers, &[key], Lsn(cont));
             match got {
                 None => prop_assert!(want.is_empty(), "found nothing, expected one of {:?}", want),

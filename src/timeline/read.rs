@@ -91,15 +91,27 @@ impl TimelineInner {
     ) -> Result<Local<Option<Bytes>>> {
         let mut versions = Versions::default();
         let mut cont = lsn.next();
-        let done = local!(collect_from(snap, key, &mut cont, &mut versions, trace));
+        // Loaded after the snapshot was taken: GC stores a cutoff before it publishes layers
+        // rewritten under it, so this is at least the cutoff the snapshot's layers went by.
+        let cutoff = self.gc_cutoff();
+        let done = local!(collect_from(
+            snap,
+            key,
+            cutoff,
+            &mut cont,
+            &mut versions,
+            trace
+        ));
         let mut level = if done { None } else { snap.ancestor.clone() };
         while let Some((anc, branch_lsn)) = level {
             cont = cont.min(branch_lsn.next());
             trace.ancestors_visited += 1;
             let anc_snap = anc.snapshot();
+            let cutoff = anc.gc_cutoff();
             if local!(collect_from(
                 &anc_snap,
                 key,
+                cutoff,
                 &mut cont,
                 &mut versions,
                 trace
@@ -169,9 +181,13 @@ impl TimelineInner {
 
 /// Collects versions of `key` below `cont` from one timeline's snapshot; lowers `cont` to
 /// where it stopped. Returns whether the base was found.
+///
+/// Versions below `gc_cutoff`, the timeline's GC cutoff, may be gone from a layer that GC
+/// rewrote, so a read ends early in a delta layer below an image only at or above it.
 fn collect_from(
     snap: &Snapshot,
     key: &[u8],
+    gc_cutoff: Lsn,
     cont: &mut Lsn,
     versions: &mut Versions,
     trace: &mut ReadTrace,
@@ -191,7 +207,8 @@ fn collect_from(
         let Some(file) = hit.layer.file() else {
             return Ok(Local::Missing(hit.layer.clone()));
         };
-        match file.collect_filtered(key, hit.lower, *cont, versions)? {
+        let floor = hit.floor.max(gc_cutoff).min(hit.lower);
+        match file.collect_filtered(key, floor, hit.lower, *cont, versions)? {
             Some(true) => return Ok(Local::Ready(true)),
             Some(false) => {}
             None => {
