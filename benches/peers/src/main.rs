@@ -19,7 +19,9 @@
 //! * StrataKV: `put(key, lsn, Value::image(..))`, `finish_write` every 1000 puts, WAL on without
 //!   fsync (`FsyncPolicy::Never`: the peers' default writes do not sync either), no periodic
 //!   background work (`background_period(None)`; a flush that leaves 4 L0 layers still kicks a
-//!   compaction, as documented); `flush()` after each round; `get(key, lsn)`. How many layers a get visited is counted with `get_traced` (untimed).
+//!   compaction, as documented); `flush()` after each round; `get(key, lsn)`. How many layers a get visited is counted with `get_traced` (untimed);
+//!   with `STRATAKV_PEERS_LAYERS=1` the harness also prints StrataKV's layers at read time and
+//!   the trace of every traced get that visited more than one.
 //! * Peers store versions as a user would: key ‖ big-endian (u64::MAX − lsn), so that a key's
 //!   versions sort newest first; "get as of LSN" = seek to key ‖ inv(lsn) and take the first
 //!   entry if it is still the same key (RocksDB: raw iterator with an upper bound; fjall:
@@ -404,6 +406,20 @@ impl Engine for Strata {
     }
     fn shape(&mut self) -> String {
         let layers = self.tl.layers();
+        if std::env::var_os("STRATAKV_PEERS_LAYERS").is_some() {
+            for l in &layers {
+                eprintln!(
+                    "    L{} {:?} LSN {}..{} keys {:?}..{:?} {} MB",
+                    l.level,
+                    l.kind,
+                    l.lsn_range.start.0,
+                    l.lsn_range.end.0,
+                    l.key_range.start.get(..8),
+                    l.key_range.end.as_ref().and_then(|k| k.get(..8)),
+                    l.file_size >> 20
+                );
+            }
+        }
         let count = |level: u8| layers.iter().filter(|l| l.level == level).count();
         format!(
             "{} layer files (L0 {}, L1 {}), {} in memory",
@@ -422,6 +438,9 @@ impl Engine for Strata {
             .rt
             .block_on(self.tl.get_traced(k, Lsn(lsn)))
             .expect("get_traced");
+        if std::env::var_os("STRATAKV_PEERS_LAYERS").is_some() && trace.layers_visited > 1 {
+            eprintln!("    LSN {lsn} key {:?}: {trace:?}", &k[..8]);
+        }
         Some(trace.layers_visited)
     }
     fn close(self) {
