@@ -341,9 +341,9 @@ impl DataBlock {
     }
 
     /// As [`parse`](Self::parse), for the block cache: if no entry is longer than
-    /// [`SMALL_VALUE`] bytes, the block is built in memory from `alloc` (the cache's arena),
-    /// which is given the length and a function that fills it, and values read from it are
-    /// copied out.
+    /// `SMALL_VALUE` (1024) bytes, the block is built in memory from `alloc` (the cache's
+    /// arena), which is given the length and a function that fills it, and values read from
+    /// it are copied out.
     ///
     /// # Errors
     /// As [`parse`](Self::parse).
