@@ -503,16 +503,7 @@ impl LayerFile {
                 }
                 let e = block.entry(i).map_err(|e| self.corrupt(bi, e))?;
                 if lsn < lower {
-                    let whole = matches!(
-                        e.value,
-                        Value::Image(_)
-                            | Value::Tombstone
-                            | Value::Delta {
-                                will_init: true,
-                                ..
-                            }
-                    );
-                    return Ok(whole && out.push(e.lsn, e.value));
+                    return Ok(e.value.is_base() && out.push(e.lsn, e.value));
                 }
                 if out.push(e.lsn, e.value) {
                     return Ok(true);
