@@ -107,7 +107,7 @@ pub struct Entry<'a> {
 }
 
 /// A block whose entries are all at most this many bytes goes into the block cache's arena (see
-/// [`DataBlock::cached_copy`]); values read from it are copied out, so that a value a caller
+/// [`DataBlock::parse_with`]); values read from it are copied out, so that a value a caller
 /// keeps never pins arena memory.
 pub const SMALL_VALUE: usize = 1024;
 
@@ -128,8 +128,6 @@ pub struct DataBlock {
     count: u32,
     /// Length of the prefix every key in the block shares.
     prefix_len: u32,
-    /// Whether no entry is longer than [`SMALL_VALUE`] bytes.
-    small_entries: bool,
     /// Whether `buf` is in the cache's arena: values are then copied out, never lent.
     in_arena: bool,
 }
@@ -323,7 +321,6 @@ impl Layout {
             entries_end: self.entries_end,
             count: self.count,
             prefix_len: self.prefix_len,
-            small_entries: self.small_entries,
             in_arena,
         }
     }
@@ -369,9 +366,12 @@ impl DataBlock {
 
     /// A copy of this block for the block cache. If no entry is larger than `SMALL_VALUE`
     /// bytes, its memory is a copy made by `alloc` (the cache's arena) and values read from it
-    /// are copied out; otherwise it shares this block's memory.
-    pub fn cached_copy(&self, alloc: &mut Alloc<'_>) -> DataBlock {
-        let (buf, in_arena) = if self.small_entries {
+    /// are copied out; otherwise it shares this block's memory. The cache builds its blocks
+    /// with [`parse_with`](Self::parse_with); tests compare the two.
+    #[cfg(test)]
+    pub(crate) fn cached_copy(&self, alloc: &mut Alloc<'_>) -> DataBlock {
+        let small = (0..self.len()).all(|i| self.entry_bytes(i).len() <= SMALL_VALUE);
+        let (buf, in_arena) = if small {
             let src = &self.buf[..];
             (alloc(src.len(), &mut |dst| dst.copy_from_slice(src)), true)
         } else {
