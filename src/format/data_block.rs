@@ -449,6 +449,11 @@ impl DataBlock {
     /// Index of the last entry at or below `(key, lsn)`, or `None` if every entry is above it.
     pub fn seek_le(&self, key: &[u8], lsn: Lsn) -> std::result::Result<Option<usize>, String> {
         let (mut lo, mut hi) = self.same_head(key);
+        // The newest entry with the key's head is the likeliest answer, and a read goes on to
+        // its value: its lines are fetched together rather than one after another.
+        if let Some(last) = hi.checked_sub(1).filter(|&l| l >= lo) {
+            crate::hint::prefetch_slice(self.entry_bytes(last), 4);
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let (k, l) = self.key_lsn(mid)?;
@@ -494,8 +499,11 @@ impl DataBlock {
         let h = OrdKey::new(key.get(p..).unwrap_or_default()).head();
         let heads = self.heads();
         // The binary search's probes depend on each other; fetching the heads' lines at once
-        // overlaps their misses (a 4 KiB block's heads take about 5 lines).
+        // overlaps their misses (a 4 KiB block's heads take about 5 lines). The offset table
+        // the search reads next is fetched with them.
         crate::hint::prefetch_slice(heads, 16);
+        let end = self.entries_end as usize;
+        crate::hint::prefetch_slice(&self.buf[end..end + OFFSET_LEN * self.len()], 8);
         let head = |i: usize| {
             u64::from_ne_bytes(
                 heads[HEAD_LEN * i..HEAD_LEN * (i + 1)]
