@@ -207,6 +207,21 @@ fn partition(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usiz
     lo
 }
 
+/// As [`partition`], for a `pred` that usually holds for few indexes from `lo` on: probes
+/// `lo`, `lo + 1`, `lo + 2`, `lo + 4`, ... until `pred` fails, then searches between the last
+/// two probes, so that the common answer reads neighbouring lines rather than lines all over
+/// `lo..hi`.
+pub(crate) fn partition_near(lo: usize, hi: usize, pred: impl Fn(usize) -> bool) -> usize {
+    // `pred` holds below `held`.
+    let (mut held, mut probe, mut step) = (lo, lo, 1);
+    while probe < hi && pred(probe) {
+        held = probe + 1;
+        probe = lo + step;
+        step *= 2;
+    }
+    partition(held, probe.min(hi), pred)
+}
+
 /// Memory for a block in the block cache: given a length and a function that fills that
 /// many bytes, returns them.
 pub type Alloc<'a> = dyn FnMut(usize, &mut dyn FnMut(&mut [u8])) -> Bytes + 'a;
@@ -513,7 +528,7 @@ impl DataBlock {
         };
         let n = self.len();
         let lo = partition(0, n, |i| head(i) < h);
-        (lo, partition(lo, n, |i| head(i) == h))
+        (lo, partition_near(lo, n, |i| head(i) == h))
     }
 
     /// Where `key` falls against the block's shared prefix, read from entry `i`'s key.
@@ -580,6 +595,16 @@ mod tests {
         b.finish_into(&mut out);
         assert_eq!(out.len(), expect_len);
         out.into()
+    }
+
+    proptest! {
+        /// The galloping search finds what the binary search finds, for every split point.
+        #[test]
+        fn partition_near_agrees_with_partition(n in 0usize..300, lo in 0usize..300, k in 0usize..320) {
+            let lo = lo.min(n);
+            let pred = |i: usize| i < k;
+            prop_assert_eq!(partition_near(lo, n, pred), partition(lo, n, pred));
+        }
     }
 
     proptest! {

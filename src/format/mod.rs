@@ -27,7 +27,7 @@ pub use block::{
 pub const MAX_VALUE_LEN: usize = 32 << 20;
 pub use catalog::{Catalog, CatalogEntry};
 pub use data_block::{Alloc, DataBlock, DataBlockBuilder, Entry};
-pub(crate) use data_block::{Side, common_prefix};
+pub(crate) use data_block::{Side, common_prefix, partition_near};
 pub use filter::{BITS_PER_KEY, KeyFilter, key_hash};
 pub use footer::{FOOTER_TRAILER_LEN, Footer, LayerKind};
 pub use index::{IndexEntry, decode_index, encode_index};

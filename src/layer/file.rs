@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     Compression, CompressionProbe, DataBlock, DataBlockBuilder, Footer, IndexEntry, KeyFilter,
     LayerDesc, LayerKind, Side, common_prefix, decode_block, decode_block_ref, decode_index,
-    encode_block, encode_index, key_hash,
+    encode_block, encode_index, key_hash, partition_near,
 };
 use crate::io::{Io, WritableFile, temp_path};
 use crate::lsn::Lsn;
@@ -523,7 +523,8 @@ impl LayerFile {
             Side::Within(h) => h,
         };
         let lo = self.heads.partition_point(|x| *x < h);
-        let same = self.heads[lo..].partition_point(|x| *x == h);
+        // Few blocks share a head, most often none: the run is looked for next to `lo`.
+        let same = partition_near(lo, self.heads.len(), |i| self.heads[i] == h) - lo;
         lo + self.index[lo..lo + same]
             .partition_point(|e| e.first_key[..].cmp(key).then(e.first_lsn.cmp(&lsn)).is_le())
     }
