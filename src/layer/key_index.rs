@@ -50,6 +50,21 @@ impl KeyIndex {
         }
     }
 
+    /// Starts fetching the slot where a lookup of `hash` begins: a hint.
+    pub(crate) fn prefetch(&self, hash: u64) {
+        if !self.slots.is_empty() {
+            let i = Self::tag(hash) as usize & (self.slots.len() - 1);
+            crate::hint::prefetch(&self.slots[i]);
+        }
+    }
+
+    /// The id of the first key whose tag matches `hash`'s, which is most likely the key with
+    /// that hash: reads slots only, so that a caller can fetch that key's entry ahead of a
+    /// [`find`](Self::find).
+    pub(crate) fn likely(&self, hash: u64) -> Option<usize> {
+        self.find(hash, |_| true)
+    }
+
     /// Adds a key that is not in the index.
     ///
     /// # Panics

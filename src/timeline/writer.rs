@@ -99,7 +99,7 @@ impl TimelineWriter {
             crate::format::encode_put(&mut ws.wal_puts, lsn, key, &value);
             ws.wal_put_count += 1;
         }
-        ws.open.put(key, lsn, value);
+        ws.open.put_pipelined(key, lsn, value);
         ws.last_put = lsn;
         Ok(())
     }
@@ -182,6 +182,8 @@ impl TimelineInner {
         lsn: Lsn,
         commit_time: std::time::SystemTime,
     ) -> bool {
+        // Readers read only published LSNs, and see every put below them.
+        ws.open.apply_pending();
         if lsn > self.last_record_lsn() {
             self.record_commit(lsn, commit_time);
         }
