@@ -29,6 +29,7 @@
 //! | `scan/1000` | `scan` of the 1,000 keys from a random key on, at the newest LSN, same data; reported as keys/s |
 //! | `ingest/100B` | `put` of a 100-byte value, `finish_write` every 100 puts; default options (WAL, background flush and compaction on) except no fsync (`FsyncPolicy::Never`, as RocksDB's default `sync = false`); reported as puts/s |
 //! | `ingest/100B_bytes` | the same, reported as value bytes/s |
+//! | `ingest/100B_one_core` | as `ingest/100B_bytes` with nothing frozen, flushed or compacted (`background_period(None)`, `freeze_bytes` 4 GiB): the put path alone, WAL included, on the one core of the writer thread; a fresh store (untimed) once one holds 4Mi puts; reported as value bytes/s |
 //! | `ingest/100B_fsync` | the same with the default `FsyncPolicy::EveryCommit`: one WAL fsync per 100 puts |
 //! | `ingest/8KiB` | as `ingest/100B` with 8 KiB values; fewer, shorter samples, so a full run writes a few GB at most |
 //! | `ingest/8KiB_bytes` | the same, reported as value bytes/s |
@@ -675,12 +676,20 @@ struct Ingest {
     rng: Rng,
     n: u64,
     value_len: usize,
+    fsync: FsyncPolicy,
+    /// Puts only: nothing frozen, flushed or compacted; see `ingest/100B_one_core`.
+    puts_only: bool,
+    /// The LSN of the store's first put.
+    store_first_lsn: u64,
 }
 
+/// Puts after which `ingest/100B_one_core` starts a fresh store before its next sample, so
+/// that its open layer holds at most a few million versions (about 1 GiB).
+const ONE_CORE_PUTS_PER_STORE: u64 = 4 << 20;
+
 impl Ingest {
-    fn new(rt: &Runtime, n: u64, value_len: usize, fsync: FsyncPolicy) -> Ingest {
-        let db = Db::open(rt, |p| StoreOptions::new(p).fsync_policy(fsync));
-        let w = db.tl.writer().expect("writer");
+    fn new(rt: &Runtime, n: u64, value_len: usize, fsync: FsyncPolicy, puts_only: bool) -> Ingest {
+        let (db, w) = Self::open(rt, fsync, puts_only);
         Ingest {
             db,
             w,
@@ -688,6 +697,33 @@ impl Ingest {
             rng: Rng(SEED ^ 4),
             n,
             value_len,
+            fsync,
+            puts_only,
+            store_first_lsn: FIRST_LSN,
+        }
+    }
+
+    fn open(rt: &Runtime, fsync: FsyncPolicy, puts_only: bool) -> (Db, TimelineWriter) {
+        let db = Db::open(rt, |p| {
+            let o = StoreOptions::new(p).fsync_policy(fsync);
+            if puts_only {
+                o.background_period(None).freeze_bytes(4 << 30)
+            } else {
+                o
+            }
+        });
+        let w = db.tl.writer().expect("writer");
+        (db, w)
+    }
+
+    /// Untimed: a fresh store once this one's open layer holds enough (puts only).
+    fn renew_if_full(&mut self, rt: &Runtime) {
+        if self.puts_only && self.next_lsn - self.store_first_lsn >= ONE_CORE_PUTS_PER_STORE {
+            let (db, w) = Self::open(rt, self.fsync, true);
+            let old = std::mem::replace(&mut self.db, db);
+            drop(std::mem::replace(&mut self.w, w));
+            old.close(rt);
+            self.store_first_lsn = self.next_lsn;
         }
     }
 
@@ -998,26 +1034,36 @@ fn main() {
             g.sample_size(20).measurement_time(Duration::from_secs(8));
         }
         let puts = Throughput::Elements(1);
-        for (name, throughput, value_len, fsync) in [
-            ("100B", puts.clone(), VALUE_LEN, FsyncPolicy::Never),
+        for (name, throughput, value_len, fsync, puts_only) in [
+            ("100B", puts.clone(), VALUE_LEN, FsyncPolicy::Never, false),
             (
                 "100B_bytes",
                 Throughput::Bytes(VALUE_LEN as u64),
                 VALUE_LEN,
                 FsyncPolicy::Never,
+                false,
+            ),
+            (
+                "100B_one_core",
+                Throughput::Bytes(VALUE_LEN as u64),
+                VALUE_LEN,
+                FsyncPolicy::Never,
+                true,
             ),
             (
                 "100B_fsync",
                 puts.clone(),
                 VALUE_LEN,
                 FsyncPolicy::EveryCommit,
+                false,
             ),
-            ("8KiB", puts, BIG_VALUE_LEN, FsyncPolicy::Never),
+            ("8KiB", puts, BIG_VALUE_LEN, FsyncPolicy::Never, false),
             (
                 "8KiB_bytes",
                 Throughput::Bytes(BIG_VALUE_LEN as u64),
                 BIG_VALUE_LEN,
                 FsyncPolicy::Never,
+                false,
             ),
         ] {
             if value_len == BIG_VALUE_LEN && !quick {
@@ -1029,8 +1075,12 @@ fn main() {
             let mut ingest: Option<Ingest> = None;
             g.throughput(throughput);
             g.bench_function(name, |b| {
-                let s = ingest.get_or_insert_with(|| Ingest::new(&rt, n, value_len, fsync));
-                b.iter_custom(|iters| s.run(iters, &pool));
+                let s =
+                    ingest.get_or_insert_with(|| Ingest::new(&rt, n, value_len, fsync, puts_only));
+                b.iter_custom(|iters| {
+                    s.renew_if_full(&rt);
+                    s.run(iters, &pool)
+                });
             });
             if let Some(s) = ingest.take() {
                 let Ingest {
