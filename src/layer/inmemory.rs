@@ -67,7 +67,7 @@ struct Table {
     /// Every version, in put order (so by LSN: puts never go backwards).
     versions: Vec<Version>,
     /// Puts taken by [`InMemoryLayer::put_pipelined`] and not yet in the table, oldest first;
-    /// all above every LSN in it.
+    /// none below an LSN in the table.
     pending: VecDeque<Pending>,
 }
 
@@ -565,6 +565,20 @@ mod tests {
     }
 
     /// Everything `for_each` yields.
+    /// Moves the versions above `at` out of `model` into the model returned, as
+    /// `split_off_above(at)` does to a layer.
+    fn split_model(model: &mut Model, at: u64) -> Model {
+        let mut high = Model::new();
+        for (k, versions) in model.iter_mut() {
+            let tail = versions.split_off(&(at + 1));
+            if !tail.is_empty() {
+                high.insert(k.clone(), tail);
+            }
+        }
+        model.retain(|_, v| !v.is_empty());
+        high
+    }
+
     fn dump(layer: &InMemoryLayer) -> Vec<(Vec<u8>, u64, Value)> {
         let mut all = Vec::new();
         layer
@@ -660,14 +674,7 @@ mod tests {
                 }
                 Some(split_at) => {
                     let above = layer.split_off_above(Lsn(split_at));
-                    let mut high = Model::new();
-                    for (k, versions) in model.iter_mut() {
-                        let tail = versions.split_off(&(split_at + 1));
-                        if !tail.is_empty() {
-                            high.insert(k.clone(), tail);
-                        }
-                    }
-                    model.retain(|_, v| !v.is_empty());
+                    let high = split_model(&mut model, split_at);
                     prop_assert_eq!(dump(&layer), flat(&model));
                     prop_assert_eq!(dump(&above), flat(&high));
                 }
@@ -731,14 +738,7 @@ mod tests {
 
             let size = layer.size();
             let above = layer.split_off_above(Lsn(split_at));
-            let mut high = Model::new();
-            for (k, versions) in model.iter_mut() {
-                let tail = versions.split_off(&(split_at + 1));
-                if !tail.is_empty() {
-                    high.insert(k.clone(), tail);
-                }
-            }
-            model.retain(|_, v| !v.is_empty());
+            let high = split_model(&mut model, split_at);
             prop_assert_eq!(dump(&layer), flat(&model));
             prop_assert_eq!(dump(&above), flat(&high));
             prop_assert_eq!(layer.size() + above.size(), size);
