@@ -108,6 +108,7 @@ struct KeyEntry {
     /// Where the key's bytes start in the arena, when it is longer than `INLINE`.
     at: usize,
     len: u32,
+    /// A short key's bytes, then zeros (which [`Table::find_padded`] relies on).
     inline: [u8; INLINE],
 }
 
@@ -185,13 +186,21 @@ impl Table {
             len,
             key,
         } = p;
-        self.apply(hash, &key[..usize::from(len)], lsn, value);
+        let len = usize::from(len);
+        let found = self.find_padded(hash, len, &key);
+        self.apply_found(found, hash, &key[..len], lsn, value);
     }
 
     /// Adds a version to the table: the key's newest, at the newest LSN.
     fn apply(&mut self, hash: u64, key: &[u8], lsn: Lsn, value: Value) {
+        let found = self.find_hashed(hash, key);
+        self.apply_found(found, hash, key, lsn, value);
+    }
+
+    /// As [`apply`](Self::apply), where `found` is the key's id if the table has the key.
+    fn apply_found(&mut self, found: Option<usize>, hash: u64, key: &[u8], lsn: Lsn, value: Value) {
         let at = self.versions.len();
-        let older = match self.find_hashed(hash, key) {
+        let older = match found {
             Some(id) => std::mem::replace(&mut self.keys[id].newest, at),
             None => {
                 let id = self.keys.len();
@@ -227,6 +236,19 @@ impl Table {
 
     fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
         self.index.find(hash, |id| self.key(id) == key)
+    }
+
+    /// As [`find_hashed`](Self::find_hashed) for a key of `len` bytes given zero-padded: a
+    /// short key is compared with an entry's padded inline bytes as one fixed-size array,
+    /// which compiles to a few loads where a slice comparison calls `memcmp`.
+    fn find_padded(&self, hash: u64, len: usize, padded: &[u8; PIPELINE_KEY]) -> Option<usize> {
+        let Some(short) = padded.first_chunk::<INLINE>().filter(|_| len <= INLINE) else {
+            return self.find_hashed(hash, &padded[..len]);
+        };
+        self.index.find(hash, |id| {
+            let k = &self.keys[id];
+            k.len as usize == len && k.inline == *short
+        })
     }
 
     /// The key's versions, newest first.
@@ -678,6 +700,41 @@ mod tests {
                     prop_assert_eq!(dump(&layer), flat(&model));
                     prop_assert_eq!(dump(&above), flat(&high));
                 }
+            }
+        }
+
+        /// Keys whose hashes collide are told apart by their bytes, whichever way a put
+        /// compares them: pipelined (padded) or not (slices).
+        #[test]
+        fn colliding_keys_are_told_apart(
+            puts in proptest::collection::vec((key_strategy(), any::<bool>()), 1..100),
+        ) {
+            let mut t = Table::new();
+            let mut model: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+            for (lsn, (key, pipelined)) in (1..).zip(puts) {
+                // One hash for every key: each lookup compares keys.
+                let hash = 7;
+                if pipelined && key.len() <= PIPELINE_KEY {
+                    let mut p = Pending {
+                        hash,
+                        lsn: Lsn(lsn),
+                        value: value(lsn),
+                        len: key.len() as u8,
+                        key: [0; PIPELINE_KEY],
+                    };
+                    p.key[..key.len()].copy_from_slice(&key);
+                    t.apply_one(p);
+                } else {
+                    t.apply(hash, &key, Lsn(lsn), value(lsn));
+                }
+                model.entry(key).or_default().insert(0, lsn);
+            }
+            prop_assert_eq!(t.keys.len(), model.len());
+            for (key, lsns) in &model {
+                let id = t.find_hashed(7, key).expect("written");
+                prop_assert_eq!(t.key(id), &key[..]);
+                let chain: Vec<u64> = t.chain(id).map(|v| v.lsn.0).collect();
+                prop_assert_eq!(&chain, lsns);
             }
         }
 
