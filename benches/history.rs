@@ -6,16 +6,19 @@
 //! cargo bench --bench history                              # N = 1M keys, ~5 minutes on 2 cores
 //! STRATAKV_BENCH_KEYS=50000 cargo bench --bench history    # quick mode
 //! cargo bench --bench history -- branch                    # only the matching parts
+//! STRATAKV_BENCH_BIG=1 cargo bench --bench history -- branch/create/disk   # and at 10 GiB
 //! ```
 //!
 //! Keys are 16 bytes (a big-endian index, then padding), values 100 random (incompressible)
 //! bytes, one writer thread, a fixed seed. Stores live in the ordinary temporary directory (a
-//! real disk: branch creation fsyncs), with background work off (`background_period(None)`);
-//! compaction and GC run when the benchmark calls them.
+//! real disk: branch creation fsyncs), with periodic background work off
+//! (`background_period(None)`): compaction and GC run when the benchmark calls them, and
+//! compaction also, as in any store, when flushes pile up `compaction_threshold` L0 layers
+//! (which only the 10 GiB branch dataset and `space_after_gc` do).
 //!
 //! | part | what | how |
 //! |---|---|---|
-//! | `branch/create/<medium>/<n>` | time of `store.branch(name, &main, lsn)` (criterion) | `main` holds `n` keys flushed to layer files, for `n` = N/10 and N, on the temporary directory's disk and on tmpfs (`/dev/shm`, fsync free); each branch is deleted again, and the store reopened every 500 branches, outside the timed part, so the catalog stays at one or two entries; further figures show the cost with many branches alive and as deleted branches pile up without a reopen |
+//! | `branch/create/<medium>/<n>` | time of `store.branch(name, &main, lsn)` (criterion) | `main` holds `n` keys flushed to layer files, for `n` = N/10 and N, on the temporary directory's disk and on tmpfs (`/dev/shm`, fsync free), and with `STRATAKV_BENCH_BIG=1` also `disk/10GiB`: 10 GiB of 8 KiB values (1,310,720 keys), built in about a minute into ~160 layer files of ~14 GiB (L0 and L1 deltas and an image layer; it needs tens of GB of free disk); each branch is deleted again, and the store reopened every 500 branches, outside the timed part, so the catalog stays at one or two entries; further figures show the cost with many branches alive and as deleted branches pile up without a reopen |
 //! | `layers_visited` | layers a `get` visits (`get_traced`), p50 / p99 / max over random keys at the newest LSN, and the max every 10 rounds | N/10 keys imaged once, then 60 rounds each appending a 20-byte delta to a random 5% of keys, flushed each round; once with `compact()` whenever 4 L0 layers piled up (image layers sized to the data), once without compaction |
 //! | `space_after_gc` | sum of layer file sizes / live data of the retention window | N/4 keys overwritten with 100-byte images in 12 rounds (one flush each, `compact()` once 4 L0 layers piled up, `gc()` after each), `gc_horizon` = 3 rounds of LSNs |
 //!
@@ -232,15 +235,27 @@ fn spread(mut d: Vec<Duration>) -> String {
 // (a) Branch creation
 // ---------------------------------------------------------------------------------------------
 
-/// `n` keys written once with images at consecutive LSNs, flushed to layer files.
-fn build_branch_base(rt: &Runtime, parent: &Path, n: u64, pool: &Pool) -> (Db, Lsn) {
+/// Value length of the `disk/10GiB` branch dataset.
+const BIG_VALUE_LEN: usize = 8 << 10;
+/// Keys of that dataset: 10 GiB of values.
+const BIG_KEYS: u64 = (10 << 30) / BIG_VALUE_LEN as u64;
+
+/// `n` keys written once with images of `value_len` bytes at consecutive LSNs, flushed to
+/// layer files.
+fn build_branch_base(
+    rt: &Runtime,
+    parent: &Path,
+    n: u64,
+    value_len: usize,
+    pool: &Pool,
+) -> (Db, Lsn) {
     let started = Instant::now();
     let db = Db::open_in(rt, parent, base_options);
     let mut w = db.tl.writer().expect("writer");
     let mut lsn = Lsn(FIRST_LSN);
     for i in 0..n {
         lsn = Lsn(FIRST_LSN + i);
-        w.put(&key(i), lsn, Value::Image(pool.value(i, 0)))
+        w.put(&key(i), lsn, Value::Image(pool.bytes(i, value_len)))
             .expect("put");
         if (i + 1).is_multiple_of(BATCH) {
             w.finish_write(lsn).expect("finish_write");
@@ -617,9 +632,14 @@ fn main() {
     let rt = runtime();
     let pool = Pool::new(SEED);
 
-    // (a) Branch creation at two data sizes, N/10 and N keys.
+    // (a) Branch creation at two data sizes, N/10 and N keys, and at 10 GiB if asked.
     // On the temporary directory's disk (what a store pays: every branch fsyncs its directory,
     // manifest, time index and the catalog), and on tmpfs where fsync is free (the CPU cost).
+    let big = match std::env::var("STRATAKV_BENCH_BIG").as_deref() {
+        Ok("1") => true,
+        Ok("0") | Err(_) => false,
+        Ok(other) => panic!("STRATAKV_BENCH_BIG={other:?}: expected 1 or 0"),
+    };
     {
         let mut g = c.benchmark_group("branch/create");
         let shm = Path::new("/dev/shm");
@@ -628,12 +648,20 @@ fn main() {
             media.push(("tmpfs", shm.to_path_buf()));
         }
         for (medium, parent) in &media {
-            for size in [n / 10, n] {
+            let mut datasets = vec![
+                (format!("{}_keys", n / 10), n / 10, VALUE_LEN),
+                (format!("{n}_keys"), n, VALUE_LEN),
+            ];
+            if big && *medium == "disk" {
+                datasets.push(("10GiB".to_string(), BIG_KEYS, BIG_VALUE_LEN));
+            }
+            for (name, size, value_len) in datasets {
                 let mut base: Option<(Db, Lsn)> = None;
                 let mut next = 0;
-                g.bench_function(format!("{medium}/{size}_keys"), |b| {
-                    let (db, lsn) =
-                        base.get_or_insert_with(|| build_branch_base(&rt, parent, size, &pool));
+                g.bench_function(format!("{medium}/{name}"), |b| {
+                    let (db, lsn) = base.get_or_insert_with(|| {
+                        build_branch_base(&rt, parent, size, value_len, &pool)
+                    });
                     b.iter_custom(|iters| time_branches(&rt, db, *lsn, iters, &mut next));
                 });
                 if let Some((mut db, lsn)) = base.take() {
