@@ -474,6 +474,9 @@ impl Timeline {
     /// Holds the GC cutoff at or below `lsn` until `ttl` passes on the store's clock, so that a
     /// branch or restore at `lsn` planned now cannot race GC. Returns the expiry.
     ///
+    /// A lease lives in this store's memory: closing the store, or a crash, drops it, and
+    /// another node that attaches the timeline does not see it. Take it again after an open.
+    ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] naming the allowed range when `lsn` is below the GC
     /// cutoff or above `last_record_lsn`.
