@@ -266,7 +266,10 @@ fn build_branch_base(
     rt.block_on(db.tl.flush()).expect("flush");
     // Gigabytes of dirty pages would make the timed fsyncs wait for the disk's backlog.
     let synced = std::process::Command::new("sync").status();
-    assert!(synced.as_ref().is_ok_and(|s| s.success()), "sync: {synced:?}");
+    assert!(
+        synced.as_ref().is_ok_and(|s| s.success()),
+        "sync: {synced:?}"
+    );
     println!(
         "  branch base in {}: {n} keys flushed into {} layer files, {:.1} MiB, in {:.2?}",
         parent.display(),
