@@ -286,7 +286,7 @@ impl Wal {
     }
 
     fn recycle(&self) {
-        let durable = self.durable.lock().clone();
+        let mut durable = self.durable.lock();
         let mut a = self.active.lock();
         let last = a.segments.len().saturating_sub(1);
         let mut keep = Vec::with_capacity(a.segments.len());
@@ -301,6 +301,20 @@ impl Wal {
             }
         }
         a.segments = keep;
+        // A deleted timeline whose records are in no segment and no buffer needs no entry:
+        // keeping it would grow the map, and this pass, with every timeline ever deleted.
+        let pending = self.pending.lock();
+        durable.retain(|tl, d| {
+            *d != Lsn::MAX
+                || pending.max_lsn.contains_key(tl)
+                || a.segments.iter().any(|s| s.max_lsn.contains_key(tl))
+        });
+    }
+
+    /// Timelines the log keeps an entry for, for tests.
+    #[cfg(test)]
+    pub(crate) fn tracked_timelines(&self) -> usize {
+        self.durable.lock().len()
     }
 
     /// Number of segment files, for tests and statistics.
@@ -319,4 +333,57 @@ fn create_segment(io: &Io, dir: &Path, seq: u64) -> Result<(Box<dyn WritableFile
     io.write_atomic(&path, &encode_wal_header(seq))?;
     let file = io.open_append(&path)?;
     Ok((file, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deleted timelines leave the log's bookkeeping once no segment holds their records, and
+    /// segments go once nothing needs them.
+    #[test]
+    fn forgets_deleted_timelines_once_their_records_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        // One byte: every write after the first starts a new segment.
+        let (wal, records) = Wal::open(&Io::std(), dir.path(), FsyncPolicy::Never, 1).unwrap();
+        assert!(records.is_empty());
+        let live = TimelineId::generate();
+        wal.set_durable(live, Lsn(0));
+        // Branches created and deleted without a write: nothing to keep.
+        for _ in 0..100 {
+            let tl = TimelineId::generate();
+            wal.set_durable(tl, Lsn(0));
+            wal.forget(tl);
+        }
+        assert_eq!(wal.tracked_timelines(), 1);
+
+        // A timeline with records is remembered while a segment holds them.
+        let gone = TimelineId::generate();
+        wal.set_durable(gone, Lsn(0));
+        wal.commit(gone, Lsn(10), 0, 0, &[]).unwrap();
+        wal.forget(gone);
+        assert_eq!(
+            wal.tracked_timelines(),
+            2,
+            "its records are in the last segment"
+        );
+        // The live timeline's commits move the log on to new segments.
+        for lsn in 1..=3 {
+            wal.commit(live, Lsn(lsn), 0, 0, &[]).unwrap();
+        }
+        assert!(wal.segment_count() > 1);
+        wal.set_durable(live, Lsn(3));
+        assert_eq!(wal.segment_count(), 1, "only the last segment is left");
+        assert_eq!(
+            wal.tracked_timelines(),
+            1,
+            "the deleted timeline is forgotten"
+        );
+
+        // A live timeline's unflushed records keep their segment.
+        wal.commit(live, Lsn(4), 0, 0, &[]).unwrap();
+        wal.commit(live, Lsn(5), 0, 0, &[]).unwrap();
+        wal.set_durable(live, Lsn(3));
+        assert_eq!(wal.segment_count(), 2);
+    }
 }
