@@ -18,7 +18,7 @@
 //!
 //! | part | what | how |
 //! |---|---|---|
-//! | `branch/create/<medium>/<n>` | time of `store.branch(name, &main, lsn)` (criterion) | `main` holds `n` keys flushed to layer files, for `n` = N/10 and N, on the temporary directory's disk and on tmpfs (`/dev/shm`, fsync free), and with `STRATAKV_BENCH_BIG=1` also `disk/10GiB`: 10 GiB of 8 KiB values (1,310,720 keys), built in about a minute into ~160 layer files of 14–19 GiB (L0 and L1 deltas and image layers, as background compaction got to them; it needs ~30 GB of free disk while it is built); once a dataset is built, `sync` writes the disk's dirty pages back (untimed), so that branch fsyncs do not queue behind them; each branch is deleted again, and the store reopened every 500 branches, outside the timed part, so the catalog stays at one or two entries; further figures show the cost with many branches alive and as deleted branches pile up without a reopen |
+//! | `branch/create/<medium>/<n>` | time of `store.branch(name, &main, lsn)` (criterion) | `main` holds `n` keys flushed to layer files, for `n` = N/10 and N, on the temporary directory's disk and on tmpfs (`/dev/shm`, fsync free), and with `STRATAKV_BENCH_BIG=1` also `disk/10GiB`: 10 GiB of 8 KiB values (1,310,720 keys), built in about a minute into ~160 layer files of 14–19 GiB (L0 and L1 deltas and image layers, as background compaction got to them; it needs ~30 GB of free disk while it is built); once a dataset is built, `sync` writes the disk's dirty pages back (untimed), so that branch fsyncs do not queue behind them; each branch is deleted again outside the timed part, so the catalog stays at one or two entries; further figures show the cost with many branches alive and as deleted branches pile up without a reopen |
 //! | `layers_visited` | layers a `get` visits (`get_traced`), p50 / p99 / max over random keys at the newest LSN, and the max every 10 rounds | N/10 keys imaged once, then 60 rounds each appending a 20-byte delta to a random 5% of keys, flushed each round; once with `compact()` whenever 4 L0 layers piled up (image layers sized to the data), once without compaction |
 //! | `space_after_gc` | sum of layer file sizes / live data of the retention window | N/4 keys overwritten with 100-byte images in 12 rounds (one flush each, `compact()` once 4 L0 layers piled up, `gc()` after each), `gc_horizon` = 3 rounds of LSNs |
 //!
@@ -58,8 +58,6 @@ const SPACE_ROUNDS: u64 = 12;
 const RETAINED_ROUNDS: u64 = 3;
 /// Branches kept alive for the "many branches" figure.
 const MANY_BRANCHES: usize = 300;
-/// Branches created (and deleted) between two reopens while timing branch creation.
-const REOPEN_EVERY: u64 = 500;
 
 /// splitmix64: a tiny deterministic PRNG.
 #[derive(Clone)]
@@ -281,15 +279,10 @@ fn build_branch_base(
 }
 
 /// Times `iters` branch creations of `main` at `lsn`; each branch is deleted again outside the
-/// timed part so that the catalog does not grow with the iteration count, and the store is
-/// reopened (untimed) every [`REOPEN_EVERY`] branches: the write-ahead log remembers every
-/// deleted timeline until the next open, which makes each branch slower (see `branch_churn`).
-fn time_branches(rt: &Runtime, db: &mut Db, lsn: Lsn, iters: u64, next: &mut u64) -> Duration {
+/// timed part so that the catalog does not grow with the iteration count.
+fn time_branches(rt: &Runtime, db: &Db, lsn: Lsn, iters: u64, next: &mut u64) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        if *next > 0 && next.is_multiple_of(REOPEN_EVERY) {
-            db.reopen(rt);
-        }
         *next += 1;
         let name = format!("bench-{next}");
         let start = Instant::now();
