@@ -90,6 +90,20 @@ struct Pending {
 }
 
 impl Pending {
+    /// A put of `key` (at most `PIPELINE_KEY` bytes), zero-padded.
+    fn new(hash: u64, key: &[u8], lsn: Lsn, value: Value) -> Pending {
+        let mut p = Pending {
+            hash,
+            lsn,
+            value,
+            // At most `PIPELINE_KEY`.
+            len: key.len() as u8,
+            key: [0; PIPELINE_KEY],
+        };
+        p.key[..key.len()].copy_from_slice(key);
+        p
+    }
+
     fn key(&self) -> &[u8] {
         &self.key[..usize::from(self.len)]
     }
@@ -395,16 +409,7 @@ impl InMemoryLayer {
         let t = &mut *t;
         let hash = t.hasher.hash_one(key);
         t.index.prefetch(hash);
-        let mut p = Pending {
-            hash,
-            lsn,
-            value,
-            // At most `PIPELINE_KEY`.
-            len: key.len() as u8,
-            key: [0; PIPELINE_KEY],
-        };
-        p.key[..key.len()].copy_from_slice(key);
-        t.pending.push_back(p);
+        t.pending.push_back(Pending::new(hash, key, lsn, value));
         if let Some(mid) = t.pending.len().checked_sub(PIPELINE_LAG + 1) {
             t.prefetch_entry(t.pending[mid].hash);
         }
@@ -586,7 +591,6 @@ mod tests {
         }
     }
 
-    /// Everything `for_each` yields.
     /// Moves the versions above `at` out of `model` into the model returned, as
     /// `split_off_above(at)` does to a layer.
     fn split_model(model: &mut Model, at: u64) -> Model {
@@ -601,6 +605,7 @@ mod tests {
         high
     }
 
+    /// Everything `for_each` yields.
     fn dump(layer: &InMemoryLayer) -> Vec<(Vec<u8>, u64, Value)> {
         let mut all = Vec::new();
         layer
@@ -715,15 +720,7 @@ mod tests {
                 // One hash for every key: each lookup compares keys.
                 let hash = 7;
                 if pipelined && key.len() <= PIPELINE_KEY {
-                    let mut p = Pending {
-                        hash,
-                        lsn: Lsn(lsn),
-                        value: value(lsn),
-                        len: key.len() as u8,
-                        key: [0; PIPELINE_KEY],
-                    };
-                    p.key[..key.len()].copy_from_slice(&key);
-                    t.apply_one(p);
+                    t.apply_one(Pending::new(hash, &key, Lsn(lsn), value(lsn)));
                 } else {
                     t.apply(hash, &key, Lsn(lsn), value(lsn));
                 }
