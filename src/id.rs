@@ -1,9 +1,7 @@
 //! Timeline identifiers.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -19,27 +17,16 @@ use crate::error::{Error, Result};
 pub struct TimelineId(u128);
 
 impl TimelineId {
-    /// A fresh identifier, unique with overwhelming probability.
-    ///
-    /// Entropy comes from the standard library's per-process random hasher
-    /// keys, the clock and a process-wide counter.
+    /// A fresh identifier, unique with overwhelming probability, from
+    /// [`SystemEntropy`](crate::SystemEntropy).
     pub fn generate() -> TimelineId {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let mut halves = [0u64; 2];
-        for (i, half) in halves.iter_mut().enumerate() {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(n);
-            h.write_u128(now);
-            h.write_u32(std::process::id());
-            h.write_usize(i);
-            *half = h.finish();
-        }
-        TimelineId((u128::from(halves[0]) << 64) | u128::from(halves[1]))
+        TimelineId::from_entropy(&crate::random::SystemEntropy)
+    }
+
+    /// A fresh identifier drawn from `entropy`: the store draws its timeline ids from the
+    /// source in its options, so a seeded store repeats them.
+    pub fn from_entropy(entropy: &dyn crate::random::Entropy) -> TimelineId {
+        TimelineId((u128::from(entropy.next_u64()) << 64) | u128::from(entropy.next_u64()))
     }
 
     /// The identifier as 16 big-endian bytes.

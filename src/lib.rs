@@ -28,6 +28,11 @@
 //! ```
 #![deny(missing_docs)]
 
+// The modules depend on each other top to bottom only (tests/layering.rs checks there is no
+// cycle): `store` (the tenant) → `timeline` (handles, reads, flush, compaction, GC, and the
+// `Env` they share) → `options` → `remote` (object storage; sees a timeline only through its
+// `UploadSource` view) → `wal` → `layer` → `format` (on-disk encodings) → `redo`, `io` →
+// `layout` (file names), `lsn`, `id`, `value`, `clock`, `random`, `error`, `hint`.
 mod clock;
 mod error;
 pub mod format;
@@ -35,8 +40,10 @@ mod hint;
 mod id;
 pub mod io;
 mod layer;
+mod layout;
 mod lsn;
 mod options;
+mod random;
 mod redo;
 pub mod remote;
 mod store;
@@ -49,8 +56,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use id::TimelineId;
 pub use lsn::Lsn;
 pub use options::{MAX_KEY_LEN_LIMIT, StoreOptions};
+pub use random::{Entropy, SeededEntropy, SystemEntropy};
 pub use redo::{RedoRecord, SimpleRedo, WalRedo};
-pub use store::{RestorePoint, Restored, Store};
+pub use store::{Discarded, DiscardedTimeline, RestorePoint, Restored, Store};
 pub use timeline::{CompactionReport, GcReport, ReadTrace, Timeline, TimelineWriter};
 pub use value::{KeyRange, Value};
 pub use wal::FsyncPolicy;

@@ -8,6 +8,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::io::{FileSystem, StdFs};
+use crate::random::{Entropy, SystemEntropy};
 use crate::redo::{SimpleRedo, WalRedo};
 use crate::remote::RemoteStorage;
 use crate::wal::FsyncPolicy;
@@ -36,6 +37,7 @@ pub struct StoreOptions {
     pub(crate) block_cache_bytes: usize,
     pub(crate) wait_lsn_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) entropy: Arc<dyn Entropy>,
     pub(crate) pitr_interval: Option<Duration>,
     pub(crate) gc_horizon: Option<u64>,
     pub(crate) compaction_threshold: usize,
@@ -104,6 +106,7 @@ impl StoreOptions {
             block_cache_bytes: 256 << 20,
             wait_lsn_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
+            entropy: Arc::new(SystemEntropy),
             pitr_interval: Some(Duration::from_secs(7 * 24 * 3600)),
             gc_horizon: None,
             compaction_threshold: 4,
@@ -207,6 +210,14 @@ impl StoreOptions {
     /// The clock for commit times, retention and leases. Default: the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Where timeline ids and generation-claim nonces come from. Default: [`SystemEntropy`].
+    /// With a [`SeededEntropy`](crate::SeededEntropy) and a [`ManualClock`](crate::ManualClock),
+    /// the same calls write the same bytes, ids and nonces included.
+    pub fn entropy(mut self, entropy: Arc<dyn Entropy>) -> Self {
+        self.entropy = entropy;
         self
     }
 

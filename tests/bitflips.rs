@@ -18,6 +18,12 @@
 //!   not name the file, a panic. There must be none.
 //!
 //! `STRATAKV_BITFLIP_TRIALS` (default 6000) and `STRATAKV_BITFLIP_SEED` change the run.
+//!
+//! Targeted cases follow: bits flipped at positions spread over each layer file (the reads that
+//! touch a damaged block fail, and only those), at every byte of a manifest and of the catalog
+//! (the open fails naming the file and changes nothing), and layer files cut short or missing.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,48 +31,23 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use stratakv::format::{TIME_INDEX_RECORD_LEN, WAL_HEADER_LEN};
+use stratakv::format::{LayerKind, TIME_INDEX_RECORD_LEN, WAL_HEADER_LEN};
 use stratakv::{
     ErrorKind, FsyncPolicy, Lsn, SimpleRedo, Store, StoreOptions, Timeline, TimelineWriter, Value,
 };
+
+use common::env::env_u64;
+use common::fixture::{
+    SEEDED_KEYS, assert_err, changes, observe, opts, rt, seeded, timeline_dir, tree,
+};
+use common::rng::Rng;
 
 const DEFAULT_TRIALS: u64 = 6000;
 const DEFAULT_SEED: u64 = 0xB17F_11B5;
 const KEYS: usize = 40;
 
-/// SplitMix64.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 fn key(i: usize) -> Vec<u8> {
     format!("key{i:02}").into_bytes()
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim();
-    match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => v.parse().ok(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -624,4 +605,348 @@ fn every_flipped_bit_is_reported_as_corruption_or_provably_harmless_never_wrong_
         wrongs[..wrongs.len().min(20)].join("\n")
     );
     assert_eq!(total.flipped, trials);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targeted damage: bits spread over every layer file, every byte of a manifest and of the
+// catalog, and layer files cut short or missing
+// ---------------------------------------------------------------------------------------------
+
+/// Flips bit `bit` of byte `at` of the file at `path`.
+fn flip_bit(path: &Path, at: usize, bit: u8) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at] ^= 1 << bit;
+    std::fs::write(path, b).unwrap();
+}
+
+/// 120 keys over three layer files: a delta layer, an image layer on top of it, and a delta
+/// layer above the image. Returns the expected values at the image LSN and at the end.
+async fn three_layers(
+    dir: &Path,
+) -> (
+    Vec<Vec<u8>>,
+    BTreeMap<Vec<u8>, Vec<u8>>,
+    BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    let store = Store::open(opts(dir).block_size(512).zstd_level(None))
+        .await
+        .unwrap();
+    let tl = store.create_timeline("main").await.unwrap();
+    let mut w = tl.writer().unwrap();
+    let keys: Vec<Vec<u8>> = (0..120)
+        .map(|i| format!("key/{i:03}").into_bytes())
+        .collect();
+    let mut at_image = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        let v = format!("value {i} {}", "x".repeat(i % 50)).into_bytes();
+        w.put(k, Lsn(0x10 + i as u64), Value::image(v.clone()))
+            .unwrap();
+        at_image.insert(k.clone(), v);
+    }
+    w.finish_write(Lsn(0x100)).unwrap();
+    assert_eq!(tl.create_image_layer().await.unwrap(), Lsn(0x100));
+    let mut at_end = at_image.clone();
+    for k in keys.iter().step_by(2) {
+        w.put(k, Lsn(0x200), Value::delta(SimpleRedo::append(b" more")))
+            .unwrap();
+        at_end.get_mut(k).unwrap().extend_from_slice(b" more");
+    }
+    for k in keys.iter().step_by(4) {
+        w.put(k, Lsn(0x201), Value::Tombstone).unwrap();
+        at_end.remove(k);
+    }
+    w.finish_write(Lsn(0x201)).unwrap();
+    drop(w);
+    store.close().await.unwrap();
+    (keys, at_image, at_end)
+}
+
+/// Reads every key and `scan(..)` at `lsn`: `Ok` answers must be right, errors must be
+/// `Corruption` naming `file`. Returns how many gets failed and whether the scan did.
+async fn read_all_checked(
+    tl: &Timeline,
+    keys: &[Vec<u8>],
+    want: &BTreeMap<Vec<u8>, Vec<u8>>,
+    lsn: Lsn,
+    file: &str,
+) -> (usize, bool) {
+    let mut failed_gets = 0;
+    for k in keys {
+        match tl.get(k, lsn).await {
+            Ok(v) => assert_eq!(
+                v.map(|b| b.to_vec()),
+                want.get(k).cloned(),
+                "wrong data for {k:?} at {lsn}"
+            ),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+                assert!(e.to_string().contains(file), "{e} does not name {file}");
+                failed_gets += 1;
+            }
+        }
+    }
+    let scan_failed = match tl.scan::<&[u8]>(.., lsn).await {
+        Ok(all) => {
+            let got: BTreeMap<Vec<u8>, Vec<u8>> = all
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect();
+            assert_eq!(&got, want, "wrong scan at {lsn}");
+            false
+        }
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+            assert!(e.to_string().contains(file), "{e} does not name {file}");
+            true
+        }
+    };
+    (failed_gets, scan_failed)
+}
+
+#[test]
+fn a_flipped_bit_anywhere_in_a_layer_file_fails_the_open_or_the_reads_that_touch_it_with_corruption()
+ {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, at_image, at_end) = three_layers(dir.path()).await;
+        let store = Store::open(opts(dir.path())).await.unwrap();
+        let tl_dir = timeline_dir(dir.path(), &store.timeline("main").unwrap());
+        let layers = store.timeline("main").unwrap().layers();
+        assert_eq!(layers.len(), 3, "{layers:?}");
+        drop(store);
+
+        for layer in &layers {
+            let path = tl_dir.join(&layer.file_name);
+            let len = std::fs::metadata(&path).unwrap().len() as usize;
+            assert!(len > 1024, "{} is only {len} bytes", layer.file_name);
+            // The LSN at which gets are answered from this layer.
+            let serves = if layer.kind == LayerKind::Image {
+                Lsn(0x100)
+            } else if layer.lsn_range.start < Lsn(0x100) {
+                Lsn(0x90)
+            } else {
+                Lsn(0x201)
+            };
+            let mut positions: Vec<usize> = (0..len).step_by(len / 24).collect();
+            positions.extend([
+                len / 2,
+                len - 1,
+                len - 8,
+                len - 12,
+                len - 16,
+                len - 20,
+                len - 30,
+            ]);
+            for (n, at) in positions.into_iter().enumerate() {
+                let bit = (n % 8) as u8;
+                flip_bit(&path, at, bit);
+                let what = format!("{} byte {at} of {len}, bit {bit}", layer.file_name);
+                match Store::open(opts(dir.path())).await {
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Corruption, "{what}: {e}");
+                        assert!(e.to_string().contains(&layer.file_name), "{what}: {e}");
+                    }
+                    Ok(store) => {
+                        let tl = store.timeline("main").unwrap();
+                        let f = &layer.file_name;
+                        let (gets_low, scan_low) =
+                            read_all_checked(&tl, &keys, &at_image, Lsn(0x90), f).await;
+                        let (gets_image, scan_image) =
+                            read_all_checked(&tl, &keys, &at_image, Lsn(0x100), f).await;
+                        let (gets_top, scan_top) =
+                            read_all_checked(&tl, &keys, &at_end, Lsn(0x201), f).await;
+                        // A scan reads every block of every layer at or below its LSN: the
+                        // flip never goes unnoticed.
+                        assert!(scan_top, "{what}: a flipped bit went unnoticed");
+                        if layer.lsn_range.start <= Lsn(0x90) {
+                            assert!(
+                                scan_low && scan_image,
+                                "{what}: a flipped bit went unnoticed"
+                            );
+                        }
+                        if at == len / 2 {
+                            // One damaged block fails the gets that read it, and only those.
+                            let failed = match serves.0 {
+                                0x90 => gets_low,
+                                0x100 => gets_image,
+                                _ => gets_top,
+                            };
+                            assert!(
+                                failed >= 1 && failed < keys.len(),
+                                "{what}: {failed} gets failed at {serves}"
+                            );
+                        }
+                        drop(tl);
+                        drop(store);
+                    }
+                }
+                flip_bit(&path, at, bit);
+            }
+        }
+        // Restored, everything reads again.
+        let store = Store::open(opts(dir.path())).await.unwrap();
+        let tl = store.timeline("main").unwrap();
+        assert_eq!(
+            read_all_checked(&tl, &keys, &at_image, Lsn(0x90), "-").await,
+            (0, false)
+        );
+        assert_eq!(
+            read_all_checked(&tl, &keys, &at_image, Lsn(0x100), "-").await,
+            (0, false)
+        );
+        assert_eq!(
+            read_all_checked(&tl, &keys, &at_end, Lsn(0x201), "-").await,
+            (0, false)
+        );
+    });
+}
+
+#[test]
+fn a_layer_file_missing_or_truncated_fails_open_with_corruption_naming_it() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, _) = three_layers(dir.path()).await;
+        let store = Store::open(opts(dir.path())).await.unwrap();
+        let tl = store.timeline("main").unwrap();
+        let tl_dir = timeline_dir(dir.path(), &tl);
+        let layer = tl.layers()[1].file_name.clone();
+        drop(tl);
+        store.close().await.unwrap();
+        let path = tl_dir.join(&layer);
+        let original = std::fs::read(&path).unwrap();
+
+        std::fs::write(&path, &original[..original.len() - 1]).unwrap();
+        assert_err(
+            Store::open(opts(dir.path())).await,
+            ErrorKind::Corruption,
+            &[&layer],
+        );
+        std::fs::write(&path, &original[..100]).unwrap();
+        assert_err(
+            Store::open(opts(dir.path())).await,
+            ErrorKind::Corruption,
+            &[&layer],
+        );
+        std::fs::write(&path, b"").unwrap();
+        assert_err(
+            Store::open(opts(dir.path())).await,
+            ErrorKind::Corruption,
+            &[&layer],
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_err(
+            Store::open(opts(dir.path())).await,
+            ErrorKind::Corruption,
+            &[&layer],
+        );
+        let others = tree(&tl_dir);
+
+        std::fs::write(&path, &original).unwrap();
+        assert_eq!(
+            others.len() + 1,
+            tree(&tl_dir).len(),
+            "the failed opens removed nothing"
+        );
+        let store = Store::open(opts(dir.path())).await.unwrap();
+        assert_eq!(store.timeline("main").unwrap().layers().len(), 3);
+    });
+}
+
+#[test]
+fn a_manifest_with_a_flipped_bit_fails_open_with_corruption_naming_it_and_damages_nothing() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, tl, w) = seeded(opts(dir.path())).await;
+        let other = store.create_timeline("other").await.unwrap();
+        let mut ow = other.writer().unwrap();
+        ow.put(b"o", Lsn(5), Value::image("o5")).unwrap();
+        ow.finish_write(Lsn(5)).unwrap();
+        let before = observe(&tl, &SEEDED_KEYS).await;
+        let manifest = timeline_dir(dir.path(), &tl).join("manifest");
+        drop((tl, w, other, ow));
+        store.close().await.unwrap();
+        let files = tree(dir.path());
+        let len = std::fs::metadata(&manifest).unwrap().len() as usize;
+
+        for at in 0..len {
+            let bit = (at % 8) as u8;
+            flip_bit(&manifest, at, bit);
+            let e = assert_err(
+                Store::open(opts(dir.path())).await,
+                ErrorKind::Corruption,
+                &[&manifest.display().to_string()],
+            );
+            flip_bit(&manifest, at, bit);
+            // The log is opened before the manifests are read: a failed open may leave a new,
+            // empty WAL segment behind (the next open recycles it). Nothing else may change.
+            let new_segment = format!("added {}", dir.path().join("wal").display());
+            let changed: Vec<String> = changes(&files, &tree(dir.path()))
+                .into_iter()
+                .filter(|c| !c.starts_with(&new_segment))
+                .collect();
+            assert!(
+                changed.is_empty(),
+                "byte {at}: the failed open changed files: {changed:?} ({e})"
+            );
+        }
+
+        let store = Store::open(opts(dir.path())).await.unwrap();
+        assert!(
+            store.wal_segments() <= 2,
+            "{} WAL segments",
+            store.wal_segments()
+        );
+        assert_eq!(
+            observe(&store.timeline("main").unwrap(), &SEEDED_KEYS).await,
+            before
+        );
+        assert_eq!(
+            store
+                .timeline("other")
+                .unwrap()
+                .get(b"o", Lsn(5))
+                .await
+                .unwrap()
+                .unwrap(),
+            "o5"
+        );
+    });
+}
+
+#[test]
+fn a_catalog_with_a_flipped_bit_fails_open_with_corruption_and_damages_nothing() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, tl, w) = seeded(opts(dir.path())).await;
+        store.create_timeline("other").await.unwrap();
+        let before = observe(&tl, &SEEDED_KEYS).await;
+        drop((tl, w));
+        store.close().await.unwrap();
+        let catalog = dir.path().join("CATALOG");
+        let files = tree(dir.path());
+        let len = std::fs::metadata(&catalog).unwrap().len() as usize;
+
+        for at in 0..len {
+            let bit = (at % 8) as u8;
+            flip_bit(&catalog, at, bit);
+            assert_err(
+                Store::open(opts(dir.path())).await,
+                ErrorKind::Corruption,
+                &["CATALOG"],
+            );
+            flip_bit(&catalog, at, bit);
+            let changed = changes(&files, &tree(dir.path()));
+            assert!(
+                changed.is_empty(),
+                "byte {at}: the failed open changed files: {changed:?}"
+            );
+        }
+
+        let store = Store::open(opts(dir.path())).await.unwrap();
+        assert_eq!(store.timelines().len(), 2);
+        assert_eq!(
+            observe(&store.timeline("main").unwrap(), &SEEDED_KEYS).await,
+            before
+        );
+    });
 }

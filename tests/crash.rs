@@ -19,6 +19,8 @@
 //! `STRATAKV_CRASH_CYCLES` (default 20) sets the number of kills; `STRATAKV_CRASH_SEED` the
 //! seed. `.ci/crash-loop.sh` runs 1,000 cycles in release.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +31,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use stratakv::format::LayerKind;
 use stratakv::{ErrorKind, FsyncPolicy, Lsn, SimpleRedo, Store, StoreOptions, Value};
+
+use common::env::env_u64;
+use common::rng::Rng;
 
 const CHILD_ENV: &str = "STRATAKV_CRASH_CHILD";
 const DIR_ENV: &str = "STRATAKV_CRASH_DIR";
@@ -55,32 +60,6 @@ const SALT_OPS: u64 = 0x0975_1DEA;
 // ---------------------------------------------------------------------------------------------
 // Deterministic generator and model
 // ---------------------------------------------------------------------------------------------
-
-/// SplitMix64: small, fast and good enough to pick keys, sizes and timings.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn lsn_rng(seed: u64, lsn: u64, salt: u64) -> Rng {
     let mut r = Rng::new(seed ^ salt ^ lsn.wrapping_mul(0xD6E8_FEB8_6659_FD93));
@@ -260,15 +239,6 @@ fn options(dir: &Path) -> StoreOptions {
         .gc_horizon(Some(GC_HORIZON))
         .pitr_interval(None)
         .wal_segment_size(128 << 10)
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim();
-    match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => v.parse().ok(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@
 //! one): a transient failure must leave the store's last good state intact and usable.
 //! Never wrong data, never a panic, never a hang.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use stratakv::{
     Error, ErrorKind, FsyncPolicy, Lsn, SimpleRedo, Store, StoreOptions, Timeline, TimelineWriter,
     Value,
 };
+
+use common::rng::Rng;
 
 const SEED: u64 = 0xFA17_5EED;
 const KEYS: usize = 24;
@@ -39,28 +43,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// after a reopen. While it stands, a failed branch may exist after reopen (and is then checked
 /// like a created one). Set to `false` once the bug is fixed.
 const TOLERATE_HALF_CREATED_BRANCH: bool = true;
-
-/// SplitMix64.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn key(i: usize) -> Vec<u8> {
     format!("k{i:02}").into_bytes()

@@ -16,17 +16,22 @@
 //! compactions still race the operations). For a longer soak run set
 //! `STRATAKV_MODEL_CASES=<n>` and optionally `STRATAKV_MODEL_SEED=<u64>`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::{Bound, RangeBounds};
+mod common;
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use stratakv::format::LayerKind;
-use stratakv::{ErrorKind, Lsn, SimpleRedo, Store, StoreOptions, Timeline, TimelineWriter, Value};
+use stratakv::{ErrorKind, Lsn, Store, StoreOptions, Timeline, TimelineWriter, Value};
+
+use common::env::env_u64;
+use common::model::{MVal, Rec, Versions, answer, bytes, model_get, model_scan, scanned, test_dir};
+use common::rng::proptest_rng;
 
 /// Keys the operations write: prefixes of each other, a NUL byte and a 0xFF byte, so key order is
 /// byte order and not string order.
@@ -53,126 +58,6 @@ fn read_keys() -> Vec<&'static [u8]> {
 // ---------------------------------------------------------------------------------------------
 // The model
 // ---------------------------------------------------------------------------------------------
-
-/// What a delta record means; the engine gets its `SimpleRedo` encoding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Rec {
-    Set(Vec<u8>),
-    Append(Vec<u8>),
-    Patch(u32, Vec<u8>),
-    /// Bytes `SimpleRedo` must refuse: empty, an unknown op byte, a patch without its offset.
-    Junk(Vec<u8>),
-}
-
-impl Rec {
-    fn encode(&self) -> Bytes {
-        match self {
-            Rec::Set(b) => SimpleRedo::set(b),
-            Rec::Append(b) => SimpleRedo::append(b),
-            Rec::Patch(off, b) => SimpleRedo::patch(*off, b),
-            Rec::Junk(b) => Bytes::copy_from_slice(b),
-        }
-    }
-
-    /// Applies the record's meaning; `Err` for a record the redo must refuse.
-    fn apply(&self, v: &mut Vec<u8>) -> Result<(), ()> {
-        match self {
-            Rec::Set(b) => *v = b.clone(),
-            Rec::Append(b) => v.extend_from_slice(b),
-            Rec::Patch(off, b) => {
-                let off = *off as usize;
-                let end = off + b.len();
-                if v.len() < end {
-                    v.resize(end, 0);
-                }
-                v[off..end].copy_from_slice(b);
-            }
-            Rec::Junk(_) => return Err(()),
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum MVal {
-    Image(Vec<u8>),
-    Delta(Rec, bool),
-    Tombstone,
-}
-
-impl MVal {
-    fn to_value(&self) -> Value {
-        match self {
-            MVal::Image(b) => Value::image(b.clone()),
-            MVal::Delta(r, false) => Value::delta(r.encode()),
-            MVal::Delta(r, true) => Value::init_delta(r.encode()),
-            MVal::Tombstone => Value::Tombstone,
-        }
-    }
-}
-
-type Versions = BTreeMap<(Vec<u8>, u64), MVal>;
-/// What a read returns, with the error reduced to its kind.
-type Answer = Result<Option<Vec<u8>>, ErrorKind>;
-/// What a scan returns, with the error reduced to its kind.
-type Scanned = Result<Vec<(Vec<u8>, Vec<u8>)>, ErrorKind>;
-
-/// The value of `key` at `lsn`: newest version at or below it, deltas applied oldest first on
-/// the newest image, tombstone (nothing) or `will_init` delta (the empty value) under them.
-fn model_get(versions: &Versions, key: &[u8], lsn: u64) -> Answer {
-    let mut deltas: Vec<&Rec> = Vec::new(); // newest first
-    // None: no base found; Some(None): the key does not exist; Some(Some(v)): a value.
-    let mut base: Option<Option<Vec<u8>>> = None;
-    for (_, v) in versions
-        .range((key.to_vec(), 0)..=(key.to_vec(), lsn))
-        .rev()
-    {
-        match v {
-            MVal::Image(b) => {
-                base = Some(Some(b.clone()));
-                break;
-            }
-            MVal::Tombstone => {
-                base = Some(None);
-                break;
-            }
-            MVal::Delta(r, will_init) => {
-                deltas.push(r);
-                if *will_init {
-                    base = Some(Some(Vec::new()));
-                    break;
-                }
-            }
-        }
-    }
-    if deltas.is_empty() {
-        return Ok(base.flatten());
-    }
-    let Some(Some(mut value)) = base else {
-        return Err(ErrorKind::Redo);
-    };
-    for r in deltas.iter().rev() {
-        r.apply(&mut value).map_err(|()| ErrorKind::Redo)?;
-    }
-    Ok(Some(value))
-}
-
-/// `scan`: every key with a version at or below `lsn` in the bounds, in key order, without the
-/// ones that do not exist there; the first failing key fails the whole scan.
-fn model_scan(versions: &Versions, bounds: &(Bound<Vec<u8>>, Bound<Vec<u8>>), lsn: u64) -> Scanned {
-    let keys: BTreeSet<&Vec<u8>> = versions
-        .keys()
-        .filter(|(k, l)| *l <= lsn && bounds.contains(k))
-        .map(|(k, _)| k)
-        .collect();
-    let mut out = Vec::new();
-    for k in keys {
-        if let Some(v) = model_get(versions, k, lsn)? {
-            out.push((k.clone(), v));
-        }
-    }
-    Ok(out)
-}
 
 /// One timeline's model.
 #[derive(Default)]
@@ -312,10 +197,6 @@ impl Settings {
             .image_threshold_bytes(self.image_threshold_bytes)
             .wait_lsn_timeout(std::time::Duration::from_millis(50))
     }
-}
-
-fn bytes(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(any::<u8>(), len)
 }
 
 fn rec() -> impl Strategy<Value = Rec> {
@@ -460,10 +341,6 @@ fn read_lsn(at: u16, lrl: u64) -> u64 {
     (u128::from(at) * u128::from(lrl + 1) / 65536) as u64
 }
 
-fn answer(r: stratakv::Result<Option<Bytes>>) -> Answer {
-    r.map(|o| o.map(|b| b.to_vec())).map_err(|e| e.kind())
-}
-
 fn make_bounds(lo: &BoundSpec, hi: &BoundSpec) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let keys = read_keys();
     let to = |b: &BoundSpec| match b {
@@ -508,14 +385,7 @@ async fn sweep(tl: &Timeline, m: &TlModel, ctx: &str) -> Result<(), TestCaseErro
             .map_err(|e| e.kind());
         prop_assert_eq!(got, want, "{}: get_many of every key at LSN {}", ctx, lsn);
         if lsn % 5 == 0 || lsn == m.lrl {
-            let got = tl.scan::<&[u8]>(.., Lsn(lsn)).await;
-            let got = got
-                .map(|v| {
-                    v.into_iter()
-                        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                        .collect::<Vec<_>>()
-                })
-                .map_err(|e| e.kind());
+            let got = scanned(tl.scan::<&[u8]>(.., Lsn(lsn)).await);
             let want = model_scan(&m.published, &(Bound::Unbounded, Bound::Unbounded), lsn);
             prop_assert_eq!(got, want, "{}: scan(..) at LSN {}", ctx, lsn);
         }
@@ -623,19 +493,6 @@ static STATS: std::sync::Mutex<Stats> = std::sync::Mutex::new(Stats {
 
 fn stat(f: impl FnOnce(&mut Stats)) {
     f(&mut STATS.lock().unwrap());
-}
-
-/// A fresh directory, in memory where the system has one (`/dev/shm`): the model checks
-/// semantics, not what survives power loss, and fsyncs to a real disk would make the run ~6×
-/// slower for nothing. `errors.rs` runs on the ordinary temporary directory.
-fn test_dir() -> Result<tempfile::TempDir, TestCaseError> {
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    };
-    dir.map_err(|e| TestCaseError::fail(format!("creating a temporary directory: {e}")))
 }
 
 async fn run_case(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -928,13 +785,6 @@ async fn run_case(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError>
     Ok(())
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}"))
-    })
-}
-
 #[test]
 fn store_matches_model_over_random_puts_flushes_images_reopens_and_reads() {
     let cases = env_u64("STRATAKV_MODEL_CASES").map_or(DEFAULT_CASES, |c| c as u32);
@@ -944,15 +794,7 @@ fn store_matches_model_over_random_puts_flushes_images_reopens_and_reads() {
         max_shrink_iters: 1024,
         ..Config::default()
     };
-    let rng = match env_u64("STRATAKV_MODEL_SEED") {
-        None => TestRng::deterministic_rng(RngAlgorithm::ChaCha),
-        Some(seed) => {
-            let mut s = [0u8; 32];
-            s[..8].copy_from_slice(&seed.to_le_bytes());
-            TestRng::from_seed(RngAlgorithm::ChaCha, &s)
-        }
-    };
-    let mut runner = TestRunner::new_with_rng(config, rng);
+    let mut runner = TestRunner::new_with_rng(config, proptest_rng(env_u64("STRATAKV_MODEL_SEED")));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

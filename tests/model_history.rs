@@ -31,20 +31,28 @@
 //! `STRATAKV_HISTORY_MODEL_SHRINK=<n>` bounds shrinking, `STRATAKV_HISTORY_MODEL_TRACE=1` prints
 //! each timeline's watermarks and layers after every operation.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::{Bound, RangeBounds};
+mod common;
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use stratakv::format::LayerKind;
 use stratakv::{
-    Clock, ErrorKind, Lsn, ManualClock, RestorePoint, SimpleRedo, Store, StoreOptions, Timeline,
-    TimelineId, TimelineWriter, Value,
+    Clock, ErrorKind, Lsn, ManualClock, RestorePoint, Store, StoreOptions, Timeline, TimelineId,
+    TimelineWriter, Value,
 };
+
+use common::env::env_u64;
+use common::model::{
+    KeyBounds, MVal, Rec, Versions, answer, bytes, model_get, model_scan, scanned, test_dir,
+};
+use common::rng::proptest_rng;
 
 /// Keys written: prefixes of each other, a NUL and a 0xFF byte, so order is byte order.
 const KEYS: [&[u8]; 6] = [b"a", b"ab", b"b", b"b\x00", b"k", b"\xff"];
@@ -71,109 +79,6 @@ fn read_keys() -> Vec<&'static [u8]> {
 // ---------------------------------------------------------------------------------------------
 // The model
 // ---------------------------------------------------------------------------------------------
-
-/// What a delta record means; the engine gets its `SimpleRedo` encoding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Rec {
-    Set(Vec<u8>),
-    Append(Vec<u8>),
-}
-
-impl Rec {
-    fn encode(&self) -> Bytes {
-        match self {
-            Rec::Set(b) => SimpleRedo::set(b),
-            Rec::Append(b) => SimpleRedo::append(b),
-        }
-    }
-
-    fn apply(&self, v: &mut Vec<u8>) {
-        match self {
-            Rec::Set(b) => *v = b.clone(),
-            Rec::Append(b) => v.extend_from_slice(b),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum MVal {
-    Image(Vec<u8>),
-    /// A delta record and whether it is `will_init`.
-    Delta(Rec, bool),
-    Tombstone,
-}
-
-impl MVal {
-    fn to_value(&self) -> Value {
-        match self {
-            MVal::Image(b) => Value::image(b.clone()),
-            MVal::Delta(r, false) => Value::delta(r.encode()),
-            MVal::Delta(r, true) => Value::init_delta(r.encode()),
-            MVal::Tombstone => Value::Tombstone,
-        }
-    }
-}
-
-type Versions = BTreeMap<(Vec<u8>, u64), MVal>;
-/// What a read returns, with the error reduced to its kind.
-type Answer = Result<Option<Vec<u8>>, ErrorKind>;
-type Scanned = Result<Vec<(Vec<u8>, Vec<u8>)>, ErrorKind>;
-type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
-
-/// The value of `key` at `lsn` in a flattened history: the newest version at or below `lsn`,
-/// deltas applied oldest first on the image, tombstone or `will_init` delta below them.
-fn model_get(versions: &Versions, key: &[u8], lsn: u64) -> Answer {
-    let mut deltas: Vec<&Rec> = Vec::new(); // newest first
-    let mut base: Option<Option<Vec<u8>>> = None;
-    for (_, v) in versions
-        .range((key.to_vec(), 0)..=(key.to_vec(), lsn))
-        .rev()
-    {
-        match v {
-            MVal::Image(b) => {
-                base = Some(Some(b.clone()));
-                break;
-            }
-            MVal::Tombstone => {
-                base = Some(None);
-                break;
-            }
-            MVal::Delta(r, will_init) => {
-                deltas.push(r);
-                if *will_init {
-                    base = Some(Some(Vec::new()));
-                    break;
-                }
-            }
-        }
-    }
-    if deltas.is_empty() {
-        return Ok(base.flatten());
-    }
-    // The generator never writes a delta without a base under it.
-    let Some(Some(mut value)) = base else {
-        return Err(ErrorKind::Redo);
-    };
-    for r in deltas.iter().rev() {
-        r.apply(&mut value);
-    }
-    Ok(Some(value))
-}
-
-fn model_scan(versions: &Versions, bounds: &KeyBounds, lsn: u64) -> Scanned {
-    let keys: BTreeSet<&Vec<u8>> = versions
-        .keys()
-        .filter(|(k, l)| *l <= lsn && bounds.contains(k))
-        .map(|(k, _)| k)
-        .collect();
-    let mut out = Vec::new();
-    for k in keys {
-        if let Some(v) = model_get(versions, k, lsn)? {
-            out.push((k.clone(), v));
-        }
-    }
-    Ok(out)
-}
 
 /// One timeline's model.
 struct TlModel {
@@ -352,10 +257,6 @@ enum Op {
     Reopen,
 }
 
-fn bytes(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(any::<u8>(), len)
-}
-
 fn mval() -> impl Strategy<Value = MVal> {
     prop_oneof![
         5 => bytes(0..80).prop_map(MVal::Image),
@@ -411,31 +312,6 @@ fn options(dir: &Path, clock: Arc<ManualClock>) -> StoreOptions {
         .pitr_interval(None)
         .background_period(None)
         .wait_lsn_timeout(Duration::from_millis(50))
-}
-
-/// A fresh directory, in memory where the system has one: the model checks semantics, not
-/// what survives power loss, and fsyncs to a real disk would only slow it down.
-fn test_dir() -> Result<tempfile::TempDir, TestCaseError> {
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    };
-    dir.map_err(|e| fail(format!("creating a temporary directory: {e}")))
-}
-
-fn answer(r: stratakv::Result<Option<Bytes>>) -> Answer {
-    r.map(|o| o.map(|b| b.to_vec())).map_err(|e| e.kind())
-}
-
-fn scanned(r: stratakv::Result<Vec<(Bytes, Bytes)>>) -> Scanned {
-    r.map(|v| {
-        v.into_iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect()
-    })
-    .map_err(|e| e.kind())
 }
 
 /// `lo + at * (hi - lo) / 65535`, in `[lo, hi]`.
@@ -1281,13 +1157,6 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}"))
-    })
-}
-
 #[test]
 fn every_live_timeline_reads_as_the_model_through_branches_restores_gc_and_reopens() {
     let cases = env_u64("STRATAKV_HISTORY_MODEL_CASES").map_or(DEFAULT_CASES, |c| c as u32);
@@ -1297,15 +1166,8 @@ fn every_live_timeline_reads_as_the_model_through_branches_restores_gc_and_reope
         max_shrink_iters: env_u64("STRATAKV_HISTORY_MODEL_SHRINK").map_or(1024, |n| n as u32),
         ..Config::default()
     };
-    let rng = match env_u64("STRATAKV_HISTORY_MODEL_SEED") {
-        None => TestRng::deterministic_rng(RngAlgorithm::ChaCha),
-        Some(seed) => {
-            let mut s = [0u8; 32];
-            s[..8].copy_from_slice(&seed.to_le_bytes());
-            TestRng::from_seed(RngAlgorithm::ChaCha, &s)
-        }
-    };
-    let mut runner = TestRunner::new_with_rng(config, rng);
+    let mut runner =
+        TestRunner::new_with_rng(config, proptest_rng(env_u64("STRATAKV_HISTORY_MODEL_SEED")));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

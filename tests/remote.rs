@@ -5,104 +5,28 @@
 //! `source .ci/object-stores.sh start` exports; without it they fail, unless
 //! `STRATAKV_SKIP_REMOTE_SERVERS=1` says to skip them.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
-use object_store::path::Path;
 use stratakv::format::RemoteIndex;
-use stratakv::remote::{FaultConfig, FaultyObjectStore, RemoteStorage, RetryPolicy, index_object};
-use stratakv::{ErrorKind, Lsn, Store, StoreOptions, Timeline, Value};
+use stratakv::remote::{FaultConfig, FaultyObjectStore, index_object};
+use stratakv::{ErrorKind, Lsn, Store, Timeline, Value};
 
-const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+use common::backends::{Backend, azure_store, node_options, s3_store, unique_prefix};
 
-fn server_env(var: &str) -> Option<String> {
-    if let Ok(v) = std::env::var(var) {
-        return Some(v);
-    }
-    if std::env::var("STRATAKV_SKIP_REMOTE_SERVERS").as_deref() == Ok("1") {
-        eprintln!("skipped: {var} is not set and STRATAKV_SKIP_REMOTE_SERVERS=1");
-        return None;
-    }
-    panic!(
-        "{var} is not set: run `source .ci/object-stores.sh start` first (or set STRATAKV_SKIP_REMOTE_SERVERS=1 to skip)"
-    );
-}
-
-/// A backend and a prefix no other test uses.
-#[derive(Clone)]
-struct Backend {
-    store: Arc<dyn ObjectStore>,
-    prefix: Path,
-}
-
-impl Backend {
-    fn new(name: &str, store: Arc<dyn ObjectStore>) -> Backend {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        Backend {
-            store,
-            prefix: Path::from(format!("store-tests/{name}-{}-{nanos}", std::process::id())),
-        }
-    }
-
-    fn remote(&self) -> RemoteStorage {
-        RemoteStorage::new(self.store.clone(), self.prefix.clone())
-            .with_retry_policy(RetryPolicy {
-                max_attempts: 50,
-                initial_backoff: Duration::from_millis(2),
-                max_backoff: Duration::from_millis(20),
-                max_elapsed: Duration::from_secs(30),
-            })
-            .with_claim_grace(Duration::from_millis(50))
-    }
+/// `store` under a prefix of its own.
+fn backend(name: &'static str, store: Arc<dyn ObjectStore>) -> Backend {
+    Backend::new(name, store, unique_prefix("store-tests", name))
 }
 
 fn backends() -> Vec<(&'static str, Option<Arc<dyn ObjectStore>>)> {
     let local_dir = tempfile::tempdir().unwrap().keep();
-    let s3 = match (
-        server_env("STRATAKV_S3_ENDPOINT"),
-        server_env("STRATAKV_S3_BUCKET"),
-    ) {
-        (Some(endpoint), Some(bucket)) => Some(Arc::new(
-            AmazonS3Builder::new()
-                .with_endpoint(&endpoint)
-                .with_bucket_name(&bucket)
-                .with_allow_http(true)
-                .with_virtual_hosted_style_request(false)
-                .with_region("us-east-1")
-                .with_access_key_id("stratakv")
-                .with_secret_access_key("stratakv")
-                .build()
-                .unwrap(),
-        ) as Arc<dyn ObjectStore>),
-        _ => None,
-    };
-    let azure = match (
-        server_env("STRATAKV_AZURE_ENDPOINT"),
-        server_env("STRATAKV_AZURE_CONTAINER"),
-    ) {
-        (Some(endpoint), Some(container)) => Some(Arc::new(
-            MicrosoftAzureBuilder::new()
-                .with_account(AZURITE_ACCOUNT)
-                .with_access_key(AZURITE_KEY)
-                .with_container_name(&container)
-                .with_endpoint(endpoint)
-                .with_allow_http(true)
-                .build()
-                .unwrap(),
-        ) as Arc<dyn ObjectStore>),
-        _ => None,
-    };
     vec![
         (
             "memory",
@@ -115,19 +39,9 @@ fn backends() -> Vec<(&'static str, Option<Arc<dyn ObjectStore>>)> {
                     as Arc<dyn ObjectStore>,
             ),
         ),
-        ("s3", s3),
-        ("azure", azure),
+        ("s3", s3_store()),
+        ("azure", azure_store()),
     ]
-}
-
-fn opts(dir: &std::path::Path, remote: RemoteStorage, node: &str) -> StoreOptions {
-    StoreOptions::new(dir)
-        .remote(remote)
-        .node_id(node)
-        .freeze_bytes(8 << 10)
-        .block_size(1024)
-        .background_period(None)
-        .pitr_interval(None)
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -196,7 +110,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn attach_reads_every_lsn_the_first_node_could(b: &Backend) {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut model = BTreeMap::new();
-    let a = Store::open(opts(d1.path(), b.remote(), "a")).await.unwrap();
+    let a = Store::open(node_options(d1.path(), b.remote(), "a"))
+        .await
+        .unwrap();
     let main = a.create_timeline("main").await.unwrap();
     ingest(&main, 40, 1..9, &mut model);
     main.flush().await.unwrap();
@@ -204,7 +120,9 @@ async fn attach_reads_every_lsn_the_first_node_could(b: &Backend) {
     assert_eq!(main.remote_consistent_lsn(), Lsn(80));
     a.close().await.unwrap();
 
-    let node_b = Store::open(opts(d2.path(), b.remote(), "b")).await.unwrap();
+    let node_b = Store::open(node_options(d2.path(), b.remote(), "b"))
+        .await
+        .unwrap();
     assert!(node_b.generation().unwrap() > Default::default());
     assert_eq!(layer_files(d2.path()), 0, "attach downloads the index only");
     let main = node_b.timeline("main").unwrap();
@@ -216,7 +134,9 @@ async fn attach_reads_every_lsn_the_first_node_could(b: &Backend) {
 async fn a_node_killed_mid_upload_loses_nothing_acknowledged_remotely(b: &Backend) {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut model = BTreeMap::new();
-    let a = Store::open(opts(d1.path(), b.remote(), "a")).await.unwrap();
+    let a = Store::open(node_options(d1.path(), b.remote(), "a"))
+        .await
+        .unwrap();
     let main = a.create_timeline("main").await.unwrap();
     ingest(&main, 30, 1..5, &mut model);
     main.flush().await.unwrap();
@@ -228,7 +148,9 @@ async fn a_node_killed_mid_upload_loses_nothing_acknowledged_remotely(b: &Backen
     drop(main);
     drop(a); // the node dies with uploads in flight
 
-    let node_b = Store::open(opts(d2.path(), b.remote(), "b")).await.unwrap();
+    let node_b = Store::open(node_options(d2.path(), b.remote(), "b"))
+        .await
+        .unwrap();
     let main = node_b.timeline("main").unwrap();
     let got = main.last_record_lsn();
     assert!(
@@ -245,14 +167,18 @@ async fn split_brain_loses_nothing_and_fences_the_old_owner(b: &Backend) {
         tempfile::tempdir().unwrap(),
     );
     let mut model = BTreeMap::new();
-    let a = Store::open(opts(d1.path(), b.remote(), "a")).await.unwrap();
+    let a = Store::open(node_options(d1.path(), b.remote(), "a"))
+        .await
+        .unwrap();
     let a_main = a.create_timeline("main").await.unwrap();
     ingest(&a_main, 20, 1..4, &mut model);
     a_main.flush().await.unwrap();
     a.wait_for_upload().await.unwrap();
 
     // B takes over while A still runs.
-    let node_b = Store::open(opts(d2.path(), b.remote(), "b")).await.unwrap();
+    let node_b = Store::open(node_options(d2.path(), b.remote(), "b"))
+        .await
+        .unwrap();
     let b_main = node_b.timeline("main").unwrap();
     assert_eq!(
         b_main.last_record_lsn(),
@@ -277,7 +203,9 @@ async fn split_brain_loses_nothing_and_fences_the_old_owner(b: &Backend) {
     drop(a);
     node_b.close().await.unwrap();
     // A third node sees B's history, not A's fenced writes.
-    let c = Store::open(opts(d3.path(), b.remote(), "c")).await.unwrap();
+    let c = Store::open(node_options(d3.path(), b.remote(), "c"))
+        .await
+        .unwrap();
     let c_main = c.timeline("main").unwrap();
     assert_eq!(c_main.last_record_lsn(), Lsn(60));
     check_reads(&c_main, 20, 60, &model).await;
@@ -286,12 +214,14 @@ async fn split_brain_loses_nothing_and_fences_the_old_owner(b: &Backend) {
 async fn eviction_under_a_tiny_budget_keeps_answering(b: &Backend) {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut model = BTreeMap::new();
-    let a = Store::open(opts(d1.path(), b.remote(), "a")).await.unwrap();
+    let a = Store::open(node_options(d1.path(), b.remote(), "a"))
+        .await
+        .unwrap();
     let main = a.create_timeline("main").await.unwrap();
     ingest(&main, 40, 1..9, &mut model);
     main.flush().await.unwrap();
     a.close().await.unwrap();
-    let node_b = Store::open(opts(d2.path(), b.remote(), "b").local_disk_budget(Some(1)))
+    let node_b = Store::open(node_options(d2.path(), b.remote(), "b").local_disk_budget(Some(1)))
         .await
         .unwrap();
     let main = node_b.timeline("main").unwrap();
@@ -317,7 +247,9 @@ async fn eviction_under_a_tiny_budget_keeps_answering(b: &Backend) {
 async fn the_heatmap_warms_what_the_owner_read(b: &Backend) {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut model = BTreeMap::new();
-    let a = Store::open(opts(d1.path(), b.remote(), "a")).await.unwrap();
+    let a = Store::open(node_options(d1.path(), b.remote(), "a"))
+        .await
+        .unwrap();
     let main = a.create_timeline("main").await.unwrap();
     ingest(&main, 40, 1..9, &mut model);
     main.flush().await.unwrap();
@@ -325,7 +257,9 @@ async fn the_heatmap_warms_what_the_owner_read(b: &Backend) {
     ingest(&main, 40, 9..10, &mut model); // a change, so an index with the heatmap goes up
     main.flush().await.unwrap();
     a.close().await.unwrap();
-    let node_b = Store::open(opts(d2.path(), b.remote(), "b")).await.unwrap();
+    let node_b = Store::open(node_options(d2.path(), b.remote(), "b"))
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while layer_files(d2.path()) == 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -334,17 +268,14 @@ async fn the_heatmap_warms_what_the_owner_read(b: &Backend) {
     check_reads(&node_b.timeline("main").unwrap(), 40, 90, &model).await;
 }
 
-async fn run_all(name: &str, store: Arc<dyn ObjectStore>) {
+async fn run_all(name: &'static str, store: Arc<dyn ObjectStore>) {
     eprintln!("backend {name}");
-    attach_reads_every_lsn_the_first_node_could(&Backend::new(name, store.clone())).await;
-    a_node_killed_mid_upload_loses_nothing_acknowledged_remotely(&Backend::new(
-        name,
-        store.clone(),
-    ))
-    .await;
-    split_brain_loses_nothing_and_fences_the_old_owner(&Backend::new(name, store.clone())).await;
-    eviction_under_a_tiny_budget_keeps_answering(&Backend::new(name, store.clone())).await;
-    the_heatmap_warms_what_the_owner_read(&Backend::new(name, store)).await;
+    attach_reads_every_lsn_the_first_node_could(&backend(name, store.clone())).await;
+    a_node_killed_mid_upload_loses_nothing_acknowledged_remotely(&backend(name, store.clone()))
+        .await;
+    split_brain_loses_nothing_and_fences_the_old_owner(&backend(name, store.clone())).await;
+    eviction_under_a_tiny_budget_keeps_answering(&backend(name, store.clone())).await;
+    the_heatmap_warms_what_the_owner_read(&backend(name, store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,15 +296,12 @@ async fn injected_faults_never_leave_an_index_naming_a_missing_layer() {
             .with_errors(0.3)
             .with_dropped_responses(0.2),
     ));
-    let b = Backend::new("faulty", faulty.clone());
-    let clean = Backend {
-        store: inner.clone(),
-        prefix: b.prefix.clone(),
-    };
+    let b = backend("faulty", faulty.clone());
+    let clean = Backend::new("clean", inner.clone(), b.prefix.clone());
     let d1 = tempfile::tempdir().unwrap();
     let mut model = BTreeMap::new();
     faulty.set_enabled(false);
-    let a = Store::open(opts(d1.path(), b.remote(), "a").compaction_threshold(3))
+    let a = Store::open(node_options(d1.path(), b.remote(), "a").compaction_threshold(3))
         .await
         .unwrap();
     let main = a.create_timeline("main").await.unwrap();
@@ -440,7 +368,7 @@ async fn injected_faults_never_leave_an_index_naming_a_missing_layer() {
     let last = main.last_record_lsn().0;
     a.close().await.unwrap();
     let d2 = tempfile::tempdir().unwrap();
-    let node_b = Store::open(opts(d2.path(), clean.remote(), "b"))
+    let node_b = Store::open(node_options(d2.path(), clean.remote(), "b"))
         .await
         .unwrap();
     let main = node_b.timeline("main").unwrap();

@@ -6,27 +6,24 @@
 //! `STRATAKV_AZURE_ENDPOINT`, `STRATAKV_AZURE_CONTAINER`). Without them they fail, unless
 //! `STRATAKV_SKIP_REMOTE_SERVERS=1` says to skip them.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use stratakv::remote::{
-    FaultConfig, FaultyObjectStore, Generation, RemoteStorage, RetryPolicy, catalog_object,
-    index_object, layer_object,
+    FaultConfig, FaultyObjectStore, Generation, RemoteStorage, catalog_object, index_object,
+    layer_object,
 };
 use stratakv::{ErrorKind, TimelineId};
 
-/// The Azure storage emulator's well-known development account key (public, not a secret).
-const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+use common::backends::{azure_store, fast_retry, s3_store, server_env, unique_prefix};
 
 /// Whether a backend honours `PutMode::Update` (the local file system does not).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -35,55 +32,15 @@ enum Update {
     NotImplemented,
 }
 
-/// A prefix no other run or test uses, so tests can share a server.
-fn unique_prefix(backend: &str) -> Path {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    Path::from(format!(
-        "conformance/{backend}-{}-{nanos}",
-        std::process::id()
-    ))
-}
-
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 30,
-        initial_backoff: Duration::from_millis(2),
-        max_backoff: Duration::from_millis(20),
-        max_elapsed: Duration::from_secs(30),
-    }
-}
-
 fn remote(store: &Arc<dyn ObjectStore>, prefix: &Path) -> RemoteStorage {
     RemoteStorage::new(Arc::clone(store), prefix.clone())
-        .with_retry_policy(fast_retry())
+        .with_retry_policy(fast_retry(30))
         .with_claim_grace(Duration::from_millis(100))
-}
-
-/// The value of `var`, or `None` if the remote-server tests are to be skipped; panics with
-/// instructions if it is missing and skipping was not asked for.
-fn server_env(var: &str) -> Option<String> {
-    if let Ok(v) = std::env::var(var)
-        && !v.is_empty()
-    {
-        return Some(v);
-    }
-    if std::env::var("STRATAKV_SKIP_REMOTE_SERVERS").as_deref() == Ok("1") {
-        eprintln!("skipped: {var} is not set and STRATAKV_SKIP_REMOTE_SERVERS=1");
-        return None;
-    }
-    panic!(
-        "{var} is not set: start the object-store servers first with \
-         `source .ci/object-stores.sh start` (or set STRATAKV_SKIP_REMOTE_SERVERS=1 to skip \
-         the S3 and Azure tests)"
-    );
 }
 
 /// Every check, against one backend.
 async fn conformance(name: &str, store: Arc<dyn ObjectStore>, update: Update) {
-    let prefix = unique_prefix(name);
+    let prefix = unique_prefix("conformance", name);
     conditional_puts_behave(&store, &prefix, update).await;
     objects_round_trip(&store, &prefix).await;
     tampering_is_detected(&store, &prefix).await;
@@ -332,42 +289,18 @@ async fn local_file_system_backend_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_backend_conforms() {
-    let (Some(endpoint), Some(bucket)) = (
-        server_env("STRATAKV_S3_ENDPOINT"),
-        server_env("STRATAKV_S3_BUCKET"),
-    ) else {
+    let Some(store) = s3_store() else {
         return;
     };
-    let store = AmazonS3Builder::new()
-        .with_endpoint(&endpoint)
-        .with_bucket_name(&bucket)
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .with_region("us-east-1")
-        .with_access_key_id("stratakv")
-        .with_secret_access_key("stratakv")
-        .build()
-        .unwrap_or_else(|e| panic!("S3 client for {endpoint}: {e}"));
-    conformance("s3", Arc::new(store), Update::Supported).await;
+    conformance("s3", store, Update::Supported).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn azure_backend_conforms() {
-    let (Some(endpoint), Some(container)) = (
-        server_env("STRATAKV_AZURE_ENDPOINT"),
-        server_env("STRATAKV_AZURE_CONTAINER"),
-    ) else {
+    let Some(store) = azure_store() else {
         return;
     };
-    let store = MicrosoftAzureBuilder::new()
-        .with_account(AZURITE_ACCOUNT)
-        .with_access_key(AZURITE_KEY)
-        .with_container_name(&container)
-        .with_endpoint(endpoint.clone())
-        .with_allow_http(true)
-        .build()
-        .unwrap_or_else(|e| panic!("Azure client for {endpoint}: {e}"));
-    conformance("azure", Arc::new(store), Update::Supported).await;
+    conformance("azure", store, Update::Supported).await;
 }
 
 #[tokio::test]
@@ -387,7 +320,7 @@ async fn storage_from_url_reaches_the_s3_server() {
         ("aws_secret_access_key", "stratakv"),
     ]
     .map(|(k, v)| (k.to_string(), v.to_string()));
-    let prefix = unique_prefix("s3-url");
+    let prefix = unique_prefix("conformance", "s3-url");
     let r = RemoteStorage::from_url(&format!("s3://{bucket}/{prefix}"), opts).unwrap();
     assert_eq!(r.prefix(), &prefix);
     r.upload("x", Bytes::from("y")).await.unwrap();

@@ -6,7 +6,7 @@
 //! | field          | size | meaning |
 //! |----------------|------|---------|
 //! | **body**       |      | |
-//! | version        | 2    | u16 format version, currently 2 (1 had no key filter) |
+//! | version        | 2    | u16 format version, currently 2; any other (1 had no key filter) is refused as corruption naming the version |
 //! | kind           | 1    | 0 = delta, 1 = image |
 //! | reserved       | 1    | 0 |
 //! | lsn_start      | 8    | u64, inclusive |

@@ -1,7 +1,9 @@
 //! Every on-disk encoding, each with its byte layout beside its code.
 //!
-//! Little-endian throughout. Each structure carries a CRC32 (crc32fast) and is decoded with
-//! bounds checks, so corrupt bytes are an error of kind
+//! Integers are little-endian; the one exception is a timeline id, written as its 16 bytes
+//! big-endian (the order of its hex form), in the catalog, manifests (and the remote indexes
+//! that carry them) and WAL records. Each structure carries a CRC32 (crc32fast) and is decoded
+//! with bounds checks, so corrupt bytes are an error of kind
 //! [`Corruption`](crate::ErrorKind::Corruption) naming the file and offset, never a panic.
 
 mod block;
@@ -14,6 +16,7 @@ mod footer;
 mod index;
 mod key_order;
 mod manifest;
+mod owner;
 mod remote_index;
 mod time_index;
 mod wal;
@@ -33,6 +36,7 @@ pub use footer::{FOOTER_TRAILER_LEN, Footer, LayerKind};
 pub use index::{IndexEntry, decode_index, encode_index};
 pub(crate) use key_order::OrdKey;
 pub use manifest::{LayerDesc, Manifest};
+pub(crate) use owner::{decode_owner, encode_owner};
 pub use remote_index::RemoteIndex;
 pub use time_index::{
     DecodedTimeIndex, TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_LEN, decode_time_index,

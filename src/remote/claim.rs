@@ -14,9 +14,7 @@
 //! Every claim record carries a random nonce, so a claimer whose response was lost after its
 //! write happened recognises its own record on the next read instead of claiming twice.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -90,21 +88,6 @@ impl ClaimRecord {
 struct ReadClaim {
     record: ClaimRecord,
     version: UpdateVersion,
-}
-
-/// A number no other claim uses, with overwhelming probability.
-fn new_nonce() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 /// Counts transient failures within one claim against the retry policy.
@@ -304,7 +287,7 @@ impl RemoteStorage {
     /// Claims through the single claim object with conditional update.
     async fn claim_by_update(&self, node_id: &str) -> Result<Generation> {
         let location = self.location(CLAIM_OBJECT)?;
-        let nonce = new_nonce();
+        let nonce = self.entropy.next_u64();
         let mut conflicts = 0u32;
         let mut transient = TransientBudget::new();
         // A generation we wrote without learning whether the write happened.
@@ -383,7 +366,7 @@ impl RemoteStorage {
             )
         };
         let mut next = newest.next().ok_or_else(exhausted)?;
-        let nonce = new_nonce();
+        let nonce = self.entropy.next_u64();
         let mut conflicts = 0u32;
         let mut transient = TransientBudget::new();
         let mut pending: Option<Generation> = None;

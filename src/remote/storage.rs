@@ -54,6 +54,8 @@ pub struct RemoteStorage {
     pub(super) max_claim_conflicts: u32,
     /// The claim protocol the backend supports, once known (see `claim.rs`).
     pub(super) claim_mode: Arc<AtomicU8>,
+    /// Where claim nonces come from.
+    pub(super) entropy: Arc<dyn crate::random::Entropy>,
 }
 
 impl fmt::Debug for RemoteStorage {
@@ -83,6 +85,7 @@ impl RemoteStorage {
             claim_grace: Self::DEFAULT_CLAIM_GRACE,
             max_claim_conflicts: Self::DEFAULT_MAX_CLAIM_CONFLICTS,
             claim_mode: Arc::new(AtomicU8::new(0)),
+            entropy: Arc::new(crate::random::SystemEntropy),
         }
     }
 
@@ -132,6 +135,14 @@ impl RemoteStorage {
     /// generation; the default, 256, only matters with that many simultaneous claimers).
     pub fn with_max_claim_conflicts(mut self, conflicts: u32) -> RemoteStorage {
         self.max_claim_conflicts = conflicts.max(1);
+        self
+    }
+
+    /// Draws claim nonces from `entropy` instead of [`SystemEntropy`](crate::SystemEntropy). A
+    /// store opened with a remote uses the entropy of its options (see
+    /// [`StoreOptions::entropy`](crate::StoreOptions::entropy)).
+    pub fn with_entropy(mut self, entropy: Arc<dyn crate::random::Entropy>) -> RemoteStorage {
+        self.entropy = entropy;
         self
     }
 

@@ -1,0 +1,14 @@
+//! What the test files share: one copy each of the environment knobs, the seeded generator,
+//! the object-store backends, the model oracle and the small store fixture. Each test file is
+//! its own crate and declares `mod common;`.
+
+#![allow(
+    dead_code,
+    reason = "each test crate uses a different part of the common module"
+)]
+
+pub mod backends;
+pub mod env;
+pub mod fixture;
+pub mod model;
+pub mod rng;
