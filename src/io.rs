@@ -369,11 +369,17 @@ impl Io {
         self.sync_dir(to.parent().unwrap_or(Path::new(".")))
     }
 
-    /// fsyncs a directory; a failure poisons the store.
+    /// fsyncs a directory; a failed fsync poisons the store. A directory that is not there
+    /// (never made, or removed) is an error of the caller's, not a lost write: it poisons
+    /// nothing.
     pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
-        self.fs
-            .sync_dir(dir)
-            .map_err(|e| self.sync_failed(Error::io("fsyncing directory", dir, e)))
+        self.fs.sync_dir(dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::io("fsyncing directory", dir, e)
+            } else {
+                self.sync_failed(Error::io("fsyncing directory", dir, e))
+            }
+        })
     }
 
     /// Creates a directory and its parents, then fsyncs its parent.

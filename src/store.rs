@@ -1,18 +1,6 @@
 //! The store: one tenant's directory, its timelines, and the background flusher.
 //!
-//! Directory layout:
-//!
-//! | path | holds |
-//! |---|---|
-//! | `CATALOG` | the timelines and their names; its presence marks the directory as a store |
-//! | `LOCK` | locked while a process has the store open |
-//! | `wal/<seq>.seg` | the write-ahead log, shared by every timeline |
-//! | `timelines/<id>/manifest` | the timeline's manifest: its layers and watermarks |
-//! | `timelines/<id>/timeindex` | the timeline's `lsn ↔ commit time` index |
-//! | `timelines/<id>/*.layer` | the timeline's layer files |
-//!
-//! Anything in `timelines/` that the catalog or a manifest does not name is left over from a
-//! crash and is removed at open.
+//! The files of a store directory are listed in [`layout`](crate::layout).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -26,87 +14,23 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::RemoteIndex;
 use crate::format::{Catalog, CatalogEntry, Manifest, WalRecord};
+use crate::format::{RemoteIndex, decode_owner, encode_owner};
 use crate::id::TimelineId;
 use crate::io::Io;
 use crate::layer::{BlockCache, Layer};
+use crate::layout::{
+    CATALOG_FILE, DISCARD_FILE, LOCK_FILE, MANIFEST_FILE, OWNER_FILE, TIME_INDEX_FILE,
+    TIMELINES_DIR, WAL_DIR,
+};
 use crate::lsn::Lsn;
 use crate::options::StoreOptions;
-use crate::remote::RemoteCtx;
-use crate::timeline::{Timeline, TimelineInner};
+use crate::remote::{Generation, RemoteCtx};
+use crate::timeline::{Env, Timeline, TimelineInner};
 use crate::wal::{FsyncPolicy, Wal};
 
-pub(crate) const CATALOG_FILE: &str = "CATALOG";
-pub(crate) const LOCK_FILE: &str = "LOCK";
-pub(crate) const TIMELINES_DIR: &str = "timelines";
-pub(crate) const MANIFEST_FILE: &str = "manifest";
-pub(crate) const TIME_INDEX_FILE: &str = "timeindex";
-pub(crate) const WAL_DIR: &str = "wal";
 const CLOSE_UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 const MAX_NAME_LEN: usize = 255;
-
-/// What the store and its timelines share.
-pub(crate) struct Env {
-    pub(crate) options: StoreOptions,
-    pub(crate) cache: Arc<BlockCache>,
-    /// The write-ahead log, unless turned off.
-    pub(crate) wal: Option<Arc<Wal>>,
-    flush_tx: Mutex<Option<mpsc::Sender<Arc<TimelineInner>>>>,
-    bg_tx: Mutex<Option<mpsc::Sender<()>>>,
-    closed: AtomicBool,
-    bg_error: Mutex<Option<String>>,
-    /// Local file I/O, and the poison flag a failed fsync raises.
-    pub(crate) io: Io,
-    /// Object storage, if configured.
-    pub(crate) remote: Option<Arc<RemoteCtx>>,
-}
-
-impl Env {
-    /// Fails if the store is closed or poisoned.
-    pub(crate) fn check(&self) -> Result<()> {
-        if let Some(p) = self.io.poisoned() {
-            return Err(Error::new(
-                ErrorKind::Poisoned,
-                format!("store is poisoned and must be reopened: {p}"),
-            ));
-        }
-        if let Some(r) = &self.remote
-            && r.is_fenced()
-        {
-            return Err(crate::remote::fenced_error(r.generation));
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::new(ErrorKind::Closed, "store is closed"));
-        }
-        Ok(())
-    }
-
-    /// Tells the uploader that the catalog changed.
-    pub(crate) fn catalog_changed(&self, catalog: &Catalog) {
-        if let Some(r) = &self.remote {
-            r.mark_catalog(catalog.encode());
-        }
-    }
-
-    /// Marks the store unusable after a failure that leaves its state uncertain.
-    pub(crate) fn poison(&self, e: &Error) {
-        self.io.poison(e.to_string());
-    }
-
-    pub(crate) fn request_flush(&self, tl: Arc<TimelineInner>) {
-        if let Some(tx) = &*self.flush_tx.lock() {
-            let _ = tx.send(tl);
-        }
-    }
-
-    /// Asks the background thread to look for compaction and GC work now.
-    pub(crate) fn kick_background(&self) {
-        if let Some(tx) = &*self.bg_tx.lock() {
-            let _ = tx.send(());
-        }
-    }
-}
 
 /// The timelines and the catalog that names them, changed together.
 struct State {
@@ -149,6 +73,34 @@ pub struct Restored {
     pub backup_name: Option<String>,
 }
 
+/// What an open found stale in its directory and replaced with the remote's newer state: a
+/// node that had lost the store to another reopened its old directory (see
+/// [`Store::discarded_on_open`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discarded {
+    /// The generation this directory last claimed; `None` if it has no record of one.
+    pub local_generation: Option<Generation>,
+    /// The newer generation that wrote to the remote since.
+    pub remote_generation: Generation,
+    /// Every timeline of the discarded local state.
+    pub timelines: Vec<DiscardedTimeline>,
+}
+
+/// One timeline of discarded local state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscardedTimeline {
+    /// The timeline.
+    pub id: TimelineId,
+    /// Its name in the discarded local catalog.
+    pub name: String,
+    /// The newest LSN the local state held for it (its layers and its write-ahead log).
+    pub local_lsn: Lsn,
+    /// The newest LSN the remote holds for it (`disk_consistent_lsn` of its newest index);
+    /// `None` if the remote has no index of it. Local history above this was never made
+    /// remote-consistent by the newer owner and is gone.
+    pub remote_lsn: Option<Lsn>,
+}
+
 /// A store: one tenant's timelines in a local directory.
 ///
 /// ```
@@ -175,6 +127,7 @@ pub struct Store {
     env: Arc<Env>,
     state: Arc<Mutex<State>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    discarded: Option<Discarded>,
     _lock: File,
 }
 
@@ -208,6 +161,7 @@ impl Store {
         let io = Io::new(options.fs.clone());
         let dir = options.path.clone();
         let catalog_path = dir.join(CATALOG_FILE);
+        let discard_marker = dir.join(DISCARD_FILE);
         let is_new = if dir.exists() {
             if !dir.is_dir() {
                 return Err(Error::invalid(format!(
@@ -215,7 +169,17 @@ impl Store {
                     dir.display()
                 )));
             }
-            if catalog_path.exists() {
+            if discard_marker.exists() {
+                if options.remote.is_none() {
+                    return Err(Error::invalid(format!(
+                        "{}: an earlier open was replacing this directory's stale state with its remote's newer state ({} is there); open it with its remote",
+                        dir.display(),
+                        discard_marker.display()
+                    )));
+                }
+                // That open is finished as an attach: what was there is wiped below.
+                true
+            } else if catalog_path.exists() {
                 false
             } else if io
                 .list_dir(&dir)?
@@ -239,6 +203,7 @@ impl Store {
         let remote = match &options.remote {
             None => None,
             Some(storage) => {
+                let storage = storage.clone().with_entropy(options.entropy.clone());
                 let generation = runtime.block_on(storage.claim_generation(&options.node_id))?;
                 // An old owner's deletion validated just before this claim finishes within the
                 // grace period: read the index only after it.
@@ -253,25 +218,65 @@ impl Store {
         };
         let mut remote_layers = BTreeMap::new();
         let mut hot_layers = BTreeMap::new();
-        let catalog = if is_new {
-            io.create_dir_durably(&timelines_dir)?;
-            let c = match &remote {
-                Some(r) => attach(&io, r, &timelines_dir, &mut remote_layers, &mut hot_layers)?,
-                None => Catalog::default(),
-            };
-            io.write_atomic(&catalog_path, &c.encode())?;
-            c
-        } else {
+        let mut discarded = None;
+        let mut catalog = None;
+        if !is_new {
             let c = Catalog::decode(&io.read(&catalog_path)?, &catalog_path)?;
             if let Some(r) = &remote {
+                let mut indexes = BTreeMap::new();
                 for e in &c.timelines {
-                    if let Some(idx) = latest_remote_index(r, e.id)? {
-                        remote_layers.insert(e.id, idx.layer_generations.into_iter().collect());
+                    if let Some(found) = latest_remote_index(r, e.id)? {
+                        indexes.insert(e.id, found);
                     }
                 }
+                match reconcile(&io, &options, r, &c, &indexes)? {
+                    Some(d) => {
+                        // Stale: marked first, so that a crash from here on finishes as an
+                        // attach at the next open instead of reading a half-wiped directory.
+                        io.write_atomic(&discard_marker, &[])?;
+                        io.remove_file(&catalog_path)?;
+                        io.sync_dir(&dir)?;
+                        discarded = Some(d);
+                    }
+                    None => {
+                        for (id, (_, idx)) in indexes {
+                            remote_layers.insert(id, idx.layer_generations.into_iter().collect());
+                        }
+                        catalog = Some(c);
+                    }
+                }
+            } else {
+                catalog = Some(c);
             }
-            c
+        }
+        let catalog = match catalog {
+            Some(c) => c,
+            None => {
+                if discard_marker.exists() {
+                    for leftover in [&timelines_dir, &dir.join(WAL_DIR)] {
+                        if leftover.exists() {
+                            io.remove_dir_all(leftover)?;
+                        }
+                    }
+                }
+                io.create_dir_durably(&timelines_dir)?;
+                let c = match &remote {
+                    Some(r) => attach(&io, r, &timelines_dir, &mut remote_layers, &mut hot_layers)?,
+                    None => Catalog::default(),
+                };
+                io.write_atomic(&catalog_path, &c.encode())?;
+                if discard_marker.exists() {
+                    io.remove_file(&discard_marker)?;
+                    io.sync_dir(&dir)?;
+                }
+                c
+            }
         };
+        if let Some(r) = &remote {
+            // Before anything is uploaded under the new generation: the next open compares it
+            // with the remote's newest writer.
+            io.write_atomic(&dir.join(OWNER_FILE), &encode_owner(r.generation.0))?;
+        }
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
         let (wal, wal_records) = if options.wal {
             let (w, r) = Wal::open(
@@ -326,9 +331,22 @@ impl Store {
             .name("stratakv-flush".into())
             .spawn(move || {
                 while let Ok(tl) = flush_rx.recv() {
-                    if let Err(e) = tl.flush_frozen()
-                        && !tl.deleted.load(Ordering::Acquire)
-                    {
+                    // The job runner decides: a failed flush (its manifest or fsync) leaves the
+                    // store's state uncertain, and so does a panic, which would otherwise leave
+                    // every `flush` waiting for a layer nobody writes. A delete racing the
+                    // flush is not a failure: the gate makes the flush finish or not start.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        tl.flush_frozen()
+                    }));
+                    let failure = match run {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e),
+                        Err(_) => Some(Error::new(
+                            ErrorKind::Io,
+                            format!("flushing timeline {}: the flush panicked", tl.name()),
+                        )),
+                    };
+                    if let Some(e) = failure {
                         flusher_env.poison(&e);
                     }
                 }
@@ -367,6 +385,7 @@ impl Store {
             env,
             state,
             threads: Mutex::new(threads),
+            discarded,
             _lock: lock,
         })
     }
@@ -374,6 +393,14 @@ impl Store {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The stale local state this open replaced with the remote's, if it did: the directory
+    /// had last owned the remote under an older generation, and a newer owner has written
+    /// there since. The remote's state won; the local history listed here (above each
+    /// timeline's `remote_lsn`) was discarded, never uploaded over the newer owner's.
+    pub fn discarded_on_open(&self) -> Option<&Discarded> {
+        self.discarded.as_ref()
     }
 
     /// Number of write-ahead log segment files on disk (0 with the log turned off). Segments
@@ -440,20 +467,13 @@ impl Store {
         parent: Option<(&Arc<TimelineInner>, Lsn)>,
         rename: Option<(TimelineId, &str)>,
     ) -> Result<Arc<TimelineInner>> {
-        let id = TimelineId::generate();
-        if let Some((p, lsn)) = parent {
-            // Register first, then check the cutoff: GC moves the cutoff before it reads the
-            // children, so either it sees this branch point or this check sees its cutoff.
-            p.children.lock().insert(id, lsn);
-            let (cutoff, lrl) = (p.gc_cutoff(), p.last_record_lsn());
-            if lsn < cutoff || lsn > lrl {
-                p.children.lock().remove(&id);
-                return Err(Error::invalid(format!(
-                    "cannot branch timeline {} at LSN {lsn}: the allowed range is {cutoff} (GC cutoff) to {lrl} (last_record_lsn)",
-                    p.name()
-                )));
-            }
-        }
+        let id = TimelineId::from_entropy(self.env.options.entropy.as_ref());
+        // Checked against the cutoff, registered and the commit time copied in one step with
+        // respect to GC; against delete of the parent by the state lock held here.
+        let parent_time = match parent {
+            Some((p, lsn)) => p.pin_branch_point(id, lsn)?,
+            None => None,
+        };
         let result = (|| {
             let tl_dir = self.dir.join(TIMELINES_DIR).join(id.to_string());
             self.env.io.create_dir_durably(&tl_dir)?;
@@ -477,8 +497,8 @@ impl Store {
                 Vec::new(),
                 parent.map(|(p, _)| p.clone()),
             );
-            if let Some((p, lsn)) = parent {
-                inner.inherit_time_index(p, lsn)?;
+            if let Some((_, lsn)) = parent {
+                inner.inherit_time_index(lsn, parent_time)?;
             }
             // The catalog entry is the commit point: everything the timeline needs is on disk
             // before it, and a failure before it leaves only a directory the next open sweeps.
@@ -546,6 +566,10 @@ impl Store {
 
     /// Deletes the timeline `name` and its files.
     ///
+    /// Background work on the timeline (a flush, compaction, GC, a download) is waited for or
+    /// dropped: it never makes the delete fail. Handles to the timeline fail with
+    /// [`ErrorKind::NotFound`] afterwards, and its unflushed writes are gone.
+    ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] if it has children (delete them or
     /// [`detach_ancestor`](Store::detach_ancestor) them first); [`ErrorKind::NotFound`].
@@ -553,7 +577,8 @@ impl Store {
         self.env.check()?;
         let mut st = self.state.lock();
         let tl = st.find(name)?.clone();
-        let _ops = tl.layer_ops.lock();
+        // Branching registers children under the state lock held here, so none can appear
+        // after this check.
         let children: Vec<_> = tl.children.lock().keys().copied().collect();
         if !children.is_empty() {
             let names: Vec<_> = children
@@ -565,11 +590,19 @@ impl Store {
                 "timeline {name:?} has child timelines {names:?}: delete or detach them first"
             )));
         }
+        // Ordered against background work by the gate: jobs inside finish, later ones are
+        // refused, so nothing writes in the directory from here on.
+        tl.gate.close();
         let mut next = st.catalog.clone();
         next.timelines.retain(|e| e.id != tl.id);
-        self.env
+        if let Err(e) = self
+            .env
             .io
-            .write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())?;
+            .write_atomic(&self.dir.join(CATALOG_FILE), &next.encode())
+        {
+            tl.gate.reopen();
+            return Err(e);
+        }
         st.catalog = next;
         st.by_id.remove(&tl.id);
         tl.deleted.store(true, Ordering::Release);
@@ -580,9 +613,13 @@ impl Store {
             wal.forget(tl.id);
         }
         if let Some((p, _)) = &*tl.ancestor.read() {
+            tl.unbranched.store(true, Ordering::Release);
             p.children.lock().remove(&tl.id);
         }
-        self.env.io.remove_dir_all(&tl.dir)
+        // The catalog no longer names it: the delete is done. A directory left behind by a
+        // failure here is swept at the next open.
+        let _ = self.env.io.remove_dir_all(&tl.dir);
+        Ok(())
     }
 
     /// Makes the timeline `name` independent of its ancestors: it materializes every value it
@@ -768,10 +805,8 @@ fn background_loop(env: &Env, state: &std::sync::Weak<Mutex<State>>, rx: &mpsc::
 
             let err = match run {
                 Ok(Ok(())) => None,
-                Ok(Err(e)) if tl.deleted.load(Ordering::Acquire) => {
-                    let _ = e;
-                    None
-                }
+                // A delete closed the gate under the job: not a failure.
+                Ok(Err(_)) if tl.deleted.load(Ordering::Acquire) || tl.gate.is_closed() => None,
                 Ok(Err(e)) => Some(format!("timeline {}: {e}", tl.name())),
                 Err(_) => Some(format!("timeline {}: background work panicked", tl.name())),
             };
@@ -975,14 +1010,16 @@ fn evict_to_budget(env: &Env, timelines: &[Arc<TimelineInner>], budget: u64) -> 
             if l.is_resident() {
                 total += l.desc.file_size;
                 if l.remote_generation().is_some() {
-                    resident.push(l.clone());
+                    resident.push((l.last_used(), l.clone()));
                 }
             }
         }
     }
-    resident.sort_by_key(|l| l.last_used());
+    // Sorted by when each was last used as read once here: readers move the tick meanwhile,
+    // and a key that changes during the sort breaks its order (the sort may panic).
+    resident.sort_by_key(|(used, _)| *used);
     let mut evicted = 0;
-    for l in resident {
+    for (_, l) in resident {
         if total <= budget {
             break;
         }
@@ -997,7 +1034,7 @@ fn evict_to_budget(env: &Env, timelines: &[Arc<TimelineInner>], budget: u64) -> 
 }
 
 /// The newest index of `tl` at or below this node's generation.
-fn latest_remote_index(r: &RemoteCtx, tl: TimelineId) -> Result<Option<RemoteIndex>> {
+fn latest_remote_index(r: &RemoteCtx, tl: TimelineId) -> Result<Option<(Generation, RemoteIndex)>> {
     let Some((g, bytes)) = r
         .runtime
         .block_on(r.storage.latest_index(tl, r.generation))?
@@ -1005,7 +1042,80 @@ fn latest_remote_index(r: &RemoteCtx, tl: TimelineId) -> Result<Option<RemoteInd
         return Ok(None);
     };
     let name = PathBuf::from(crate::remote::index_object(tl, g));
-    RemoteIndex::decode(&bytes, &name).map(Some)
+    RemoteIndex::decode(&bytes, &name).map(|idx| Some((g, idx)))
+}
+
+/// Whether the local state of a store reopened with a remote is stale: some generation newer
+/// than the one this directory last claimed (its `OWNER` record) has written an index or a
+/// catalog. Then the remote wins, and this returns what the local state held that is
+/// discarded; `None` when this directory is still the newest owner's.
+///
+/// A directory without an owner record never owned the remote (or was written before the
+/// record existed): any remote state is newer than it.
+fn reconcile(
+    io: &Io,
+    options: &StoreOptions,
+    r: &RemoteCtx,
+    catalog: &Catalog,
+    indexes: &BTreeMap<TimelineId, (Generation, RemoteIndex)>,
+) -> Result<Option<Discarded>> {
+    let owner_path = options.path.join(OWNER_FILE);
+    let local = match io.read(&owner_path) {
+        Ok(bytes) => Some(Generation(decode_owner(&bytes, &owner_path)?)),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let remote_catalog = r.runtime.block_on(r.storage.latest_catalog(r.generation))?;
+    let newest = indexes
+        .values()
+        .map(|(g, _)| *g)
+        .chain(remote_catalog.map(|(g, _)| g))
+        .max();
+    let Some(newest) = newest.filter(|g| Some(*g) > local) else {
+        return Ok(None);
+    };
+    // What the local state held: each timeline's flushed LSN, and commits in its log above.
+    let mut local_lsn: BTreeMap<TimelineId, Lsn> = BTreeMap::new();
+    let timelines_dir = options.path.join(TIMELINES_DIR);
+    for e in &catalog.timelines {
+        let mpath = timelines_dir.join(e.id.to_string()).join(MANIFEST_FILE);
+        let dcl = io
+            .read(&mpath)
+            .and_then(|b| Manifest::decode(&b, &mpath))
+            .map_or(Lsn::ZERO, |m| m.disk_consistent_lsn);
+        local_lsn.insert(e.id, dcl);
+    }
+    if options.wal
+        && let Ok((_, records)) = Wal::open(
+            io,
+            &options.path.join(WAL_DIR),
+            options.fsync_policy,
+            options.wal_segment_size,
+        )
+    {
+        for rec in records {
+            if let Some(l) = local_lsn.get_mut(&rec.timeline) {
+                *l = (*l).max(rec.lsn);
+            }
+        }
+    }
+    let timelines = catalog
+        .timelines
+        .iter()
+        .map(|e| DiscardedTimeline {
+            id: e.id,
+            name: e.name.clone(),
+            local_lsn: local_lsn.get(&e.id).copied().unwrap_or(Lsn::ZERO),
+            remote_lsn: indexes
+                .get(&e.id)
+                .map(|(_, idx)| idx.manifest.disk_consistent_lsn),
+        })
+        .collect();
+    Ok(Some(Discarded {
+        local_generation: local,
+        remote_generation: newest,
+        timelines,
+    }))
 }
 
 /// Attach: brings the catalog and every timeline's manifest and commit times from object
@@ -1022,7 +1132,7 @@ fn attach(
     };
     let catalog = Catalog::decode(&bytes, &PathBuf::from(crate::remote::catalog_object(g)))?;
     for e in &catalog.timelines {
-        let idx = latest_remote_index(r, e.id)?.ok_or_else(|| {
+        let (_, idx) = latest_remote_index(r, e.id)?.ok_or_else(|| {
             Error::new(
                 ErrorKind::Corruption,
                 format!(

@@ -109,6 +109,21 @@ impl KeyRange {
     }
 }
 
+/// Whether `key` lies within the bounds.
+pub(crate) fn bound_contains(lo: Bound<&[u8]>, hi: Bound<&[u8]>, key: &[u8]) -> bool {
+    let above = match lo {
+        Bound::Unbounded => true,
+        Bound::Included(l) => key >= l,
+        Bound::Excluded(l) => key > l,
+    };
+    let below = match hi {
+        Bound::Unbounded => true,
+        Bound::Included(h) => key <= h,
+        Bound::Excluded(h) => key < h,
+    };
+    above && below
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

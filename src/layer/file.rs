@@ -2,6 +2,26 @@
 //!
 //! Layout: `data blocks ‖ key filter block ‖ index block ‖ footer` — see [`crate::format`] for
 //! each part.
+//!
+//! # Mapped files, and what they assume
+//!
+//! An open layer file is memory-mapped: a hot read copies nothing and makes no system call.
+//! The price is a failure mode outside the error path: if the bytes under the mapping go away —
+//! the file is truncated underneath, or the device fails a read of a page not yet cached — the
+//! process gets `SIGBUS` instead of an error. So the mapping assumes, and the store keeps:
+//!
+//! - a layer file is immutable once renamed into place: written whole under a temporary name,
+//!   fsynced, renamed; nothing in the store writes to, truncates or rewrites a layer file (the
+//!   only truncations are of write-ahead log segments and time indexes, never mapped);
+//! - a downloaded layer is written the same way, to a temporary name and renamed, so a mapping of
+//!   an earlier copy keeps its own inode;
+//! - a layer leaves only by unlinking (compaction, GC, eviction, delete), which keeps a mapped
+//!   inode alive until the last reader drops it;
+//! - nobody else writes into the store's directory while it is open (the `LOCK` file).
+//!
+//! A checksum failure is still an error naming the file and offset: every block is checked on
+//! every read out of the mapping. What the mapping cannot turn into an error is an I/O error of
+//! the device itself.
 
 use std::borrow::Cow;
 use std::fs::File;

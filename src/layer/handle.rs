@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -29,6 +29,9 @@ pub(crate) struct Layer {
     last_used: AtomicU64,
     /// The generation of the remote object holding this layer, once uploaded (0 = not).
     remote_generation: AtomicU64,
+    /// Set when a published change removed the layer from its timeline's layer map: its object
+    /// may be deleted from object storage once an index without it is uploaded.
+    retired: AtomicBool,
 }
 
 impl Layer {
@@ -42,6 +45,7 @@ impl Layer {
             download: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(0),
             remote_generation: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -54,6 +58,7 @@ impl Layer {
             download: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(0),
             remote_generation: AtomicU64::new(u64::from(generation) + 1),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -126,6 +131,17 @@ impl Layer {
     pub(crate) fn set_remote_generation(&self, generation: u32) {
         self.remote_generation
             .store(u64::from(generation) + 1, Ordering::Release);
+    }
+
+    /// Marks the layer as removed from its timeline's layer map (by compaction, GC or image
+    /// creation); readers holding an older snapshot may still ask for it.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether a published change removed the layer from its timeline's layer map.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     pub(crate) fn kind(&self) -> LayerKind {

@@ -483,7 +483,7 @@ impl InMemoryLayer {
             }
         }
         for id in order.covered..t.keys.len() {
-            if crate::timeline::bound_contains(lo, hi, t.key(id)) {
+            if crate::value::bound_contains(lo, hi, t.key(id)) {
                 take(id);
             }
         }

@@ -60,6 +60,27 @@
 //! remembers it. On every backend the guarantee assumes that a validated deletion completes
 //! within the grace period; [`RemoteStorage::delete_checked`] enforces that bound on its side.
 //!
+//! # Reopening a directory
+//!
+//! A node that opens a non-empty store directory with a remote cannot trust its local state
+//! blindly: another node may have taken the store over while this one was away, and written.
+//! So every claim is recorded in the directory (its `OWNER` file) before anything is uploaded
+//! under it, and at open, after claiming, the rule is:
+//!
+//! - If no generation newer than the recorded one has written an index or a catalog, this
+//!   directory is still the newest owner's: it opens as it is, and uploads what it holds that
+//!   the remote lacks (a restart, as before).
+//! - Otherwise **the remote wins**. The local state is discarded — its layers (a newer owner may
+//!   have written other layers under the same file names), manifests, time indexes and
+//!   write-ahead log — and the store is attached from the newest remote index, as on an empty
+//!   directory. What the local state held above what the remote has (the history of a fenced
+//!   owner that was never made remote-consistent) is reported by
+//!   [`Store::discarded_on_open`](crate::Store::discarded_on_open), never uploaded over the newer
+//!   owner's. A `DISCARDING` marker makes this step crash-safe: an open that finds it finishes
+//!   the attach.
+//! - A directory with no `OWNER` record never owned this remote (or predates the record): any
+//!   remote state is newer than it.
+//!
 //! # Retries
 //!
 //! Transient failures (network errors, server errors — the `Generic` kind of
@@ -86,7 +107,7 @@ pub use generation::Generation;
 pub use names::{catalog_object, index_object, layer_object};
 pub use retry::RetryPolicy;
 pub use storage::RemoteStorage;
-pub(crate) use sync::{RemoteCtx, fenced_error};
+pub(crate) use sync::{RemoteCtx, UploadSource, fenced_error};
 
 #[cfg(test)]
 mod tests;

@@ -19,16 +19,32 @@ use tokio::sync::{Notify, watch};
 
 use super::{Generation, RemoteStorage, catalog_object, index_object, layer_object};
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::Manifest;
 use crate::format::RemoteIndex;
 use crate::id::TimelineId;
-use crate::timeline::TimelineInner;
+use crate::layer::Layer;
+use crate::lsn::Lsn;
 
 /// Layers named in an index's heatmap.
 const HEATMAP_LAYERS: usize = 256;
 
+/// What the uploader needs of a timeline: a narrow view, so that object storage sits below
+/// the timelines and never names them.
+pub(crate) trait UploadSource: Send + Sync {
+    /// The timeline.
+    fn id(&self) -> TimelineId;
+    /// Whether the timeline was deleted (its objects go, nothing more is uploaded).
+    fn is_deleted(&self) -> bool;
+    /// The manifest, the layers it names, and the commit times up to its
+    /// `disk_consistent_lsn`, taken together.
+    fn remote_state(&self) -> (Manifest, Vec<Arc<Layer>>, Vec<(Lsn, u64)>);
+    /// Records that everything up to `lsn` is in object storage.
+    fn set_remote_consistent_lsn(&self, lsn: Lsn);
+}
+
 #[derive(Default)]
 struct Queue {
-    dirty: BTreeMap<TimelineId, Weak<TimelineInner>>,
+    dirty: BTreeMap<TimelineId, Weak<dyn UploadSource>>,
     deleted: BTreeSet<TimelineId>,
     catalog: Option<Vec<u8>>,
     /// Bumped by every request; the uploader reports the value it has caught up with.
@@ -85,7 +101,7 @@ impl RemoteCtx {
     }
 
     /// Asks for the timeline's current state to be uploaded.
-    pub(crate) fn mark_dirty(&self, id: TimelineId, tl: Weak<TimelineInner>) {
+    pub(crate) fn mark_dirty(&self, id: TimelineId, tl: Weak<dyn UploadSource>) {
         let mut q = self.queue.lock();
         q.dirty.insert(id, tl);
         q.requested += 1;
@@ -201,12 +217,12 @@ impl RemoteCtx {
 
     async fn pass(
         &self,
-        dirty: &BTreeMap<TimelineId, Weak<TimelineInner>>,
+        dirty: &BTreeMap<TimelineId, Weak<dyn UploadSource>>,
         deleted: &BTreeSet<TimelineId>,
         catalog: Option<&[u8]>,
     ) -> Result<()> {
         for tl in dirty.values().filter_map(Weak::upgrade) {
-            if !tl.deleted.load(Ordering::Acquire) {
+            if !tl.is_deleted() {
                 self.upload_timeline(&tl).await?;
             }
         }
@@ -228,7 +244,7 @@ impl RemoteCtx {
 
     /// Uploads the layers `tl`'s manifest names that are not uploaded yet, then its index,
     /// then deletes what the previous index named and this one does not.
-    async fn upload_timeline(&self, tl: &Arc<TimelineInner>) -> Result<()> {
+    async fn upload_timeline(&self, tl: &Arc<dyn UploadSource>) -> Result<()> {
         let (manifest, layers, commit_times) = tl.remote_state();
         let mut generations = BTreeMap::new();
         for d in &manifest.layers {
@@ -240,7 +256,8 @@ impl RemoteCtx {
                         ErrorKind::Io,
                         format!(
                             "layer {} of timeline {} is not in its snapshot",
-                            d.file_name, tl.id
+                            d.file_name,
+                            tl.id()
                         ),
                     )
                 })?;
@@ -256,7 +273,7 @@ impl RemoteCtx {
                             ),
                         )
                     })?;
-                    let name = layer_object(tl.id, &d.file_name, self.generation)?;
+                    let name = layer_object(tl.id(), &d.file_name, self.generation)?;
                     self.storage
                         .upload(&name, Bytes::copy_from_slice(file.bytes()))
                         .await?;
@@ -287,7 +304,7 @@ impl RemoteCtx {
         self.storage.check_generation(self.generation).await?;
         self.storage
             .upload(
-                &index_object(tl.id, self.generation),
+                &index_object(tl.id(), self.generation),
                 Bytes::from(index.encode()),
             )
             .await?;
@@ -295,11 +312,11 @@ impl RemoteCtx {
         let previous = self
             .uploaded
             .lock()
-            .insert(tl.id, generations.clone())
+            .insert(tl.id(), generations.clone())
             .unwrap_or_default();
         for (name, g) in previous {
             if generations.get(&name) != Some(&g) {
-                let object = layer_object(tl.id, &name, Generation(g))?;
+                let object = layer_object(tl.id(), &name, Generation(g))?;
                 self.storage
                     .delete_checked(self.generation, &object)
                     .await?;

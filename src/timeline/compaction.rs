@@ -36,8 +36,8 @@ impl TimelineInner {
     /// then writes an image layer if the delta bytes above the newest image exceed
     /// `image_threshold_bytes`.
     pub(crate) fn compact(&self, force: bool) -> Result<CompactionReport> {
+        let _gate = self.enter_gate()?;
         let _ops = self.layer_ops.lock();
-        self.check()?;
         let opts = &self.env.options;
         let mut report = CompactionReport::default();
         let mut l0: Vec<Arc<Layer>> = self

@@ -7,8 +7,8 @@ use super::{Snapshot, TimelineInner, WriteState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{Compression, LayerDesc, LayerKind};
 use crate::layer::{InMemoryLayer, Layer, LayerWriter, layer_file_name};
+use crate::layout::MANIFEST_FILE;
 use crate::lsn::Lsn;
-use crate::store::MANIFEST_FILE;
 use crate::value::KeyRange;
 
 impl TimelineInner {
@@ -50,7 +50,7 @@ impl TimelineInner {
         let (m, cv) = &self.flushed;
         let mut g = m.lock();
         while self.snapshot.read().frozen.len() > max {
-            self.env.check()?;
+            self.check()?;
             cv.wait_for(&mut g, std::time::Duration::from_millis(100));
         }
         Ok(())
@@ -69,17 +69,21 @@ impl TimelineInner {
             if *rx.borrow_and_update() >= target {
                 return Ok(self.disk_consistent_lsn());
             }
-            self.env.check()?;
+            // A deleted timeline's frozen layers are never flushed: stop waiting for them.
+            self.check()?;
             let _ = tokio::time::timeout(std::time::Duration::from_millis(100), rx.changed()).await;
         }
     }
 
     /// Flushes frozen layers oldest first until none is left. Runs on the flusher thread.
+    ///
+    /// Each layer is flushed inside the timeline's gate: a delete waits for the layer being
+    /// written, and once it has closed the gate the rest are dropped with the timeline.
     pub(crate) fn flush_frozen(&self) -> Result<()> {
         loop {
-            if self.deleted.load(Ordering::Acquire) {
+            let Some(_gate) = self.gate.enter() else {
                 return Ok(());
-            }
+            };
             let Some(layer) = self.snapshot.read().frozen.last().cloned() else {
                 return Ok(());
             };
@@ -221,6 +225,15 @@ impl TimelineInner {
                 map: snap.map.with_changes(added, &change.removed),
             };
             edit(&mut s);
+            // Before the uploader can learn of the change (and delete the removed layers'
+            // objects): a reader that then fails to download one retries on a new snapshot.
+            if !change.removed.is_empty() {
+                for l in snap.map.layers() {
+                    if change.removed.contains(&l.desc.file_name) {
+                        l.retire();
+                    }
+                }
+            }
             *snap = Arc::new(s);
         }
         // Before anyone waiting on the new watermark wakes: a wait for upload that follows a
@@ -248,8 +261,8 @@ impl TimelineInner {
 
     /// Writes an image layer of every live key at `disk_consistent_lsn`.
     pub(crate) fn create_image_layer(&self) -> Result<Lsn> {
+        let _gate = self.enter_gate()?;
         let _ops = self.layer_ops.lock();
-        self.check()?;
         let lsn = self.disk_consistent_lsn();
         if lsn == Lsn::ZERO {
             return Err(Error::new(

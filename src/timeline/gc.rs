@@ -26,6 +26,7 @@ use super::compaction::Merge;
 use super::flush::Change;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{LayerDesc, LayerKind};
+use crate::id::TimelineId;
 use crate::layer::Layer;
 use crate::lsn::Lsn;
 use crate::value::{KeyRange, Value};
@@ -109,16 +110,44 @@ impl TimelineInner {
         // `snapshot_at`).
         self.gc_cutoff
             .store(wanted.0, std::sync::atomic::Ordering::SeqCst);
-        drop(leases);
+        // Trimmed under the lease lock still: a branch checks the cutoff and copies its
+        // branch point's commit time under it (`pin_branch_point`), so it sees either the old
+        // cutoff and the untrimmed index, or the new cutoff.
         self.trim_time_index(wanted)?;
+        drop(leases);
         Ok(wanted)
+    }
+
+    /// Registers `child` as branching off this timeline at `lsn` and returns this timeline's
+    /// commit time there, if it has one — checked, registered and copied in one step with
+    /// respect to GC.
+    ///
+    /// The lease lock orders it against GC, which moves the cutoff and trims the time index
+    /// under that lock and reads the children after it: either GC sees this branch point and
+    /// keeps what it reads, or this check sees GC's cutoff and refuses.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] naming the allowed range when `lsn` is below the cutoff
+    /// or above `last_record_lsn`; [`ErrorKind::NotFound`] if this timeline was deleted.
+    pub(crate) fn pin_branch_point(&self, child: TimelineId, lsn: Lsn) -> Result<Option<u64>> {
+        let _retention = self.leases.lock();
+        self.check()?;
+        let (cutoff, lrl) = (self.gc_cutoff(), self.last_record_lsn());
+        if lsn < cutoff || lsn > lrl {
+            return Err(Error::invalid(format!(
+                "cannot branch timeline {} at LSN {lsn}: the allowed range is {cutoff} (GC cutoff) to {lrl} (last_record_lsn)",
+                self.name()
+            )));
+        }
+        self.children.lock().insert(child, lsn);
+        Ok(self.time.lock().index.time_of(lsn))
     }
 
     /// One GC pass: advance the cutoff, rewrite mostly-garbage history, remove what no read
     /// needs.
     pub(crate) fn gc(&self) -> Result<GcReport> {
+        let _gate = self.enter_gate()?;
         let _ops = self.layer_ops.lock();
-        self.check()?;
         let cutoff = self.advance_cutoff()?;
         let mut report = GcReport {
             cutoff,
@@ -266,8 +295,8 @@ impl TimelineInner {
     /// Materializes what this timeline reads at its branch point into an image layer of its
     /// own and forgets the ancestor.
     pub(crate) fn detach_ancestor(&self) -> Result<()> {
+        let _gate = self.enter_gate()?;
         let _ops = self.layer_ops.lock();
-        self.check()?;
         let Some((parent, branch_lsn)) = self.ancestor.read().clone() else {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -284,6 +313,8 @@ impl TimelineInner {
             |_| {},
         )?;
         *self.ancestor.write() = None;
+        self.unbranched
+            .store(true, std::sync::atomic::Ordering::Release);
         parent.children.lock().remove(&self.id);
         Ok(())
     }

@@ -148,6 +148,7 @@ impl TimelineInner {
             match self.keys_at(&snap, Bound::Unbounded, Bound::Unbounded, lsn)? {
                 Local::Ready(keys) => break keys,
                 Local::Missing(layer) => self.download_layer_blocking(&layer)?,
+                Local::Stale => self.check()?,
             }
         };
         self.write_layer(

@@ -1,7 +1,33 @@
 //! Timelines: the handle, the writer, the read path and the layer work behind them.
+//!
+//! # Background work beside user operations
+//!
+//! Background jobs (flush, compaction, image creation, GC and gc-compaction, uploads,
+//! eviction, downloads) run beside user calls on the same timeline. What orders each pair:
+//!
+//! | job | user operation | ordered by |
+//! |---|---|---|
+//! | flush, compaction, image creation, GC, a download's local write | `delete_timeline` | the timeline's [gate](gate): each job writes inside it; delete closes it, waits for the jobs inside, then marks the timeline deleted and removes its directory; a job refused at the gate stops quietly |
+//! | compaction, image creation, GC | `detach_ancestor`, each other | `layer_ops`, one at a time, inside the gate |
+//! | GC moving the cutoff and trimming the time index | `branch`, `restore`, `lease` | the lease lock: GC moves the cutoff and trims under it; a branch checks the cutoff, registers its branch point and copies its commit time under it ([`pin_branch_point`](TimelineInner::pin_branch_point)); a lease checks and records under it |
+//! | GC removing layers | reads | the snapshot is taken before the cutoff is read ([`snapshot_at`](TimelineInner::snapshot_at)); a read keeps its snapshot's layers alive |
+//! | flush, compaction, GC publishing layers | reads | readers clone an immutable snapshot and never wait |
+//! | uploads | `delete_timeline` | the uploader skips a deleted timeline; its objects are deleted in a later pass, after the catalog without it |
+//! | eviction | reads | a layer a reader holds is not evicted (the layer's own state) |
+//! | any job | `close`, drop of the store | close flushes, then stops the threads and joins them; the uploader is stopped |
+//! | flush | the writer's backpressure, `flush()` | the `flushed` condvar and the `disk_consistent_lsn` watch; both give up with [`ErrorKind::NotFound`] once the timeline is deleted |
+//! | a parent's deletion | `branch` | the store's state lock: delete checks for children and branch registers one under it |
+//!
+//! A user operation waits for or cancels background work; it never fails because of it. The
+//! store is poisoned only where its state is uncertain: a failed fsync, a manifest write whose
+//! outcome is unknown (`publish`), a failed or panicking flush (the flusher thread decides);
+//! never for a race with a user operation. The background loop records compaction and GC
+//! failures in `Store::background_error` and retries.
 
 mod compaction;
+mod env;
 mod flush;
+mod gate;
 mod gc;
 mod image;
 mod read;
@@ -26,7 +52,9 @@ use crate::format::{LayerDesc, Manifest};
 use crate::id::TimelineId;
 use crate::layer::{InMemoryLayer, Layer, LayerMap};
 use crate::lsn::Lsn;
-use crate::store::Env;
+
+pub(crate) use env::Env;
+pub(crate) use gate::GateGuard;
 
 pub use compaction::CompactionReport;
 pub use gc::GcReport;
@@ -69,7 +97,15 @@ pub(crate) struct TimelineInner {
     pub(crate) children: Mutex<BTreeMap<TimelineId, Lsn>>,
     /// Set when the timeline is deleted; every later call on a handle fails.
     pub(crate) deleted: AtomicBool,
-    /// Held by compaction, GC and image creation, one at a time; never by readers or flush.
+    /// Set by delete and detach before the timeline leaves its ancestor's children: from then
+    /// on the ancestor's GC no longer keeps its branch point, and a read that fell through to
+    /// the ancestor must retry (see `read.rs`).
+    pub(crate) unbranched: AtomicBool,
+    /// Entered by every job that writes in the timeline's directory; delete closes it and
+    /// waits for them (see [`gate`]).
+    pub(crate) gate: gate::Gate,
+    /// Held by compaction, GC, image creation and detach, one at a time (inside the gate);
+    /// never by readers or flush.
     pub(crate) layer_ops: Mutex<()>,
     /// Delta layers GC found not worth rewriting, and the cutoff it looked at them with.
     pub(crate) gc_checked: Mutex<std::collections::HashMap<String, Lsn>>,
@@ -128,6 +164,8 @@ impl TimelineInner {
             ancestor: RwLock::new(ancestor.clone()),
             children: Mutex::new(BTreeMap::new()),
             deleted: AtomicBool::new(false),
+            unbranched: AtomicBool::new(false),
+            gate: gate::Gate::default(),
             layer_ops: Mutex::new(()),
             gc_checked: Mutex::new(std::collections::HashMap::new()),
             leases: Mutex::new(Vec::new()),
@@ -170,12 +208,27 @@ impl TimelineInner {
     pub(crate) fn check(&self) -> Result<()> {
         self.env.check()?;
         if self.deleted.load(Ordering::Acquire) {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("timeline {} was deleted", self.id),
-            ));
+            return Err(self.deleted_error());
         }
         Ok(())
+    }
+
+    fn deleted_error(&self) -> Error {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("timeline {} was deleted", self.id),
+        )
+    }
+
+    /// Enters the timeline's gate for a job that writes in its directory, then checks it as
+    /// [`check`](Self::check) does.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] once a delete has closed the gate.
+    pub(crate) fn enter_gate(&self) -> Result<GateGuard<'_>> {
+        let guard = self.gate.enter().ok_or_else(|| self.deleted_error())?;
+        self.check()?;
+        Ok(guard)
     }
 
     pub(crate) fn last_record_lsn(&self) -> Lsn {
@@ -186,14 +239,9 @@ impl TimelineInner {
         Lsn(self.disk_consistent_lsn.load(Ordering::Acquire))
     }
 
-    pub(crate) fn set_remote_consistent_lsn(&self, lsn: Lsn) {
-        self.remote_consistent_lsn
-            .fetch_max(lsn.0, Ordering::AcqRel);
-    }
-
     /// What the uploader needs, taken together under the manifest lock: the manifest, the
     /// layers it names, and the commit times up to `disk_consistent_lsn`.
-    pub(crate) fn remote_state(&self) -> (Manifest, Vec<Arc<Layer>>, Vec<(Lsn, u64)>) {
+    fn upload_state(&self) -> (Manifest, Vec<Arc<Layer>>, Vec<(Lsn, u64)>) {
         let m = self.manifest.lock();
         let layers = self.snapshot().map.layers().to_vec();
         let dcl = m.disk_consistent_lsn;
@@ -284,6 +332,25 @@ impl TimelineInner {
             ));
         }
         Ok(snap)
+    }
+}
+
+impl crate::remote::UploadSource for TimelineInner {
+    fn id(&self) -> TimelineId {
+        self.id
+    }
+
+    fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    fn remote_state(&self) -> (Manifest, Vec<Arc<Layer>>, Vec<(Lsn, u64)>) {
+        self.upload_state()
+    }
+
+    fn set_remote_consistent_lsn(&self, lsn: Lsn) {
+        self.remote_consistent_lsn
+            .fetch_max(lsn.0, Ordering::AcqRel);
     }
 }
 
@@ -446,7 +513,9 @@ impl Timeline {
     /// LSN, after flushing. Returns that LSN. Reads at or above it need no older layer.
     ///
     /// # Errors
-    /// As [`flush`](Timeline::flush), and any read error met while rebuilding values.
+    /// As [`flush`](Timeline::flush), and any read error met while rebuilding values;
+    /// [`ErrorKind::InvalidArgument`] if nothing of the timeline is on disk yet (its
+    /// `disk_consistent_lsn` is 0: there is nothing to image).
     pub async fn create_image_layer(&self) -> Result<Lsn> {
         self.inner.flush().await?;
         let inner = self.inner.clone();
@@ -534,18 +603,4 @@ fn is_empty_range(lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
         | (Bound::Excluded(l), Bound::Excluded(h)) => l >= h,
         _ => false,
     }
-}
-
-pub(crate) fn bound_contains(lo: Bound<&[u8]>, hi: Bound<&[u8]>, key: &[u8]) -> bool {
-    let above = match lo {
-        Bound::Unbounded => true,
-        Bound::Included(l) => key >= l,
-        Bound::Excluded(l) => key > l,
-    };
-    let below = match hi {
-        Bound::Unbounded => true,
-        Bound::Included(h) => key <= h,
-        Bound::Excluded(h) => key < h,
-    };
-    above && below
 }

@@ -6,26 +6,44 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Snapshot, TimelineInner, bound_contains};
+use super::{Snapshot, TimelineInner};
 use crate::error::Result;
 use crate::layer::{Layer, Versions};
 use crate::lsn::Lsn;
+use crate::value::bound_contains;
 
 /// A read's outcome from what is on local disk: the answer, or the layer it must download
 /// first.
 pub(crate) enum Local<T> {
     Ready(T),
     Missing(Arc<Layer>),
+    /// The read fell through to an ancestor that no longer keeps what the read needs: the
+    /// timeline was deleted or detached from it meanwhile. The caller checks the timeline and
+    /// retries on a new snapshot.
+    Stale,
 }
 
-/// Returns early with `Local::Missing` from a function returning `Result<Local<_>>`.
+/// Returns early with `Local::Missing` or `Local::Stale` from a function returning
+/// `Result<Local<_>>`.
 macro_rules! local {
     ($e:expr) => {
         match $e? {
             Local::Ready(v) => v,
             Local::Missing(l) => return Ok(Local::Missing(l)),
+            Local::Stale => return Ok(Local::Stale),
         }
     };
+}
+
+/// Whether the ancestor of `child` still keeps what a read of `child` at the branch point needs.
+///
+/// Checked after the read took the ancestor's snapshot. Delete and detach mark the child
+/// unbranched before they unregister it from the ancestor, and GC reads the children (under
+/// their lock) before it drops anything a branch point needs, so a child not yet marked now was
+/// registered when that snapshot was published, and the snapshot holds every version the
+/// child's reads need. One atomic load: no lock on the read path.
+fn still_branched(child: &TimelineInner) -> bool {
+    !child.unbranched.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// What one read did: how many layers it visited on its way to the value.
@@ -67,6 +85,10 @@ impl TimelineInner {
                     self.download_layer(&layer).await?;
                     *snap = self.snapshot_at(lsn)?;
                 }
+                Local::Stale => {
+                    self.check()?;
+                    *snap = self.snapshot_at(lsn)?;
+                }
             }
         }
     }
@@ -78,6 +100,7 @@ impl TimelineInner {
             match self.reconstruct(&snap, key, lsn)? {
                 Local::Ready(v) => return Ok(v),
                 Local::Missing(layer) => self.download_layer_blocking(&layer)?,
+                Local::Stale => self.check()?,
             }
         }
     }
@@ -103,21 +126,27 @@ impl TimelineInner {
             trace
         ));
         let mut level = if done { None } else { snap.ancestor.clone() };
+        let mut child: Option<Arc<TimelineInner>> = None;
         while let Some((anc, branch_lsn)) = level {
             cont = cont.min(branch_lsn.next());
             trace.ancestors_visited += 1;
             let anc_snap = anc.snapshot();
             let cutoff = anc.gc_cutoff();
-            if local!(collect_from(
+            let done = local!(collect_from(
                 &anc_snap,
                 key,
                 cutoff,
                 &mut cont,
                 &mut versions,
                 trace
-            )) {
+            ));
+            if !still_branched(child.as_deref().unwrap_or(self)) {
+                return Ok(Local::Stale);
+            }
+            if done {
                 break;
             }
+            child = Some(anc);
             level = anc_snap.ancestor.clone();
         }
         versions
@@ -139,6 +168,10 @@ impl TimelineInner {
                 Local::Ready(k) => break k,
                 Local::Missing(layer) => {
                     self.download_layer(&layer).await?;
+                    snap = self.snapshot_at(lsn)?;
+                }
+                Local::Stale => {
+                    self.check()?;
                     snap = self.snapshot_at(lsn)?;
                 }
             }
@@ -166,10 +199,15 @@ impl TimelineInner {
         local!(keys_from(snap, lo, hi, lsn.next(), &mut keys));
         let mut cont = lsn.next();
         let mut level = snap.ancestor.clone();
+        let mut child: Option<Arc<TimelineInner>> = None;
         while let Some((anc, branch_lsn)) = level {
             cont = cont.min(branch_lsn.next());
             let anc_snap = anc.snapshot();
             local!(keys_from(&anc_snap, lo, hi, cont, &mut keys));
+            if !still_branched(child.as_deref().unwrap_or(self)) {
+                return Ok(Local::Stale);
+            }
+            child = Some(anc);
             level = anc_snap.ancestor.clone();
         }
         keys.sort_unstable();

@@ -4,14 +4,21 @@ use std::sync::Arc;
 
 use super::TimelineInner;
 use crate::error::{Error, ErrorKind, Result};
+use crate::id::TimelineId;
 use crate::layer::{Layer, LayerFile};
 use crate::remote::{Generation, layer_object};
 
 impl TimelineInner {
     /// Makes `layer` resident, downloading it if needed; concurrent callers share one download.
+    /// A layer compaction or GC has replaced is not downloaded: the caller takes a new snapshot.
     pub(crate) async fn download_layer(&self, layer: &Arc<Layer>) -> Result<()> {
         let _one = layer.download.lock().await;
         if layer.is_resident() {
+            return Ok(());
+        }
+        if layer.is_retired() {
+            // Replaced since the caller's snapshot: its new snapshot reads the replacement, and
+            // a file downloaded now would be named by no manifest.
             return Ok(());
         }
         let name = &layer.desc.file_name;
@@ -24,10 +31,35 @@ impl TimelineInner {
                 ),
             ));
         };
-        let object = layer_object(self.id, name, Generation(g))?;
+        // The layer may be an ancestor's, met by a read falling through: its object lives
+        // under the timeline whose directory holds it, not under the reader's.
+        let owner = layer
+            .path()
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<TimelineId>().ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "layer {} is not in a timeline directory",
+                        layer.path().display()
+                    ),
+                )
+            })?;
+        let object = layer_object(owner, name, Generation(g))?;
         // The object's checksum is verified by the download; the footer and index when the
         // file is opened; every block when it is read.
-        let bytes = remote.storage.download(&object).await?;
+        let bytes = match remote.storage.download(&object).await {
+            Ok(b) => b,
+            // Compaction or GC replaced the layer after the caller took its snapshot, and the
+            // uploader has deleted its object since: nothing to download. The caller takes a new
+            // snapshot, which names the layers that replaced it (or refuses an LSN now below the
+            // cutoff).
+            Err(e) if e.kind() == ErrorKind::NotFound && layer.is_retired() => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if bytes.len() as u64 != layer.desc.file_size {
             return Err(Error::new(
                 ErrorKind::Corruption,
@@ -38,6 +70,8 @@ impl TimelineInner {
                 ),
             ));
         }
+        // Written inside the gate, so a delete never removes the directory under it.
+        let _gate = self.enter_gate()?;
         self.env.io.write_atomic(layer.path(), &bytes)?;
         let file = LayerFile::open(layer.path(), &layer.desc, self.env.cache.clone())?;
         layer.set_resident(file);
@@ -82,12 +116,26 @@ impl TimelineInner {
     }
 
     /// The layer's file, downloading it first if needed; for background threads.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if the layer was replaced and its object deleted meanwhile (a
+    /// job that holds `layer_ops` never sees its own timeline's layers replaced).
     pub(crate) fn resident_file_blocking(&self, layer: &Arc<Layer>) -> Result<Arc<LayerFile>> {
         loop {
             if let Some(f) = layer.file_quiet() {
                 return Ok(f);
             }
             self.download_layer_blocking(layer)?;
+            if !layer.is_resident() && layer.is_retired() {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "timeline {}: layer {} was replaced and its object deleted",
+                        self.name(),
+                        layer.desc.file_name
+                    ),
+                ));
+            }
         }
     }
 }

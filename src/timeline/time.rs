@@ -7,8 +7,8 @@ use super::TimelineInner;
 use super::time_index::{self, LsnAt, TimeIndex};
 use crate::clock::to_micros;
 use crate::error::{Error, ErrorKind, Result};
+use crate::layout::TIME_INDEX_FILE;
 use crate::lsn::Lsn;
-use crate::store::TIME_INDEX_FILE;
 
 /// The in-memory index and how far it is on disk.
 #[derive(Default)]
@@ -85,10 +85,11 @@ impl TimelineInner {
         time_index::rewrite(&self.env.io, &self.time_index_path(), &on_disk)
     }
 
-    /// Seeds a new branch's index with the parent's commit time at the branch point, so that
-    /// times between that commit and the branch's first commit map to the branch point.
-    pub(crate) fn inherit_time_index(&self, parent: &TimelineInner, lsn: Lsn) -> Result<()> {
-        let Some(time) = parent.time.lock().index.time_of(lsn) else {
+    /// Seeds a new branch's index with the parent's commit time `time` (microseconds) at the
+    /// branch point `lsn` (as [`pin_branch_point`](Self::pin_branch_point) returned it), so
+    /// that times between that commit and the branch's first commit map to the branch point.
+    pub(crate) fn inherit_time_index(&self, lsn: Lsn, time: Option<u64>) -> Result<()> {
+        let Some(time) = time else {
             return Ok(());
         };
         let mut t = self.time.lock();
