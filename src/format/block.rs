@@ -4,7 +4,7 @@
 //! |-----------|------|---------|
 //! | payload   | n    | the raw block, or its zstd frame |
 //! | codec     | 1    | 0 = none, 1 = zstd |
-//! | raw_len   | 4    | length of the raw block after decompression |
+//! | raw_len   | 4    | u32 length of the raw block after decompression; equals n for codec 0 |
 //! | crc32     | 4    | CRC32 of payload ‖ codec ‖ raw_len |
 //!
 //! Data and index blocks of layer files are framed this way; the index records each block's
@@ -276,6 +276,37 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_block(&bytes, Path::new("f"), 0);
         }
+    }
+
+    #[test]
+    fn block_table_decodes_a_hand_built_example() {
+        // Codec 0: the payload is the raw block itself.
+        let raw = b"hello, block";
+        let mut b = Vec::new();
+        b.extend_from_slice(raw); // payload: the raw block
+        b.push(0); // codec: 0 = none
+        b.extend_from_slice(&12u32.to_le_bytes()); // raw_len
+        let crc = crc32fast::hash(&b); // crc32: of payload ‖ codec ‖ raw_len
+        b.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(b.len(), 12 + TRAILER_LEN);
+        assert_eq!(&decode_block(&b, Path::new("f"), 0).unwrap()[..], raw);
+        let mut encoded = Vec::new();
+        assert!(!encode_block(raw, Compression::None, &mut encoded));
+        assert_eq!(encoded, b);
+
+        // Codec 1: the payload is a zstd frame of the raw block.
+        let raw = vec![b'z'; 4096];
+        let frame = zstd::bulk::compress(&raw, 3).unwrap();
+        let mut b = Vec::new();
+        b.extend_from_slice(&frame); // payload: the zstd frame
+        b.push(1); // codec: 1 = zstd
+        b.extend_from_slice(&4096u32.to_le_bytes()); // raw_len: after decompression
+        let crc = crc32fast::hash(&b); // crc32: of payload ‖ codec ‖ raw_len
+        b.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(&decode_block(&b, Path::new("f"), 0).unwrap()[..], &raw[..]);
+        let mut encoded = Vec::new();
+        assert!(encode_block(&raw, Compression::Zstd(3), &mut encoded));
+        assert_eq!(encoded, b);
     }
 
     #[test]

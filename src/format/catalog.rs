@@ -100,6 +100,46 @@ mod tests {
         })
     }
 
+    #[test]
+    fn catalog_table_decodes_a_hand_built_example() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&2u32.to_le_bytes()); // count
+        // Timeline 1.
+        body.extend_from_slice(&4u16.to_le_bytes()); // name: u16 length
+        body.extend_from_slice(b"main"); // name: UTF-8 bytes
+        body.extend_from_slice(&[
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ]); // timeline_id, big-endian
+        // Timeline 2: the length counts UTF-8 bytes, not characters.
+        body.extend_from_slice(&5u16.to_le_bytes()); // name: u16 length
+        body.extend_from_slice("café".as_bytes()); // name: UTF-8 bytes
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x02]); // timeline_id
+
+        let mut b = Vec::new();
+        b.extend_from_slice(b"STRKVCAT"); // envelope magic
+        b.extend_from_slice(&1u16.to_le_bytes()); // envelope version
+        b.extend_from_slice(&(body.len() as u32).to_le_bytes()); // envelope body_len
+        b.extend_from_slice(&body);
+        let crc = crc32fast::hash(&b); // envelope crc32
+        b.extend_from_slice(&crc.to_le_bytes());
+
+        let want = Catalog {
+            timelines: vec![
+                CatalogEntry {
+                    name: "main".to_string(),
+                    id: TimelineId::from(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff),
+                },
+                CatalogEntry {
+                    name: "café".to_string(),
+                    id: TimelineId::from(0x0102),
+                },
+            ],
+        };
+        assert_eq!(Catalog::decode(&b, Path::new("c")).unwrap(), want);
+        assert_eq!(want.encode(), b);
+    }
+
     proptest! {
         #[test]
         fn round_trip(c in catalog()) {

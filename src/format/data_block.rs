@@ -673,6 +673,70 @@ mod tests {
     }
 
     #[test]
+    fn data_block_table_decodes_a_hand_built_example() {
+        let mut b = Vec::new();
+        // Entry 0 (23 bytes, at 0).
+        b.extend_from_slice(&5u16.to_le_bytes()); // key_len
+        b.extend_from_slice(b"apple"); // key
+        b.extend_from_slice(&3u64.to_le_bytes()); // lsn
+        b.push(0); // tag: 0 = image
+        b.extend_from_slice(&3u32.to_le_bytes()); // value_len
+        b.extend_from_slice(b"red"); // value
+        // Entry 1 (20 bytes, at 23).
+        b.extend_from_slice(&5u16.to_le_bytes()); // key_len
+        b.extend_from_slice(b"apple"); // key
+        b.extend_from_slice(&7u64.to_le_bytes()); // lsn
+        b.push(3); // tag: 3 = tombstone
+        b.extend_from_slice(&0u32.to_le_bytes()); // value_len: 0 for a tombstone
+        // Entry 2 (24 bytes, at 43).
+        b.extend_from_slice(&7u16.to_le_bytes()); // key_len
+        b.extend_from_slice(b"apricot"); // key
+        b.extend_from_slice(&2u64.to_le_bytes()); // lsn
+        b.push(1); // tag: 1 = delta
+        b.extend_from_slice(&2u32.to_le_bytes()); // value_len
+        b.extend_from_slice(b"+1"); // value
+        // Entry 3 (24 bytes, at 67).
+        b.extend_from_slice(&7u16.to_le_bytes()); // key_len
+        b.extend_from_slice(b"apricot"); // key
+        b.extend_from_slice(&5u64.to_le_bytes()); // lsn
+        b.push(2); // tag: 2 = delta with will_init
+        b.extend_from_slice(&2u32.to_le_bytes()); // value_len
+        b.extend_from_slice(b"=9"); // value
+        assert_eq!(b.len(), 91);
+        for offset in [0u32, 23, 43, 67] {
+            b.extend_from_slice(&offset.to_le_bytes()); // offsets: from the block start
+        }
+        b.extend_from_slice(&4u32.to_le_bytes()); // n
+
+        let want = [
+            (&b"apple"[..], Lsn(3), Value::image(&b"red"[..])),
+            (b"apple", Lsn(7), Value::Tombstone),
+            (b"apricot", Lsn(2), Value::delta(&b"+1"[..])),
+            (b"apricot", Lsn(5), Value::init_delta(&b"=9"[..])),
+        ];
+        let block = DataBlock::parse(&b, Path::new("f"), 0).unwrap();
+        assert_eq!(block.len(), 4);
+        for (i, (key, lsn, value)) in want.iter().enumerate() {
+            assert_eq!(
+                block.entry(i).unwrap(),
+                Entry {
+                    key,
+                    lsn: *lsn,
+                    value: value.clone()
+                }
+            );
+        }
+
+        let mut builder = DataBlockBuilder::default();
+        for (key, lsn, value) in &want {
+            builder.add(key, *lsn, value);
+        }
+        let mut encoded = Vec::new();
+        builder.finish_into(&mut encoded);
+        assert_eq!(encoded, b);
+    }
+
+    #[test]
     fn bad_offset_table_is_corruption() {
         let mut raw = build(&[
             (b"a".to_vec(), 1, Value::Tombstone),

@@ -80,3 +80,23 @@ pub(crate) fn unseal<'a>(
 
 /// Offset of the body inside an envelope, for error messages.
 pub(crate) const BODY_OFFSET: u64 = BODY_AT as u64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_table_decodes_a_hand_built_example() {
+        let body = b"any body";
+        let mut b = Vec::new();
+        b.extend_from_slice(b"STRKVTST"); // magic: names the record kind
+        b.extend_from_slice(&3u16.to_le_bytes()); // version
+        b.extend_from_slice(&8u32.to_le_bytes()); // body_len
+        b.extend_from_slice(body); // body
+        let crc = crc32fast::hash(&b); // crc32: of everything before it
+        b.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(BODY_OFFSET, 14);
+        assert_eq!(unseal(b"STRKVTST", 3, &b, Path::new("e")).unwrap(), body);
+        assert_eq!(seal(b"STRKVTST", 3, body), b);
+    }
+}

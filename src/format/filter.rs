@@ -1,10 +1,11 @@
 //! The key filter of a layer file: a blocked Bloom filter over the layer's distinct keys, so a
 //! read skips a layer that cannot hold its key without touching a data block.
 //!
-//! Each key is hashed once to 64 bits ([`key_hash`]); the high 32 bits pick one 512-bit block,
-//! the low bits set or test `k` bits inside it (`a + i·b mod 512` for `i < k`, with `a` the low
-//! 32 bits and `b` odd), so a lookup costs one cache line. At [`BITS_PER_KEY`] bits per key and
-//! `k` = 6 about 1% of absent keys pass.
+//! Each key is hashed once to 64 bits `h` ([`key_hash`]); the high 32 bits pick one 512-bit
+//! block (block `(h >> 32) · blocks >> 32`), and `k` bits inside it are set or tested: bits
+//! `a + i·b mod 512` for `i < k`, with `a` the low 32 bits of `h` and `b` the low 32 bits of `h`
+//! rotated left by 21, with its lowest bit set (so odd). A lookup costs one cache line. At
+//! [`BITS_PER_KEY`] bits per key and `k` = 6 about 1% of absent keys pass.
 //!
 //! The filter is stored raw (never compressed) in a framed block of its own, with the block's
 //! CRC, between the data blocks and the index; the footer gives its offset and length.
@@ -175,6 +176,42 @@ mod tests {
         let rate = passed as f64 / others.len() as f64;
         assert!(rate < 0.02, "false positive rate {rate}");
         assert!(f.encoded_len() <= 20_000 * BITS_PER_KEY / 8 + 64 + HEADER_LEN);
+    }
+
+    #[test]
+    fn filter_table_decodes_a_hand_built_example() {
+        // One key, "stratakv", of hash 0x72df_3d4c_825c_f0f7 (pinned by `the_hash_is_fixed`):
+        // a = 0x825c_f0f7, b = 0x1eee_5be7, and a + i·b mod 512 for i < 6 gives these bits of
+        // the only block.
+        let set = [247u32, 222, 197, 172, 147, 122];
+        let mut words = [0u64; 8];
+        for j in set {
+            words[(j / 64) as usize] |= 1 << (j % 64); // bit j is bit j % 64 of word j / 64
+        }
+        let mut b = Vec::new();
+        b.push(6); // k
+        b.extend_from_slice(&1u32.to_le_bytes()); // blocks
+        for w in words {
+            b.extend_from_slice(&w.to_le_bytes()); // bits: eight u64 words per block
+        }
+        assert_eq!(b.len(), 1 + 4 + 64);
+
+        let f = KeyFilter::decode(&b, Path::new("f"), 0).unwrap();
+        assert_eq!(f.probes, 6);
+        assert_eq!(f.blocks, vec![words]);
+        assert!(f.may_contain(b"stratakv"));
+        assert_eq!(
+            f,
+            KeyFilter::build(&[key_hash(b"stratakv")]),
+            "the placement rule above is the one build uses"
+        );
+        let mut encoded = Vec::new();
+        KeyFilter {
+            probes: 6,
+            blocks: vec![words],
+        }
+        .encode_into(&mut encoded);
+        assert_eq!(encoded, b);
     }
 
     #[test]

@@ -255,6 +255,89 @@ mod tests {
             })
     }
 
+    #[test]
+    fn footer_table_decodes_a_hand_built_example() {
+        // 100 bytes standing for the data blocks, key filter block and index block.
+        let mut file = vec![0xEE; 100];
+        let mut body = Vec::new();
+        body.extend_from_slice(&2u16.to_le_bytes()); // version
+        body.push(1); // kind: 1 = image
+        body.push(0); // reserved
+        body.extend_from_slice(&41u64.to_le_bytes()); // lsn_start
+        body.extend_from_slice(&42u64.to_le_bytes()); // lsn_end: an image at 41 has [41, 42)
+        body.extend_from_slice(&60u64.to_le_bytes()); // index_offset
+        body.extend_from_slice(&40u32.to_le_bytes()); // index_len
+        body.extend_from_slice(&10u64.to_le_bytes()); // filter_offset
+        body.extend_from_slice(&50u32.to_le_bytes()); // filter_len
+        body.extend_from_slice(&3u64.to_le_bytes()); // entry_count
+        body.extend_from_slice(&5u16.to_le_bytes()); // key_start: u16 length
+        body.extend_from_slice(b"apple"); // key_start: bytes
+        body.push(1); // key_end: presence byte
+        body.extend_from_slice(&3u16.to_le_bytes()); // key_end: u16 length
+        body.extend_from_slice(b"fig"); // key_end: bytes
+        file.extend_from_slice(&body);
+        file.extend_from_slice(&(body.len() as u32).to_le_bytes()); // body_len
+        file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes()); // body_crc
+        file.extend_from_slice(b"STRKVLYR"); // magic
+        assert_eq!(FOOTER_TRAILER_LEN, 16);
+
+        let want = Footer {
+            kind: LayerKind::Image,
+            lsn_range: Lsn(41)..Lsn(42),
+            key_range: KeyRange {
+                start: Bytes::from_static(b"apple"),
+                end: Some(Bytes::from_static(b"fig")),
+            },
+            index_offset: 60,
+            index_len: 40,
+            filter_offset: 10,
+            filter_len: 50,
+            entry_count: 3,
+        };
+        assert_eq!(Footer::decode(&file, Path::new("f")).unwrap(), want);
+        let mut encoded = vec![0xEE; 100];
+        want.encode_into(&mut encoded);
+        assert_eq!(encoded, file);
+
+        // A delta without a filter and with no upper key bound.
+        let mut file = vec![0xEE; 100];
+        let mut body = Vec::new();
+        body.extend_from_slice(&2u16.to_le_bytes()); // version
+        body.push(0); // kind: 0 = delta
+        body.push(0); // reserved
+        body.extend_from_slice(&10u64.to_le_bytes()); // lsn_start
+        body.extend_from_slice(&20u64.to_le_bytes()); // lsn_end
+        body.extend_from_slice(&90u64.to_le_bytes()); // index_offset
+        body.extend_from_slice(&10u32.to_le_bytes()); // index_len
+        body.extend_from_slice(&0u64.to_le_bytes()); // filter_offset
+        body.extend_from_slice(&0u32.to_le_bytes()); // filter_len: 0 = no filter
+        body.extend_from_slice(&9u64.to_le_bytes()); // entry_count
+        body.extend_from_slice(&0u16.to_le_bytes()); // key_start: empty
+        body.push(0); // key_end: absent = unbounded
+        file.extend_from_slice(&body);
+        file.extend_from_slice(&(body.len() as u32).to_le_bytes()); // body_len
+        file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes()); // body_crc
+        file.extend_from_slice(b"STRKVLYR"); // magic
+
+        let want = Footer {
+            kind: LayerKind::Delta,
+            lsn_range: Lsn(10)..Lsn(20),
+            key_range: KeyRange {
+                start: Bytes::new(),
+                end: None,
+            },
+            index_offset: 90,
+            index_len: 10,
+            filter_offset: 0,
+            filter_len: 0,
+            entry_count: 9,
+        };
+        assert_eq!(Footer::decode(&file, Path::new("f")).unwrap(), want);
+        let mut encoded = vec![0xEE; 100];
+        want.encode_into(&mut encoded);
+        assert_eq!(encoded, file);
+    }
+
     proptest! {
         #[test]
         fn round_trip(f in footer()) {

@@ -107,6 +107,41 @@ mod tests {
     }
 
     #[test]
+    fn index_table_decodes_a_hand_built_example() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&2u32.to_le_bytes()); // count
+        // Block 1.
+        b.extend_from_slice(&5u16.to_le_bytes()); // key_len
+        b.extend_from_slice(b"apple"); // first_key
+        b.extend_from_slice(&7u64.to_le_bytes()); // first_lsn
+        b.extend_from_slice(&0u64.to_le_bytes()); // offset
+        b.extend_from_slice(&4105u32.to_le_bytes()); // len
+        // Block 2.
+        b.extend_from_slice(&6u16.to_le_bytes()); // key_len
+        b.extend_from_slice(b"banana"); // first_key
+        b.extend_from_slice(&3u64.to_le_bytes()); // first_lsn
+        b.extend_from_slice(&4105u64.to_le_bytes()); // offset
+        b.extend_from_slice(&2000u32.to_le_bytes()); // len
+
+        let want = vec![
+            IndexEntry {
+                first_key: Bytes::from_static(b"apple"),
+                first_lsn: Lsn(7),
+                offset: 0,
+                len: 4105,
+            },
+            IndexEntry {
+                first_key: Bytes::from_static(b"banana"),
+                first_lsn: Lsn(3),
+                offset: 4105,
+                len: 2000,
+            },
+        ];
+        assert_eq!(decode_index(&b, Path::new("f"), 0).unwrap(), want);
+        assert_eq!(encode_index(&want), b);
+    }
+
+    #[test]
     fn truncation_and_disorder_are_corruption() {
         let e = |k: &'static [u8]| IndexEntry {
             first_key: Bytes::from_static(k),

@@ -5,19 +5,19 @@
 //! | field               | size | meaning |
 //! |---------------------|------|---------|
 //! | timeline_id         | 16   | big-endian |
-//! | ancestor            | 1 (+ 16 + 8) | presence byte, then ancestor id and branch LSN |
-//! | disk_consistent_lsn | 8    | every write at or below it is in the named layers |
-//! | gc_cutoff           | 8    | oldest readable LSN |
-//! | next_layer_seq      | 8    | sequence number for the next layer file name |
+//! | ancestor            | 1 (+ 16 + 8) | presence byte (0 = none, 1 = present), then the ancestor's id (big-endian) and the u64 branch LSN |
+//! | disk_consistent_lsn | 8    | u64: every write at or below it is in the named layers |
+//! | gc_cutoff           | 8    | u64: oldest readable LSN |
+//! | next_layer_seq      | 8    | u64: sequence number for the next layer file name |
 //! | layer_count         | 4    | u32 |
 //! | per layer:          |      | |
 //! | file_name           | 2 + n | u16 length and UTF-8 bytes |
 //! | kind                | 1    | 0 = delta, 1 = image |
 //! | level               | 1    | 0 = flush output (L0), 1 = compaction output (L1); 0 for images |
-//! | lsn_start, lsn_end  | 8 + 8 | `[start, end)` |
-//! | file_size           | 8    | bytes |
-//! | key_start           | 2 + n | inclusive |
-//! | key_end             | 1 (+ 2 + n) | exclusive; absent = unbounded |
+//! | lsn_start, lsn_end  | 8 + 8 | u64 each: `[start, end)` |
+//! | file_size           | 8    | u64 bytes |
+//! | key_start           | 2 + n | u16 length and bytes, inclusive |
+//! | key_end             | 1 (+ 2 + n) | presence byte, then u16 length and bytes, exclusive; absent = unbounded |
 
 use std::ops::Range;
 use std::path::Path;
@@ -244,6 +244,84 @@ mod tests {
                 next_layer_seq: seq,
                 layers,
             })
+    }
+
+    #[test]
+    fn manifest_table_decodes_a_hand_built_example() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&[
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ]); // timeline_id, big-endian
+        body.push(1); // ancestor: presence byte
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x0b]); // ancestor id
+        body.extend_from_slice(&500u64.to_le_bytes()); // ancestor: branch LSN
+        body.extend_from_slice(&900u64.to_le_bytes()); // disk_consistent_lsn
+        body.extend_from_slice(&450u64.to_le_bytes()); // gc_cutoff
+        body.extend_from_slice(&17u64.to_le_bytes()); // next_layer_seq
+        body.extend_from_slice(&2u32.to_le_bytes()); // layer_count
+        // Layer 1: a compacted delta with both key bounds.
+        body.extend_from_slice(&7u16.to_le_bytes()); // file_name: u16 length
+        body.extend_from_slice(b"d-00015"); // file_name: UTF-8 bytes
+        body.push(0); // kind: 0 = delta
+        body.push(1); // level: 1 = compaction output
+        body.extend_from_slice(&501u64.to_le_bytes()); // lsn_start
+        body.extend_from_slice(&800u64.to_le_bytes()); // lsn_end
+        body.extend_from_slice(&65536u64.to_le_bytes()); // file_size
+        body.extend_from_slice(&1u16.to_le_bytes()); // key_start: u16 length
+        body.extend_from_slice(b"a"); // key_start: bytes
+        body.push(1); // key_end: presence byte
+        body.extend_from_slice(&1u16.to_le_bytes()); // key_end: u16 length
+        body.extend_from_slice(b"m"); // key_end: bytes
+        // Layer 2: an image over every key.
+        body.extend_from_slice(&7u16.to_le_bytes()); // file_name: u16 length
+        body.extend_from_slice(b"i-00016"); // file_name: UTF-8 bytes
+        body.push(1); // kind: 1 = image
+        body.push(0); // level: 0 for images
+        body.extend_from_slice(&800u64.to_le_bytes()); // lsn_start
+        body.extend_from_slice(&801u64.to_le_bytes()); // lsn_end
+        body.extend_from_slice(&4096u64.to_le_bytes()); // file_size
+        body.extend_from_slice(&0u16.to_le_bytes()); // key_start: empty
+        body.push(0); // key_end: absent = unbounded
+
+        let mut b = Vec::new();
+        b.extend_from_slice(b"STRKVMAN"); // envelope magic
+        b.extend_from_slice(&1u16.to_le_bytes()); // envelope version
+        b.extend_from_slice(&(body.len() as u32).to_le_bytes()); // envelope body_len
+        b.extend_from_slice(&body);
+        let crc = crc32fast::hash(&b); // envelope crc32
+        b.extend_from_slice(&crc.to_le_bytes());
+
+        let want = Manifest {
+            timeline_id: TimelineId::from(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff),
+            ancestor: Some((TimelineId::from(0x0a0b), Lsn(500))),
+            disk_consistent_lsn: Lsn(900),
+            gc_cutoff: Lsn(450),
+            next_layer_seq: 17,
+            layers: vec![
+                LayerDesc {
+                    file_name: "d-00015".to_string(),
+                    kind: LayerKind::Delta,
+                    level: 1,
+                    lsn_range: Lsn(501)..Lsn(800),
+                    key_range: KeyRange {
+                        start: Bytes::from_static(b"a"),
+                        end: Some(Bytes::from_static(b"m")),
+                    },
+                    file_size: 65536,
+                },
+                LayerDesc {
+                    file_name: "i-00016".to_string(),
+                    kind: LayerKind::Image,
+                    level: 0,
+                    lsn_range: Lsn(800)..Lsn(801),
+                    key_range: KeyRange::ALL,
+                    file_size: 4096,
+                },
+            ],
+        };
+        assert_eq!(Manifest::decode(&b, Path::new("m")).unwrap(), want);
+        assert_eq!(want.encode(), b);
     }
 
     proptest! {

@@ -50,6 +50,19 @@ mod tests {
     use crate::ErrorKind;
     use proptest::prelude::*;
 
+    #[test]
+    fn owner_table_decodes_a_hand_built_example() {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"STRKVOWN"); // envelope magic
+        b.extend_from_slice(&1u16.to_le_bytes()); // envelope version
+        b.extend_from_slice(&4u32.to_le_bytes()); // envelope body_len
+        b.extend_from_slice(&0x0102_0304u32.to_le_bytes()); // generation
+        let crc = crc32fast::hash(&b); // envelope crc32
+        b.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_owner(&b, Path::new("o")).unwrap(), 0x0102_0304);
+        assert_eq!(encode_owner(0x0102_0304), b);
+    }
+
     proptest! {
         #[test]
         fn round_trip(g in any::<u32>()) {

@@ -12,9 +12,9 @@
 //! | generation     | 4    | u32: the generation in the layer object's name |
 //! | time_count     | 4    | u32 |
 //! | per commit:    |      | |
-//! | lsn, time      | 8 + 8 | the `lsn ↔ commit time` index up to `disk_consistent_lsn` |
+//! | lsn, time      | 8 + 8 | u64 each: the `lsn ↔ commit time` index up to `disk_consistent_lsn`, time in microseconds since the Unix epoch |
 //! | hot_count      | 4    | u32 |
-//! | per hot layer: | 2 + n | file name: the heatmap, most recently read first, for prefetching |
+//! | per hot layer: | 2 + n | file name, u16 length and UTF-8 bytes: the heatmap, most recently read first, for prefetching |
 
 use std::path::Path;
 
@@ -165,6 +165,85 @@ mod tests {
             commit_times: vec![(Lsn(1), 10), (Lsn(3), 30)],
             hot_layers: vec!["l2".into(), "l0".into()],
         }
+    }
+
+    #[test]
+    fn remote_index_table_decodes_a_hand_built_example() {
+        // The manifest file, as on disk: one delta layer named "l1".
+        let mut m = Vec::new();
+        m.extend_from_slice(b"STRKVMAN"); // manifest envelope magic
+        m.extend_from_slice(&1u16.to_le_bytes()); // manifest envelope version
+        m.extend_from_slice(&78u32.to_le_bytes()); // manifest envelope body_len
+        m.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x07]); // timeline_id
+        m.push(0); // ancestor: none
+        m.extend_from_slice(&3u64.to_le_bytes()); // disk_consistent_lsn
+        m.extend_from_slice(&0u64.to_le_bytes()); // gc_cutoff
+        m.extend_from_slice(&2u64.to_le_bytes()); // next_layer_seq
+        m.extend_from_slice(&1u32.to_le_bytes()); // layer_count
+        m.extend_from_slice(&2u16.to_le_bytes()); // file_name: u16 length
+        m.extend_from_slice(b"l1"); // file_name: UTF-8 bytes
+        m.push(0); // kind: delta
+        m.push(0); // level: L0
+        m.extend_from_slice(&1u64.to_le_bytes()); // lsn_start
+        m.extend_from_slice(&4u64.to_le_bytes()); // lsn_end
+        m.extend_from_slice(&100u64.to_le_bytes()); // file_size
+        m.extend_from_slice(&0u16.to_le_bytes()); // key_start: empty
+        m.push(0); // key_end: absent
+        let crc = crc32fast::hash(&m); // manifest envelope crc32
+        m.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(m.len(), 14 + 78 + 4);
+
+        let mut body = Vec::new();
+        body.extend_from_slice(&(m.len() as u32).to_le_bytes()); // manifest_len
+        body.extend_from_slice(&m); // manifest
+        body.extend_from_slice(&1u32.to_le_bytes()); // layer_count
+        body.extend_from_slice(&2u16.to_le_bytes()); // file_name: u16 length
+        body.extend_from_slice(b"l1"); // file_name: UTF-8 bytes
+        body.extend_from_slice(&5u32.to_le_bytes()); // generation
+        body.extend_from_slice(&2u32.to_le_bytes()); // time_count
+        body.extend_from_slice(&1u64.to_le_bytes()); // lsn
+        body.extend_from_slice(&1_700_000_000_000_000u64.to_le_bytes()); // time
+        body.extend_from_slice(&3u64.to_le_bytes()); // lsn
+        body.extend_from_slice(&1_700_000_000_000_250u64.to_le_bytes()); // time
+        body.extend_from_slice(&2u32.to_le_bytes()); // hot_count
+        body.extend_from_slice(&2u16.to_le_bytes()); // hot layer: u16 length
+        body.extend_from_slice(b"l1"); // hot layer: UTF-8 bytes
+        body.extend_from_slice(&2u16.to_le_bytes()); // hot layer: u16 length
+        body.extend_from_slice(b"l0"); // hot layer: UTF-8 bytes
+
+        let mut b = Vec::new();
+        b.extend_from_slice(b"STRKVRIX"); // envelope magic
+        b.extend_from_slice(&1u16.to_le_bytes()); // envelope version
+        b.extend_from_slice(&(body.len() as u32).to_le_bytes()); // envelope body_len
+        b.extend_from_slice(&body);
+        let crc = crc32fast::hash(&b); // envelope crc32
+        b.extend_from_slice(&crc.to_le_bytes());
+
+        let want = RemoteIndex {
+            manifest: Manifest {
+                timeline_id: TimelineId::from(7),
+                ancestor: None,
+                disk_consistent_lsn: Lsn(3),
+                gc_cutoff: Lsn(0),
+                next_layer_seq: 2,
+                layers: vec![LayerDesc {
+                    file_name: "l1".to_string(),
+                    kind: LayerKind::Delta,
+                    level: 0,
+                    lsn_range: Lsn(1)..Lsn(4),
+                    key_range: KeyRange::ALL,
+                    file_size: 100,
+                }],
+            },
+            layer_generations: vec![("l1".to_string(), 5)],
+            commit_times: vec![
+                (Lsn(1), 1_700_000_000_000_000),
+                (Lsn(3), 1_700_000_000_000_250),
+            ],
+            hot_layers: vec!["l1".to_string(), "l0".to_string()],
+        };
+        assert_eq!(RemoteIndex::decode(&b, Path::new("x")).unwrap(), want);
+        assert_eq!(want.encode(), b);
     }
 
     #[test]

@@ -211,6 +211,41 @@ mod tests {
     }
 
     #[test]
+    fn time_index_table_decodes_a_hand_built_example() {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"STRKVTIX"); // header: magic
+        b.extend_from_slice(&1u16.to_le_bytes()); // header: version
+        for (lsn, time) in [
+            (10u64, 1_700_000_000_000_000u64),
+            (20, 1_700_000_000_000_500),
+        ] {
+            let at = b.len();
+            b.extend_from_slice(&lsn.to_le_bytes()); // record: lsn
+            b.extend_from_slice(&time.to_le_bytes()); // record: time_micros
+            let crc = crc32fast::hash(&b[at..]); // record: crc32 of lsn ‖ time_micros
+            b.extend_from_slice(&crc.to_le_bytes());
+        }
+        assert_eq!((TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_LEN), (10, 20));
+        assert_eq!(b.len(), 10 + 2 * 20);
+
+        let entries = vec![
+            (Lsn(10), 1_700_000_000_000_000),
+            (Lsn(20), 1_700_000_000_000_500),
+        ];
+        assert_eq!(
+            decode_time_index(&b, Path::new("t")).unwrap(),
+            DecodedTimeIndex {
+                entries: entries.clone(),
+                valid_len: 50,
+                torn_tail: false,
+            }
+        );
+        let mut encoded = encode_header();
+        encode_entries(&entries, &mut encoded);
+        assert_eq!(encoded, b);
+    }
+
+    #[test]
     fn empty_file_is_just_the_header() {
         let f = file(&[]);
         assert_eq!(f.len(), TIME_INDEX_HEADER_LEN);

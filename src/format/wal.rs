@@ -398,6 +398,80 @@ mod tests {
     }
 
     #[test]
+    fn wal_table_decodes_a_hand_built_example() {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"STRKVWAL"); // header: magic
+        b.extend_from_slice(&1u16.to_le_bytes()); // header: version
+        b.extend_from_slice(&7u64.to_le_bytes()); // header: seq
+        assert_eq!(b.len(), WAL_HEADER_LEN);
+
+        let mut body = Vec::new();
+        body.push(2); // kind: 2 = commit
+        body.extend_from_slice(&[
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ]); // timeline_id, big-endian
+        body.extend_from_slice(&100u64.to_le_bytes()); // lsn
+        body.extend_from_slice(&1_700_000_000_000_000u64.to_le_bytes()); // time_micros
+        body.extend_from_slice(&4u32.to_le_bytes()); // put_count
+        // puts, each `lsn u64, key_len u16, key, tag u8, value_len u32, value`, one per tag.
+        for (lsn, key, tag, value) in [
+            (97u64, &b"k1"[..], 0u8, &b"image"[..]),
+            (98, b"k2", 1, b"delta"),
+            (99, b"k3", 2, b"init"),
+            (100, b"k4", 3, b""),
+        ] {
+            body.extend_from_slice(&lsn.to_le_bytes()); // lsn
+            body.extend_from_slice(&(key.len() as u16).to_le_bytes()); // key_len
+            body.extend_from_slice(key); // key
+            body.push(tag); // tag: 0 image, 1 delta, 2 delta with will_init, 3 tombstone
+            body.extend_from_slice(&(value.len() as u32).to_le_bytes()); // value_len
+            body.extend_from_slice(value); // value
+        }
+
+        let body_len = (body.len() as u32).to_le_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&body_len);
+        crc.update(&body);
+        b.extend_from_slice(&body_len); // record: body_len
+        b.extend_from_slice(&crc.finalize().to_le_bytes()); // record: crc32 of body_len ‖ body
+        b.extend_from_slice(&body); // record: body
+
+        let want = WalRecord {
+            timeline: TimelineId::from(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff),
+            lsn: Lsn(100),
+            time_micros: 1_700_000_000_000_000,
+            puts: vec![
+                (
+                    Bytes::from_static(b"k1"),
+                    Lsn(97),
+                    Value::image(&b"image"[..]),
+                ),
+                (
+                    Bytes::from_static(b"k2"),
+                    Lsn(98),
+                    Value::delta(&b"delta"[..]),
+                ),
+                (
+                    Bytes::from_static(b"k3"),
+                    Lsn(99),
+                    Value::init_delta(&b"init"[..]),
+                ),
+                (Bytes::from_static(b"k4"), Lsn(100), Value::Tombstone),
+            ],
+        };
+        let d = decode_wal_segment(&b, Path::new("w")).unwrap();
+        assert_eq!(d.seq, 7);
+        assert_eq!(d.records, vec![want.clone()]);
+        assert_eq!(d.valid_len, b.len());
+        assert!(!d.torn_tail);
+
+        let mut encoded = encode_wal_header(7);
+        encode_wal_record(&mut encoded, &want);
+        assert_eq!(encoded, b);
+    }
+
+    #[test]
     fn corruption_before_the_last_record_is_an_error_naming_the_offset() {
         let recs: Vec<_> = (0..3)
             .map(|i| WalRecord {
