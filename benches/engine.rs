@@ -9,7 +9,7 @@
 //! STRATAKV_BENCH_CLOCK=thread-cpu cargo bench --bench engine # reads timed in thread CPU time
 //! ```
 //!
-//! The dataset follows DESIGN.md "Targets": keys of 16 bytes (a big-endian index, then padding),
+//! The dataset follows the targets' peer setup (README, "Benchmarks"): keys of 16 bytes (a big-endian index, then padding),
 //! values of 100 bytes, one writer thread, a fixed seed. Every put gets its own LSN and
 //! `finish_write` runs every 100 puts. Values are slices of a random pool copied into their own
 //! allocation before the timer starts, so their bytes do not compress and the engine is not
@@ -20,6 +20,7 @@
 //! |---|---|
 //! | `get/latest/open_layer` | `get` of a random key at the newest LSN; all N keys in the open in-memory layer |
 //! | `get/latest/disk` | the same data after `flush()`: one layer file, block cache warm |
+//! | `get/latest/disk_blocking` | as `get/latest/disk` (same data, same keys), through `Timeline::get_blocking` on the bench's thread instead of awaiting `get` on a runtime |
 //! | `get/latest/disk_pgkeys` | as `get/latest/disk`, on its own N keys laid out as Postgres page keys: the first 9 bytes (kind, tablespace, database) the same for every key, then a relation number (a new one every 2^17 keys), a fork and the block number's low 3 bytes |
 //! | `get/latest/disk_cold` | the same layer file with the block cache off (store reopened with `block_cache_bytes(0)`, which caches nothing): every `get` finds its block in the in-memory index, then checks its CRC and, if it was stored zstd-compressed, decompresses it, from the mmapped file, and parses it. The file is the flush's L0 layer, stored uncompressed by default (`StoreOptions::compress_l0`); before that default it was zstd level −1. "Cold" is the block cache only: the file's pages stay in the OS page cache, since dropping that needs root and would time the disk rather than the engine |
 //! | `get/latest/disk_evicting` | the same layer file with a block cache of a quarter of its size: about three gets in four miss the cache, read their block as `disk_cold` does and cache it, evicting the oldest cached blocks; the cost of a read when the data outgrows the cache |
@@ -933,6 +934,20 @@ fn main() {
             d.reach(&rt, Stage::Warm, &pool);
             let mut rng = Rng(SEED ^ 6);
             b.iter_custom(|iters| time_gets(&rt, &d.db.tl, d.lsn, iters, &mut rng, |r| r.below(n)));
+        });
+        // The same reads through the blocking call, from the bench's own thread, no runtime.
+        g.bench_function("disk_blocking", |b| {
+            let d = latest.get_or_insert_with(|| build_latest(&rt, n, &pool));
+            d.reach(&rt, Stage::Warm, &pool);
+            let mut rng = Rng(SEED ^ 6);
+            b.iter_custom(|iters| {
+                let clock = ReadClock::start();
+                for _ in 0..iters {
+                    let k = key(rng.below(n));
+                    black_box(d.db.tl.get_blocking(black_box(&k), d.lsn).expect("get"));
+                }
+                clock.elapsed()
+            });
         });
         // The same with keys that share their first 9 bytes, as a table's keys do.
         let mut pg: Option<Latest> = None;

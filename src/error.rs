@@ -19,6 +19,9 @@ pub enum ErrorKind {
     AlreadyExists,
     /// A read asked for an LSN the timeline has not reached, and the wait timed out.
     LsnTimeout,
+    /// A read that does not wait ([`Timeline::get_now`](crate::Timeline::get_now)) asked for
+    /// an LSN above the timeline's `last_record_lsn`.
+    LsnNotYetAvailable,
     /// A read asked for an LSN below the timeline's GC cutoff.
     BelowGcCutoff,
     /// Bytes on disk or in object storage failed their checksum or do not parse.
@@ -44,6 +47,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NotFound => "not found",
             ErrorKind::AlreadyExists => "already exists",
             ErrorKind::LsnTimeout => "LSN wait timed out",
+            ErrorKind::LsnNotYetAvailable => "LSN not yet available",
             ErrorKind::BelowGcCutoff => "below GC cutoff",
             ErrorKind::Corruption => "corruption",
             ErrorKind::Fenced => "fenced",
@@ -58,13 +62,16 @@ impl fmt::Display for ErrorKind {
 
 /// An error from the store: a [`kind`](Error::kind) to act on and a message that names the
 /// key, LSN, file and offset involved.
-#[derive(Debug, thiserror::Error)]
+///
+/// Cheap to clone (the cause is shared), so the store can keep the last failure of its
+/// background work and hand out copies ([`Store::background_error`](crate::Store::background_error)).
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct Error {
     kind: ErrorKind,
     message: String,
     #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Error {
@@ -92,7 +99,13 @@ impl Error {
         mut self,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Error {
-        self.source = Some(Box::new(source));
+        self.source = Some(std::sync::Arc::new(source));
+        self
+    }
+
+    /// The same error (kind and cause) with `context` before its message: where it happened.
+    pub(crate) fn context(mut self, context: impl fmt::Display) -> Error {
+        self.message = format!("{context}: {}", self.message);
         self
     }
 
@@ -129,4 +142,12 @@ pub(crate) fn show_key(key: &[u8]) -> String {
         s.push_str(&format!("… ({} bytes)", key.len()));
     }
     s
+}
+
+/// The text a caught panic carried, if it was a string.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".to_string())
 }

@@ -23,6 +23,10 @@ pub struct RedoRecord {
 /// oldest first. The store never calls the hook with `base == None` unless
 /// `records[0].will_init` is set: a delta with no base is reported as an error of kind
 /// [`ErrorKind::Redo`] before the hook is reached.
+///
+/// A panic in the hook is caught: the read (or the compaction or image creation rebuilding the
+/// value) fails with [`ErrorKind::Redo`] naming the key, the LSNs of the records and the panic's
+/// message, and the store stays usable. The hook may be called from several threads at once.
 pub trait WalRedo: Send + Sync + 'static {
     /// Returns the value of `key` after applying `records` (oldest first) to `base`.
     ///

@@ -26,7 +26,7 @@ use crate::layout::{
 use crate::lsn::Lsn;
 use crate::options::StoreOptions;
 use crate::remote::{Generation, RemoteCtx};
-use crate::timeline::{Env, Timeline, TimelineInner};
+use crate::timeline::{Env, StoreRuntime, Timeline, TimelineInner};
 use crate::wal::{FsyncPolicy, Wal};
 
 const CLOSE_UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -127,6 +127,8 @@ pub struct Store {
     env: Arc<Env>,
     state: Arc<Mutex<State>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The store's own runtime: uploads, downloads, timers, blocking halves of async calls.
+    runtime: Mutex<StoreRuntime>,
     discarded: Option<Discarded>,
     _lock: File,
 }
@@ -150,13 +152,35 @@ impl Store {
     /// store; [`ErrorKind::Locked`] if another open store holds the directory;
     /// [`ErrorKind::Corruption`] if the catalog, a manifest or a layer footer is damaged.
     pub async fn open(options: StoreOptions) -> Result<Store> {
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || Store::open_blocking(options, runtime))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("open task failed: {e}")))?
+        // Opening reads and fsyncs files and may wait on object storage: it runs on a thread of
+        // its own, so it blocks no executor and needs none (any executor can await it).
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::Builder::new()
+            .name("stratakv-open".into())
+            .spawn(move || {
+                let _ = tx.send(Store::open_blocking(options));
+            })
+            .map_err(|e| Error::new(ErrorKind::Io, format!("starting the open thread: {e}")))?;
+        rx.await.map_err(|_| {
+            Error::new(
+                ErrorKind::Io,
+                "opening the store: the open thread ended without an answer (it panicked)",
+            )
+        })?
     }
 
-    fn open_blocking(options: StoreOptions, runtime: tokio::runtime::Handle) -> Result<Store> {
+    /// [`open`](Store::open) for callers on plain threads: blocks the calling thread until
+    /// the store is open. Needs no async runtime; do not call it from inside an async task
+    /// (await [`open`](Store::open) there).
+    ///
+    /// The store starts its own threads and a small runtime of its own for uploads,
+    /// downloads and timers, and stops them at [`close`](Store::close) or drop.
+    ///
+    /// # Errors
+    /// As [`open`](Store::open).
+    pub fn open_blocking(options: StoreOptions) -> Result<Store> {
+        let runtime = StoreRuntime::start()?;
+        let rt = runtime.handle();
         options.validate()?;
         let io = Io::new(options.fs.clone());
         let dir = options.path.clone();
@@ -204,14 +228,14 @@ impl Store {
             None => None,
             Some(storage) => {
                 let storage = storage.clone().with_entropy(options.entropy.clone());
-                let generation = runtime.block_on(storage.claim_generation(&options.node_id))?;
+                let generation = rt.block_on(storage.claim_generation(&options.node_id))?;
                 // An old owner's deletion validated just before this claim finishes within the
                 // grace period: read the index only after it.
                 std::thread::sleep(storage.claim_grace());
                 Some(RemoteCtx::new(
                     storage.clone(),
                     generation,
-                    runtime.clone(),
+                    rt.clone(),
                     options.local_disk_budget,
                 ))
             }
@@ -301,6 +325,7 @@ impl Store {
             bg_error: Mutex::new(None),
             io: io.clone(),
             remote: remote.clone(),
+            rt: rt.clone(),
         });
 
         sweep_timelines(&io, &timelines_dir, &catalog)?;
@@ -313,12 +338,12 @@ impl Store {
                 r.mark_dirty(tl.id, tl.me.clone());
             }
             r.mark_catalog(catalog.encode());
-            runtime.spawn(r.clone().run());
+            rt.spawn(r.clone().run());
             // Warm what the previous owner read most, in the background.
             for (id, names) in hot_layers {
                 if let Some(tl) = by_id.get(&id) {
                     let tl = tl.clone();
-                    runtime.spawn(async move { tl.prefetch(&names).await });
+                    rt.spawn(async move { tl.prefetch(&names).await });
                 }
             }
         }
@@ -385,6 +410,7 @@ impl Store {
             env,
             state,
             threads: Mutex::new(threads),
+            runtime: Mutex::new(runtime),
             discarded,
             _lock: lock,
         })
@@ -409,8 +435,9 @@ impl Store {
         self.env.wal.as_ref().map_or(0, |w| w.segment_count())
     }
 
-    /// The last error background compaction or GC met, if any (they retry on their next run).
-    pub fn background_error(&self) -> Option<String> {
+    /// The last error background compaction or GC met, if any (they retry on their next run),
+    /// with its kind and cause; its message names the timeline.
+    pub fn background_error(&self) -> Option<Error> {
         self.env.bg_error.lock().clone()
     }
 
@@ -420,6 +447,63 @@ impl Store {
     /// [`ErrorKind::AlreadyExists`] if the name is taken; [`ErrorKind::InvalidArgument`] for an
     /// empty name, one over 255 bytes, or one with control characters.
     pub async fn create_timeline(&self, name: &str) -> Result<Timeline> {
+        let (core, name) = (self.core(), name.to_string());
+        self.env
+            .blocking("creating a timeline", move || core.create_timeline(&name))
+            .await
+    }
+
+    /// Creates the timeline `name` branched from `parent` at `lsn`: it reads what `parent`
+    /// reads at `lsn`, copies no data, and takes its own writes above `lsn`. Its GC cutoff
+    /// starts at `lsn`; history below it stays readable on the parent.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] naming the allowed range when `lsn` is above the parent's
+    /// `last_record_lsn` or below its GC cutoff; [`ErrorKind::AlreadyExists`] if the name is
+    /// taken; [`ErrorKind::NotFound`] if the parent was deleted.
+    pub async fn branch(&self, name: &str, parent: &Timeline, lsn: Lsn) -> Result<Timeline> {
+        let (core, name, parent) = (self.core(), name.to_string(), parent.clone());
+        self.env
+            .blocking("branching", move || core.branch(&name, &parent, lsn))
+            .await
+    }
+
+    /// The timeline called `name`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if there is none.
+    pub fn timeline(&self, name: &str) -> Result<Timeline> {
+        self.core().timeline(name)
+    }
+
+    /// What the blocking halves of the async calls need, to run on the store's threads.
+    fn core(&self) -> Core {
+        Core {
+            dir: self.dir.clone(),
+            env: self.env.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The store's directory, environment and state: what a call runs on once it is moved off
+/// the caller's executor onto the store's blocking threads.
+struct Core {
+    dir: PathBuf,
+    env: Arc<Env>,
+    state: Arc<Mutex<State>>,
+}
+
+impl Core {
+    fn timeline(&self, name: &str) -> Result<Timeline> {
+        self.env.check()?;
+        let st = self.state.lock();
+        st.find(name).map(|inner| Timeline {
+            inner: inner.clone(),
+        })
+    }
+
+    fn create_timeline(&self, name: &str) -> Result<Timeline> {
         self.env.check()?;
         check_name(name)?;
         let mut st = self.state.lock();
@@ -433,15 +517,7 @@ impl Store {
         Ok(Timeline { inner })
     }
 
-    /// Creates the timeline `name` branched from `parent` at `lsn`: it reads what `parent`
-    /// reads at `lsn`, copies no data, and takes its own writes above `lsn`. Its GC cutoff
-    /// starts at `lsn`; history below it stays readable on the parent.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidArgument`] naming the allowed range when `lsn` is above the parent's
-    /// `last_record_lsn` or below its GC cutoff; [`ErrorKind::AlreadyExists`] if the name is
-    /// taken; [`ErrorKind::NotFound`] if the parent was deleted.
-    pub async fn branch(&self, name: &str, parent: &Timeline, lsn: Lsn) -> Result<Timeline> {
+    fn branch(&self, name: &str, parent: &Timeline, lsn: Lsn) -> Result<Timeline> {
         self.env.check()?;
         check_name(name)?;
         parent.inner.check()?;
@@ -538,42 +614,7 @@ impl Store {
         result
     }
 
-    /// The timeline called `name`.
-    ///
-    /// # Errors
-    /// [`ErrorKind::NotFound`] if there is none.
-    pub fn timeline(&self, name: &str) -> Result<Timeline> {
-        self.env.check()?;
-        let st = self.state.lock();
-        st.find(name).map(|inner| Timeline {
-            inner: inner.clone(),
-        })
-    }
-
-    /// Every timeline, ordered by name.
-    pub fn timelines(&self) -> Vec<Timeline> {
-        let st = self.state.lock();
-        let mut v: Vec<_> = st
-            .by_id
-            .values()
-            .map(|inner| Timeline {
-                inner: inner.clone(),
-            })
-            .collect();
-        v.sort_by_key(|t| t.name());
-        v
-    }
-
-    /// Deletes the timeline `name` and its files.
-    ///
-    /// Background work on the timeline (a flush, compaction, GC, a download) is waited for or
-    /// dropped: it never makes the delete fail. Handles to the timeline fail with
-    /// [`ErrorKind::NotFound`] afterwards, and its unflushed writes are gone.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidArgument`] if it has children (delete them or
-    /// [`detach_ancestor`](Store::detach_ancestor) them first); [`ErrorKind::NotFound`].
-    pub async fn delete_timeline(&self, name: &str) -> Result<()> {
+    fn delete_timeline(&self, name: &str) -> Result<()> {
         self.env.check()?;
         let mut st = self.state.lock();
         let tl = st.find(name)?.clone();
@@ -622,43 +663,7 @@ impl Store {
         Ok(())
     }
 
-    /// Makes the timeline `name` independent of its ancestors: it materializes every value it
-    /// reads at its branch point into an image layer of its own, then forgets the ancestor. It
-    /// reads the same at every LSN afterwards, and the ancestor can be deleted.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidArgument`] if it has no ancestor; read errors met while
-    /// materializing.
-    pub async fn detach_ancestor(&self, name: &str) -> Result<()> {
-        self.env.check()?;
-        let tl = self.timeline(name)?.inner;
-        let t2 = tl.clone();
-        tokio::task::spawn_blocking(move || t2.detach_ancestor())
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("detach task failed: {e}")))?
-    }
-
-    /// Point-in-time restore: moves the name `name` to a new timeline branched from it at
-    /// `point`, and keeps the timeline it named under a backup name. Nothing is lost; restoring
-    /// again (or [`restore_from`](Store::restore_from) the backup) undoes it.
-    ///
-    /// # Errors
-    /// As [`branch`](Store::branch), and [`Timeline::lsn_at`]'s errors for a time.
-    pub async fn restore(&self, name: &str, point: RestorePoint) -> Result<Restored> {
-        self.restore_from(name, name, point).await
-    }
-
-    /// Moves the name `name` to a new timeline branched from the timeline `source` at `point`;
-    /// the timeline `name` named before keeps a backup name `"{name}@restore-N"`.
-    ///
-    /// # Errors
-    /// As [`restore`](Store::restore).
-    pub async fn restore_from(
-        &self,
-        name: &str,
-        source: &str,
-        point: RestorePoint,
-    ) -> Result<Restored> {
+    fn restore_from(&self, name: &str, source: &str, point: RestorePoint) -> Result<Restored> {
         self.env.check()?;
         check_name(name)?;
         let src = self.timeline(source)?;
@@ -688,6 +693,83 @@ impl Store {
             backup_name: backup,
         })
     }
+}
+
+impl Store {
+    /// Every timeline, ordered by name.
+    pub fn timelines(&self) -> Vec<Timeline> {
+        let st = self.state.lock();
+        let mut v: Vec<_> = st
+            .by_id
+            .values()
+            .map(|inner| Timeline {
+                inner: inner.clone(),
+            })
+            .collect();
+        v.sort_by_key(|t| t.name());
+        v
+    }
+
+    /// Deletes the timeline `name` and its files.
+    ///
+    /// Background work on the timeline (a flush, compaction, GC, a download) is waited for or
+    /// dropped: it never makes the delete fail. Handles to the timeline fail with
+    /// [`ErrorKind::NotFound`] afterwards, and its unflushed writes are gone.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if it has children (delete them or
+    /// [`detach_ancestor`](Store::detach_ancestor) them first); [`ErrorKind::NotFound`].
+    pub async fn delete_timeline(&self, name: &str) -> Result<()> {
+        let (core, name) = (self.core(), name.to_string());
+        self.env
+            .blocking("deleting a timeline", move || core.delete_timeline(&name))
+            .await
+    }
+
+    /// Makes the timeline `name` independent of its ancestors: it materializes every value it
+    /// reads at its branch point into an image layer of its own, then forgets the ancestor. It
+    /// reads the same at every LSN afterwards, and the ancestor can be deleted.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if it has no ancestor; read errors met while
+    /// materializing.
+    pub async fn detach_ancestor(&self, name: &str) -> Result<()> {
+        self.env.check()?;
+        let tl = self.timeline(name)?.inner;
+        let t2 = tl.clone();
+        self.env
+            .blocking("detaching", move || t2.detach_ancestor())
+            .await
+    }
+
+    /// Point-in-time restore: moves the name `name` to a new timeline branched from it at
+    /// `point`, and keeps the timeline it named under a backup name. Nothing is lost; restoring
+    /// again (or [`restore_from`](Store::restore_from) the backup) undoes it.
+    ///
+    /// # Errors
+    /// As [`branch`](Store::branch), and [`Timeline::lsn_at`]'s errors for a time.
+    pub async fn restore(&self, name: &str, point: RestorePoint) -> Result<Restored> {
+        self.restore_from(name, name, point).await
+    }
+
+    /// Moves the name `name` to a new timeline branched from the timeline `source` at `point`;
+    /// the timeline `name` named before keeps a backup name `"{name}@restore-N"`.
+    ///
+    /// # Errors
+    /// As [`restore`](Store::restore).
+    pub async fn restore_from(
+        &self,
+        name: &str,
+        source: &str,
+        point: RestorePoint,
+    ) -> Result<Restored> {
+        let (core, name, source) = (self.core(), name.to_string(), source.to_string());
+        self.env
+            .blocking("restoring", move || {
+                core.restore_from(&name, &source, point)
+            })
+            .await
+    }
 
     /// Flushes every timeline, stops background work and releases the directory.
     ///
@@ -703,8 +785,11 @@ impl Store {
                 result = Err(e);
             }
         }
-        if let Some(wal) = &self.env.wal
-            && let Err(e) = wal.sync()
+        if let Some(wal) = self.env.wal.clone()
+            && let Err(e) = self
+                .env
+                .blocking("syncing the log", move || wal.sync())
+                .await
             && result.is_ok()
         {
             result = Err(e);
@@ -712,13 +797,17 @@ impl Store {
         if let Some(r) = &self.env.remote
             && result.is_ok()
         {
-            result = match tokio::time::timeout(CLOSE_UPLOAD_TIMEOUT, r.wait_uploaded()).await {
+            result = match self
+                .env
+                .timeout(CLOSE_UPLOAD_TIMEOUT, r.wait_uploaded())
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(Error::new(
                     ErrorKind::Io,
                     format!(
                         "uploads did not finish within {CLOSE_UPLOAD_TIMEOUT:?}: {}",
-                        r.last_error().unwrap_or_default()
+                        r.last_error().map(|e| e.to_string()).unwrap_or_default()
                     ),
                 )),
             };
@@ -744,8 +833,10 @@ impl Store {
         self.env.remote.as_ref().map(|r| r.generation)
     }
 
-    /// The last error the uploader met (it retries with backoff), if any.
-    pub fn upload_error(&self) -> Option<String> {
+    /// The last error the uploader met (it retries with backoff), if any, with its kind
+    /// ([`ErrorKind::Fenced`] once another node took the store) and cause. Cleared by the next
+    /// upload that succeeds.
+    pub fn upload_error(&self) -> Option<Error> {
         self.env.remote.as_ref().and_then(|r| r.last_error())
     }
 
@@ -766,6 +857,7 @@ impl Store {
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
+        self.runtime.lock().shutdown();
     }
 }
 
@@ -807,8 +899,18 @@ fn background_loop(env: &Env, state: &std::sync::Weak<Mutex<State>>, rx: &mpsc::
                 Ok(Ok(())) => None,
                 // A delete closed the gate under the job: not a failure.
                 Ok(Err(_)) if tl.deleted.load(Ordering::Acquire) || tl.gate.is_closed() => None,
-                Ok(Err(e)) => Some(format!("timeline {}: {e}", tl.name())),
-                Err(_) => Some(format!("timeline {}: background work panicked", tl.name())),
+                Ok(Err(e)) => Some(e.context(format_args!(
+                    "background compaction or GC of timeline {}",
+                    tl.name()
+                ))),
+                Err(p) => Some(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "background compaction or GC of timeline {} panicked: {}",
+                        tl.name(),
+                        crate::error::panic_message(p.as_ref())
+                    ),
+                )),
             };
             if let Some(e) = err {
                 *env.bg_error.lock() = Some(e);

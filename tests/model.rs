@@ -934,7 +934,11 @@ fn concurrent_readers_see_exactly_what_was_published_while_layers_freeze_flush_c
             tl.layers().iter().any(|l| l.level == 1),
             "background compaction never ran"
         );
-        assert_eq!(store.background_error(), None);
+        assert!(
+            store.background_error().is_none(),
+            "{:?}",
+            store.background_error()
+        );
         drop(w);
         store.close().await.unwrap();
     });

@@ -88,11 +88,13 @@ impl Layer {
         self.resident.read().is_some()
     }
 
-    /// Installs the downloaded file.
-    pub(crate) fn set_resident(&self, file: LayerFile) {
-        *self.resident.write() = Some(Arc::new(file));
+    /// Installs the downloaded file; the caller's copy keeps it from eviction.
+    pub(crate) fn set_resident(&self, file: LayerFile) -> Arc<LayerFile> {
+        let file = Arc::new(file);
+        *self.resident.write() = Some(file.clone());
         self.last_used
             .store(TICK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        file
     }
 
     /// Drops the local file if no reader holds it, and calls `remove` to delete it from disk;

@@ -108,6 +108,28 @@ impl Versions {
             }
         };
         self.deltas.reverse();
-        redo.apply(key, base, &self.deltas).map(Some)
+        // The hook is the caller's code: a panic in it is a redo error of this key, and the
+        // store (whose state the hook cannot touch) stays usable.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            redo.apply(key, base, &self.deltas)
+        }));
+        match applied {
+            Ok(r) => r.map(Some),
+            Err(p) => {
+                let (oldest, newest) = (
+                    self.deltas.first().map(|d| d.lsn).unwrap_or_default(),
+                    self.deltas.last().map(|d| d.lsn).unwrap_or_default(),
+                );
+                Err(Error::new(
+                    ErrorKind::Redo,
+                    format!(
+                        "key {}: the redo hook panicked applying {} delta(s) at LSN {oldest}..={newest}: {}",
+                        show_key(key),
+                        self.deltas.len(),
+                        crate::error::panic_message(p.as_ref())
+                    ),
+                ))
+            }
+        }
     }
 }

@@ -64,7 +64,7 @@ pub(crate) struct RemoteCtx {
     stopped: AtomicBool,
     /// Per timeline, the layers (name → generation) the last uploaded index named.
     uploaded: Mutex<BTreeMap<TimelineId, BTreeMap<String, u32>>>,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<Error>>,
 }
 
 impl RemoteCtx {
@@ -143,12 +143,17 @@ impl RemoteCtx {
             if self.stopped.load(Ordering::Acquire) {
                 return Err(Error::new(ErrorKind::Closed, "store is closed"));
             }
-            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+            // On the store's timer: the caller may be on any executor, or none.
+            let tick = {
+                let _store_timer = self.runtime.enter();
+                tokio::time::timeout(Duration::from_millis(100), rx.changed())
+            };
+            let _ = tick.await;
         }
     }
 
     /// The last upload error, if the uploader is retrying.
-    pub(crate) fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<Error> {
         self.last_error.lock().clone()
     }
 
@@ -196,7 +201,8 @@ impl RemoteCtx {
                     if e.kind() == ErrorKind::Fenced {
                         self.fenced.store(true, Ordering::Release);
                     }
-                    *self.last_error.lock() = Some(e.to_string());
+                    *self.last_error.lock() =
+                        Some(e.clone().context("uploading to object storage"));
                     // Put the work back (newer requests win) and retry later.
                     {
                         let mut q = self.queue.lock();

@@ -71,7 +71,10 @@ impl TimelineInner {
             }
             // A deleted timeline's frozen layers are never flushed: stop waiting for them.
             self.check()?;
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), rx.changed()).await;
+            let _ = self
+                .env
+                .timeout(std::time::Duration::from_millis(100), rx.changed())
+                .await;
         }
     }
 

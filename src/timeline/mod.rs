@@ -7,7 +7,7 @@
 //!
 //! | job | user operation | ordered by |
 //! |---|---|---|
-//! | flush, compaction, image creation, GC, a download's local write | `delete_timeline` | the timeline's [gate](gate): each job writes inside it; delete closes it, waits for the jobs inside, then marks the timeline deleted and removes its directory; a job refused at the gate stops quietly |
+//! | flush, compaction, image creation, GC, a download's local write | `delete_timeline` | the [gate](gate) of the timeline whose directory the job writes (for a download, the reader's or the ancestor's the read fell through to): each job writes inside it; delete closes it, waits for the jobs inside, then marks the timeline deleted and removes its directory; a job refused at the gate stops quietly |
 //! | compaction, image creation, GC | `detach_ancestor`, each other | `layer_ops`, one at a time, inside the gate |
 //! | GC moving the cutoff and trimming the time index | `branch`, `restore`, `lease` | the lease lock: GC moves the cutoff and trims under it; a branch checks the cutoff, registers its branch point and copies its commit time under it ([`pin_branch_point`](TimelineInner::pin_branch_point)); a lease checks and records under it |
 //! | GC removing layers | reads | the snapshot is taken before the cutoff is read ([`snapshot_at`](TimelineInner::snapshot_at)); a read keeps its snapshot's layers alive |
@@ -53,7 +53,7 @@ use crate::id::TimelineId;
 use crate::layer::{InMemoryLayer, Layer, LayerMap};
 use crate::lsn::Lsn;
 
-pub(crate) use env::Env;
+pub(crate) use env::{Env, StoreRuntime};
 pub(crate) use gate::GateGuard;
 
 pub use compaction::CompactionReport;
@@ -273,21 +273,22 @@ impl TimelineInner {
         let timeout = self.env.options.wait_lsn_timeout;
         let mut rx = self.lrl_tx.subscribe();
         let env = &self.env;
-        let waited = tokio::time::timeout(timeout, async {
-            loop {
-                if *rx.borrow_and_update() >= lsn {
-                    return Ok(());
+        let waited = env
+            .timeout(timeout, async {
+                loop {
+                    if *rx.borrow_and_update() >= lsn {
+                        return Ok(());
+                    }
+                    env.check()?;
+                    if rx.changed().await.is_err() {
+                        return Err(Error::new(
+                            ErrorKind::Closed,
+                            format!("timeline {} was dropped", self.name()),
+                        ));
+                    }
                 }
-                env.check()?;
-                if rx.changed().await.is_err() {
-                    return Err(Error::new(
-                        ErrorKind::Closed,
-                        format!("timeline {} was dropped", self.name()),
-                    ));
-                }
-            }
-        })
-        .await;
+            })
+            .await;
         match waited {
             Ok(r) => r,
             Err(_) => Err(Error::new(
@@ -500,6 +501,81 @@ impl Timeline {
         self.inner.scan(snap, lo, hi, lsn).await
     }
 
+    /// [`get`](Timeline::get) for a caller on its own thread: blocks the calling thread until
+    /// the answer is there. It waits where `get` waits: for an LSN above `last_record_lsn` (up
+    /// to the configured timeout) and for a layer download from object storage; the read
+    /// itself runs on the calling thread.
+    ///
+    /// Needs no async runtime. Do not call it from inside an async task, whose executor thread
+    /// it would block: await [`get`](Timeline::get) there.
+    ///
+    /// ```
+    /// use stratakv::{Lsn, Store, StoreOptions, Value};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open_blocking(StoreOptions::new(dir.path())).unwrap();
+    /// // Every async call of the store also runs on any executor, or none:
+    /// let main = futures::executor::block_on(store.create_timeline("main")).unwrap();
+    /// let mut w = main.writer().unwrap();
+    /// w.put(b"page/1", Lsn(0x10), Value::image("v1")).unwrap();
+    /// w.finish_write(Lsn(0x10)).unwrap();
+    /// assert_eq!(main.get_blocking(b"page/1", Lsn(0x10)).unwrap().unwrap(), "v1");
+    /// futures::executor::block_on(store.close()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`get`](Timeline::get).
+    pub fn get_blocking(&self, key: &[u8], lsn: Lsn) -> Result<Option<Bytes>> {
+        self.inner.env.block_on(self.get(key, lsn))
+    }
+
+    /// [`get`](Timeline::get) that never waits for an LSN: above `last_record_lsn` it fails at
+    /// once. It still waits for a layer download from object storage when the read needs one.
+    /// Blocking, like [`get_blocking`](Timeline::get_blocking).
+    ///
+    /// # Errors
+    /// [`ErrorKind::LsnNotYetAvailable`] naming `last_record_lsn` when `lsn` is above it; the
+    /// rest as [`get`](Timeline::get).
+    pub fn get_now(&self, key: &[u8], lsn: Lsn) -> Result<Option<Bytes>> {
+        let published = self.inner.last_record_lsn();
+        if lsn > published {
+            self.inner.check()?;
+            return Err(Error::new(
+                ErrorKind::LsnNotYetAvailable,
+                format!(
+                    "timeline {}: LSN {lsn} is not published yet; last_record_lsn is {published}",
+                    self.inner.name()
+                ),
+            ));
+        }
+        self.get_blocking(key, lsn)
+    }
+
+    /// [`get_many`](Timeline::get_many) for a caller on its own thread; it blocks and waits as
+    /// [`get_blocking`](Timeline::get_blocking) does.
+    ///
+    /// # Errors
+    /// As [`get_many`](Timeline::get_many).
+    pub fn get_many_blocking<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        lsn: Lsn,
+    ) -> Result<Vec<Option<Bytes>>> {
+        self.inner.env.block_on(self.get_many(keys, lsn))
+    }
+
+    /// [`scan`](Timeline::scan) for a caller on its own thread; it blocks and waits as
+    /// [`get_blocking`](Timeline::get_blocking) does.
+    ///
+    /// # Errors
+    /// As [`scan`](Timeline::scan).
+    pub fn scan_blocking<K: AsRef<[u8]>>(
+        &self,
+        range: impl std::ops::RangeBounds<K>,
+        lsn: Lsn,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        self.inner.env.block_on(self.scan(range, lsn))
+    }
+
     /// Freezes the open in-memory layer and waits until everything published so far is in
     /// layer files on disk. Returns the new `disk_consistent_lsn`.
     ///
@@ -519,9 +595,10 @@ impl Timeline {
     pub async fn create_image_layer(&self) -> Result<Lsn> {
         self.inner.flush().await?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.create_image_layer())
+        self.inner
+            .env
+            .blocking("image layer", move || inner.create_image_layer())
             .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("image layer task failed: {e}")))?
     }
 
     /// The LSN as of `time`: the LSN of the last commit at or before it, found by binary
@@ -560,9 +637,7 @@ impl Timeline {
     /// I/O and read errors; the timeline keeps its last good state.
     pub async fn gc(&self) -> Result<GcReport> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.gc())
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("GC task failed: {e}")))?
+        self.inner.env.blocking("GC", move || inner.gc()).await
     }
 
     /// Runs compaction now: merges every L0 layer into L1 layers, and writes an image layer
@@ -572,9 +647,10 @@ impl Timeline {
     /// I/O and read errors; the timeline keeps its last good state.
     pub async fn compact(&self) -> Result<CompactionReport> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.compact(true))
+        self.inner
+            .env
+            .blocking("compaction", move || inner.compact(true))
             .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("compaction task failed: {e}")))?
     }
 
     /// The layer files the timeline reads, newest first.

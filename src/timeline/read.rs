@@ -77,12 +77,15 @@ impl TimelineInner {
         lsn: Lsn,
         trace: &mut ReadTrace,
     ) -> Result<Option<Bytes>> {
+        // Layers this read downloaded, held so that eviction under a tight disk budget cannot
+        // take them away before the read uses them: each round adds one, so the read ends.
+        let mut pinned = Vec::new();
         loop {
             *trace = ReadTrace::default();
             match self.reconstruct_traced(snap, key, lsn, trace)? {
                 Local::Ready(v) => return Ok(v),
                 Local::Missing(layer) => {
-                    self.download_layer(&layer).await?;
+                    pinned.extend(self.download_on_store(&layer).await?);
                     *snap = self.snapshot_at(lsn)?;
                 }
                 Local::Stale => {
@@ -163,11 +166,13 @@ impl TimelineInner {
         hi: Bound<&[u8]>,
         lsn: Lsn,
     ) -> Result<Vec<(Bytes, Bytes)>> {
+        let mut pinned = Vec::new();
         let keys = loop {
             match self.keys_at(&snap, lo, hi, lsn)? {
                 Local::Ready(k) => break k,
                 Local::Missing(layer) => {
-                    self.download_layer(&layer).await?;
+                    // Held until the keys are listed (see `read_value`).
+                    pinned.extend(self.download_on_store(&layer).await?);
                     snap = self.snapshot_at(lsn)?;
                 }
                 Local::Stale => {

@@ -11,15 +11,18 @@ use crate::remote::{Generation, layer_object};
 impl TimelineInner {
     /// Makes `layer` resident, downloading it if needed; concurrent callers share one download.
     /// A layer compaction or GC has replaced is not downloaded: the caller takes a new snapshot.
-    pub(crate) async fn download_layer(&self, layer: &Arc<Layer>) -> Result<()> {
+    pub(crate) async fn download_layer(
+        &self,
+        layer: &Arc<Layer>,
+    ) -> Result<Option<Arc<LayerFile>>> {
         let _one = layer.download.lock().await;
-        if layer.is_resident() {
-            return Ok(());
+        if let Some(file) = layer.file_quiet() {
+            return Ok(Some(file));
         }
         if layer.is_retired() {
             // Replaced since the caller's snapshot: its new snapshot reads the replacement, and
             // a file downloaded now would be named by no manifest.
-            return Ok(());
+            return Ok(None);
         }
         let name = &layer.desc.file_name;
         let (Some(remote), Some(g)) = (&self.env.remote, layer.remote_generation()) else {
@@ -51,13 +54,24 @@ impl TimelineInner {
         let object = layer_object(owner, name, Generation(g))?;
         // The object's checksum is verified by the download; the footer and index when the
         // file is opened; every block when it is read.
+        // The timeline whose directory the file goes into: this one, or the ancestor a read
+        // fell through to. Its gate, not the reader's, keeps its directory in place.
+        let Some(holder) = self.in_lineage(owner) else {
+            // A detach took the ancestor out of this timeline's lineage since the snapshot:
+            // the caller's new snapshot reads without it.
+            return Ok(None);
+        };
+        let holder_gone = || holder.id != self.id && holder.gate.is_closed();
         let bytes = match remote.storage.download(&object).await {
             Ok(b) => b,
+            // The ancestor is being deleted (so this timeline was detached from it first), and
+            // its objects may be gone: the caller's new snapshot no longer reads it.
+            Err(_) if holder_gone() => return Ok(None),
             // Compaction or GC replaced the layer after the caller took its snapshot, and the
             // uploader has deleted its object since: nothing to download. The caller takes a new
             // snapshot, which names the layers that replaced it (or refuses an LSN now below the
             // cutoff).
-            Err(e) if e.kind() == ErrorKind::NotFound && layer.is_retired() => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound && layer.is_retired() => return Ok(None),
             Err(e) => return Err(e),
         };
         if bytes.len() as u64 != layer.desc.file_size {
@@ -70,15 +84,66 @@ impl TimelineInner {
                 ),
             ));
         }
-        // Written inside the gate, so a delete never removes the directory under it.
-        let _gate = self.enter_gate()?;
+        // Written inside the holder's gate, so a delete never removes the directory under it.
+        let _gate = if holder.id == self.id {
+            self.enter_gate()?
+        } else {
+            match holder.gate.enter() {
+                Some(g) => g,
+                None => return Ok(None),
+            }
+        };
+        // Compaction or GC may retire the layer while it downloads, and removes its file when
+        // it does: a retired layer is not written, and one retired between the write and the
+        // open is not an error either. Either way the caller retries on a new snapshot. (A file
+        // written just after the removal is swept at the next open.)
+        if layer.is_retired() {
+            return Ok(None);
+        }
         self.env.io.write_atomic(layer.path(), &bytes)?;
-        let file = LayerFile::open(layer.path(), &layer.desc, self.env.cache.clone())?;
-        layer.set_resident(file);
+        let file = match LayerFile::open(layer.path(), &layer.desc, self.env.cache.clone()) {
+            Ok(f) => f,
+            Err(_) if layer.is_retired() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let file = layer.set_resident(file);
         if remote.disk_budget.is_some() {
             self.env.kick_background();
         }
-        Ok(())
+        Ok(Some(file))
+    }
+
+    /// This timeline or the ancestor with id `id`, if it is in this timeline's lineage now.
+    fn in_lineage(&self, id: TimelineId) -> Option<Arc<TimelineInner>> {
+        let mut t = self.me.upgrade();
+        while let Some(tl) = t {
+            if tl.id == id {
+                return Some(tl);
+            }
+            t = tl.ancestor.read().as_ref().map(|(a, _)| a.clone());
+        }
+        None
+    }
+
+    /// [`download_layer`](Self::download_layer) run on the store's runtime, for a read on the
+    /// caller's executor: the request needs the store's reactor, and the file write and fsync
+    /// must not block the caller's executor.
+    pub(crate) async fn download_on_store(
+        &self,
+        layer: &Arc<Layer>,
+    ) -> Result<Option<Arc<LayerFile>>> {
+        let Some(me) = self.me.upgrade() else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("timeline {} was dropped", self.id),
+            ));
+        };
+        let layer = layer.clone();
+        self.env
+            .on_runtime("downloading a layer", async move {
+                me.download_layer(&layer).await
+            })
+            .await
     }
 
     /// Downloads the named layers (a heatmap), skipping any no longer in the timeline; errors
@@ -105,14 +170,7 @@ impl TimelineInner {
         if layer.is_resident() {
             return Ok(());
         }
-        match &self.env.remote {
-            Some(r) => r.runtime.block_on(self.download_layer(layer)),
-            None => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::new(ErrorKind::Io, format!("runtime: {e}")))?
-                .block_on(self.download_layer(layer)),
-        }
+        self.env.rt.block_on(self.download_layer(layer)).map(|_| ())
     }
 
     /// The layer's file, downloading it first if needed; for background threads.

@@ -121,10 +121,12 @@ impl Wal {
                     ));
                 }
                 // The one expected damage: a crash mid-write. Nothing past it was acknowledged.
-                eprintln!(
-                    "stratakv: WAL {} ends in a torn record at offset {}; replay stops there",
-                    path.display(),
-                    d.valid_len
+                // Reported through `tracing` (the daemon picks the subscriber): the library
+                // writes nothing to stderr itself.
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = d.valid_len,
+                    "the write-ahead log ends in a torn record; replay stops there"
                 );
                 io.truncate(&path, d.valid_len as u64)?;
             }
