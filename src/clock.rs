@@ -14,6 +14,10 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the system clock is the one place that reads the wall clock"
+    )]
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }

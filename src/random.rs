@@ -17,6 +17,10 @@ pub trait Entropy: Send + Sync + std::fmt::Debug + 'static {
 pub struct SystemEntropy;
 
 impl Entropy for SystemEntropy {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "system entropy is the one place that reads the OS's randomness and the clock"
+    )]
     fn next_u64(&self) -> u64 {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut h = RandomState::new().build_hasher();

@@ -41,6 +41,11 @@
 //! the figures print them) leaves operations out, to look past a known failure. `.ci/soak` runs
 //! both variants for 30 minutes in release mode.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests read the wall clock for seeds, unique names and commit times"
+)]
+
 mod common;
 
 use std::collections::hash_map::DefaultHasher;

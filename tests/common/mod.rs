@@ -3,6 +3,10 @@
 //! its own crate and declares `mod common;`.
 
 #![allow(
+    clippy::disallowed_methods,
+    reason = "tests read the wall clock for seeds, unique names and commit times"
+)]
+#![allow(
     dead_code,
     reason = "each test crate uses a different part of the common module"
 )]
