@@ -58,7 +58,9 @@ pub use lsn::Lsn;
 pub use options::{MAX_KEY_LEN_LIMIT, StoreOptions};
 pub use random::{Entropy, SeededEntropy, SystemEntropy};
 pub use redo::{RedoRecord, SimpleRedo, WalRedo};
-pub use store::{Discarded, DiscardedTimeline, RestorePoint, Restored, Store};
+pub use store::{
+    Discarded, DiscardedTimeline, EvictReport, KeepReason, KeptLayer, RestorePoint, Restored, Store,
+};
 pub use timeline::{CompactionReport, GcReport, ReadTrace, Timeline, TimelineWriter};
 pub use value::{KeyRange, Value};
 pub use wal::FsyncPolicy;

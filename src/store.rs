@@ -323,6 +323,8 @@ impl Store {
             bg_tx: Mutex::new(Some(bg_tx)),
             closed: AtomicBool::new(false),
             bg_error: Mutex::new(None),
+            bg_started: std::sync::atomic::AtomicU64::new(0),
+            bg_done: tokio::sync::watch::Sender::new(0),
             io: io.clone(),
             remote: remote.clone(),
             rt: rt.clone(),
@@ -430,7 +432,8 @@ impl Store {
     }
 
     /// Number of write-ahead log segment files on disk (0 with the log turned off). Segments
-    /// go once flushed layers cover them.
+    /// go once flushed layers cover them; the active one too, replaced by an empty one, when
+    /// that frees at least 1 MiB, and at [`close`](Store::close) whatever it holds.
     pub fn wal_segments(&self) -> usize {
         self.env.wal.as_ref().map_or(0, |w| w.segment_count())
     }
@@ -788,7 +791,12 @@ impl Store {
         if let Some(wal) = self.env.wal.clone()
             && let Err(e) = self
                 .env
-                .blocking("syncing the log", move || wal.sync())
+                .blocking("syncing the log", move || {
+                    wal.sync()?;
+                    // Every timeline is flushed: what the log holds is in layer files.
+                    wal.trim();
+                    Ok(())
+                })
                 .await
             && result.is_ok()
         {
@@ -816,6 +824,43 @@ impl Store {
         result
     }
 
+    /// Waits for the store's background work to settle: every timeline flushed, then one full
+    /// pass of background compaction and GC started after that (kicked now, whatever
+    /// `background_period` says), then, with a remote, everything uploaded. For a daemon that
+    /// wants a quiet store before it measures, snapshots or hands over; work that new writes
+    /// cause afterwards is not waited for.
+    ///
+    /// # Errors
+    /// The first flush or upload error; [`ErrorKind::Closed`], [`ErrorKind::Poisoned`] or
+    /// [`ErrorKind::Fenced`] if the store stops meanwhile. A failure of the background pass
+    /// itself is not an error here: it is in [`background_error`](Store::background_error).
+    pub async fn settle(&self) -> Result<()> {
+        let timelines: Vec<_> = self.state.lock().by_id.values().cloned().collect();
+        for tl in timelines {
+            match tl.flush().await {
+                // Deleted meanwhile: nothing of it to settle.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                r => {
+                    r?;
+                }
+            }
+        }
+        let mut done = self.env.bg_done.subscribe();
+        let after = self.env.bg_started.load(Ordering::Acquire);
+        self.env.kick_background();
+        while *done.borrow_and_update() <= after {
+            self.env.check()?;
+            let _ = self
+                .env
+                .timeout(std::time::Duration::from_millis(100), done.changed())
+                .await;
+        }
+        match &self.env.remote {
+            Some(r) => r.wait_uploaded().await,
+            None => Ok(()),
+        }
+    }
+
     /// Waits until everything flushed so far is in object storage (layers, indexes, catalog).
     ///
     /// # Errors
@@ -841,8 +886,9 @@ impl Store {
     }
 
     /// Evicts resident layers that are in object storage, least recently used first, until the
-    /// local layer bytes fit `budget`; layers a reader holds stay. Returns the bytes evicted.
-    pub fn evict_layers(&self, budget: u64) -> u64 {
+    /// local layer bytes fit `budget`; layers a reader holds stay. Reports what it removed and,
+    /// when the budget could not be met, every layer it kept and why.
+    pub fn evict_layers(&self, budget: u64) -> EvictReport {
         let timelines: Vec<_> = self.state.lock().by_id.values().cloned().collect();
         evict_to_budget(&self.env, &timelines, budget)
     }
@@ -881,6 +927,7 @@ fn background_loop(env: &Env, state: &std::sync::Weak<Mutex<State>>, rx: &mpsc::
             return;
         }
         let Some(state) = state.upgrade() else { return };
+        let pass = env.bg_started.fetch_add(1, Ordering::AcqRel) + 1;
         let timelines: Vec<_> = state.lock().by_id.values().cloned().collect();
         drop(state);
         if let Some(budget) = env.remote.as_ref().and_then(|r| r.disk_budget) {
@@ -916,6 +963,7 @@ fn background_loop(env: &Env, state: &std::sync::Weak<Mutex<State>>, rx: &mpsc::
                 *env.bg_error.lock() = Some(e);
             }
         }
+        env.bg_done.send_replace(pass);
     }
 }
 
@@ -1104,24 +1152,28 @@ fn open_timeline(
 
 /// Evicts uploaded resident layers, least recently used first, until the resident layer bytes
 /// fit `budget`. Returns the bytes evicted.
-fn evict_to_budget(env: &Env, timelines: &[Arc<TimelineInner>], budget: u64) -> u64 {
+fn evict_to_budget(env: &Env, timelines: &[Arc<TimelineInner>], budget: u64) -> EvictReport {
     let mut resident = Vec::new();
+    let mut not_uploaded = Vec::new();
     let mut total = 0;
     for tl in timelines {
         for l in tl.snapshot().map.layers() {
             if l.is_resident() {
                 total += l.desc.file_size;
                 if l.remote_generation().is_some() {
-                    resident.push((l.last_used(), l.clone()));
+                    resident.push((l.last_used(), tl.id, l.clone()));
+                } else {
+                    not_uploaded.push((tl.id, l.clone()));
                 }
             }
         }
     }
     // Sorted by when each was last used as read once here: readers move the tick meanwhile,
     // and a key that changes during the sort breaks its order (the sort may panic).
-    resident.sort_by_key(|(used, _)| *used);
-    let mut evicted = 0;
-    for (_, l) in resident {
+    resident.sort_by_key(|(used, _, _)| *used);
+    let mut report = EvictReport::default();
+    let mut in_use = Vec::new();
+    for (_, tl, l) in resident {
         if total <= budget {
             break;
         }
@@ -1129,10 +1181,71 @@ fn evict_to_budget(env: &Env, timelines: &[Arc<TimelineInner>], budget: u64) -> 
             let _ = env.io.remove_file(path);
         }) {
             total -= l.desc.file_size;
-            evicted += l.desc.file_size;
+            report.evicted_bytes += l.desc.file_size;
+            report.evicted_layers += 1;
+        } else {
+            in_use.push((tl, l));
         }
     }
-    evicted
+    report.resident_bytes = total;
+    if total > budget {
+        let kept = |(tl, l): (TimelineId, Arc<Layer>), reason| KeptLayer {
+            timeline: tl,
+            layer: l.desc.file_name.clone(),
+            bytes: l.desc.file_size,
+            reason,
+        };
+        report
+            .kept
+            .extend(in_use.into_iter().map(|x| kept(x, KeepReason::InUse)));
+        report.kept.extend(
+            not_uploaded
+                .into_iter()
+                .map(|x| kept(x, KeepReason::NotUploaded)),
+        );
+    }
+    report
+}
+
+/// What [`Store::evict_layers`] did, and why it could not get under the budget when it could
+/// not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EvictReport {
+    /// Bytes of layer files removed from local disk.
+    pub evicted_bytes: u64,
+    /// How many layer files were removed.
+    pub evicted_layers: usize,
+    /// Bytes of layer files still on local disk afterwards.
+    pub resident_bytes: u64,
+    /// When `resident_bytes` is still over the budget: every resident layer that stayed,
+    /// with the reason. Empty when the budget was met.
+    pub kept: Vec<KeptLayer>,
+}
+
+/// A resident layer eviction had to keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeptLayer {
+    /// The timeline whose directory holds it.
+    pub timeline: TimelineId,
+    /// Its file name.
+    pub layer: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Why it stayed.
+    pub reason: KeepReason,
+}
+
+/// Why eviction kept a layer on local disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeepReason {
+    /// Not in object storage yet (or the store has no remote): the local file is its only
+    /// copy. It can go once the uploader has it.
+    NotUploaded,
+    /// A read or background job holds it open right now; a later pass can take it.
+    InUse,
 }
 
 /// The newest index of `tl` at or below this node's generation.

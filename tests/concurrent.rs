@@ -840,7 +840,7 @@ impl Worker {
                 Op::Lease => self.op_lease(cx)?,
                 Op::Evict => {
                     let budget = self.rng.below(64 << 10);
-                    self.stats.evicted_bytes += cx.store.evict_layers(budget);
+                    self.stats.evicted_bytes += cx.store.evict_layers(budget).evicted_bytes;
                 }
             }
         }
@@ -1661,6 +1661,19 @@ impl Worker {
                 "{ctx}: the old timeline is called {:?}, expected the backup name {backup:?}",
                 v.h.name()
             ));
+        }
+        // A writer taken under the name before the restore refuses to write from now on.
+        if let Some(mut w) = self.writers.remove(&v.i) {
+            let next = Lsn(v.h.last_record_lsn().0 + 1);
+            match w.finish_write(next) {
+                Err(e) if e.kind() == ErrorKind::Closed => {}
+                other => {
+                    return Err(format!(
+                        "{ctx}: a writer taken before the restore committed through the old \
+                         name: {other:?}"
+                    ));
+                }
+            }
         }
         m.tls[v.i].name = backup;
         m.tls.push(TlM::new(

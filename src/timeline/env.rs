@@ -32,6 +32,10 @@ pub(crate) struct Env {
     pub(crate) closed: AtomicBool,
     /// The last failure of background compaction or GC (they retry on their next run).
     pub(crate) bg_error: Mutex<Option<Error>>,
+    /// Background passes started, and the number of the last one finished: a pass that starts
+    /// after a kick has a number above what `started` said at the kick.
+    pub(crate) bg_started: std::sync::atomic::AtomicU64,
+    pub(crate) bg_done: tokio::sync::watch::Sender<u64>,
     /// Local file I/O, and the poison flag a failed fsync raises.
     pub(crate) io: Io,
     /// Object storage, if configured.

@@ -101,6 +101,9 @@ pub(crate) struct TimelineInner {
     /// on the ancestor's GC no longer keeps its branch point, and a read that fell through to
     /// the ancestor must retry (see `read.rs`).
     pub(crate) unbranched: AtomicBool,
+    /// How often a restore renamed the timeline away from its name: a writer taken under an
+    /// older name refuses to write.
+    pub(crate) renames: AtomicU64,
     /// Entered by every job that writes in the timeline's directory; delete closes it and
     /// waits for them (see [`gate`]).
     pub(crate) gate: gate::Gate,
@@ -165,6 +168,7 @@ impl TimelineInner {
             children: Mutex::new(BTreeMap::new()),
             deleted: AtomicBool::new(false),
             unbranched: AtomicBool::new(false),
+            renames: AtomicU64::new(0),
             gate: gate::Gate::default(),
             layer_ops: Mutex::new(()),
             gc_checked: Mutex::new(std::collections::HashMap::new()),
@@ -200,8 +204,11 @@ impl TimelineInner {
         self.name.read().clone()
     }
 
+    /// Gives the timeline a new name (a restore's backup name); writers taken before it fail
+    /// from then on (see [`TimelineWriter`]).
     pub(crate) fn set_name(&self, name: String) {
         *self.name.write() = name;
+        self.renames.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Fails if the store is closed or poisoned, or this timeline was deleted.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{TimelineInner, WriteState};
-use crate::error::{Error, Result, show_key};
+use crate::error::{Error, ErrorKind, Result, show_key};
 use crate::lsn::Lsn;
 use crate::value::Value;
 
@@ -13,8 +13,20 @@ use crate::value::Value;
 ///
 /// Puts are invisible to readers until published. Dropping the writer releases the timeline for
 /// another writer; puts not yet published stay pending for it.
+///
+/// A writer writes under the name its timeline had when it was taken. A
+/// [`restore`](crate::Store::restore) moves that name to a new timeline and gives the old one a
+/// backup name: from then on every `put` and `finish_write` of a writer taken before fails with
+/// [`Closed`](crate::ErrorKind::Closed) naming both names, so that writes meant for the name
+/// never land silently in the backup. Drop it and take a writer from
+/// [`Store::timeline`](crate::Store::timeline) of the name you mean. (A [`Timeline`](crate::Timeline)
+/// handle stays bound to its timeline: an old handle reads the backup, and says so in
+/// [`name`](crate::Timeline::name).)
 pub struct TimelineWriter {
     tl: Arc<TimelineInner>,
+    /// The timeline's name and rename count when the writer was taken.
+    name: String,
+    renames: u64,
 }
 
 impl std::fmt::Debug for TimelineWriter {
@@ -27,7 +39,27 @@ impl std::fmt::Debug for TimelineWriter {
 
 impl TimelineWriter {
     pub(crate) fn new(tl: Arc<TimelineInner>) -> Self {
-        TimelineWriter { tl }
+        // The count first: a rename between the two reads makes the writer refuse, never
+        // write under a name it did not see.
+        let renames = tl.renames.load(Ordering::Acquire);
+        let name = tl.name();
+        TimelineWriter { tl, name, renames }
+    }
+
+    /// Fails if a restore moved the writer's name to another timeline since it was taken.
+    fn check_name(&self) -> Result<()> {
+        if self.tl.renames.load(Ordering::Acquire) == self.renames {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Closed,
+            format!(
+                "a restore moved the name {:?} to another timeline; this writer's timeline {} is now {:?}, and writes through it are refused: take a new writer",
+                self.name,
+                self.tl.id,
+                self.tl.name()
+            ),
+        ))
     }
 
     /// Writes `value` for `key` at `lsn`. Several keys may share an LSN.
@@ -39,6 +71,7 @@ impl TimelineWriter {
     pub fn put(&mut self, key: &[u8], lsn: Lsn, value: Value) -> Result<()> {
         let tl = &self.tl;
         tl.check()?;
+        self.check_name()?;
         let opts = &tl.env.options;
         if key.is_empty() {
             return Err(Error::invalid(format!(
@@ -126,6 +159,7 @@ impl TimelineWriter {
     pub fn finish_write_at(&mut self, lsn: Lsn, commit_time: std::time::SystemTime) -> Result<()> {
         let tl = &self.tl;
         tl.check()?;
+        self.check_name()?;
         if lsn == Lsn::MAX {
             return Err(Error::invalid(format!(
                 "timeline {}: finish_write at LSN {lsn}: the largest LSN is reserved",

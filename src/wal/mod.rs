@@ -71,6 +71,10 @@ struct Active {
     spare: Vec<u8>,
 }
 
+/// The active segment is replaced by a new one, so that it can be removed, once flushed layers
+/// cover all of it and it holds at least this many bytes (and at close, whatever it holds).
+const ACTIVE_TRIM_MIN: u64 = 1 << 20;
+
 pub(crate) struct Wal {
     io: Io,
     dir: PathBuf,
@@ -288,17 +292,35 @@ impl Wal {
     }
 
     fn recycle(&self) {
+        self.recycle_rolling_over(ACTIVE_TRIM_MIN);
+    }
+
+    /// Removes every segment that flushed layers cover, the active one too once it holds no
+    /// record still needed: at close, and whenever that would free at least
+    /// [`ACTIVE_TRIM_MIN`] bytes (a new, empty segment takes its place).
+    pub(crate) fn trim(&self) {
+        self.recycle_rolling_over(crate::format::WAL_HEADER_LEN as u64 + 1);
+    }
+
+    fn recycle_rolling_over(&self, active_min: u64) {
         let mut durable = self.durable.lock();
         let mut a = self.active.lock();
+        let needed = |s: &Segment| {
+            // A timeline not registered yet keeps its records: nothing can be dropped unseen.
+            s.max_lsn
+                .iter()
+                .any(|(tl, lsn)| durable.get(tl).is_none_or(|d| lsn > d))
+        };
+        // Records still in the pending buffer go to whichever segment is active when they
+        // are written, so they never keep an old one.
+        if a.len >= active_min && a.segments.last().is_some_and(|s| !needed(s)) {
+            // A failure leaves the segment in place (and a failed fsync poisons the store).
+            let _ = self.roll(&mut a);
+        }
         let last = a.segments.len().saturating_sub(1);
         let mut keep = Vec::with_capacity(a.segments.len());
         for (i, s) in std::mem::take(&mut a.segments).into_iter().enumerate() {
-            // A timeline not registered yet keeps its records: nothing can be dropped unseen.
-            let needed = s
-                .max_lsn
-                .iter()
-                .any(|(tl, lsn)| durable.get(tl).is_none_or(|d| lsn > d));
-            if i == last || needed || self.io.remove_file(&s.path).is_err() {
+            if i == last || needed(&s) || self.io.remove_file(&s.path).is_err() {
                 keep.push(s);
             }
         }
