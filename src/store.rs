@@ -794,8 +794,7 @@ impl Store {
                 .blocking("syncing the log", move || {
                     wal.sync()?;
                     // Every timeline is flushed: what the log holds is in layer files.
-                    wal.trim();
-                    Ok(())
+                    wal.trim()
                 })
                 .await
             && result.is_ok()

@@ -782,6 +782,17 @@ impl Harness {
                         );
                         prop_assert_eq!(restored.timeline.name(), name, "{}: new name", ctx);
                         prop_assert_eq!(restored.timeline.last_record_lsn(), Lsn(lsn), "{}", ctx);
+                        // A writer taken before the restore refuses: it was writing to the
+                        // name, which now names another timeline. A new one writes the backup.
+                        if let Some(mut w) = self.writers[target].take() {
+                            let e = w
+                                .finish_write(Lsn(self.models[target]
+                                    .last_put
+                                    .max(self.models[target].lrl)
+                                    + 1))
+                                .expect_err("a writer whose name a restore moved must refuse");
+                            prop_assert_eq!(e.kind(), ErrorKind::Closed, "{}: {}", ctx, e);
+                        }
                         self.models[target].name = backup;
                         self.add_timeline(restored.timeline, Some((source, lsn)));
                         stat(|s| {

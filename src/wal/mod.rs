@@ -292,17 +292,20 @@ impl Wal {
     }
 
     fn recycle(&self) {
-        self.recycle_rolling_over(ACTIVE_TRIM_MIN);
+        if let Err(e) = self.recycle_rolling_over(ACTIVE_TRIM_MIN) {
+            // The new segment could not be made durable: the store's state is uncertain.
+            self.io.poison(e.to_string());
+        }
     }
 
     /// Removes every segment that flushed layers cover, the active one too once it holds no
     /// record still needed: at close, and whenever that would free at least
     /// [`ACTIVE_TRIM_MIN`] bytes (a new, empty segment takes its place).
-    pub(crate) fn trim(&self) {
-        self.recycle_rolling_over(crate::format::WAL_HEADER_LEN as u64 + 1);
+    pub(crate) fn trim(&self) -> Result<()> {
+        self.recycle_rolling_over(crate::format::WAL_HEADER_LEN as u64 + 1)
     }
 
-    fn recycle_rolling_over(&self, active_min: u64) {
+    fn recycle_rolling_over(&self, active_min: u64) -> Result<()> {
         let mut durable = self.durable.lock();
         let mut a = self.active.lock();
         let needed = |s: &Segment| {
@@ -314,8 +317,7 @@ impl Wal {
         // Records still in the pending buffer go to whichever segment is active when they
         // are written, so they never keep an old one.
         if a.len >= active_min && a.segments.last().is_some_and(|s| !needed(s)) {
-            // A failure leaves the segment in place (and a failed fsync poisons the store).
-            let _ = self.roll(&mut a);
+            self.roll(&mut a)?;
         }
         let last = a.segments.len().saturating_sub(1);
         let mut keep = Vec::with_capacity(a.segments.len());
@@ -333,6 +335,7 @@ impl Wal {
                 || pending.max_lsn.contains_key(tl)
                 || a.segments.iter().any(|s| s.max_lsn.contains_key(tl))
         });
+        Ok(())
     }
 
     /// Timelines the log keeps an entry for, for tests.
