@@ -24,6 +24,10 @@ pub enum ErrorKind {
     LsnNotYetAvailable,
     /// A read asked for an LSN below the timeline's GC cutoff.
     BelowGcCutoff,
+    /// A read of a branch asked for an LSN below its branch point: that history belongs to
+    /// the ancestor (read it there, [`Timeline::ancestor`](crate::Timeline::ancestor) names
+    /// it), not to the branch.
+    BelowBranchPoint,
     /// Bytes on disk or in object storage failed their checksum or do not parse.
     Corruption,
     /// This node lost its generation: another node owns the store now.
@@ -38,6 +42,9 @@ pub enum ErrorKind {
     Poisoned,
     /// The store or timeline is closed.
     Closed,
+    /// The store was opened read-only ([`StoreOptions::read_only`](crate::StoreOptions::read_only)):
+    /// it writes, uploads and deletes nothing, so it refuses every call that would.
+    ReadOnly,
 }
 
 impl fmt::Display for ErrorKind {
@@ -49,6 +56,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::LsnTimeout => "LSN wait timed out",
             ErrorKind::LsnNotYetAvailable => "LSN not yet available",
             ErrorKind::BelowGcCutoff => "below GC cutoff",
+            ErrorKind::BelowBranchPoint => "below branch point",
             ErrorKind::Corruption => "corruption",
             ErrorKind::Fenced => "fenced",
             ErrorKind::Redo => "redo failed",
@@ -56,6 +64,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Io => "I/O error",
             ErrorKind::Poisoned => "poisoned",
             ErrorKind::Closed => "closed",
+            ErrorKind::ReadOnly => "read-only",
         })
     }
 }

@@ -6,6 +6,7 @@
 //! | `CATALOG` | the timelines and their names; its presence marks the directory as a store |
 //! | `LOCK` | locked while a process has the store open |
 //! | `OWNER` | with a remote: the generation this directory last claimed (see [`remote`](crate::remote), "Reopening a directory") |
+//! | `READ_ONLY` | marks the directory as a read-only store's cache, cleared at every open |
 //! | `DISCARDING` | present only while an open replaces stale local state with the remote's newer state |
 //! | `wal/<seq>.seg` | the write-ahead log, shared by every timeline |
 //! | `timelines/<id>/manifest` | the timeline's manifest: its layers and watermarks |
@@ -29,5 +30,7 @@ pub(crate) const TIME_INDEX_FILE: &str = "timeindex";
 pub(crate) const WAL_DIR: &str = "wal";
 /// The generation this directory last claimed in its remote (see `format::owner`).
 pub(crate) const OWNER_FILE: &str = "OWNER";
+/// Marks a directory as the cache of a read-only store (cleared at every open).
+pub(crate) const READ_ONLY_FILE: &str = "READ_ONLY";
 /// Present while an open replaces stale local state with the remote's newer state.
 pub(crate) const DISCARD_FILE: &str = "DISCARDING";

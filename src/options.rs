@@ -52,6 +52,7 @@ pub struct StoreOptions {
     pub(crate) remote: Option<RemoteStorage>,
     pub(crate) node_id: String,
     pub(crate) local_disk_budget: Option<u64>,
+    pub(crate) read_only: bool,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -81,6 +82,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("remote", &self.remote)
             .field("node_id", &self.node_id)
             .field("local_disk_budget", &self.local_disk_budget)
+            .field("read_only", &self.read_only)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +123,7 @@ impl StoreOptions {
             remote: None,
             node_id: format!("pid-{}", std::process::id()),
             local_disk_budget: None,
+            read_only: false,
         }
     }
 
@@ -320,6 +323,28 @@ impl StoreOptions {
         self
     }
 
+    /// Open the [`remote`](StoreOptions::remote) store read-only (default off): for an
+    /// inspector, an analytics job or a reader beside the owner. The store claims no
+    /// generation, so it never fences the owner, and never writes, uploads or deletes anything
+    /// in object storage; every call that would ([`Timeline::writer`](crate::Timeline::writer),
+    /// branch, delete, restore, GC, compaction, leases) fails with
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly). Opening does not wait.
+    ///
+    /// It reads the newest catalog and indexes in object storage at open, whichever generation
+    /// wrote them, and serves reads at any LSN they cover; layers download on demand into the
+    /// directory, which is only a cache: it must be empty (or missing) or a previous read-only
+    /// cache, and is cleared at every open. A layer that the owner's GC or compaction removes
+    /// from object storage after the open and that was not downloaded yet fails its read with
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) naming the object; open again to
+    /// read the owner's newer state.
+    ///
+    /// Requires a remote ([`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+    /// without one).
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::invalid(what));
         if self.max_key_len == 0 || self.max_key_len > MAX_KEY_LEN_LIMIT {
@@ -361,6 +386,12 @@ impl StoreOptions {
         }
         if self.background_period.is_some_and(|p| p.is_zero()) {
             return bad("background_period must not be zero".to_string());
+        }
+        if self.read_only && self.remote.is_none() {
+            return bad(format!(
+                "{}: a read-only open needs a remote (StoreOptions::remote); it reads the store from object storage",
+                self.path.display()
+            ));
         }
         if let Compression::Zstd(level) = self.compression
             && !zstd::compression_level_range().contains(&level)

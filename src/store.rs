@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -20,8 +20,8 @@ use crate::id::TimelineId;
 use crate::io::Io;
 use crate::layer::{BlockCache, Layer};
 use crate::layout::{
-    CATALOG_FILE, DISCARD_FILE, LOCK_FILE, MANIFEST_FILE, OWNER_FILE, TIME_INDEX_FILE,
-    TIMELINES_DIR, WAL_DIR,
+    CATALOG_FILE, DISCARD_FILE, LOCK_FILE, MANIFEST_FILE, OWNER_FILE, READ_ONLY_FILE,
+    TIME_INDEX_FILE, TIMELINES_DIR, WAL_DIR,
 };
 use crate::lsn::Lsn;
 use crate::options::StoreOptions;
@@ -30,6 +30,8 @@ use crate::timeline::{Env, StoreRuntime, Timeline, TimelineInner};
 use crate::wal::{FsyncPolicy, Wal};
 
 const CLOSE_UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long `close` waits for the uploader to stop before it gives up releasing the generation.
+const CLOSE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const MAX_NAME_LEN: usize = 255;
 
 /// The timelines and the catalog that names them, changed together.
@@ -130,6 +132,8 @@ pub struct Store {
     /// The store's own runtime: uploads, downloads, timers, blocking halves of async calls.
     runtime: Mutex<StoreRuntime>,
     discarded: Option<Discarded>,
+    /// How long open waited for the previous owner's deletions (see `claim_wait`).
+    claim_wait: Duration,
     _lock: File,
 }
 
@@ -186,6 +190,8 @@ impl Store {
         let dir = options.path.clone();
         let catalog_path = dir.join(CATALOG_FILE);
         let discard_marker = dir.join(DISCARD_FILE);
+        let read_only = options.read_only;
+        let read_only_marker = dir.join(READ_ONLY_FILE);
         let is_new = if dir.exists() {
             if !dir.is_dir() {
                 return Err(Error::invalid(format!(
@@ -193,7 +199,27 @@ impl Store {
                     dir.display()
                 )));
             }
-            if discard_marker.exists() {
+            if read_only {
+                // The directory is only a cache, rebuilt below; it must not be someone's store.
+                if !read_only_marker.exists()
+                    && !io
+                        .list_dir(&dir)?
+                        .iter()
+                        .all(|n| is_leftover_of_creation(&dir, n))
+                {
+                    return Err(Error::invalid(format!(
+                        "{}: a read-only store needs an empty directory (or its own earlier cache) to download into; this one holds other files",
+                        dir.display()
+                    )));
+                }
+                true
+            } else if read_only_marker.exists() {
+                return Err(Error::invalid(format!(
+                    "{} is a read-only store's cache ({} is there); open it read-only, or give a writable store an empty directory",
+                    dir.display(),
+                    read_only_marker.display()
+                )));
+            } else if discard_marker.exists() {
                 if options.remote.is_none() {
                     return Err(Error::invalid(format!(
                         "{}: an earlier open was replacing this directory's stale state with its remote's newer state ({} is there); open it with its remote",
@@ -224,19 +250,48 @@ impl Store {
         };
         let lock = lock_dir(&dir)?;
         let timelines_dir = dir.join(TIMELINES_DIR);
+        let mut claim_wait = Duration::ZERO;
         let remote = match &options.remote {
             None => None,
+            Some(storage) if read_only => {
+                // No claim: the owner keeps its generation. Read the newest state there is.
+                let storage = storage.clone().with_entropy(options.entropy.clone());
+                for leftover in [&timelines_dir, &dir.join(CATALOG_FILE)] {
+                    if leftover.exists() {
+                        remove_any(&io, leftover)?;
+                    }
+                }
+                io.write_atomic(&read_only_marker, &[])?;
+                Some(RemoteCtx::new(
+                    storage,
+                    Generation(u32::MAX),
+                    rt.clone(),
+                    options.local_disk_budget,
+                    true,
+                ))
+            }
             Some(storage) => {
                 let storage = storage.clone().with_entropy(options.entropy.clone());
+                // The generation this directory held last: its process has exited (the lock
+                // above is ours), so nothing it deleted is still in flight.
+                let owner_path = dir.join(OWNER_FILE);
+                let own_previous = match io.read(&owner_path) {
+                    Ok(bytes) => Some(Generation(decode_owner(&bytes, &owner_path)?)),
+                    Err(e) if e.kind() == ErrorKind::NotFound => None,
+                    Err(e) => return Err(e),
+                };
                 let generation = rt.block_on(storage.claim_generation(&options.node_id))?;
                 // An old owner's deletion validated just before this claim finishes within the
-                // grace period: read the index only after it.
-                std::thread::sleep(storage.claim_grace());
+                // grace period: read the index only after it — unless that owner is known to
+                // be done (none, released at close, or this directory's own exited process).
+                claim_wait = rt.block_on(storage.claim_wait(generation, own_previous))?;
+                std::thread::sleep(claim_wait);
                 Some(RemoteCtx::new(
                     storage.clone(),
                     generation,
                     rt.clone(),
                     options.local_disk_budget,
+                    false,
                 ))
             }
         };
@@ -296,13 +351,13 @@ impl Store {
                 c
             }
         };
-        if let Some(r) = &remote {
+        if let Some(r) = remote.as_ref().filter(|r| !r.read_only) {
             // Before anything is uploaded under the new generation: the next open compares it
             // with the remote's newest writer.
             io.write_atomic(&dir.join(OWNER_FILE), &encode_owner(r.generation.0))?;
         }
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
-        let (wal, wal_records) = if options.wal {
+        let (wal, wal_records) = if options.wal && !read_only {
             let (w, r) = Wal::open(
                 &io,
                 &dir.join(WAL_DIR),
@@ -336,11 +391,13 @@ impl Store {
             for (id, layers) in remote_layers {
                 r.note_uploaded(id, layers);
             }
-            for tl in by_id.values() {
-                r.mark_dirty(tl.id, tl.me.clone());
+            if !r.read_only {
+                for tl in by_id.values() {
+                    r.mark_dirty(tl.id, tl.me.clone());
+                }
+                r.mark_catalog(catalog.encode());
+                rt.spawn(r.clone().run());
             }
-            r.mark_catalog(catalog.encode());
-            rt.spawn(r.clone().run());
             // Warm what the previous owner read most, in the background.
             for (id, names) in hot_layers {
                 if let Some(tl) = by_id.get(&id) {
@@ -414,6 +471,7 @@ impl Store {
             threads: Mutex::new(threads),
             runtime: Mutex::new(runtime),
             discarded,
+            claim_wait,
             _lock: lock,
         })
     }
@@ -450,6 +508,8 @@ impl Store {
     /// [`ErrorKind::AlreadyExists`] if the name is taken; [`ErrorKind::InvalidArgument`] for an
     /// empty name, one over 255 bytes, or one with control characters.
     pub async fn create_timeline(&self, name: &str) -> Result<Timeline> {
+        self.env
+            .check_writable(&format!("creating timeline {name:?}"))?;
         let (core, name) = (self.core(), name.to_string());
         self.env
             .blocking("creating a timeline", move || core.create_timeline(&name))
@@ -465,6 +525,7 @@ impl Store {
     /// `last_record_lsn` or below its GC cutoff; [`ErrorKind::AlreadyExists`] if the name is
     /// taken; [`ErrorKind::NotFound`] if the parent was deleted.
     pub async fn branch(&self, name: &str, parent: &Timeline, lsn: Lsn) -> Result<Timeline> {
+        self.env.check_writable(&format!("branching {name:?}"))?;
         let (core, name, parent) = (self.core(), name.to_string(), parent.clone());
         self.env
             .blocking("branching", move || core.branch(&name, &parent, lsn))
@@ -723,6 +784,8 @@ impl Store {
     /// [`ErrorKind::InvalidArgument`] if it has children (delete them or
     /// [`detach_ancestor`](Store::detach_ancestor) them first); [`ErrorKind::NotFound`].
     pub async fn delete_timeline(&self, name: &str) -> Result<()> {
+        self.env
+            .check_writable(&format!("deleting timeline {name:?}"))?;
         let (core, name) = (self.core(), name.to_string());
         self.env
             .blocking("deleting a timeline", move || core.delete_timeline(&name))
@@ -738,6 +801,7 @@ impl Store {
     /// materializing.
     pub async fn detach_ancestor(&self, name: &str) -> Result<()> {
         self.env.check()?;
+        self.env.check_writable(&format!("detaching {name:?}"))?;
         let tl = self.timeline(name)?.inner;
         let t2 = tl.clone();
         self.env
@@ -766,6 +830,7 @@ impl Store {
         source: &str,
         point: RestorePoint,
     ) -> Result<Restored> {
+        self.env.check_writable(&format!("restoring {name:?}"))?;
         let (core, name, source) = (self.core(), name.to_string(), source.to_string());
         self.env
             .blocking("restoring", move || {
@@ -818,6 +883,16 @@ impl Store {
                     ),
                 )),
             };
+        }
+        if let Some(r) = &self.env.remote {
+            // The last request: after it the next owner need not wait for this one.
+            let r = r.clone();
+            let _ = self
+                .env
+                .on_runtime("releasing the generation", async move {
+                    Ok(r.stop_and_release(CLOSE_RELEASE_TIMEOUT).await)
+                })
+                .await;
         }
         self.shutdown();
         result
@@ -872,9 +947,24 @@ impl Store {
         }
     }
 
+    /// How long [`open`](Store::open) waited after claiming its generation, for deletions the
+    /// previous owner may have validated just before the claim: zero for a fresh store, after
+    /// a clean [`close`](Store::close) (which releases the generation), and when this
+    /// directory held the previous generation itself; the claim grace
+    /// ([`RemoteStorage::claim_grace`](crate::remote::RemoteStorage::claim_grace)) when taking
+    /// over from another node that did not release. Zero without a remote.
+    pub fn claim_wait(&self) -> Duration {
+        self.claim_wait
+    }
+
     /// The generation this node holds in object storage, if it has a remote.
+    /// `None` for a [read-only](StoreOptions::read_only) store, which holds none.
     pub fn generation(&self) -> Option<crate::remote::Generation> {
-        self.env.remote.as_ref().map(|r| r.generation)
+        self.env
+            .remote
+            .as_ref()
+            .filter(|r| !r.read_only)
+            .map(|r| r.generation)
     }
 
     /// The last error the uploader met (it retries with backoff), if any, with its kind
@@ -935,6 +1025,10 @@ fn background_loop(env: &Env, state: &std::sync::Weak<Mutex<State>>, rx: &mpsc::
         for tl in timelines {
             if env.check().is_err() {
                 return;
+            }
+            if env.options.read_only {
+                // Compaction and GC are the owner's: a read-only store only evicts.
+                break;
             }
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 tl.compact_if_needed()?;

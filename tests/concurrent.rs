@@ -913,7 +913,10 @@ impl Worker {
             Err(e) => {
                 let cutoff_after = v.h.gc_cutoff().0;
                 match e.kind() {
-                    ErrorKind::BelowGcCutoff if lsn < cutoff_after => {
+                    // A branch's cutoff is never below its branch point.
+                    ErrorKind::BelowGcCutoff | ErrorKind::BelowBranchPoint
+                        if lsn < cutoff_after =>
+                    {
                         self.stats.refused_below_cutoff += 1;
                         self.stats.reads_checked += 1;
                         Ok(None)

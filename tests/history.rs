@@ -69,10 +69,19 @@ async fn branch_reads_the_parent_at_the_branch_point_and_writes_apart() {
     );
     assert_eq!(read(&main, 3, 30).await.unwrap(), "main-3");
     assert_eq!(read(&main, 30, 30).await.unwrap(), "b-30");
-    // Below the branch point the child refuses, naming its cutoff.
+    // Below the branch point the child refuses with a kind of its own, naming the branch
+    // point and the ancestor that holds that history, which reads it.
     let err = dev.get(&key(3), Lsn(12)).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::BelowGcCutoff);
+    assert_eq!(err.kind(), ErrorKind::BelowBranchPoint, "{err}");
     assert!(err.to_string().contains("0/F"), "{err}");
+    assert!(err.to_string().contains("main"), "{err}");
+    for r in [
+        dev.get_many(&[key(3)], Lsn(12)).await.map(drop),
+        dev.scan::<&[u8]>(.., Lsn(12)).await.map(drop),
+    ] {
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::BelowBranchPoint);
+    }
+    assert_eq!(read(&main, 3, 12).await.unwrap(), "a-3");
     store.close().await.unwrap();
 
     let store = Store::open(opts(dir.path())).await.unwrap();

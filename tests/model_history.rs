@@ -991,7 +991,12 @@ impl Harness {
                     "{ctx}: get at {below}, below the cutoff, worked"
                 )));
             };
-            prop_assert_eq!(e.kind(), ErrorKind::BelowGcCutoff, "{}: get below", ctx);
+            // Below a branch's branch point the history is its ancestor's: a kind of its own.
+            let below_kind = match m.ancestor {
+                Some((_, at)) if below.0 < at => ErrorKind::BelowBranchPoint,
+                _ => ErrorKind::BelowGcCutoff,
+            };
+            prop_assert_eq!(e.kind(), below_kind, "{}: get below: {}", ctx, e);
             // A background GC may have moved the cutoff since: the error names the one it met.
             let now_cutoff = tl.gc_cutoff();
             prop_assert!(
@@ -1002,19 +1007,9 @@ impl Harness {
                 e
             );
             let r = tl.get_many(&KEYS, below).await.map(|_| ());
-            prop_assert_eq!(
-                r.map_err(|e| e.kind()),
-                Err(ErrorKind::BelowGcCutoff),
-                "{}",
-                ctx
-            );
+            prop_assert_eq!(r.map_err(|e| e.kind()), Err(below_kind), "{}", ctx);
             let r = tl.scan::<&[u8]>(.., below).await.map(|_| ());
-            prop_assert_eq!(
-                r.map_err(|e| e.kind()),
-                Err(ErrorKind::BelowGcCutoff),
-                "{}",
-                ctx
-            );
+            prop_assert_eq!(r.map_err(|e| e.kind()), Err(below_kind), "{}", ctx);
             stat(|s| s.below_cutoff_checks += 1);
         }
 
@@ -1061,7 +1056,8 @@ impl Harness {
         lsn: u64,
         ctx: &str,
     ) -> Result<bool, TestCaseError> {
-        let below = |e: &ErrorKind| *e == ErrorKind::BelowGcCutoff;
+        let below =
+            |e: &ErrorKind| matches!(e, ErrorKind::BelowGcCutoff | ErrorKind::BelowBranchPoint);
         let mut want_all = Vec::new();
         for k in keys {
             let want = model_get(flat, k, lsn);

@@ -24,7 +24,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
 use crate::error::{Error, ErrorKind, Result};
 
 use super::Generation;
-use super::names::{CLAIM_OBJECT, CLAIMS_DIR, claim_object_of};
+use super::names::{CLAIM_OBJECT, CLAIMS_DIR, claim_object_of, released_object_of};
 use super::retry::is_transient;
 use super::storage::{RemoteStorage, seal, store_error, unseal};
 
@@ -124,7 +124,8 @@ impl RemoteStorage {
     /// for people reading it) and returns it. From now on, any node holding an older
     /// generation is fenced.
     ///
-    /// Wait [`claim_grace`](RemoteStorage::claim_grace) after this before reading the index.
+    /// Wait [`claim_wait`](RemoteStorage::claim_wait) after this before reading the index (the
+    /// grace period when the previous owner may still be deleting, zero when it cannot be).
     ///
     /// # Errors
     ///
@@ -197,6 +198,66 @@ impl RemoteStorage {
                 ),
             )),
         }
+    }
+
+    /// Records that `generation` has stopped for good with nothing in flight: every deletion it
+    /// validated has finished, and it will write and delete nothing more. Written by
+    /// [`Store::close`](crate::Store::close) as its last request; the next claimer reads it
+    /// with [`is_released`](RemoteStorage::is_released) and skips the
+    /// [`claim_grace`](RemoteStorage::claim_grace) wait.
+    ///
+    /// Call it only when that is true: a release written while a deletion may still land
+    /// removes the protection the grace period gives the next owner.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] when the store fails (the next claimer then waits the grace).
+    pub async fn release_generation(&self, generation: Generation) -> Result<()> {
+        self.upload(
+            &released_object_of(generation),
+            Bytes::from(format!("{generation}\n")),
+        )
+        .await
+    }
+
+    /// Whether `generation` was released by its owner (see
+    /// [`release_generation`](RemoteStorage::release_generation)).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] when the store fails; [`ErrorKind::Corruption`] if the record is
+    /// damaged.
+    pub async fn is_released(&self, generation: Generation) -> Result<bool> {
+        match self.download(&released_object_of(generation)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How long a node that just claimed `generation` must wait before it reads the index:
+    /// zero when no deletion validated under the generation before it can still land — there
+    /// is none (a fresh store), its owner released it ([`is_released`](RemoteStorage::is_released)),
+    /// or it is `own_previous`, the generation the caller itself held last and whose process is
+    /// known to have exited (the store directory's lock is free); otherwise
+    /// [`claim_grace`](RemoteStorage::claim_grace).
+    ///
+    /// # Errors
+    ///
+    /// As [`is_released`](RemoteStorage::is_released).
+    pub async fn claim_wait(
+        &self,
+        generation: Generation,
+        own_previous: Option<Generation>,
+    ) -> Result<std::time::Duration> {
+        let previous = match generation.0.checked_sub(1) {
+            None | Some(0) => return Ok(std::time::Duration::ZERO),
+            Some(p) => Generation(p),
+        };
+        if own_previous == Some(previous) || self.is_released(previous).await? {
+            return Ok(std::time::Duration::ZERO);
+        }
+        Ok(self.claim_grace)
     }
 
     /// The backend's claim protocol, probed on first use.

@@ -17,6 +17,7 @@
 //! | catalog | `{prefix}/catalog-{gen}` | the crate's catalog encoding (opaque here) |
 //! | generation claim | `{prefix}/generation` | `{gen}\n{nonce:016x}\n{node_id}` |
 //! | claim, create-only backends | `{prefix}/generations/{gen}` | `{gen}\n{nonce:016x}\n{node_id}` |
+//! | release record | `{prefix}/released/{gen}` | `{gen}\n`: the owner of `{gen}` closed cleanly, nothing of it is in flight |
 //! | capability probe | `{prefix}/generation.probe` | never stored: a conditional update that must fail (deleted again if a backend that ignores conditions took it) |
 //!
 //! Every object, whatever its kind, ends with a 4-byte trailer: the CRC32 (little-endian) of the
@@ -46,6 +47,14 @@
 //! [`RemoteStorage::delete_checked`] gives up on a deletion that has not finished within half of
 //! that grace after its check, so no deletion validated under the old generation lands after the
 //! new owner has read what it needs.
+//!
+//! The wait is skipped where no such deletion can exist ([`RemoteStorage::claim_wait`]): for the
+//! first generation of a store; when the previous owner released its generation
+//! ([`RemoteStorage::release_generation`], written by a clean `Store::close` as its last request,
+//! after its uploader stopped, and only if none of its checked deletions failed or was
+//! abandoned); and when the previous generation is the one the opening directory held itself
+//! (its process has exited: the directory lock is free). So only a takeover from a node that
+//! crashed, vanished or is still running waits.
 //!
 //! What fencing guarantees on each backend:
 //!

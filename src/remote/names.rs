@@ -18,6 +18,8 @@ pub(super) const CATALOG_STEM: &str = "catalog";
 pub(super) const CLAIM_OBJECT: &str = "generation";
 /// The folder of per-generation claim objects (backends with `Create` only).
 pub(super) const CLAIMS_DIR: &str = "generations";
+/// The folder of release records: a generation whose owner closed cleanly.
+pub(super) const RELEASED_DIR: &str = "released";
 
 /// The name of a layer file uploaded under generation `generation`:
 /// `timelines/{timeline}/{layer_file_name}-{generation}`.
@@ -73,6 +75,11 @@ pub fn catalog_object(generation: Generation) -> String {
 /// The name of the claim object of `generation` on create-only backends.
 pub(super) fn claim_object_of(generation: Generation) -> String {
     format!("{CLAIMS_DIR}/{generation}")
+}
+
+/// The release record of `generation`: `released/{gen}`.
+pub(super) fn released_object_of(generation: Generation) -> String {
+    format!("{RELEASED_DIR}/{generation}")
 }
 
 /// The generation in a file name `{stem}-{gen}`, if the name is exactly that.

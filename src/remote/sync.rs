@@ -57,11 +57,19 @@ pub(crate) struct RemoteCtx {
     pub(crate) generation: Generation,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) disk_budget: Option<u64>,
+    /// A read-only store's link: downloads only; it holds no generation (`generation` is the
+    /// newest possible, for reading the newest indexes), and never uploads, deletes or releases.
+    pub(crate) read_only: bool,
     queue: Mutex<Queue>,
     notify: Notify,
     completed: watch::Sender<u64>,
     fenced: AtomicBool,
     stopped: AtomicBool,
+    /// Whether the uploader loop is running (`true` from `run` until it returns).
+    running: watch::Sender<bool>,
+    /// A checked deletion failed or was abandoned: it may still land, so this generation must
+    /// not be released.
+    uncertain_delete: AtomicBool,
     /// Per timeline, the layers (name → generation) the last uploaded index named.
     uploaded: Mutex<BTreeMap<TimelineId, BTreeMap<String, u32>>>,
     last_error: Mutex<Option<Error>>,
@@ -73,17 +81,21 @@ impl RemoteCtx {
         generation: Generation,
         runtime: tokio::runtime::Handle,
         disk_budget: Option<u64>,
+        read_only: bool,
     ) -> Arc<RemoteCtx> {
         Arc::new(RemoteCtx {
             storage,
             generation,
             runtime,
             disk_budget,
+            read_only,
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             completed: watch::Sender::new(0),
             fenced: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            running: watch::Sender::new(false),
+            uncertain_delete: AtomicBool::new(false),
             uploaded: Mutex::new(BTreeMap::new()),
             last_error: Mutex::new(None),
         })
@@ -162,8 +174,60 @@ impl RemoteCtx {
         self.notify.notify_one();
     }
 
+    /// Stops the uploader, waits (up to `timeout`) for it to return, and then, when nothing it
+    /// deleted can still land and it was not fenced, releases this generation so that the next
+    /// owner need not wait the claim grace. Returns whether it released. Runs on the store's
+    /// runtime.
+    pub(crate) async fn stop_and_release(&self, timeout: Duration) -> bool {
+        let mut running = self.running.subscribe();
+        self.stop();
+        if self.read_only {
+            return false;
+        }
+        let stopped = tokio::time::timeout(timeout, running.wait_for(|r| !*r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !stopped || self.is_fenced() || self.uncertain_delete.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.storage.release_generation(self.generation).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    generation = %self.generation,
+                    error = %e,
+                    "could not release the generation; the next owner waits the claim grace"
+                );
+                false
+            }
+        }
+    }
+
+    /// Checks the generation and deletes `name`, remembering a deletion that may still land.
+    async fn delete_checked(&self, name: &str) -> Result<()> {
+        let result = self.storage.delete_checked(self.generation, name).await;
+        if let Err(e) = &result
+            && e.kind() != ErrorKind::Fenced
+        {
+            self.uncertain_delete.store(true, Ordering::Release);
+        }
+        result
+    }
+
     /// The uploader: runs until stopped or fenced.
     pub(crate) async fn run(self: Arc<Self>) {
+        if self.read_only {
+            return;
+        }
+        self.running.send_replace(true);
+        /// Reports the loop's end however it ends (returned or dropped with the runtime).
+        struct Running<'a>(&'a watch::Sender<bool>);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.send_replace(false);
+            }
+        }
+        let _running = Running(&self.running);
         let mut backoff = Duration::from_millis(50);
         loop {
             if self.stopped.load(Ordering::Acquire) || self.is_fenced() {
@@ -241,7 +305,7 @@ impl RemoteCtx {
         for tl in deleted {
             let objects = self.storage.list(&format!("timelines/{tl}")).await?;
             for (name, _) in objects {
-                self.storage.delete_checked(self.generation, &name).await?;
+                self.delete_checked(&name).await?;
             }
             self.uploaded.lock().remove(tl);
         }
@@ -323,9 +387,7 @@ impl RemoteCtx {
         for (name, g) in previous {
             if generations.get(&name) != Some(&g) {
                 let object = layer_object(tl.id(), &name, Generation(g))?;
-                self.storage
-                    .delete_checked(self.generation, &object)
-                    .await?;
+                self.delete_checked(&object).await?;
             }
         }
         Ok(())

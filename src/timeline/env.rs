@@ -46,6 +46,21 @@ pub(crate) struct Env {
 }
 
 impl Env {
+    /// Fails with [`ErrorKind::ReadOnly`] when the store was opened read-only; `what` names
+    /// the refused call.
+    pub(crate) fn check_writable(&self, what: &str) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!(
+                    "{what}: the store in {} was opened read-only",
+                    self.options.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Fails if the store is closed or poisoned.
     pub(crate) fn check(&self) -> Result<()> {
         if let Some(p) = self.io.poisoned() {

@@ -320,7 +320,8 @@ impl TimelineInner {
         self.snapshot_at(lsn)
     }
 
-    /// A snapshot that answers reads at `lsn`, or [`ErrorKind::BelowGcCutoff`].
+    /// A snapshot that answers reads at `lsn`, or [`ErrorKind::BelowBranchPoint`] /
+    /// [`ErrorKind::BelowGcCutoff`].
     ///
     /// The snapshot is taken before the cutoff is read. GC stores a new cutoff before it
     /// publishes any layer change made for it, so a snapshot taken while the cutoff was still at
@@ -330,6 +331,18 @@ impl TimelineInner {
     pub(crate) fn snapshot_at(&self, lsn: Lsn) -> Result<Arc<Snapshot>> {
         let snap = self.snapshot();
         let cutoff = self.gc_cutoff();
+        if let Some((parent, at)) = &snap.ancestor
+            && lsn < *at
+        {
+            return Err(Error::new(
+                ErrorKind::BelowBranchPoint,
+                format!(
+                    "timeline {}: LSN {lsn} is below its branch point {at}; that history is its ancestor's, {}",
+                    self.name(),
+                    parent.name()
+                ),
+            ));
+        }
         if lsn < cutoff {
             return Err(Error::new(
                 ErrorKind::BelowGcCutoff,
@@ -422,6 +435,13 @@ impl Timeline {
         self.inner.gc_cutoff()
     }
 
+    /// Fails with [`ErrorKind::ReadOnly`] on a read-only store; `what` names the call.
+    fn writable(&self, what: &str) -> Result<()> {
+        self.inner
+            .env
+            .check_writable(&format!("{what} of timeline {}", self.inner.name()))
+    }
+
     /// The timeline's single writer.
     ///
     /// # Errors
@@ -429,6 +449,9 @@ impl Timeline {
     /// [`ErrorKind::Closed`] if the store is closed.
     pub fn writer(&self) -> Result<TimelineWriter> {
         self.inner.check()?;
+        self.inner
+            .env
+            .check_writable(&format!("a writer for timeline {}", self.inner.name()))?;
         if self.inner.writer_taken.swap(true, Ordering::AcqRel) {
             return Err(Error::invalid(format!(
                 "timeline {} already has a writer",
@@ -445,7 +468,8 @@ impl Timeline {
     ///
     /// # Errors
     /// [`ErrorKind::LsnTimeout`] if `lsn` is not reached in time; [`ErrorKind::BelowGcCutoff`]
-    /// below the cutoff; [`ErrorKind::Redo`] if a delta has no base or the hook fails;
+    /// below the cutoff ([`ErrorKind::BelowBranchPoint`] on a branch, below its branch point);
+    /// [`ErrorKind::Redo`] if a delta has no base or the hook fails;
     /// [`ErrorKind::Corruption`] if a block read fails its checksum.
     pub async fn get(&self, key: &[u8], lsn: Lsn) -> Result<Option<Bytes>> {
         let mut snap = self.inner.read_snapshot(lsn).await?;
@@ -589,6 +613,11 @@ impl Timeline {
     /// # Errors
     /// [`ErrorKind::Io`] or [`ErrorKind::Poisoned`] if a flush fails.
     pub async fn flush(&self) -> Result<Lsn> {
+        if self.inner.env.options.read_only {
+            // Nothing is ever written in memory: there is nothing to flush.
+            self.inner.check()?;
+            return Ok(self.disk_consistent_lsn());
+        }
         self.inner.flush().await
     }
 
@@ -600,6 +629,7 @@ impl Timeline {
     /// [`ErrorKind::InvalidArgument`] if nothing of the timeline is on disk yet (its
     /// `disk_consistent_lsn` is 0: there is nothing to image).
     pub async fn create_image_layer(&self) -> Result<Lsn> {
+        self.writable("an image layer")?;
         self.inner.flush().await?;
         let inner = self.inner.clone();
         self.inner
@@ -634,6 +664,7 @@ impl Timeline {
     /// [`ErrorKind::InvalidArgument`] naming the allowed range when `lsn` is below the GC
     /// cutoff or above `last_record_lsn`.
     pub fn lease(&self, lsn: Lsn, ttl: std::time::Duration) -> Result<SystemTime> {
+        self.writable("a lease")?;
         self.inner.lease(lsn, ttl)
     }
 
@@ -643,6 +674,7 @@ impl Timeline {
     /// # Errors
     /// I/O and read errors; the timeline keeps its last good state.
     pub async fn gc(&self) -> Result<GcReport> {
+        self.writable("GC")?;
         let inner = self.inner.clone();
         self.inner.env.blocking("GC", move || inner.gc()).await
     }
@@ -653,6 +685,7 @@ impl Timeline {
     /// # Errors
     /// I/O and read errors; the timeline keeps its last good state.
     pub async fn compact(&self) -> Result<CompactionReport> {
+        self.writable("compaction")?;
         let inner = self.inner.clone();
         self.inner
             .env
