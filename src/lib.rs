@@ -55,7 +55,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use id::TimelineId;
 pub use lsn::Lsn;
-pub use options::{MAX_KEY_LEN_LIMIT, StoreOptions};
+pub use options::{Durability, MAX_KEY_LEN_LIMIT, StoreOptions};
 pub use random::{Entropy, SeededEntropy, SystemEntropy};
 pub use redo::{RedoRecord, SimpleRedo, WalRedo};
 pub use store::{

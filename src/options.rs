@@ -53,6 +53,29 @@ pub struct StoreOptions {
     pub(crate) node_id: String,
     pub(crate) local_disk_budget: Option<u64>,
     pub(crate) read_only: bool,
+    pub(crate) durability: Durability,
+    pub(crate) remote_wal_interval: Duration,
+    pub(crate) remote_wal_chunk_bytes: usize,
+}
+
+/// When a commit ([`TimelineWriter::finish_write`](crate::TimelineWriter::finish_write)) is
+/// acknowledged: the store's default is set by [`StoreOptions::durability`], and a commit can
+/// ask for another level with
+/// [`finish_write_with`](crate::TimelineWriter::finish_write_with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Durability {
+    /// Visible to readers at once; in the local WAL's buffer, written with the next commit that
+    /// waits for more (a process crash can lose it).
+    Memory,
+    /// In the local WAL under its [`FsyncPolicy`] (the default): survives a process crash, and
+    /// with [`FsyncPolicy::EveryCommit`] a power loss, but not the loss of the node's disk.
+    Local,
+    /// As `Local`, and in object storage: the WAL chunk holding the commit was uploaded and
+    /// the node's generation checked after the upload. Survives the loss of the node: any node
+    /// that attaches afterwards reads it. Needs a remote and the local WAL. The call blocks
+    /// until then (a thread of its own; from async code, commit at `Local` and await
+    /// [`Timeline::wait_remote_durable`](crate::Timeline::wait_remote_durable)).
+    Remote,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -83,6 +106,9 @@ impl std::fmt::Debug for StoreOptions {
             .field("node_id", &self.node_id)
             .field("local_disk_budget", &self.local_disk_budget)
             .field("read_only", &self.read_only)
+            .field("durability", &self.durability)
+            .field("remote_wal_interval", &self.remote_wal_interval)
+            .field("remote_wal_chunk_bytes", &self.remote_wal_chunk_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +150,9 @@ impl StoreOptions {
             node_id: format!("pid-{}", std::process::id()),
             local_disk_budget: None,
             read_only: false,
+            durability: Durability::Local,
+            remote_wal_interval: Duration::from_millis(100),
+            remote_wal_chunk_bytes: 4 << 20,
         }
     }
 
@@ -345,6 +374,28 @@ impl StoreOptions {
         self
     }
 
+    /// When commits are acknowledged unless a commit says otherwise (default
+    /// [`Durability::Local`]). [`Durability::Remote`] needs a remote and the WAL.
+    pub fn durability(mut self, level: Durability) -> Self {
+        self.durability = level;
+        self
+    }
+
+    /// With a remote, the longest a commit waits in the buffer before its WAL chunk is shipped
+    /// when no commit at [`Durability::Remote`] is waiting for it (default 100 ms): how far
+    /// [`Timeline::remote_wal_lsn`](crate::Timeline::remote_wal_lsn) trails local commits.
+    pub fn remote_wal_interval(mut self, interval: Duration) -> Self {
+        self.remote_wal_interval = interval;
+        self
+    }
+
+    /// With a remote, the buffered WAL bytes at which a chunk is shipped at once (default
+    /// 4 MiB).
+    pub fn remote_wal_chunk_bytes(mut self, bytes: usize) -> Self {
+        self.remote_wal_chunk_bytes = bytes;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::invalid(what));
         if self.max_key_len == 0 || self.max_key_len > MAX_KEY_LEN_LIMIT {
@@ -392,6 +443,16 @@ impl StoreOptions {
                 "{}: a read-only open needs a remote (StoreOptions::remote); it reads the store from object storage",
                 self.path.display()
             ));
+        }
+        if self.durability == Durability::Remote && (self.remote.is_none() || !self.wal) {
+            return bad(
+                "durability Remote needs a remote (StoreOptions::remote) and the WAL".to_string(),
+            );
+        }
+        if self.remote_wal_chunk_bytes == 0 || self.remote_wal_interval.is_zero() {
+            return bad(
+                "remote_wal_chunk_bytes and remote_wal_interval must not be zero".to_string(),
+            );
         }
         if let Compression::Zstd(level) = self.compression
             && !zstd::compression_level_range().contains(&level)

@@ -30,6 +30,14 @@ use crate::timeline::{Env, StoreRuntime, Timeline, TimelineInner};
 use crate::wal::{FsyncPolicy, Wal};
 
 const CLOSE_UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How the WAL shipper batches, from the store's options.
+fn ship_options(options: &StoreOptions) -> crate::remote::ShipOptions {
+    crate::remote::ShipOptions {
+        interval: options.remote_wal_interval,
+        chunk_bytes: options.remote_wal_chunk_bytes,
+    }
+}
+
 /// How long `close` waits for the uploader to stop before it gives up releasing the generation.
 const CLOSE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const MAX_NAME_LEN: usize = 255;
@@ -268,6 +276,7 @@ impl Store {
                     rt.clone(),
                     options.local_disk_budget,
                     true,
+                    ship_options(&options),
                 ))
             }
             Some(storage) => {
@@ -292,6 +301,7 @@ impl Store {
                     rt.clone(),
                     options.local_disk_budget,
                     false,
+                    ship_options(&options),
                 ))
             }
         };
@@ -396,7 +406,6 @@ impl Store {
                     r.mark_dirty(tl.id, tl.me.clone());
                 }
                 r.mark_catalog(catalog.encode());
-                rt.spawn(r.clone().run());
             }
             // Warm what the previous owner read most, in the background.
             for (id, names) in hot_layers {
@@ -436,6 +445,15 @@ impl Store {
                 }
             })
             .map_err(|e| Error::io("starting the flush thread for", &dir, e))?;
+        // Then what object storage holds above the indexes: commits shipped by this node or
+        // by an owner that is gone, acknowledged perhaps only there.
+        let mut wal_records = wal_records;
+        if let Some(r) = &remote {
+            let tail = rt.block_on(r.read_wal_tail())?;
+            let known: Vec<TimelineId> = by_id.keys().copied().collect();
+            wal_records.extend(r.adopt_wal_tail(tail, &known));
+            r.start(env.wal.is_some());
+        }
         replay(&by_id, wal_records);
         let state = Arc::new(Mutex::new(State { catalog, by_id }));
         let mut threads = vec![flusher];
@@ -511,9 +529,30 @@ impl Store {
         self.env
             .check_writable(&format!("creating timeline {name:?}"))?;
         let (core, name) = (self.core(), name.to_string());
-        self.env
+        let tl = self
+            .env
             .blocking("creating a timeline", move || core.create_timeline(&name))
-            .await
+            .await?;
+        self.durable_at_remote_level().await?;
+        Ok(tl)
+    }
+
+    /// At [`Durability::Remote`](crate::Durability::Remote), waits until the catalog and the
+    /// indexes are uploaded, so that a timeline just created, branched or restored survives
+    /// the loss of the node.
+    async fn durable_at_remote_level(&self) -> Result<()> {
+        match &self.env.remote {
+            Some(r) if self.env.options.durability == crate::Durability::Remote => {
+                let r = r.clone();
+                self.env
+                    .on_runtime(
+                        "uploading the catalog",
+                        async move { r.wait_uploaded().await },
+                    )
+                    .await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Creates the timeline `name` branched from `parent` at `lsn`: it reads what `parent`
@@ -527,9 +566,12 @@ impl Store {
     pub async fn branch(&self, name: &str, parent: &Timeline, lsn: Lsn) -> Result<Timeline> {
         self.env.check_writable(&format!("branching {name:?}"))?;
         let (core, name, parent) = (self.core(), name.to_string(), parent.clone());
-        self.env
+        let tl = self
+            .env
             .blocking("branching", move || core.branch(&name, &parent, lsn))
-            .await
+            .await?;
+        self.durable_at_remote_level().await?;
+        Ok(tl)
     }
 
     /// The timeline called `name`.
@@ -832,11 +874,14 @@ impl Store {
     ) -> Result<Restored> {
         self.env.check_writable(&format!("restoring {name:?}"))?;
         let (core, name, source) = (self.core(), name.to_string(), source.to_string());
-        self.env
+        let restored = self
+            .env
             .blocking("restoring", move || {
                 core.restore_from(&name, &source, point)
             })
-            .await
+            .await?;
+        self.durable_at_remote_level().await?;
+        Ok(restored)
     }
 
     /// Flushes every timeline, stops background work and releases the directory.
@@ -885,11 +930,16 @@ impl Store {
             };
         }
         if let Some(r) = &self.env.remote {
-            // The last request: after it the next owner need not wait for this one.
             let r = r.clone();
+            let clean = result.is_ok();
             let _ = self
                 .env
                 .on_runtime("releasing the generation", async move {
+                    if clean {
+                        // Every timeline is flushed and indexed: no WAL chunk is needed.
+                        r.delete_covered_chunks().await;
+                    }
+                    // The last request: after it the next owner need not wait for this one.
                     Ok(r.stop_and_release(CLOSE_RELEASE_TIMEOUT).await)
                 })
                 .await;

@@ -14,6 +14,7 @@
 //! |---|---|---|
 //! | layer file | `{prefix}/timelines/{timeline_id}/{layer_file_name}-{gen}` | the layer file's bytes |
 //! | timeline index | `{prefix}/timelines/{timeline_id}/index-{gen}` | the crate's manifest encoding (opaque here) |
+//! | WAL chunk | `{prefix}/wal/{seq:016x}-{gen}` | commit records, as a local WAL segment (see the WAL section below) |
 //! | catalog | `{prefix}/catalog-{gen}` | the crate's catalog encoding (opaque here) |
 //! | generation claim | `{prefix}/generation` | `{gen}\n{nonce:016x}\n{node_id}` |
 //! | claim, create-only backends | `{prefix}/generations/{gen}` | `{gen}\n{nonce:016x}\n{node_id}` |
@@ -90,6 +91,15 @@
 //! - A directory with no `OWNER` record never owned this remote (or predates the record): any
 //!   remote state is newer than it.
 //!
+//! # The WAL in object storage
+//!
+//! With a remote and the local WAL on, every commit is also shipped to object storage in
+//! chunks, and a commit at [`Durability::Remote`](crate::Durability::Remote) is acknowledged
+//! only once its chunk is there and the generation was checked after the upload. Every open
+//! replays the valid chunks above the indexes. The protocol, and why no acknowledged commit is
+//! lost in a takeover, is in the `wal_ship` module's source documentation; in short: check
+//! after upload, list after claim.
+//!
 //! # Retries
 //!
 //! Transient failures (network errors, server errors — the `Generic` kind of
@@ -110,6 +120,7 @@ mod names;
 mod retry;
 mod storage;
 mod sync;
+mod wal_ship;
 
 pub use faulty::{FaultConfig, FaultCounts, FaultyObjectStore};
 pub use generation::Generation;
@@ -117,6 +128,7 @@ pub use names::{catalog_object, index_object, layer_object};
 pub use retry::RetryPolicy;
 pub use storage::RemoteStorage;
 pub(crate) use sync::{RemoteCtx, UploadSource, fenced_error};
+pub(crate) use wal_ship::ShipOptions;
 
 #[cfg(test)]
 mod tests;

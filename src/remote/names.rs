@@ -18,6 +18,8 @@ pub(super) const CATALOG_STEM: &str = "catalog";
 pub(super) const CLAIM_OBJECT: &str = "generation";
 /// The folder of per-generation claim objects (backends with `Create` only).
 pub(super) const CLAIMS_DIR: &str = "generations";
+/// The folder of WAL chunks.
+pub(super) const WAL_DIR: &str = "wal";
 /// The folder of release records: a generation whose owner closed cleanly.
 pub(super) const RELEASED_DIR: &str = "released";
 
@@ -80,6 +82,22 @@ pub(super) fn claim_object_of(generation: Generation) -> String {
 /// The release record of `generation`: `released/{gen}`.
 pub(super) fn released_object_of(generation: Generation) -> String {
     format!("{RELEASED_DIR}/{generation}")
+}
+
+/// The name of WAL chunk `seq` uploaded under `generation`: `wal/{seq:016x}-{gen}`, so that
+/// chunks sort by sequence number, then generation.
+pub(super) fn wal_chunk_object(seq: u64, generation: Generation) -> String {
+    format!("{WAL_DIR}/{seq:016x}-{generation}")
+}
+
+/// The sequence number and generation of a WAL chunk's name (relative to the prefix).
+pub(super) fn parse_wal_chunk(name: &str) -> Option<(u64, Generation)> {
+    let file = name.strip_prefix(WAL_DIR)?.strip_prefix('/')?;
+    let (seq, generation) = file.split_once('-')?;
+    if seq.len() != 16 {
+        return None;
+    }
+    Some((u64::from_str_radix(seq, 16).ok()?, generation.parse().ok()?))
 }
 
 /// The generation in a file name `{stem}-{gen}`, if the name is exactly that.

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
+use super::wal_ship::{ShipOptions, WalShip};
 use super::{Generation, RemoteStorage, catalog_object, index_object, layer_object};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::Manifest;
@@ -63,16 +64,21 @@ pub(crate) struct RemoteCtx {
     queue: Mutex<Queue>,
     notify: Notify,
     completed: watch::Sender<u64>,
-    fenced: AtomicBool,
-    stopped: AtomicBool,
-    /// Whether the uploader loop is running (`true` from `run` until it returns).
-    running: watch::Sender<bool>,
+    pub(super) fenced: AtomicBool,
+    pub(super) stopped: AtomicBool,
+    /// How many of the background loops (uploader, WAL shipper) are running: counted from
+    /// [`start`](RemoteCtx::start) until each returns.
+    running: watch::Sender<u32>,
     /// A checked deletion failed or was abandoned: it may still land, so this generation must
     /// not be released.
     uncertain_delete: AtomicBool,
     /// Per timeline, the layers (name → generation) the last uploaded index named.
     uploaded: Mutex<BTreeMap<TimelineId, BTreeMap<String, u32>>>,
-    last_error: Mutex<Option<Error>>,
+    pub(super) last_error: Mutex<Option<Error>>,
+    /// The WAL in object storage (see `wal_ship`).
+    pub(super) wal: WalShip,
+    /// Chunks a fenced owner left, found at open, to delete.
+    pub(super) stale_chunks: Mutex<Vec<String>>,
 }
 
 impl RemoteCtx {
@@ -82,6 +88,7 @@ impl RemoteCtx {
         runtime: tokio::runtime::Handle,
         disk_budget: Option<u64>,
         read_only: bool,
+        ship: ShipOptions,
     ) -> Arc<RemoteCtx> {
         Arc::new(RemoteCtx {
             storage,
@@ -94,10 +101,12 @@ impl RemoteCtx {
             completed: watch::Sender::new(0),
             fenced: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            running: watch::Sender::new(false),
+            running: watch::Sender::new(0),
             uncertain_delete: AtomicBool::new(false),
             uploaded: Mutex::new(BTreeMap::new()),
             last_error: Mutex::new(None),
+            wal: WalShip::new(ship),
+            stale_chunks: Mutex::new(Vec::new()),
         })
     }
 
@@ -143,6 +152,10 @@ impl RemoteCtx {
 
     /// Waits until everything asked for before the call is in object storage.
     pub(crate) async fn wait_uploaded(&self) -> Result<()> {
+        if self.read_only {
+            // Nothing is ever uploaded (a replayed tail flushed into the cache stays local).
+            return Ok(());
+        }
         let target = self.queue.lock().requested;
         let mut rx = self.completed.subscribe();
         loop {
@@ -184,7 +197,7 @@ impl RemoteCtx {
         if self.read_only {
             return false;
         }
-        let stopped = tokio::time::timeout(timeout, running.wait_for(|r| !*r))
+        let stopped = tokio::time::timeout(timeout, running.wait_for(|r| *r == 0))
             .await
             .is_ok_and(|r| r.is_ok());
         if !stopped || self.is_fenced() || self.uncertain_delete.load(Ordering::Acquire) {
@@ -204,7 +217,7 @@ impl RemoteCtx {
     }
 
     /// Checks the generation and deletes `name`, remembering a deletion that may still land.
-    async fn delete_checked(&self, name: &str) -> Result<()> {
+    pub(super) async fn delete_checked(&self, name: &str) -> Result<()> {
         let result = self.storage.delete_checked(self.generation, name).await;
         if let Err(e) = &result
             && e.kind() != ErrorKind::Fenced
@@ -214,20 +227,29 @@ impl RemoteCtx {
         result
     }
 
-    /// The uploader: runs until stopped or fenced.
-    pub(crate) async fn run(self: Arc<Self>) {
+    /// Starts the uploader and, with `ship_wal`, the WAL shipper on the store's runtime.
+    pub(crate) fn start(self: &Arc<Self>, ship_wal: bool) {
         if self.read_only {
             return;
         }
-        self.running.send_replace(true);
-        /// Reports the loop's end however it ends (returned or dropped with the runtime).
-        struct Running<'a>(&'a watch::Sender<bool>);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                self.0.send_replace(false);
-            }
+        let me = self.clone();
+        let running = Running::enter(&self.running);
+        self.runtime.spawn(async move {
+            let _running = running;
+            me.run().await;
+        });
+        if ship_wal {
+            let me = self.clone();
+            let running = Running::enter(&self.running);
+            self.runtime.spawn(async move {
+                let _running = running;
+                me.run_wal_ship().await;
+            });
         }
-        let _running = Running(&self.running);
+    }
+
+    /// The uploader: runs until stopped or fenced.
+    async fn run(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(50);
         loop {
             if self.stopped.load(Ordering::Acquire) || self.is_fenced() {
@@ -308,6 +330,8 @@ impl RemoteCtx {
                 self.delete_checked(&name).await?;
             }
             self.uploaded.lock().remove(tl);
+            // Its records in WAL chunks are needed no more.
+            self.wal.note_indexed(*tl, Lsn::MAX);
         }
         Ok(())
     }
@@ -379,6 +403,7 @@ impl RemoteCtx {
             )
             .await?;
         tl.set_remote_consistent_lsn(dcl);
+        self.wal.note_indexed(tl.id(), dcl);
         let previous = self
             .uploaded
             .lock()
@@ -391,6 +416,22 @@ impl RemoteCtx {
             }
         }
         Ok(())
+    }
+}
+
+/// Counts a background loop as running until dropped (returned, or dropped with the runtime).
+struct Running(watch::Sender<u32>);
+
+impl Running {
+    fn enter(count: &watch::Sender<u32>) -> Running {
+        count.send_modify(|n| *n += 1);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 

@@ -79,6 +79,8 @@ pub(crate) struct WriteState {
     /// commit; and how many.
     pub(crate) wal_puts: Vec<u8>,
     pub(crate) wal_put_count: u32,
+    /// Scratch for encoding a commit record once for both the local and the shipped WAL.
+    pub(crate) wal_record: Vec<u8>,
     /// The LSN of the newest put, published or not.
     pub(crate) last_put: Lsn,
 }
@@ -187,6 +189,7 @@ impl TimelineInner {
                 last_put: dcl,
                 wal_puts: Vec::new(),
                 wal_put_count: 0,
+                wal_record: Vec::new(),
             }),
             last_record_lsn: AtomicU64::new(dcl.0),
             lrl_tx: watch::Sender::new(dcl),
@@ -428,6 +431,74 @@ impl Timeline {
     /// survives losing this node.
     pub fn remote_consistent_lsn(&self) -> Lsn {
         Lsn(self.inner.remote_consistent_lsn.load(Ordering::Acquire))
+    }
+
+    /// The newest LSN whose commits are all safe in object storage, in layer files or in WAL
+    /// chunks (0 without a remote): what a node that attaches after losing this one reads.
+    /// At least [`remote_consistent_lsn`](Timeline::remote_consistent_lsn); never moves
+    /// backwards. Commits at [`Durability::Remote`](crate::Durability::Remote) are at or below
+    /// it when acknowledged; others follow within
+    /// [`remote_wal_interval`](crate::StoreOptions::remote_wal_interval).
+    pub fn remote_wal_lsn(&self) -> Lsn {
+        let indexed = self.remote_consistent_lsn();
+        match &self.inner.env.remote {
+            Some(r) => r.wal().shipped_lsn(self.inner.id).max(indexed),
+            None => indexed,
+        }
+    }
+
+    /// Waits until every commit at or below `lsn` is safe in object storage
+    /// ([`remote_wal_lsn`](Timeline::remote_wal_lsn) reaches it): ships the WAL buffered now
+    /// at once, and if that does not cover `lsn` (commits replayed from the local WAL at open
+    /// were never shipped), flushes and uploads. The async way to commit at
+    /// [`Durability::Remote`](crate::Durability::Remote): commit at `Local`, then await this.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] without a remote, or when `lsn` is above
+    /// `last_record_lsn`; [`ErrorKind::Fenced`] if another node took the store; upload errors.
+    pub async fn wait_remote_durable(&self, lsn: Lsn) -> Result<()> {
+        let Some(r) = self.inner.env.remote.clone().filter(|r| !r.read_only) else {
+            return Err(Error::invalid(format!(
+                "timeline {}: waiting for LSN {lsn} in object storage needs a writable store with a remote",
+                self.name()
+            )));
+        };
+        let lrl = self.last_record_lsn();
+        if lsn > lrl {
+            return Err(Error::invalid(format!(
+                "timeline {}: LSN {lsn} is above last_record_lsn {lrl}",
+                self.name()
+            )));
+        }
+        if self.remote_wal_lsn() >= lsn {
+            return Ok(());
+        }
+        if self.inner.env.wal.is_some() {
+            let shipping = r.clone();
+            self.inner
+                .env
+                .on_runtime("shipping the WAL", async move { shipping.ship_now().await })
+                .await?;
+            if self.remote_wal_lsn() >= lsn {
+                return Ok(());
+            }
+        }
+        self.flush().await?;
+        self.inner
+            .env
+            .on_runtime("uploading", async move { r.wait_uploaded().await })
+            .await?;
+        if self.remote_wal_lsn() >= lsn {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "timeline {}: LSN {lsn} is still not in object storage after a flush and upload (remote_wal_lsn {})",
+                self.name(),
+                self.remote_wal_lsn()
+            ),
+        ))
     }
 
     /// The oldest readable LSN.

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use super::{TimelineInner, WriteState};
 use crate::error::{Error, ErrorKind, Result, show_key};
 use crate::lsn::Lsn;
+use crate::options::Durability;
 use crate::value::Value;
 
 /// The one writer of a timeline: puts versions at LSNs and publishes them with
@@ -147,7 +148,7 @@ impl TimelineWriter {
     /// if a background flush failed.
     pub fn finish_write(&mut self, lsn: Lsn) -> Result<()> {
         let now = self.tl.env.options.clock.now();
-        self.finish_write_at(lsn, now)
+        self.commit(lsn, now, self.tl.env.options.durability)
     }
 
     /// [`finish_write`](TimelineWriter::finish_write) with the commit time the caller knows
@@ -157,12 +158,50 @@ impl TimelineWriter {
     /// # Errors
     /// As [`finish_write`](TimelineWriter::finish_write).
     pub fn finish_write_at(&mut self, lsn: Lsn, commit_time: std::time::SystemTime) -> Result<()> {
+        self.commit(lsn, commit_time, self.tl.env.options.durability)
+    }
+
+    /// [`finish_write`](TimelineWriter::finish_write) acknowledged at `durability` instead of
+    /// the store's default ([`StoreOptions::durability`](crate::StoreOptions::durability)).
+    ///
+    /// At [`Durability::Remote`] it returns once the WAL chunk holding the commit is in object
+    /// storage and the node still owns the store; it blocks the calling thread until then.
+    ///
+    /// # Errors
+    /// As [`finish_write`](TimelineWriter::finish_write); at [`Durability::Remote`] also
+    /// [`InvalidArgument`](crate::ErrorKind::InvalidArgument), changing nothing, without a
+    /// remote or the WAL; [`Fenced`](crate::ErrorKind::Fenced) if another node took the store;
+    /// the error of a failed upload ([`Io`](crate::ErrorKind::Io)). After such an error the
+    /// commit is visible on this node but was not acknowledged: it may or may not survive the
+    /// node.
+    pub fn finish_write_with(&mut self, lsn: Lsn, durability: Durability) -> Result<()> {
+        let now = self.tl.env.options.clock.now();
+        self.commit(lsn, now, durability)
+    }
+
+    fn commit(
+        &mut self,
+        lsn: Lsn,
+        commit_time: std::time::SystemTime,
+        durability: Durability,
+    ) -> Result<()> {
         let tl = &self.tl;
         tl.check()?;
         self.check_name()?;
         if lsn == Lsn::MAX {
             return Err(Error::invalid(format!(
                 "timeline {}: finish_write at LSN {lsn}: the largest LSN is reserved",
+                tl.name()
+            )));
+        }
+        let shipper = tl
+            .env
+            .remote
+            .as_ref()
+            .filter(|r| !r.read_only && tl.env.wal.is_some());
+        if durability == Durability::Remote && shipper.is_none() {
+            return Err(Error::invalid(format!(
+                "timeline {}: finish_write at LSN {lsn} with durability Remote needs a remote and the WAL",
                 tl.name()
             )));
         }
@@ -181,11 +220,35 @@ impl TimelineWriter {
                 ws.last_put
             )));
         }
+        let mut shipped_at = None;
         if lsn > lrl
             && let Some(wal) = &tl.env.wal
         {
             let time = crate::clock::to_micros(commit_time);
-            if let Err(e) = wal.commit(tl.id, lsn, time, ws.wal_put_count, &ws.wal_puts) {
+            let wait_sync = durability != Durability::Memory;
+            let logged = match shipper {
+                Some(r) => {
+                    // One encoding for both logs: the local one and the chunks shipped.
+                    let mut record = std::mem::take(&mut ws.wal_record);
+                    record.clear();
+                    crate::format::encode_commit(
+                        &mut record,
+                        tl.id,
+                        lsn,
+                        time,
+                        ws.wal_put_count,
+                        &ws.wal_puts,
+                    );
+                    let logged = wal.commit_encoded(tl.id, lsn, &record, wait_sync);
+                    if logged.is_ok() {
+                        shipped_at = Some(r.wal().append(tl.id, lsn, &record));
+                    }
+                    ws.wal_record = record;
+                    logged
+                }
+                None => wal.commit(tl.id, lsn, time, ws.wal_put_count, &ws.wal_puts, wait_sync),
+            };
+            if let Err(e) = logged {
                 // The log may or may not hold the commit: nothing more can be acknowledged.
                 tl.env.poison(&e);
                 return Err(e);
@@ -197,6 +260,21 @@ impl TimelineWriter {
         drop(ws);
         if frozen {
             tl.wait_for_frozen_below(tl.env.options.max_frozen_layers)?;
+        }
+        if durability == Durability::Remote
+            && let Some(r) = shipper
+        {
+            let shipped = match shipped_at {
+                Some(pos) => tl.env.block_on(r.wait_shipped(pos)),
+                // Nothing new: what was committed up to `lsn` is buffered or shipped already.
+                None => tl.env.block_on(r.ship_now()),
+            };
+            shipped.map_err(|e| {
+                e.context(format_args!(
+                    "timeline {}: commit at LSN {lsn} not acknowledged at durability Remote",
+                    tl.name()
+                ))
+            })?;
         }
         Ok(())
     }

@@ -54,6 +54,10 @@ struct Segment {
     max_lsn: MaxLsns,
 }
 
+/// Buffered bytes of commits that did not wait (`Durability::Memory`) beyond which one of them
+/// writes the buffer out (without an fsync).
+const MEMORY_COMMITS_MAX: usize = 1 << 20;
+
 /// The largest buffer kept for reuse after a write; a burst's larger one is freed.
 const SPARE_MAX: usize = 4 << 20;
 
@@ -177,6 +181,9 @@ impl Wal {
     /// Logs a commit with the puts it publishes (`put_count` of them, encoded by
     /// [`crate::format::encode_put`]) as one record and, per the fsync policy, waits until it
     /// is durable. Puts never reach the log without their commit.
+    ///
+    /// With `wait_sync` false (a commit at `Durability::Memory`) it only buffers the record:
+    /// the next commit that waits, the interval sync or close writes it.
     pub(crate) fn commit(
         &self,
         tl: TimelineId,
@@ -184,6 +191,7 @@ impl Wal {
         time_micros: u64,
         put_count: u32,
         puts: &[u8],
+        wait_sync: bool,
     ) -> Result<()> {
         let end = {
             let mut p = self.pending.lock();
@@ -193,6 +201,35 @@ impl Wal {
             note(&mut p.max_lsn, tl, lsn);
             p.end
         };
+        self.after_append(end, wait_sync)
+    }
+
+    /// [`commit`](Wal::commit) of a record already encoded by [`encode_commit`].
+    pub(crate) fn commit_encoded(
+        &self,
+        tl: TimelineId,
+        lsn: Lsn,
+        record: &[u8],
+        wait_sync: bool,
+    ) -> Result<()> {
+        let end = {
+            let mut p = self.pending.lock();
+            p.bytes.extend_from_slice(record);
+            p.end += record.len() as u64;
+            note(&mut p.max_lsn, tl, lsn);
+            p.end
+        };
+        self.after_append(end, wait_sync)
+    }
+
+    fn after_append(&self, end: u64, wait_sync: bool) -> Result<()> {
+        if !wait_sync {
+            // Bounded: a long run of commits that do not wait is written out now and then.
+            if self.pending.lock().bytes.len() < MEMORY_COMMITS_MAX {
+                return Ok(());
+            }
+            return self.write_upto(end, false);
+        }
         let sync = match self.policy {
             FsyncPolicy::EveryCommit => true,
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => false,
@@ -387,7 +424,7 @@ mod tests {
         // A timeline with records is remembered while a segment holds them.
         let gone = TimelineId::generate();
         wal.set_durable(gone, Lsn(0));
-        wal.commit(gone, Lsn(10), 0, 0, &[]).unwrap();
+        wal.commit(gone, Lsn(10), 0, 0, &[], true).unwrap();
         wal.forget(gone);
         assert_eq!(
             wal.tracked_timelines(),
@@ -396,7 +433,7 @@ mod tests {
         );
         // The live timeline's commits move the log on to new segments.
         for lsn in 1..=3 {
-            wal.commit(live, Lsn(lsn), 0, 0, &[]).unwrap();
+            wal.commit(live, Lsn(lsn), 0, 0, &[], true).unwrap();
         }
         assert!(wal.segment_count() > 1);
         wal.set_durable(live, Lsn(3));
@@ -408,8 +445,8 @@ mod tests {
         );
 
         // A live timeline's unflushed records keep their segment.
-        wal.commit(live, Lsn(4), 0, 0, &[]).unwrap();
-        wal.commit(live, Lsn(5), 0, 0, &[]).unwrap();
+        wal.commit(live, Lsn(4), 0, 0, &[], true).unwrap();
+        wal.commit(live, Lsn(5), 0, 0, &[], true).unwrap();
         wal.set_durable(live, Lsn(3));
         assert_eq!(wal.segment_count(), 2);
     }

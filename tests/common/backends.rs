@@ -126,6 +126,11 @@ impl Backend {
         Some(Backend::new("s3", s3_store()?, prefix))
     }
 
+    /// The Azure Blob server, or `None` if the server tests are skipped.
+    pub fn azure(prefix: Path) -> Option<Backend> {
+        Some(Backend::new("azure", azure_store()?, prefix))
+    }
+
     /// Remote storage on `store` (this backend's, or one wrapping it) under this prefix, with
     /// 50 fast retries and a 50 ms claim grace.
     pub fn remote_on(&self, store: Arc<dyn ObjectStore>) -> RemoteStorage {

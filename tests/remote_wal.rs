@@ -1,0 +1,419 @@
+//! The WAL in object storage: nothing acknowledged at `Durability::Remote` is lost when a node
+//! dies or is taken over.
+//!
+//! - A takeover model: an owner commits at the remote level from three threads (one timeline
+//!   each) while another node claims the store at a random moment and attaches on an empty
+//!   directory; every commit the old owner acknowledged must read back on the new one, and the
+//!   old owner's threads must end with `Fenced`. Several handovers in a row, each new owner
+//!   writing on from what it replayed. On the local-folder object store, S3 (moto) and Azure
+//!   Blob (Azurite).
+//! - Faults: the object store fails and delays requests and loses responses, with few retries;
+//!   every commit either fails or is readable by a node that attaches after the writer is
+//!   dropped without a close.
+//! - A crash loop from outside: a child process committing at the remote level is killed with
+//!   SIGKILL at a random moment; a fresh directory attaches and reads every LSN the child
+//!   reported acknowledged. `STRATAKV_CRASH_CYCLES` sets the cycles (default 4; the script
+//!   `.ci/crashloop` runs 200).
+//!
+//! Seeds: `STRATAKV_REMOTE_WAL_SEED=<u64>` repeats the random timings' choices (printed).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::backends::{Backend, fast_retry, unique_prefix};
+use common::env::env_u64;
+use common::rng::{Rng, seed_from_env_or_clock};
+use futures::executor::block_on;
+use object_store::ObjectStoreExt;
+use stratakv::remote::{FaultConfig, FaultyObjectStore, RemoteStorage};
+use stratakv::{Durability, ErrorKind, Lsn, Store, StoreOptions, Timeline, Value};
+
+const TIMELINES: usize = 3;
+
+/// `(timeline name, lsn)` → value, of every commit acknowledged at the remote level.
+type Acked = BTreeMap<(String, u64), Vec<u8>>;
+
+fn tl_name(i: usize) -> String {
+    format!("t{i}")
+}
+
+/// Each commit writes one key of its own, so a read at any later LSN must find it.
+fn key(lsn: u64) -> Vec<u8> {
+    format!("k{lsn:012}").into_bytes()
+}
+
+fn value(tl: &str, lsn: u64) -> Vec<u8> {
+    format!("{tl}@{lsn}").into_bytes().repeat(4)
+}
+
+fn options(dir: &std::path::Path, remote: RemoteStorage, node: &str) -> StoreOptions {
+    StoreOptions::new(dir)
+        .remote(remote)
+        .node_id(node)
+        .durability(Durability::Remote)
+        .remote_wal_interval(Duration::from_millis(5))
+        .freeze_bytes(16 << 10)
+        .background_period(Some(Duration::from_millis(50)))
+        .pitr_interval(None)
+}
+
+/// Commits at the remote level on `tl` until a commit fails; records what was acknowledged.
+/// Returns the error that stopped it.
+fn commit_until_error(tl: Timeline, acked: Arc<Mutex<Acked>>, pause: Duration) -> stratakv::Error {
+    let name = tl.name();
+    let mut w = match tl.writer() {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    let mut lsn = tl.last_record_lsn().0;
+    let mut remote_wal_lsn = tl.remote_wal_lsn();
+    loop {
+        lsn += 1;
+        if let Err(e) = w.put(&key(lsn), Lsn(lsn), Value::image(value(&name, lsn))) {
+            return e;
+        }
+        match w.finish_write(Lsn(lsn)) {
+            Ok(()) => {
+                // Acknowledged at the remote level: the watermark says so, and never goes back.
+                let now = tl.remote_wal_lsn();
+                assert!(
+                    now >= Lsn(lsn) && now >= remote_wal_lsn && now >= tl.remote_consistent_lsn(),
+                    "{name}: remote_wal_lsn {now} after the commit at {lsn} (before: {remote_wal_lsn}, remote_consistent_lsn {})",
+                    tl.remote_consistent_lsn()
+                );
+                remote_wal_lsn = now;
+                acked
+                    .lock()
+                    .unwrap()
+                    .insert((name.clone(), lsn), value(&name, lsn));
+            }
+            Err(e) => return e,
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+/// Checks that every acknowledged commit reads back on `store`.
+fn check_acked(store: &Store, acked: &Acked, ctx: &str) {
+    for ((tl, lsn), want) in acked {
+        let t = store
+            .timeline(tl)
+            .unwrap_or_else(|e| panic!("{ctx}: timeline {tl}: {e}"));
+        assert!(
+            t.last_record_lsn() >= Lsn(*lsn),
+            "{ctx}: {tl} acknowledged LSN {lsn} at the remote level, but the new owner's last_record_lsn is {}",
+            t.last_record_lsn()
+        );
+        let got = t
+            .get_blocking(&key(*lsn), t.last_record_lsn())
+            .unwrap_or_else(|e| panic!("{ctx}: {tl} read of LSN {lsn}: {e}"));
+        assert_eq!(
+            got.as_deref(),
+            Some(&want[..]),
+            "{ctx}: {tl}: the commit at LSN {lsn}"
+        );
+    }
+}
+
+/// Given an owner committing at the remote level from three threads, when another node claims
+/// the store at a random moment and attaches on an empty directory, then the old owner's
+/// threads end with `Fenced`, and every commit it acknowledged reads back on the new owner,
+/// which writes on; repeated for several handovers.
+fn takeover_keeps_every_acknowledged_commit(backend: &Backend) {
+    let seed = seed_from_env_or_clock("STRATAKV_REMOTE_WAL_SEED");
+    eprintln!("{}: STRATAKV_REMOTE_WAL_SEED={seed}", backend.name);
+    let mut rng = Rng::new(seed);
+    let acked = Arc::new(Mutex::new(Acked::new()));
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut owner = Store::open_blocking(options(dirs[0].path(), backend.remote(), "n0")).unwrap();
+    for i in 0..TIMELINES {
+        block_on(owner.create_timeline(&tl_name(i))).unwrap();
+    }
+    for (round, dir) in dirs.iter().enumerate().skip(1) {
+        let ctx = format!("{} round {round} (seed {seed})", backend.name);
+        let writers: Vec<_> = (0..TIMELINES)
+            .map(|i| {
+                let tl = owner.timeline(&tl_name(i)).unwrap();
+                let acked = acked.clone();
+                std::thread::spawn(move || commit_until_error(tl, acked, Duration::ZERO))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.range(50, 400)));
+        let next =
+            Store::open_blocking(options(dir.path(), backend.remote(), &format!("n{round}")))
+                .unwrap_or_else(|e| panic!("{ctx}: attach: {e}"));
+        for w in writers {
+            let e = w.join().unwrap();
+            assert_eq!(
+                e.kind(),
+                ErrorKind::Fenced,
+                "{ctx}: the old owner's commits must end fenced: {e}"
+            );
+        }
+        let acked_now = acked.lock().unwrap().clone();
+        let per_tl = |t: usize| acked_now.keys().filter(|(n, _)| *n == tl_name(t)).count();
+        assert!(
+            (0..TIMELINES).all(|t| per_tl(t) > 0),
+            "{ctx}: every timeline acknowledged something"
+        );
+        check_acked(&next, &acked_now, &ctx);
+        drop(owner); // dies without a close
+        owner = next;
+    }
+    // The last owner commits a little more and closes cleanly; a fresh node reads everything.
+    let tl = owner.timeline(&tl_name(0)).unwrap();
+    let mut w = tl.writer().unwrap();
+    let lsn = tl.last_record_lsn().0 + 1;
+    w.put(&key(lsn), Lsn(lsn), Value::image(value(&tl_name(0), lsn)))
+        .unwrap();
+    w.finish_write(Lsn(lsn)).unwrap();
+    acked
+        .lock()
+        .unwrap()
+        .insert((tl_name(0), lsn), value(&tl_name(0), lsn));
+    drop(w);
+    assert_eq!(tl.remote_wal_lsn(), Lsn(lsn));
+    block_on(owner.close()).unwrap();
+    let last = tempfile::tempdir().unwrap();
+    let reader = Store::open_blocking(options(last.path(), backend.remote(), "reader")).unwrap();
+    check_acked(
+        &reader,
+        &acked.lock().unwrap(),
+        &format!("{} after close", backend.name),
+    );
+    block_on(reader.close()).unwrap();
+    // Closed cleanly with everything indexed: no WAL chunk is left behind.
+    let chunks = on_tokio(backend.remote().list("wal")).unwrap();
+    assert!(
+        chunks.is_empty(),
+        "{}: chunks left: {chunks:?}",
+        backend.name
+    );
+}
+
+/// Runs a request of the storage itself (the S3 and Azure clients need a tokio reactor).
+fn on_tokio<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn takeover_keeps_every_acknowledged_commit_local() {
+    takeover_keeps_every_acknowledged_commit(&Backend::local(unique_prefix("wal", "takeover")));
+}
+
+#[test]
+fn takeover_keeps_every_acknowledged_commit_s3() {
+    if let Some(b) = Backend::s3(unique_prefix("wal", "takeover")) {
+        takeover_keeps_every_acknowledged_commit(&b);
+    }
+}
+
+#[test]
+fn takeover_keeps_every_acknowledged_commit_azure() {
+    if let Some(b) = Backend::azure(unique_prefix("wal", "takeover")) {
+        takeover_keeps_every_acknowledged_commit(&b);
+    }
+}
+
+/// Given an object store that fails a third of the requests before they happen, loses a tenth
+/// of the responses after, and delays some, with only three tries per request, when a node
+/// commits at the remote level, then some commits fail, and every commit that succeeded reads
+/// back on a node that attaches (without faults) after the writer was dropped without a close.
+#[test]
+fn a_commit_at_the_remote_level_succeeds_only_when_its_chunk_is_there() {
+    let backend = Backend::local(unique_prefix("wal", "faults"));
+    let seed = seed_from_env_or_clock("STRATAKV_REMOTE_WAL_SEED");
+    eprintln!("STRATAKV_REMOTE_WAL_SEED={seed}");
+    let faulty = Arc::new(FaultyObjectStore::new(
+        backend.store.clone(),
+        FaultConfig::new(seed)
+            .with_errors(0.3)
+            .with_dropped_responses(0.1)
+            .with_latency(0.2, Duration::from_millis(20)),
+    ));
+    faulty.set_enabled(false);
+    let dir = tempfile::tempdir().unwrap();
+    let remote = backend
+        .remote_on(faulty.clone())
+        .with_retry_policy(fast_retry(3));
+    let store = Store::open_blocking(options(dir.path(), remote, "writer")).unwrap();
+    let tl = block_on(store.create_timeline("t0")).unwrap();
+    faulty.set_enabled(true);
+    let mut w = tl.writer().unwrap();
+    let mut acked = Acked::new();
+    let mut failed = 0;
+    for lsn in 1..=300u64 {
+        w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
+            .unwrap();
+        match w.finish_write(Lsn(lsn)) {
+            Ok(()) => {
+                acked.insert(("t0".to_string(), lsn), value("t0", lsn));
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e.kind(), ErrorKind::Io),
+                    "a failed remote commit is an I/O error: {e}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    eprintln!("{} acknowledged, {failed} failed", acked.len());
+    assert!(
+        failed > 0,
+        "the faults failed no commit: the test proves nothing"
+    );
+    assert!(!acked.is_empty(), "no commit succeeded");
+    drop(w);
+    drop(store); // a crash: what is in object storage is all that is left
+    let other = tempfile::tempdir().unwrap();
+    let reader = Store::open_blocking(options(other.path(), backend.remote(), "reader")).unwrap();
+    check_acked(&reader, &acked, "after faults");
+    block_on(reader.close()).unwrap();
+}
+
+/// The child half of the crash loop: commits at the remote level on `t0` forever, printing
+/// each acknowledged LSN, until it is killed.
+#[test]
+#[ignore = "run by crash_loop as a child process"]
+fn crash_loop_child() {
+    let Ok(dir) = std::env::var("STRATAKV_CRASH_CHILD_DIR") else {
+        return;
+    };
+    let bucket = std::env::var("STRATAKV_CRASH_CHILD_BUCKET").unwrap();
+    let store: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&bucket).unwrap());
+    let remote = RemoteStorage::new(store, object_store::path::Path::from("crash"))
+        .with_retry_policy(fast_retry(50))
+        .with_claim_grace(Duration::from_millis(50));
+    let store = Store::open_blocking(options(std::path::Path::new(&dir), remote, "child")).unwrap();
+    let tl = match store.timeline("t0") {
+        Ok(t) => t,
+        Err(_) => block_on(store.create_timeline("t0")).unwrap(),
+    };
+    println!("ready {}", tl.last_record_lsn().0);
+    let mut w = tl.writer().unwrap();
+    let mut lsn = tl.last_record_lsn().0;
+    loop {
+        lsn += 1;
+        w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
+            .unwrap();
+        w.finish_write(Lsn(lsn)).unwrap();
+        println!("acked {lsn}");
+    }
+}
+
+/// Given a child process committing at the remote level, when it is killed with SIGKILL at a
+/// random moment, then a fresh directory attaches and reads every LSN the child reported
+/// acknowledged; each cycle's child starts from what the last one left.
+#[test]
+fn crash_loop() {
+    let cycles = env_u64("STRATAKV_CRASH_CYCLES").unwrap_or(4);
+    let seed = seed_from_env_or_clock("STRATAKV_REMOTE_WAL_SEED");
+    eprintln!("crash loop: {cycles} cycles, STRATAKV_REMOTE_WAL_SEED={seed}");
+    let mut rng = Rng::new(seed);
+    let bucket = tempfile::tempdir().unwrap();
+    let mut acked = Acked::new();
+    let exe = std::env::current_exe().unwrap();
+    for cycle in 0..cycles {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "crash_loop_child", "--ignored", "--nocapture"])
+            .env("STRATAKV_CRASH_CHILD_DIR", dir.path())
+            .env("STRATAKV_CRASH_CHILD_BUCKET", bucket.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<u64>::new()));
+        let reader = {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(lsn) = line.strip_prefix("acked ") {
+                        lines.lock().unwrap().push(lsn.trim().parse().unwrap());
+                    }
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(rng.range(300, 900)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        let got = lines.lock().unwrap().clone();
+        for lsn in &got {
+            acked.insert(("t0".to_string(), *lsn), value("t0", *lsn));
+        }
+        let check = tempfile::tempdir().unwrap();
+        let store: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(bucket.path()).unwrap());
+        let remote = RemoteStorage::new(store, object_store::path::Path::from("crash"))
+            .with_retry_policy(fast_retry(50))
+            .with_claim_grace(Duration::from_millis(50));
+        let reader = Store::open_blocking(options(check.path(), remote, "checker").read_only(true))
+            .unwrap_or_else(|e| panic!("cycle {cycle}: read-only attach: {e}"));
+        check_acked(&reader, &acked, &format!("cycle {cycle} (seed {seed})"));
+        block_on(reader.close()).unwrap();
+        eprintln!(
+            "cycle {cycle}: the child acknowledged {} commits; {} checked in all",
+            got.len(),
+            acked.len()
+        );
+    }
+    assert!(!acked.is_empty(), "no child acknowledged anything");
+}
+
+/// Given a node that shipped several chunks and died, when a chunk in the middle is missing or
+/// one is damaged, then attaching fails with `Corruption` naming it, never a silent gap.
+#[test]
+fn a_missing_or_damaged_chunk_fails_the_attach_naming_it() {
+    for damage in ["missing", "torn"] {
+        let backend = Backend::local(unique_prefix("wal", damage));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_blocking(
+            options(dir.path(), backend.remote(), "writer").background_period(None),
+        )
+        .unwrap();
+        let tl = block_on(store.create_timeline("t0")).unwrap();
+        let mut w = tl.writer().unwrap();
+        // One chunk per commit: each waits for its own.
+        for lsn in 1..=5u64 {
+            w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
+                .unwrap();
+            w.finish_write(Lsn(lsn)).unwrap();
+        }
+        drop(w);
+        drop(store);
+        let remote = backend.remote();
+        let chunks = on_tokio(remote.list("wal")).unwrap();
+        assert!(chunks.len() >= 3, "{damage}: chunks {chunks:?}");
+        let victim = chunks[chunks.len() / 2].0.clone();
+        match damage {
+            "missing" => on_tokio(remote.delete(&victim)).unwrap(),
+            _ => {
+                let bytes = on_tokio(remote.download(&victim)).unwrap();
+                let location = remote.location(&victim).unwrap();
+                let mut raw = bytes.to_vec();
+                raw.truncate(raw.len() - 3); // torn: the trailer no longer matches
+                on_tokio(backend.store.put(&location, raw.into())).unwrap();
+            }
+        }
+        let other = tempfile::tempdir().unwrap();
+        let e =
+            Store::open_blocking(options(other.path(), backend.remote(), "reader")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corruption, "{damage}: {e}");
+        let name = victim.rsplit('/').next().unwrap();
+        let seq = &name[..16];
+        assert!(e.to_string().contains(seq), "{damage}: {e} names {victim}");
+    }
+}
