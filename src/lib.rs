@@ -46,6 +46,7 @@ mod options;
 mod random;
 mod redo;
 pub mod remote;
+mod secondary;
 mod store;
 mod timeline;
 mod value;
@@ -58,6 +59,9 @@ pub use lsn::Lsn;
 pub use options::{Durability, MAX_KEY_LEN_LIMIT, StoreOptions};
 pub use random::{Entropy, SeededEntropy, SystemEntropy};
 pub use redo::{RedoRecord, SimpleRedo, WalRedo};
+pub use secondary::{
+    PrimaryHealth, Promotion, Secondary, SecondaryOptions, SecondaryState, SecondaryStatus,
+};
 pub use store::{
     Discarded, DiscardedTimeline, EvictReport, KeepReason, KeptLayer, RestorePoint, Restored, Store,
 };
