@@ -584,13 +584,10 @@ impl Shared {
         let mut f = self.follower.lock();
         let store = f.cache.clone();
         let store = store.store();
-        let names: BTreeMap<TimelineId, String> = store
-            .timelines()
-            .iter()
-            .map(|t| (t.id(), t.name()))
-            .collect();
-        let applied: BTreeMap<String, Lsn> = store
-            .timelines()
+        let timelines = store.timelines();
+        let names: BTreeMap<TimelineId, String> =
+            timelines.iter().map(|t| (t.id(), t.name())).collect();
+        let applied: BTreeMap<String, Lsn> = timelines
             .iter()
             .map(|t| (t.name(), t.last_record_lsn()))
             .collect();

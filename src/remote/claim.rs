@@ -215,14 +215,7 @@ impl RemoteStorage {
                 .await?
                 .map(|c| (c.record.generation, c.record.node)));
         }
-        let dir = self.location(CLAIMS_DIR)?;
-        let newest = self
-            .list_files(&dir)
-            .await?
-            .iter()
-            .filter_map(|name| name.parse::<Generation>().ok())
-            .max();
-        let Some(newest) = newest else {
+        let Some(newest) = self.newest_claim_created().await? else {
             return Ok(None);
         };
         let location = self.location(&claim_object_of(newest))?;
@@ -442,16 +435,21 @@ impl RemoteStorage {
         }
     }
 
-    /// Claims by creating `generations/{gen}` for the lowest free number above the newest.
-    async fn claim_by_create(&self, node_id: &str) -> Result<Generation> {
+    /// The newest generation in `generations/` (create-only backends), if any.
+    async fn newest_claim_created(&self) -> Result<Option<Generation>> {
         let dir = self.location(CLAIMS_DIR)?;
-        let newest = self
+        Ok(self
             .list_files(&dir)
             .await?
             .iter()
             .filter_map(|name| name.parse::<Generation>().ok())
-            .max()
-            .unwrap_or(Generation(0));
+            .max())
+    }
+
+    /// Claims by creating `generations/{gen}` for the lowest free number above the newest.
+    async fn claim_by_create(&self, node_id: &str) -> Result<Generation> {
+        let dir = self.location(CLAIMS_DIR)?;
+        let newest = self.newest_claim_created().await?.unwrap_or(Generation(0));
         let exhausted = || {
             Error::new(
                 ErrorKind::Io,

@@ -60,7 +60,7 @@ use crate::format::{WalRecord, decode_wal_segment, encode_wal_header};
 use crate::id::TimelineId;
 use crate::lsn::Lsn;
 
-/// Covered chunks deleted after one generation check.
+/// Covered chunks taken per pass of the deleter (each deleted after its own generation check).
 const DELETE_BATCH: usize = 256;
 
 /// How the shipper batches.
