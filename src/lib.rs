@@ -26,6 +26,21 @@
 //! # Ok::<(), stratakv::Error>(())
 //! # }).unwrap();
 //! ```
+//!
+//! # Cargo features
+//!
+//! The default build holds the local-folder and in-memory object stores only, so a first build
+//! stays small. Each cloud backend of [`object_store`] is a feature that turns on the backend
+//! with its HTTP and TLS stack:
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `aws` | S3 and S3-compatible stores (`object_store::aws`, `s3://` URLs) |
+//! | `azure` | Azure Blob Storage (`object_store::azure`, `az://`, `abfs://` URLs) |
+//! | `gcp` | Google Cloud Storage (`object_store::gcp`, `gs://` URLs) |
+//!
+//! [`object_store`] is re-exported, so a caller building its own store names the same version
+//! as this crate: `stratakv::object_store::aws::AmazonS3Builder` with the `aws` feature.
 #![deny(missing_docs)]
 
 // The modules depend on each other top to bottom only (tests/layering.rs checks there is no
@@ -50,6 +65,12 @@ mod store;
 mod timeline;
 mod value;
 mod wal;
+
+/// The [`object_store`](https://docs.rs/object_store) crate this one is built on, re-exported so
+/// that the stores a caller hands to [`remote::RemoteStorage::new`] come from the same version.
+/// Its cloud backends are behind this crate's features `aws`, `azure` and `gcp` (see
+/// [Cargo features](crate#cargo-features)).
+pub use object_store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
