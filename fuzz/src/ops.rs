@@ -28,9 +28,9 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use stratakv::format::LayerKind;
 use stratakv::{
-    ErrorKind, FsyncPolicy, Lsn, SimpleRedo, Store, StoreOptions, Timeline, TimelineWriter, Value,
+    ErrorKind, FsyncPolicy, LayerKind, Lsn, SimpleRedo, Store, StoreOptions, Timeline,
+    TimelineWriter, Value,
 };
 
 const KEYS: u8 = 6;
