@@ -1,50 +1,4 @@
-//! A readable secondary: follows the owner of a store through object storage alone, serves
-//! reads at every LSN it has applied, reports its lag and the owner's liveness, and can be
-//! promoted to owner (planned or forced failover).
-//!
-//! A [`Secondary`] is a [read-only](crate::StoreOptions::read_only) store that keeps up: every
-//! [`poll_interval`](SecondaryOptions::poll_interval) (or at [`Secondary::catch_up`]) it reads
-//! the owner's [heartbeat](crate::remote::Heartbeat) and the WAL chunks after the last one it
-//! applied, and applies them to its timelines, so reads see new commits in place. It reloads —
-//! opens a fresh read-only store from the newest indexes in a new cache folder and switches to
-//! it — when it cannot continue from what it applied: a chunk it had not read was deleted (an
-//! index covers it now), the owner's heartbeat is ahead while no chunk is left to read, a
-//! timeline it does not know appears, the catalog changed (a branch, a delete, a restore), or
-//! another generation owns the store. Handles taken before a reload keep the state they were
-//! taken from open and answer from it (applying nothing more) until they are dropped; take new
-//! ones with [`Secondary::timeline`].
-//!
-//! Between reloads, a read that needs a layer the owner's compaction or GC removed from object
-//! storage (one this secondary had not downloaded yet) fails with
-//! [`ErrorKind::NotFound`] naming the object, never with wrong data: call
-//! [`Secondary::reload`], take the timeline again and retry.
-//!
-//! It never writes, uploads or deletes anything in object storage, and never fences the owner.
-//!
-//! Known limitation: a branch created on the owner while a secondary follows is picked up by
-//! a reload, and one model run saw a read on such a branch answer an older version of its
-//! parent; until that is understood, reopen the secondary after creating branches.
-//!
-//! # The owner's liveness
-//!
-//! Judged on the secondary's own clock by when the heartbeat's `beat` last changed: *alive*
-//! while it changes within the owner's interval plus one poll, *suspected* after that, *gone*
-//! once it has not changed for [`confirm_after`](SecondaryOptions::confirm_after) (default 120 s,
-//! so that a blip triggers nothing); *stopped* when its last beat says it closed cleanly.
-//!
-//! # Promotion
-//!
-//! [`Secondary::promote`] catches up, refuses when the owner's last heartbeat shows more
-//! committed than object storage holds by more than
-//! [`max_lag_lsn`](Promotion::max_lag_lsn) (unless [`forced`](Promotion::forced)), then opens
-//! a writable store: it claims the next generation (fencing the old owner: its next commit at
-//! [`Durability::Remote`](crate::Durability::Remote), upload or deletion fails with
-//! [`ErrorKind::Fenced`]), replays every shipped chunk and takes commits. What was acknowledged
-//! at the remote level is never lost; what the old owner committed only locally and never
-//! shipped is what the refusal reports. A planned switchover is [`Store::close`] on the owner
-//! (which ships, uploads and releases its generation, so the promotion does not wait the claim
-//! grace) followed by `promote`; commits on the old owner meanwhile fail with
-//! [`ErrorKind::Closed`] and are to be retried on the new one.
+//! Readable secondaries and failover; the protocol is in the docs of [`Secondary`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -222,7 +176,53 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// A readable secondary of a store in object storage (see the [module docs](self)).
+/// A readable secondary: follows the owner of a store through object storage alone, serves
+/// reads at every LSN it has applied, reports its lag and the owner's liveness, and can be
+/// promoted to owner (planned or forced failover).
+///
+/// A [`Secondary`] is a [read-only](crate::StoreOptions::read_only) store that keeps up: every
+/// [`poll_interval`](SecondaryOptions::poll_interval) (or at [`Secondary::catch_up`]) it reads
+/// the owner's [heartbeat](crate::remote::Heartbeat) and the WAL chunks after the last one it
+/// applied, and applies them to its timelines, so reads see new commits in place. It reloads —
+/// opens a fresh read-only store from the newest indexes in a new cache folder and switches to
+/// it — when it cannot continue from what it applied: a chunk it had not read was deleted (an
+/// index covers it now), the owner's heartbeat is ahead while no chunk is left to read, a
+/// timeline it does not know appears, the catalog changed (a branch, a delete, a restore), or
+/// another generation owns the store. Handles taken before a reload keep the state they were
+/// taken from open and answer from it (applying nothing more) until they are dropped; take new
+/// ones with [`Secondary::timeline`].
+///
+/// Between reloads, a read that needs a layer the owner's compaction or GC removed from object
+/// storage (one this secondary had not downloaded yet) fails with
+/// [`ErrorKind::NotFound`] naming the object, never with wrong data: call
+/// [`Secondary::reload`], take the timeline again and retry.
+///
+/// It never writes, uploads or deletes anything in object storage, and never fences the owner.
+///
+/// Known limitation: a branch created on the owner while a secondary follows is picked up by
+/// a reload, and one model run saw a read on such a branch answer an older version of its
+/// parent; until that is understood, reopen the secondary after creating branches.
+///
+/// # The owner's liveness
+///
+/// Judged on the secondary's own clock by when the heartbeat's `beat` last changed: *alive*
+/// while it changes within the owner's interval plus one poll, *suspected* after that, *gone*
+/// once it has not changed for [`confirm_after`](SecondaryOptions::confirm_after) (default 120 s,
+/// so that a blip triggers nothing); *stopped* when its last beat says it closed cleanly.
+///
+/// # Promotion
+///
+/// [`Secondary::promote`] catches up, refuses when the owner's last heartbeat shows more
+/// committed than object storage holds by more than
+/// [`max_lag_lsn`](Promotion::max_lag_lsn) (unless [`forced`](Promotion::forced)), then opens
+/// a writable store: it claims the next generation (fencing the old owner: its next commit at
+/// [`Durability::Remote`](crate::Durability::Remote), upload or deletion fails with
+/// [`ErrorKind::Fenced`]), replays every shipped chunk and takes commits. What was acknowledged
+/// at the remote level is never lost; what the old owner committed only locally and never
+/// shipped is what the refusal reports. A planned switchover is [`Store::close`] on the owner
+/// (which ships, uploads and releases its generation, so the promotion does not wait the claim
+/// grace) followed by `promote`; commits on the old owner meanwhile fail with
+/// [`ErrorKind::Closed`] and are to be retried on the new one.
 pub struct Secondary {
     shared: Arc<Shared>,
     poller: Mutex<Option<JoinHandle<()>>>,
@@ -381,7 +381,7 @@ impl Secondary {
             .collect()
     }
 
-    /// Promotes this secondary to owner (see the [module docs](self)): catches up, checks the
+    /// Promotes this secondary to owner (see [`Secondary`]): catches up, checks the
     /// lag against `promotion`, stops following, and opens a writable store in the folder
     /// `{path}/primary` with the secondary's store options, which claims the next generation
     /// and replays every shipped chunk. Blocking.

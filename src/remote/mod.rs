@@ -5,6 +5,11 @@
 //! retries and generation claims on top of it; [`FaultyObjectStore`] is a wrapper implementing
 //! the same trait that injects errors, latency and lost responses for tests.
 //!
+//! The local file system and memory backends are always there. S3 needs the crate's `aws`
+//! feature, Azure Blob its `azure` feature and GCS its `gcp` feature (see
+//! [Cargo features](crate#cargo-features)); without them [`RemoteStorage::from_url`] refuses
+//! those URLs and says which feature to turn on.
+//!
 //! # Object layout
 //!
 //! All names are below the storage's prefix (`tenants/acme` say). `{gen}` is a [`Generation`]
