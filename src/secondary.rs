@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -189,8 +190,9 @@ struct Shared {
 /// index covers it now), the owner's heartbeat is ahead while no chunk is left to read, a
 /// timeline it does not know appears, the catalog changed (a branch, a delete, a restore), or
 /// another generation owns the store. Handles taken before a reload keep the state they were
-/// taken from open and answer from it (applying nothing more) until they are dropped; take new
-/// ones with [`Secondary::timeline`].
+/// taken from open and answer from it (applying nothing more) until they are dropped; a read
+/// on one that would wait for an LSN fails at once with [`ErrorKind::Closed`] instead of
+/// waiting in vain. Take new ones with [`Secondary::timeline`].
 ///
 /// Between reloads, a read that needs a layer the owner's compaction or GC removed from object
 /// storage (one this secondary had not downloaded yet) fails with
@@ -199,9 +201,10 @@ struct Shared {
 ///
 /// It never writes, uploads or deletes anything in object storage, and never fences the owner.
 ///
-/// Known limitation: a branch created on the owner while a secondary follows is picked up by
-/// a reload, and one model run saw a read on such a branch answer an older version of its
-/// parent; until that is understood, reopen the secondary after creating branches.
+/// A branch the owner makes is picked up by a reload. Its branch point may be above what the
+/// secondary has applied of the parent (the parent's last commits not shipped yet): a read on
+/// the branch then waits for the parent as a read above `last_record_lsn` waits, and
+/// [`Timeline::get_now`](crate::Timeline::get_now) says the parent is behind.
 ///
 /// # The owner's liveness
 ///
@@ -225,7 +228,8 @@ struct Shared {
 /// [`ErrorKind::Closed`] and are to be retried on the new one.
 pub struct Secondary {
     shared: Arc<Shared>,
-    poller: Mutex<Option<JoinHandle<()>>>,
+    /// The poller thread, and the sender whose drop stops it.
+    poller: Mutex<Option<(JoinHandle<()>, std::sync::mpsc::Sender<()>)>>,
 }
 
 impl std::fmt::Debug for Secondary {
@@ -292,11 +296,14 @@ impl Secondary {
         shared.reload(None)?;
         shared.catch_up()?;
         let poll = shared.clone();
+        // Dropping the sender wakes the poller at once, however long its interval.
+        let (wake, woken) = std::sync::mpsc::channel::<()>();
         let poller = std::thread::Builder::new()
             .name("stratakv-secondary".into())
             .spawn(move || {
-                while !poll.stop.load(Ordering::Acquire) {
-                    std::thread::sleep(poll.options.poll_interval);
+                while let Err(RecvTimeoutError::Timeout) =
+                    woken.recv_timeout(poll.options.poll_interval)
+                {
                     if poll.stop.load(Ordering::Acquire) {
                         break;
                     }
@@ -307,7 +314,7 @@ impl Secondary {
             .map_err(|e| Error::io("starting the secondary's poller in", &base, e))?;
         Ok(Secondary {
             shared,
-            poller: Mutex::new(Some(poller)),
+            poller: Mutex::new(Some((poller, wake))),
         })
     }
 
@@ -479,7 +486,8 @@ impl Secondary {
 
     fn stop_polling(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        if let Some(h) = self.poller.lock().take() {
+        if let Some((h, wake)) = self.poller.lock().take() {
+            drop(wake);
             let _ = h.join();
         }
     }
@@ -511,10 +519,16 @@ impl Shared {
             }
         };
         let mut f = self.follower.lock();
-        f.cache = Arc::new(Cache {
-            store: Some(store),
-            dir,
-        });
+        let old = std::mem::replace(
+            &mut f.cache,
+            Arc::new(Cache {
+                store: Some(store),
+                dir,
+            }),
+        );
+        if let Some(old) = old.store.as_ref() {
+            old.supersede();
+        }
         f.opened_under = under;
         drop(f);
         if n > 0 {

@@ -397,6 +397,7 @@ impl Store {
             flush_tx: Mutex::new(Some(flush_tx)),
             bg_tx: Mutex::new(Some(bg_tx)),
             closed: AtomicBool::new(false),
+            superseded: AtomicBool::new(false),
             bg_error: Mutex::new(None),
             bg_started: std::sync::atomic::AtomicU64::new(0),
             bg_done: tokio::sync::watch::Sender::new(0),
@@ -1031,6 +1032,16 @@ impl Store {
             .by_id
             .get(&id)
             .map(|inner| Timeline::new(inner.clone()))
+    }
+
+    /// For a read-only store a secondary replaced by a newer one: it applies nothing more, so
+    /// reads that wait for an LSN (on this store's timelines) fail at once from now on.
+    pub(crate) fn supersede(&self) {
+        self.env.superseded.store(true, Ordering::Release);
+        for t in self.timelines() {
+            // Wakes the waiters, which see the flag.
+            t.inner.lrl_tx.send_modify(|_| {});
+        }
     }
 
     /// For a read-only store that follows its owner: reads the WAL chunks after the ones it

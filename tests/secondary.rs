@@ -92,6 +92,7 @@ fn a_secondary_reads_what_the_model_says(backend: &Backend) {
     let mut lsn = 0u64;
     let mut checked = 0u64;
     let mut reloads = 0u64;
+    let mut stale = 0u64;
     for round in 0..30 {
         for _ in 0..rng.range(5, 40) {
             lsn += 1;
@@ -121,10 +122,9 @@ fn a_secondary_reads_what_the_model_says(backend: &Backend) {
                 block_on(tl.gc()).unwrap();
             }
         }
-        // Branches on the primary are left out here: a read on a branch that a secondary
-        // picked up by a reload once answered the parent's older version (issue 18, open).
-        if round == 15 && std::env::var("STRATAKV_SECONDARY_BRANCHES").is_ok() {
-            // A branch: the secondary must pick up the new catalog.
+        if round == 15 {
+            // A branch at the parent's newest commit, which may not be shipped yet: the
+            // secondary picks up the new catalog, and reads on the branch wait for the parent.
             let a = primary.timeline("a").unwrap();
             let at = a.last_record_lsn().0;
             let br = block_on(primary.branch("br", &a, Lsn(at))).unwrap();
@@ -162,6 +162,13 @@ fn a_secondary_reads_what_the_model_says(backend: &Backend) {
                     Ok(v) => v,
                     // GC on the primary moved past it since the cutoff was read.
                     Err(e) if matches!(e.kind(), ErrorKind::BelowGcCutoff) => continue,
+                    // The poller reloaded since the handle was taken, and the read (on a
+                    // branch whose parent was behind) would have had to wait: a new handle.
+                    Err(e) if e.kind() == ErrorKind::Closed => {
+                        tl = secondary.timeline(name).unwrap();
+                        stale += 1;
+                        continue;
+                    }
                     // A layer the primary removed since: reload and retry, as documented.
                     Err(e) if e.kind() == ErrorKind::NotFound => {
                         // The primary compacts every few milliseconds here: a few tries.
@@ -221,7 +228,7 @@ fn a_secondary_reads_what_the_model_says(backend: &Backend) {
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!(
-        "{}: {checked} reads checked on the secondary; {reloads} reloads after a layer was removed, {} in all",
+        "{}: {checked} reads checked on the secondary; {reloads} reloads after a layer was removed, {} in all; {stale} waits on a handle a reload replaced",
         backend.name,
         secondary.status().reloads
     );
@@ -481,6 +488,86 @@ fn forced_failover_after_sigkill_loses_nothing() {
 /// promoted with a maximum lag of 10 LSN, then it is refused, naming the timeline; forced, the
 /// promotion goes through and the old primary, still running, is fenced: its uploads and its
 /// next remote-level commit fail with `Fenced`, and nothing it does reaches the new primary.
+/// Given a branch whose parent's WAL up to the branch point is not shipped yet, when a
+/// secondary that has the branch from the catalog reads it above the branch point, then the
+/// read waits for the parent (and `get_now` says it is behind) instead of answering the
+/// parent's older version; once the parent's chunk is there, it reads the branch point's.
+#[test]
+fn a_branch_read_on_a_secondary_waits_for_its_parent() {
+    let backend = Backend::local(unique_prefix("secondary", "branch-parent"));
+    let (pdir, sdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Store::open_blocking(
+        primary_options(pdir.path(), backend.remote())
+            .remote_wal_interval(Duration::from_secs(3600))
+            .background_period(None),
+    )
+    .unwrap();
+    let a = block_on(primary.create_timeline("a")).unwrap();
+    let mut w = a.writer().unwrap();
+    w.put(&key(1), Lsn(10), Value::image(b"old".to_vec()))
+        .unwrap();
+    w.finish_write_with(Lsn(10), Durability::Remote).unwrap();
+    w.put(&key(1), Lsn(20), Value::image(b"new".to_vec()))
+        .unwrap();
+    w.finish_write(Lsn(20)).unwrap(); // Local: acknowledged, not shipped
+    let br = block_on(primary.branch("br", &a, Lsn(20))).unwrap();
+    block_on(primary.wait_for_upload()).unwrap();
+    assert_eq!(a.remote_wal_lsn(), Lsn(10));
+
+    let secondary = Secondary::open(
+        SecondaryOptions::new(
+            StoreOptions::new(sdir.path())
+                .remote(backend.remote())
+                .node_id("secondary")
+                .wait_lsn_timeout(Duration::from_millis(300)),
+        )
+        .poll_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    let status = secondary.catch_up().unwrap();
+    assert_eq!(status.applied.get("a"), Some(&Lsn(10)), "{status:?}");
+    assert_eq!(status.applied.get("br"), Some(&Lsn(20)), "{status:?}");
+    let sbr = secondary.timeline("br").unwrap();
+    let e = sbr
+        .get_blocking(&key(1), Lsn(20))
+        .expect_err("a read on the branch answered before its parent reached the branch point");
+    assert_eq!(e.kind(), ErrorKind::LsnTimeout, "{e}");
+    assert!(
+        e.message().contains("timeline a:"),
+        "the wait names the parent: {e}"
+    );
+    let e = sbr.get_now(&key(1), Lsn(20)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LsnNotYetAvailable, "{e}");
+    // After a reload the old handle applies nothing more: it says so instead of waiting.
+    secondary.reload().unwrap();
+    let e = sbr.get_blocking(&key(1), Lsn(20)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+    assert!(e.message().contains("reloaded"), "{e}");
+    // Below the parent's applied LSN nothing waits: the branch point bounds only reads above.
+    let sa = secondary.timeline("a").unwrap();
+    assert_eq!(
+        sa.get_blocking(&key(1), Lsn(10)).unwrap().as_deref(),
+        Some(&b"old"[..])
+    );
+
+    block_on(a.wait_remote_durable(Lsn(20))).unwrap();
+    secondary.catch_up().unwrap();
+    let sbr = secondary.timeline("br").unwrap();
+    assert_eq!(
+        sbr.get_blocking(&key(1), Lsn(20)).unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    drop((w, br, sbr, sa));
+    // Closing does not wait out the poll interval (an hour here).
+    let closing = Instant::now();
+    secondary.close();
+    assert!(
+        closing.elapsed() < Duration::from_secs(60),
+        "close waited for the poll interval"
+    );
+    block_on(primary.close()).unwrap();
+}
+
 #[test]
 fn promotion_past_the_maximum_lag_is_refused_and_a_forced_one_fences_the_old_primary() {
     let backend = Backend::local(unique_prefix("secondary", "lag"));

@@ -30,6 +30,9 @@ pub(crate) struct Env {
     pub(crate) flush_tx: Mutex<Option<mpsc::Sender<Arc<TimelineInner>>>>,
     pub(crate) bg_tx: Mutex<Option<mpsc::Sender<()>>>,
     pub(crate) closed: AtomicBool,
+    /// A secondary replaced this read-only store by a newer one: it applies nothing more, so
+    /// a read waiting for an LSN would wait in vain.
+    pub(crate) superseded: AtomicBool,
     /// The last failure of background compaction or GC (they retry on their next run).
     pub(crate) bg_error: Mutex<Option<Error>>,
     /// Background passes started, and the number of the last one finished: a pass that starts

@@ -290,6 +290,18 @@ impl TimelineInner {
                         return Ok(());
                     }
                     env.check()?;
+                    if env.superseded.load(Ordering::Acquire) {
+                        return Err(Error::new(
+                            ErrorKind::Closed,
+                            format!(
+                                "timeline {}: LSN {lsn} will not be reached on this handle \
+                                 (last_record_lsn {}): the secondary reloaded since it was taken; \
+                                 take the timeline again from the secondary",
+                                self.name(),
+                                self.last_record_lsn()
+                            ),
+                        ));
+                    }
                     if rx.changed().await.is_err() {
                         return Err(Error::new(
                             ErrorKind::Closed,
@@ -315,12 +327,40 @@ impl TimelineInner {
 
     /// The snapshot a read at `lsn` uses: waits for `lsn` if it is ahead, refuses it if it is
     /// below the cutoff.
+    ///
+    /// It also waits for every ancestor to publish what the read needs from it (see
+    /// [`lagging_ancestor`](Self::lagging_ancestor)).
     pub(crate) async fn read_snapshot(&self, lsn: Lsn) -> Result<Arc<Snapshot>> {
         self.check()?;
         if lsn > self.last_record_lsn() {
             self.wait_for_lsn(lsn).await?;
         }
-        self.snapshot_at(lsn)
+        loop {
+            let snap = self.snapshot_at(lsn)?;
+            match Self::lagging_ancestor(&snap, lsn) {
+                None => return Ok(snap),
+                Some((ancestor, needed)) => ancestor.wait_for_lsn(needed).await?,
+            }
+        }
+    }
+
+    /// The first ancestor of `snap` that has not published yet what a read at `lsn` falls
+    /// through to it for (its branch point, or a lower one further down), with that LSN.
+    ///
+    /// Never one in a writable store, where a branch point is at or below the parent's
+    /// `last_record_lsn` when the branch is made. A secondary applies each timeline's WAL
+    /// records as it reads them, so a branch it picked up may be ahead of its parent there for
+    /// a moment; a read answering from the parent's older state would be wrong data.
+    pub(crate) fn lagging_ancestor(snap: &Snapshot, lsn: Lsn) -> Option<(Arc<Self>, Lsn)> {
+        let (mut ancestor, mut needed) = snap.ancestor.clone()?;
+        needed = needed.min(lsn);
+        loop {
+            if ancestor.last_record_lsn() < needed {
+                return Some((ancestor, needed));
+            }
+            let (next, at) = ancestor.snapshot().ancestor.clone()?;
+            (ancestor, needed) = (next, needed.min(at));
+        }
     }
 
     /// A snapshot that answers reads at `lsn`, or [`ErrorKind::BelowBranchPoint`] /
@@ -664,6 +704,20 @@ impl Timeline {
                 format!(
                     "timeline {}: LSN {lsn} is not published yet; last_record_lsn is {published}",
                     self.inner.name()
+                ),
+            ));
+        }
+        if let Some((ancestor, needed)) =
+            TimelineInner::lagging_ancestor(&self.inner.snapshot(), lsn)
+        {
+            return Err(Error::new(
+                ErrorKind::LsnNotYetAvailable,
+                format!(
+                    "timeline {}: its ancestor {} has not published LSN {needed} yet (a secondary \
+                     still applying it); its last_record_lsn is {}",
+                    self.inner.name(),
+                    ancestor.name(),
+                    ancestor.last_record_lsn()
                 ),
             ));
         }
