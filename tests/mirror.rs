@@ -677,11 +677,10 @@ fn a_corrupt_source_object_is_reported_and_not_copied() {
     for tl in primary.timelines() {
         block_on(tl.flush()).unwrap();
     }
-    wait_shipped(&primary);
     block_on(primary.wait_for_upload()).unwrap();
-    drop(writers);
-    // Stop the primary's background work; its last state stays in the source.
-    block_on(primary.close()).unwrap();
+    // Commits above the indexes: WAL chunks stay in the source while the primary idles.
+    write(&mut rng, &mut writers, &mut model, &mut lsn, 10);
+    wait_shipped(&primary);
     let mirror = Mirror::start(
         source.remote(),
         dest.remote(),
@@ -718,9 +717,9 @@ fn a_corrupt_source_object_is_reported_and_not_copied() {
     let chunk = listed
         .iter()
         .map(|(n, _)| n.clone())
-        .filter(|n| n.starts_with("wal/"))
-        .next_back();
-    if let Some(chunk) = chunk {
+        .rfind(|n| n.starts_with("wal/"))
+        .expect("a WAL chunk above the indexes");
+    {
         // The chunk is in the destination already: mirror into a fresh one.
         let fresh = Backend::local(unique_prefix("mirror", "fresh"));
         let m2 = Mirror::start(
@@ -742,6 +741,8 @@ fn a_corrupt_source_object_is_reported_and_not_copied() {
         m2.stop();
     }
     mirror.stop();
+    drop(writers);
+    block_on(primary.close()).unwrap();
 }
 
 /// Bad options and a destination that is the source are refused with a clear error.
