@@ -629,6 +629,10 @@ fn a_promotion_in_the_mirror_fences_the_mirror() {
     let status = mirror.status();
     assert_eq!(status.state, MirrorState::Fenced, "{status:?}");
     assert_eq!(status.last_error.map(|e| e.kind()), Some(ErrorKind::Fenced));
+    // Measuring still works, and says fenced.
+    let measured = mirror.measure().unwrap();
+    assert_eq!(measured.state, MirrorState::Fenced, "{measured:?}");
+    assert!(measured.lag_lsn > 0, "{measured:?}");
     assert_eq!(
         objects(&dest.remote()),
         after_promotion,

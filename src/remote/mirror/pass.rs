@@ -120,7 +120,9 @@ impl Inner {
                 return Ok(());
             };
             let listing = self.list_dest().await?;
-            let state = if self.paused.load(Ordering::Acquire) {
+            let state = if self.fenced.load(Ordering::Acquire) {
+                MirrorState::Fenced
+            } else if self.paused.load(Ordering::Acquire) {
                 MirrorState::Paused
             } else {
                 MirrorState::CatchingUp

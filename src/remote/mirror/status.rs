@@ -162,7 +162,9 @@ impl Inner {
             s.copied_objects = work.copied_objects;
             s.copied_bytes = work.copied_bytes;
             s.deleted_objects = work.deleted_objects;
-            s.last_error = None;
+            if state != MirrorState::Fenced {
+                s.last_error = None;
+            }
         });
     }
 }
