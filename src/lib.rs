@@ -102,6 +102,7 @@ pub use lsn::Lsn;
 pub use options::{Durability, MAX_KEY_LEN_LIMIT, StoreOptions};
 pub use random::{Entropy, SeededEntropy, SystemEntropy};
 pub use redo::{RedoRecord, SimpleRedo, WalRedo};
+pub use remote::{Mirror, MirrorOptions, MirrorPass, MirrorState, MirrorStatus, MirrorTimeline};
 pub use secondary::{
     PrimaryHealth, Promotion, Secondary, SecondaryOptions, SecondaryState, SecondaryStatus,
 };

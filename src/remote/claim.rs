@@ -516,6 +516,177 @@ impl RemoteStorage {
     }
 }
 
+impl RemoteStorage {
+    /// The newest claim, read without any write (no capability probe): the `generation`
+    /// object if there is one, else the newest of `generations/`. For reading a store this
+    /// node must never write to, such as a mirror's source.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] when the store fails; [`ErrorKind::Corruption`] if a claim object does
+    /// not parse.
+    pub(crate) async fn peek_generation(&self) -> Result<Option<(Generation, String)>> {
+        let location = self.location(CLAIM_OBJECT)?;
+        if let Some(c) = self.read_claim(&location).await? {
+            return Ok(Some((c.record.generation, c.record.node)));
+        }
+        let dir = self.location(CLAIMS_DIR)?;
+        let newest = self
+            .list_files(&dir)
+            .await?
+            .iter()
+            .filter_map(|name| name.parse::<Generation>().ok())
+            .max();
+        let Some(newest) = newest else {
+            return Ok(None);
+        };
+        let location = self.location(&claim_object_of(newest))?;
+        Ok(self
+            .read_claim(&location)
+            .await?
+            .map(|c| (c.record.generation, c.record.node)))
+    }
+
+    /// Takes exactly `target` for `node_id`, provided the newest claim is still `held` (a
+    /// generation `node_id` took before; `None`: no claim at all). What a mirror does to carry
+    /// its source's generation into its destination: a node that claims there afterwards
+    /// takes a newer one and fences the mirror.
+    ///
+    /// With conditional update, one write of the claim object matched on what was read. On
+    /// create-only backends every generation from `held + 1` up to `target` is created in
+    /// turn, so that claims stay consecutive: a generation another node took in between stops
+    /// the climb (and the mirror) instead of being passed over.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Fenced`] if another node claimed since `held` (the message names the
+    /// claim); [`ErrorKind::InvalidArgument`] if `target` is not above `held`; otherwise as
+    /// [`claim_generation`](RemoteStorage::claim_generation).
+    pub(crate) async fn claim_exact(
+        &self,
+        node_id: &str,
+        held: Option<Generation>,
+        target: Generation,
+    ) -> Result<()> {
+        if held.is_some_and(|h| h >= target) || target == Generation(0) {
+            return Err(Error::invalid(format!(
+                "cannot claim generation {target} of {} over generation {held:?}",
+                self.prefix
+            )));
+        }
+        let nonce = self.entropy.next_u64();
+        let record = |generation| ClaimRecord {
+            generation,
+            nonce,
+            node: node_id.to_string(),
+        };
+        let taken = |what: String| {
+            Error::new(
+                ErrorKind::Fenced,
+                format!(
+                    "{node_id:?} cannot claim generation {target} of {}: {what}",
+                    self.prefix
+                ),
+            )
+        };
+        let mut transient = TransientBudget::new();
+        if self.claim_mode().await? == MODE_UPDATE {
+            let location = self.location(CLAIM_OBJECT)?;
+            let mut pending = false;
+            loop {
+                let current = self.read_claim(&location).await?;
+                let mode = match (&current, held) {
+                    (Some(c), _) if pending && c.record == record(target) => return Ok(()),
+                    (None, None) => PutMode::Create,
+                    (Some(c), Some(h)) if c.record.generation == h && c.record.node == node_id => {
+                        PutMode::Update(c.version.clone())
+                    }
+                    (Some(c), _) => {
+                        return Err(taken(format!(
+                            "{location} names generation {} of node {:?}",
+                            c.record.generation, c.record.node
+                        )));
+                    }
+                    (None, Some(h)) => {
+                        return Err(taken(format!(
+                            "generation {h} was held but {location} is missing"
+                        )));
+                    }
+                };
+                let opts = PutOptions {
+                    mode,
+                    ..PutOptions::default()
+                };
+                match self
+                    .store
+                    .put_opts(&location, seal(record(target).encode()), opts)
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    // Another write came first: read again (it is ours if a lost response hid it).
+                    Err(
+                        object_store::Error::Precondition { .. }
+                        | object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::NotFound { .. },
+                    ) => {}
+                    Err(e) if is_transient(&e) => {
+                        pending = true;
+                        if !transient.wait(self).await {
+                            return Err(store_error("claim generation at", &location, e));
+                        }
+                    }
+                    Err(e) => return Err(store_error("claim generation at", &location, e)),
+                }
+            }
+        }
+        let newest = self.newest_claim_created().await?;
+        if newest != held {
+            return Err(taken(format!(
+                "the newest claim is generation {newest:?}, not {held:?}"
+            )));
+        }
+        let mut next = held.map_or(Some(Generation(1)), Generation::next);
+        while let Some(generation) = next.filter(|g| *g <= target) {
+            let location = self.location(&claim_object_of(generation))?;
+            let mut pending = false;
+            loop {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                match self
+                    .store
+                    .put_opts(&location, seal(record(generation).encode()), opts)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) => {
+                        if pending
+                            && let Some(c) = self.read_claim(&location).await?
+                            && c.record == record(generation)
+                        {
+                            break;
+                        }
+                        return Err(taken(format!("generation {generation} was claimed first")));
+                    }
+                    Err(e) if is_transient(&e) => {
+                        pending = true;
+                        if !transient.wait(self).await {
+                            return Err(store_error("claim generation at", &location, e));
+                        }
+                    }
+                    Err(e) => return Err(store_error("claim generation at", &location, e)),
+                }
+            }
+            next = generation.next();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

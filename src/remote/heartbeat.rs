@@ -57,7 +57,7 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn encode(&self) -> String {
+    pub(super) fn encode(&self) -> String {
         let mut out = format!(
             "generation {}\nnode {}\nbeat {}\ninterval_ms {}\ncatalog {}\nstopped {}\n",
             self.generation,
@@ -76,7 +76,7 @@ impl Heartbeat {
         out
     }
 
-    fn decode(name: &str, bytes: &[u8]) -> Result<Heartbeat> {
+    pub(super) fn decode(name: &str, bytes: &[u8]) -> Result<Heartbeat> {
         let bad = |what: String| {
             Error::new(
                 ErrorKind::Corruption,

@@ -204,6 +204,48 @@ impl WalShip {
     }
 }
 
+/// Splits chunks listed as `(seq, generation, name)`, sorted, into the valid ones, as
+/// `(seq, name)` in order, and the stale ones: a chunk is valid unless a newer generation wrote
+/// a chunk at or below its sequence number or started its WAL (`starts`: generation → first
+/// sequence number) at or below it. Such a chunk was written by a fenced owner after its
+/// successor began, and nothing in it was acknowledged.
+pub(super) fn valid_chunks(
+    listed: &[(u64, Generation, String)],
+    starts: &BTreeMap<Generation, u64>,
+) -> (Vec<(u64, String)>, Vec<String>) {
+    let mut valid: Vec<(u64, String)> = Vec::new();
+    let mut stale = Vec::new();
+    let mut newest_below = Generation(0);
+    let mut i = 0;
+    while i < listed.len() {
+        let seq = listed[i].0;
+        let group_end = listed[i..]
+            .iter()
+            .position(|(s, _, _)| *s != seq)
+            .map_or(listed.len(), |n| i + n);
+        let group_max = listed[i..group_end]
+            .iter()
+            .map(|(_, g, _)| *g)
+            .max()
+            .expect("a group");
+        newest_below = newest_below.max(group_max);
+        for (s, g, name) in &listed[i..group_end] {
+            // A newer generation started its WAL at or below this chunk: written by a
+            // fenced owner after its successor began, never acknowledged.
+            let superseded = starts
+                .range(g.next().unwrap_or(*g)..)
+                .any(|(ng, start)| *ng > *g && *s >= *start);
+            if *g == newest_below && !superseded {
+                valid.push((*s, name.clone()));
+            } else {
+                stale.push(name.clone());
+            }
+        }
+        i = group_end;
+    }
+    (valid, stale)
+}
+
 /// A chunk read back at open.
 pub(crate) struct Tail {
     /// Records of every valid chunk, in order.
@@ -291,37 +333,7 @@ impl RemoteCtx {
                 .filter_map(|(name, _)| parse_wal_start(&name))
                 .filter(|(g, _)| *g <= self.generation)
                 .collect();
-            // Valid: no newer generation at or below its sequence number.
-            let mut valid: Vec<(u64, String)> = Vec::new();
-            let mut stale = Vec::new();
-            let mut newest_below = Generation(0);
-            let mut i = 0;
-            while i < listed.len() {
-                let seq = listed[i].0;
-                let group_end = listed[i..]
-                    .iter()
-                    .position(|(s, _, _)| *s != seq)
-                    .map_or(listed.len(), |n| i + n);
-                let group_max = listed[i..group_end]
-                    .iter()
-                    .map(|(_, g, _)| *g)
-                    .max()
-                    .expect("a group");
-                newest_below = newest_below.max(group_max);
-                for (s, g, name) in &listed[i..group_end] {
-                    // A newer generation started its WAL at or below this chunk: written by a
-                    // fenced owner after its successor began, never acknowledged.
-                    let superseded = starts
-                        .range(g.next().unwrap_or(*g)..)
-                        .any(|(ng, start)| *ng > *g && *s >= *start);
-                    if *g == newest_below && !superseded {
-                        valid.push((*s, name.clone()));
-                    } else {
-                        stale.push(name.clone());
-                    }
-                }
-                i = group_end;
-            }
+            let (mut valid, stale) = valid_chunks(&listed, &starts);
             for w in valid.windows(2) {
                 if w[1].0 != w[0].0 + 1 {
                     return Err(Error::new(
