@@ -108,6 +108,8 @@ pub use secondary::{
 pub use store::{
     Discarded, DiscardedTimeline, EvictReport, KeepReason, KeptLayer, RestorePoint, Restored, Store,
 };
-pub use timeline::{CompactionReport, GcReport, ReadTrace, Timeline, TimelineWriter};
+pub use timeline::{
+    CompactionReport, GcReport, KeyVersion, LayerStatus, ReadTrace, Timeline, TimelineWriter,
+};
 pub use value::{KeyRange, Value};
 pub use wal::FsyncPolicy;
