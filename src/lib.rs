@@ -47,7 +47,7 @@
 #![deny(unnameable_types)]
 
 // The modules depend on each other top to bottom only (tests/layering.rs checks there is no
-// cycle): `store` (the tenant) → `timeline` (handles, reads, flush, compaction, GC, and the
+// cycle): `inspect` (verify and dump, reading files without opening the store) → `store` (the tenant) → `timeline` (handles, reads, flush, compaction, GC, and the
 // `Env` they share) → `options` → `remote` (object storage; sees a timeline only through its
 // `UploadSource` view) → `wal` → `layer` → `format` (on-disk encodings) → `redo`, `io` →
 // `layout` (file names), `lsn`, `id`, `value`, `clock`, `random`, `error`, `hint`.
@@ -56,6 +56,7 @@ mod error;
 mod format;
 mod hint;
 mod id;
+pub mod inspect;
 pub mod io;
 mod layer;
 mod layout;
