@@ -38,6 +38,7 @@
 //! | `aws` | S3 and S3-compatible stores (`object_store::aws`, `s3://` URLs) |
 //! | `azure` | Azure Blob Storage (`object_store::azure`, `az://`, `abfs://` URLs) |
 //! | `gcp` | Google Cloud Storage (`object_store::gcp`, `gs://` URLs) |
+//! | `cli` | the `stratakv` command-line tool (with `aws`, `azure` and `gcp`); the library's [`inspect`] module it uses is always there |
 //!
 //! [`object_store`] is re-exported, so a caller building its own store names the same version
 //! as this crate: `stratakv::object_store::aws::AmazonS3Builder` with the `aws` feature.
