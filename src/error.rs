@@ -79,6 +79,8 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// The byte offset in the file named by the message, for corruption found at one.
+    offset: Option<u64>,
     #[source]
     source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -89,6 +91,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            offset: None,
             source: None,
         }
     }
@@ -101,6 +104,13 @@ impl Error {
     /// The detail: which key, LSN, file and offset.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// For a [`Corruption`](ErrorKind::Corruption) error found at a place in a file or object
+    /// (the one the message names): the byte offset of that place, as the message gives it.
+    /// `None` for errors that name no offset.
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
     }
 
     /// Attaches the underlying cause.
@@ -123,10 +133,12 @@ impl Error {
     }
 
     pub(crate) fn corruption(path: &Path, offset: u64, what: impl fmt::Display) -> Error {
-        Error::new(
+        let mut e = Error::new(
             ErrorKind::Corruption,
             format!("{} at offset {offset}: {what}", path.display()),
-        )
+        );
+        e.offset = Some(offset);
+        e
     }
 
     pub(crate) fn io(what: impl fmt::Display, path: &Path, err: std::io::Error) -> Error {

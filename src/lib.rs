@@ -38,6 +38,7 @@
 //! | `aws` | S3 and S3-compatible stores (`object_store::aws`, `s3://` URLs) |
 //! | `azure` | Azure Blob Storage (`object_store::azure`, `az://`, `abfs://` URLs) |
 //! | `gcp` | Google Cloud Storage (`object_store::gcp`, `gs://` URLs) |
+//! | `cli` | the `stratakv` command-line tool (with `aws`, `azure` and `gcp`); the library's [`inspect`] module it uses is always there |
 //!
 //! [`object_store`] is re-exported, so a caller building its own store names the same version
 //! as this crate: `stratakv::object_store::aws::AmazonS3Builder` with the `aws` feature.
@@ -47,7 +48,7 @@
 #![deny(unnameable_types)]
 
 // The modules depend on each other top to bottom only (tests/layering.rs checks there is no
-// cycle): `store` (the tenant) → `timeline` (handles, reads, flush, compaction, GC, and the
+// cycle): `inspect` (verify and dump, reading files without opening the store) → `store` (the tenant) → `timeline` (handles, reads, flush, compaction, GC, and the
 // `Env` they share) → `options` → `remote` (object storage; sees a timeline only through its
 // `UploadSource` view) → `wal` → `layer` → `format` (on-disk encodings) → `redo`, `io` →
 // `layout` (file names), `lsn`, `id`, `value`, `clock`, `random`, `error`, `hint`.
@@ -56,6 +57,7 @@ mod error;
 mod format;
 mod hint;
 mod id;
+pub mod inspect;
 pub mod io;
 mod layer;
 mod layout;
@@ -109,6 +111,8 @@ pub use secondary::{
 pub use store::{
     Discarded, DiscardedTimeline, EvictReport, KeepReason, KeptLayer, RestorePoint, Restored, Store,
 };
-pub use timeline::{CompactionReport, GcReport, ReadTrace, Timeline, TimelineWriter};
+pub use timeline::{
+    CompactionReport, GcReport, KeyVersion, LayerStatus, ReadTrace, Timeline, TimelineWriter,
+};
 pub use value::{KeyRange, Value};
 pub use wal::FsyncPolicy;

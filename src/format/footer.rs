@@ -33,7 +33,8 @@ use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::value::KeyRange;
 
-const MAGIC: &[u8; 8] = b"STRKVLYR";
+/// The magic that ends every layer file.
+pub(crate) const MAGIC: &[u8; 8] = b"STRKVLYR";
 const VERSION: u16 = 2;
 const BODY_LEN_AT: usize = 0;
 const BODY_CRC_AT: usize = BODY_LEN_AT + 4;

@@ -32,7 +32,8 @@ use crate::id::TimelineId;
 use crate::lsn::Lsn;
 use crate::value::KeyRange;
 
-const MAGIC: &[u8; 8] = b"STRKVMAN";
+/// The magic that starts every manifest.
+pub(crate) const MAGIC: &[u8; 8] = b"STRKVMAN";
 const VERSION: u16 = 1;
 
 /// One layer file of a timeline, as its manifest names it: what

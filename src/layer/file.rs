@@ -544,6 +544,39 @@ impl LayerFile {
         Ok(self.absent_if_image(out))
     }
 
+    /// Every version of `key` in the file, oldest first, its blocks read past the cache.
+    pub(crate) fn versions_of(&self, key: &[u8]) -> Result<Vec<(Lsn, Value)>> {
+        let mut out = Vec::new();
+        let mut bi = self.blocks_at_or_below(key, Lsn::MAX);
+        let mut whole_block = false;
+        'blocks: while bi > 0 {
+            bi -= 1;
+            let block = self.block_uncached(bi)?;
+            let mut i = if whole_block {
+                block.len()
+            } else {
+                match block
+                    .seek_le(key, Lsn::MAX)
+                    .map_err(|e| self.corrupt(bi, e))?
+                {
+                    Some(i) => i + 1,
+                    None => continue,
+                }
+            };
+            while i > 0 {
+                i -= 1;
+                let e = block.entry(i).map_err(|e| self.corrupt(bi, e))?;
+                if e.key != key {
+                    break 'blocks;
+                }
+                out.push((e.lsn, e.value));
+            }
+            whole_block = true;
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// How many blocks start at or below `(key, lsn)`: blocks before the first whose head
     /// is above `key`'s, less those with `key`'s head that start above `(key, lsn)`.
     fn blocks_at_or_below(&self, key: &[u8], lsn: Lsn) -> usize {

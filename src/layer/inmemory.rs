@@ -441,6 +441,17 @@ impl InMemoryLayer {
         false
     }
 
+    /// Every version of `key` in the layer, oldest first.
+    pub(crate) fn versions_of(&self, key: &[u8]) -> Vec<(Lsn, Value)> {
+        let t = self.table.read();
+        let Some(id) = t.find(key) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(Lsn, Value)> = t.chain(id).map(|v| (v.lsn, v.value.clone())).collect();
+        out.reverse();
+        out
+    }
+
     /// Keys in the bounds that have a version below `cont`, appended to `out` (in no
     /// particular order).
     pub(crate) fn keys_in(

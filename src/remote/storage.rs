@@ -256,7 +256,7 @@ impl RemoteStorage {
     }
 
     /// The stored bytes of `location`, trailer included, with retries.
-    pub(super) async fn get_raw(&self, location: &Path, op: &str) -> Result<Bytes> {
+    pub(crate) async fn get_raw(&self, location: &Path, op: &str) -> Result<Bytes> {
         let store = &self.store;
         self.retry
             .run(move || async move { store.get(location).await?.bytes().await })

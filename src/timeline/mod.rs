@@ -29,6 +29,7 @@ mod env;
 mod flush;
 mod gate;
 mod gc;
+mod history;
 mod image;
 mod read;
 mod residence;
@@ -58,7 +59,9 @@ pub(crate) use gate::GateGuard;
 
 pub use compaction::CompactionReport;
 pub use gc::GcReport;
+pub use history::KeyVersion;
 pub use read::ReadTrace;
+pub use residence::LayerStatus;
 pub use writer::TimelineWriter;
 
 /// What readers see: the open and frozen in-memory layers and the layer files, published whole.
@@ -845,6 +848,72 @@ impl Timeline {
             .iter()
             .map(|l| l.desc.clone())
             .collect()
+    }
+
+    /// The layer files the timeline reads, newest first, as [`layers`](Timeline::layers)
+    /// gives them, each with where its bytes are: on local disk, in object storage, or both.
+    pub fn layer_status(&self) -> Vec<LayerStatus> {
+        self.inner
+            .snapshot()
+            .map
+            .layers()
+            .iter()
+            .map(|l| LayerStatus {
+                desc: l.desc.clone(),
+                resident: l.is_resident(),
+                remote_generation: l.remote_generation().map(crate::remote::Generation),
+            })
+            .collect()
+    }
+
+    /// The unexpired LSN [leases](Timeline::lease) this store holds on the timeline, as
+    /// `(lsn, expiry)`, lowest LSN first. Leases live in the memory of the process that took
+    /// them: another process opening the store sees none of them.
+    pub fn leases(&self) -> Vec<(Lsn, SystemTime)> {
+        let now = self.inner.env.options.clock.now();
+        let mut leases: Vec<(Lsn, SystemTime)> = self
+            .inner
+            .leases
+            .lock()
+            .iter()
+            .filter(|(_, expiry)| *expiry > now)
+            .copied()
+            .collect();
+        leases.sort();
+        leases
+    }
+
+    /// Every version of `key` within the retention window `[gc_cutoff, last_record_lsn]`,
+    /// oldest first: what was written at each LSN and the value a read there returns. When
+    /// the key has a value at the cutoff but no version written exactly there, the first
+    /// entry stands for that value ([`KeyVersion::written`] is `None`). Versions below the
+    /// window, and those of ancestors below the branch point, are not readable here and are
+    /// not listed. Reads layer files only in the key's range, downloading them if needed.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use stratakv::{Lsn, SimpleRedo, Store, StoreOptions, Value};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(StoreOptions::new(dir.path())).await?;
+    /// let main = store.create_timeline("main").await?;
+    /// let mut w = main.writer()?;
+    /// w.put(b"k", Lsn(0x10), Value::image("a"))?;
+    /// w.finish_write(Lsn(0x10))?;
+    /// w.put(b"k", Lsn(0x20), Value::delta(SimpleRedo::append(b"b")))?;
+    /// w.finish_write(Lsn(0x20))?;
+    /// let h = main.history(b"k").await?;
+    /// assert_eq!(h.iter().map(|v| v.lsn).collect::<Vec<_>>(), [Lsn(0x10), Lsn(0x20)]);
+    /// assert_eq!(h[1].value.as_deref(), Some(&b"ab"[..]));
+    /// store.close().await?;
+    /// # Ok::<(), stratakv::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`get`](Timeline::get): [`ErrorKind::Corruption`] if a block fails its checksum,
+    /// [`ErrorKind::Redo`] if a delta cannot be applied, download errors.
+    pub async fn history(&self, key: &[u8]) -> Result<Vec<KeyVersion>> {
+        self.inner.history(key).await
     }
 
     /// Number of in-memory layers (the open one and any frozen ones waiting for flush).

@@ -8,6 +8,21 @@ use crate::id::TimelineId;
 use crate::layer::{Layer, LayerFile};
 use crate::remote::{Generation, layer_object};
 
+/// A layer file of a timeline and where its bytes are, from
+/// [`Timeline::layer_status`](crate::Timeline::layer_status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerStatus {
+    /// The layer: file name, kind, level, LSN and key ranges, size.
+    pub desc: crate::format::LayerDesc,
+    /// Whether its file is on local disk. A layer that is not is downloaded when a read
+    /// needs it.
+    pub resident: bool,
+    /// The generation of its object in object storage, once uploaded; `None` without a
+    /// remote or before its upload.
+    pub remote_generation: Option<Generation>,
+}
+
 impl TimelineInner {
     /// Makes `layer` resident, downloading it if needed; concurrent callers share one download.
     /// A layer compaction or GC has replaced is not downloaded: the caller takes a new snapshot.
