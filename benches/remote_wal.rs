@@ -5,7 +5,7 @@
 //! ```text
 //! cargo bench --bench remote_wal                  # the local-folder object store, ~1.5 minutes
 //! eval "$(.ci/object-stores.sh start)"            # moto (S3) on loopback; then also on moto
-//! cargo bench --bench remote_wal                  # both, ~4 minutes on 2 cores
+//! cargo bench --bench remote_wal                  # both, ~3.5 minutes on 2 cores
 //! .ci/object-stores.sh stop
 //! ```
 //!
@@ -14,9 +14,10 @@
 //!
 //! | section | what is measured |
 //! |---|---|
-//! | commit latency | the time of `finish_write` (puts untimed), median and p99, at `Local` and at `Remote`, for 1 timeline and for 8 committing at once (8 plain threads, one timeline and writer each), with a `finish_write` every 1, 10 and 100 puts of 100-byte incompressible values, each put at its own LSN; a fresh store on a fresh prefix per case; `STRATAKV_BENCH_SECS` (default 2) of measurement after 0.3 s of warm-up. Also puts/s, MB/s of values, and the commits per WAL chunk uploaded (chunks listed under `wal/` at the end) |
+//! | commit latency | the time of `finish_write` (puts untimed), median and p99, at `Local` and at `Remote`, for 1 timeline and for 8 committing at once (8 plain threads, one timeline and writer each), with a `finish_write` every 1, 10 and 100 puts of 100-byte incompressible values, each put at its own LSN; a fresh store on a fresh prefix per case; `STRATAKV_BENCH_SECS` (default 2) of measurement after 0.3 s of warm-up. Also the worst commit and the commits of 90 ms or more, puts/s, MB/s of values, and the commits per WAL chunk shipped (the highest chunk sequence number under `wal/` at the end) |
 //! | ingest | 8 timelines, a `finish_write` every 10 puts: `Local`, `Remote`, `Local`, `Remote` in turn, `STRATAKV_BENCH_INGEST_SECS` (default 3) each; puts/s and MB/s of values, and `Remote` ÷ `Local` |
-//! | attach after a node loss | a writer builds a base of 10,000 keys, flushes it and waits for its upload (the index covers it and the chunks below it are deleted), then writes a tail of 0, 10 and 100 MB of WAL (`STRATAKV_BENCH_TAIL_MB`, default `0,10,100`) at `Local` with a `finish_write` every 100 puts and `wait_remote_durable` on the last, and is dropped without a close (nothing flushed past the index: `freeze_bytes` 1 GiB); the chunks under `wal/` are listed and printed; a node attaches on an empty directory and reads the newest key at its `last_record_lsn`: open (claim, claim wait, index, replay of the tail) to first read, `STRATAKV_BENCH_ATTACH_REPS` times (default 3; 1 for tails of 50 MB and more) |
+//! | commits across a flush | 1 timeline, `STRATAKV_BENCH_FLUSH_PUTS` puts (default 500,000: the default 64 MiB layer fills once, at about 410,000), a `finish_write` every 100 puts, at `Local` and at `Remote`: median, p99 and the worst commit, the commits of 90 ms or more and their sum, layer files flushed, chunks left under `wal/`. After the flush's index upload the chunks it covers are deleted |
+//! | attach after a node loss | a writer builds a base of 10,000 keys, flushes it and waits for its upload (the index covers it and the chunks below it are deleted), then writes a tail of 0, 10 and 100 MB of WAL (`STRATAKV_BENCH_TAIL_MB`, default `0,10,100`) at `Local` with a `finish_write` every 100 puts, in steps each ended by `wait_remote_durable` and a listing, until the chunks hold the target, and is dropped without a close (nothing flushed past the index: `freeze_bytes` 1 GiB); the chunks under `wal/` are listed and printed; a node attaches on an empty directory and reads the newest key at its `last_record_lsn`: open (claim, claim wait, index, replay of the tail) to first read, `STRATAKV_BENCH_ATTACH_REPS` times (default 3; 1 for tails of 50 MB and more) |
 //!
 //! The commit section ends with a wake check: `Remote`, 1 timeline, a commit per put, with
 //! `remote_wal_interval` 10 s; a committer that did not wake the shipper would wait seconds.
@@ -25,7 +26,8 @@
 //! jobs writing to the same disk slow it.
 //!
 //! Scaling: `STRATAKV_BENCH_SECS`, `STRATAKV_BENCH_INGEST_SECS`, `STRATAKV_BENCH_TAIL_MB`,
-//! `STRATAKV_BENCH_ATTACH_REPS` (above); `STRATAKV_BENCH_SECTIONS=commit,ingest,attach` and
+//! `STRATAKV_BENCH_ATTACH_REPS`, `STRATAKV_BENCH_FLUSH_PUTS` (above);
+//! `STRATAKV_BENCH_SECTIONS=commit,ingest,flush,attach` and
 //! `STRATAKV_BENCH_BACKENDS=local,s3` pick sections and backends; `STRATAKV_BENCH_TMP` puts the
 //! stores and the local-folder bucket in another directory (`/dev/shm`: fsync is free there).
 //!
@@ -151,8 +153,9 @@ struct Run {
     window: Duration,
     /// Commits over the whole run, warm-up included.
     commits: u64,
-    /// WAL chunks under `wal/` at the end.
-    chunks: usize,
+    /// WAL chunks shipped: the highest sequence number under `wal/` at the end (a fresh
+    /// prefix starts at 1; chunks that an index covers may have been deleted already).
+    chunks: u64,
 }
 
 impl Run {
@@ -256,7 +259,16 @@ fn commit_run(
         run.window = run.window.max(window);
     }
     run.lat.sort();
-    run.chunks = list_wal(rt, &backend.remote(&prefix)).0;
+    run.chunks = rt
+        .block_on(backend.remote(&prefix).list("wal"))
+        .unwrap()
+        .iter()
+        .filter_map(|(name, _)| {
+            let seq = name.strip_prefix("wal/")?.split('-').next()?;
+            u64::from_str_radix(seq, 16).ok()
+        })
+        .max()
+        .unwrap_or(0);
     // Not closed: a close would flush and upload every timeline, which is no part of this.
     drop(store);
     run
@@ -400,6 +412,74 @@ fn ingest(rt: &tokio::runtime::Runtime, backend: &Backend, secs: Duration) {
     );
 }
 
+/// Commits across the first flushes, one timeline, a `finish_write` every 100 puts, default
+/// options (64 MiB layers): after a flush's index upload the shipper deletes the chunks it
+/// covers, one checked deletion each, before it ships the next chunk.
+fn across_flush(rt: &tokio::runtime::Runtime, backend: &Backend, total: u64) {
+    let per_commit = 100;
+    println!(
+        "\n## {}: commits across flushes: 1 timeline, {total} puts of {VALUE} B, a finish_write every {per_commit} puts, \
+         default options except durability ({DEFAULTS}); the layer fills and is flushed and uploaded while the writer commits",
+        backend.name
+    );
+    for level in [Durability::Local, Durability::Remote] {
+        let dir = tempdir();
+        let prefix = unique("flush");
+        let store = Store::open_blocking(
+            StoreOptions::new(dir.path())
+                .remote(backend.remote(&prefix))
+                .durability(level),
+        )
+        .unwrap();
+        let tl = rt.block_on(store.create_timeline("main")).unwrap();
+        let pool = pool(3);
+        let mut w = tl.writer().unwrap();
+        let mut lat = Vec::with_capacity((total / per_commit) as usize);
+        let mut worst = (Duration::ZERO, Duration::ZERO);
+        let start = Instant::now();
+        let mut lsn = 0u64;
+        while lsn < total {
+            for _ in 0..per_commit {
+                lsn += 1;
+                w.put(&key(0, lsn), Lsn(lsn), Value::image(value(&pool, lsn)))
+                    .unwrap();
+            }
+            let t = Instant::now();
+            w.finish_write(Lsn(lsn)).unwrap();
+            let took = t.elapsed();
+            if took > worst.0 {
+                worst = (took, t.duration_since(start));
+            }
+            lat.push(took);
+        }
+        let elapsed = start.elapsed();
+        lat.sort();
+        let slow: Vec<&Duration> = lat
+            .iter()
+            .filter(|l| **l >= Duration::from_millis(90))
+            .collect();
+        let (chunks, _) = list_wal(rt, &backend.remote(&prefix));
+        println!(
+            "{:<6}: {:.0} puts/s; commit median {}, p99 {}, max {} (at {:.1} s); {} commits of {} took 90 ms or more, {} in all; \
+             {} layer files flushed, index at {}, {chunks} chunks under wal/ at the end",
+            level_name(level),
+            total as f64 / elapsed.as_secs_f64(),
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            ms(worst.0),
+            worst.1.as_secs_f64(),
+            slow.len(),
+            lat.len(),
+            ms(slow.into_iter().sum()),
+            tl.layers().len(),
+            tl.remote_consistent_lsn(),
+        );
+        drop(w);
+        drop(tl);
+        drop(store);
+    }
+}
+
 /// Options of the node that writes the tail and of the node that attaches after it.
 fn attach_opts(dir: &std::path::Path, remote: RemoteStorage) -> StoreOptions {
     StoreOptions::new(dir).remote(remote).freeze_bytes(1 << 30)
@@ -422,35 +502,34 @@ fn attach_once(rt: &tokio::runtime::Runtime, backend: &Backend, tail_mb: u64) {
             w.finish_write(Lsn(*lsn)).unwrap();
         }
     };
-    // The base: flushed and uploaded; the chunks below the index are deleted.
+    // The base: shipped, flushed and uploaded; then the chunks below the index are deleted.
     while lsn < BASE_KEYS {
         put(&mut w, &mut lsn);
     }
     w.finish_write(Lsn(lsn)).unwrap();
+    rt.block_on(tl.wait_remote_durable(Lsn(lsn))).unwrap();
     rt.block_on(tl.flush()).unwrap();
     rt.block_on(store.wait_for_upload()).unwrap();
     let base_lsn = tl.remote_consistent_lsn();
+    assert_eq!(base_lsn, Lsn(lsn), "the index covers the base");
     let t = Instant::now();
     while list_wal(rt, &backend.remote(&prefix)).0 > 0 && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The tail: estimate the chunk bytes per put from a first part, then write the rest.
+    // The tail: write, ship and list until the chunks hold the target, sizing each step by
+    // the chunk bytes per put seen so far.
     let target = tail_mb * 1_000_000;
-    if target > 0 {
-        let probe = (target / 1000).clamp(1000, 20_000);
-        for _ in 0..probe {
+    let start_bytes = list_wal(rt, &backend.remote(&prefix)).1;
+    let mut step = (target / 1000).clamp(1000, 20_000);
+    while target > 0 && list_wal(rt, &backend.remote(&prefix)).1 < target {
+        for _ in 0..step {
             put(&mut w, &mut lsn);
         }
         w.finish_write(Lsn(lsn)).unwrap();
         rt.block_on(tl.wait_remote_durable(Lsn(lsn))).unwrap();
-        let (_, bytes) = list_wal(rt, &backend.remote(&prefix));
-        let per_put = bytes as f64 / probe as f64;
-        let rest = ((target as f64 - bytes as f64) / per_put).max(0.0) as u64;
-        for _ in 0..rest {
-            put(&mut w, &mut lsn);
-        }
-        w.finish_write(Lsn(lsn)).unwrap();
-        rt.block_on(tl.wait_remote_durable(Lsn(lsn))).unwrap();
+        let bytes = list_wal(rt, &backend.remote(&prefix)).1;
+        let per_put = bytes.saturating_sub(start_bytes).max(1) as f64 / (lsn - base_lsn.0) as f64;
+        step = ((target.saturating_sub(bytes) as f64 / per_put) as u64).max(100);
     }
     assert_eq!(
         tl.remote_consistent_lsn(),
@@ -561,8 +640,9 @@ fn fsync_probe() -> String {
 fn run(rt: &tokio::runtime::Runtime, backend: &Backend) {
     let secs = Duration::from_secs_f64(env_f64("STRATAKV_BENCH_SECS", 2.0));
     let ingest_secs = Duration::from_secs_f64(env_f64("STRATAKV_BENCH_INGEST_SECS", 3.0));
+    let flush_puts = env_f64("STRATAKV_BENCH_FLUSH_PUTS", 500_000.0) as u64;
     let sections = std::env::var("STRATAKV_BENCH_SECTIONS")
-        .unwrap_or_else(|_| "commit,ingest,attach".to_string());
+        .unwrap_or_else(|_| "commit,ingest,flush,attach".to_string());
     let t = Instant::now();
     println!(
         "\n# {} ({}): load average {} at the start; {}",
@@ -576,8 +656,9 @@ fn run(rt: &tokio::runtime::Runtime, backend: &Backend) {
             "commit" => commit_latency(rt, backend, secs),
             "ingest" => ingest(rt, backend, ingest_secs),
             "attach" => attach(rt, backend),
+            "flush" => across_flush(rt, backend, flush_puts),
             other => panic!(
-                "STRATAKV_BENCH_SECTIONS: unknown section {other:?} (commit, ingest, attach)"
+                "STRATAKV_BENCH_SECTIONS: unknown section {other:?} (commit, ingest, flush, attach)"
             ),
         }
     }
