@@ -33,8 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::Criterion;
-use stratakv::format::LayerKind;
-use stratakv::{FsyncPolicy, Lsn, SimpleRedo, Store, StoreOptions, Timeline, Value};
+use stratakv::{FsyncPolicy, LayerKind, Lsn, SimpleRedo, Store, StoreOptions, Timeline, Value};
 use tokio::runtime::Runtime;
 
 const SEED: u64 = 0x5EED_0415_7041_0001;

@@ -6,17 +6,19 @@
 //!
 //! Node A keeps its store in a local folder and in object storage (here a local folder standing
 //! in for a bucket, through `object_store::local::LocalFileSystem`; S3, Azure or GCS work the
-//! same way). It writes, flushes, waits for the upload and closes; then its local folder is
-//! deleted, as if the machine were gone. Node B opens an empty folder with the same remote:
-//! it downloads the catalog and the timeline indexes at open, and each layer file the first
-//! time a read needs it. Every value is read back and checked.
+//! same way, with the crate's `aws`, `azure` or `gcp` feature). It names `object_store` through
+//! the re-export `stratakv::object_store`, so it needs no dependency of its own on that crate.
+//! It writes, flushes, waits for the upload and closes; then its local folder is deleted, as if
+//! the machine were gone. Node B opens an empty folder with the same remote: it downloads the
+//! catalog and the timeline indexes at open, and each layer file the first time a read needs
+//! it. Every value is read back and checked.
 
 use std::error::Error;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use object_store::local::LocalFileSystem;
+use stratakv::object_store::local::LocalFileSystem;
 use stratakv::remote::RemoteStorage;
 use stratakv::{Lsn, Store, StoreOptions, Value};
 

@@ -56,6 +56,7 @@ pub struct StoreOptions {
     pub(crate) durability: Durability,
     pub(crate) remote_wal_interval: Duration,
     pub(crate) remote_wal_chunk_bytes: usize,
+    pub(crate) heartbeat_interval: Option<Duration>,
 }
 
 /// When a commit ([`TimelineWriter::finish_write`](crate::TimelineWriter::finish_write)) is
@@ -109,6 +110,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("durability", &self.durability)
             .field("remote_wal_interval", &self.remote_wal_interval)
             .field("remote_wal_chunk_bytes", &self.remote_wal_chunk_bytes)
+            .field("heartbeat_interval", &self.heartbeat_interval)
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +155,7 @@ impl StoreOptions {
             durability: Durability::Local,
             remote_wal_interval: Duration::from_millis(100),
             remote_wal_chunk_bytes: 4 << 20,
+            heartbeat_interval: Some(Duration::from_secs(1)),
         }
     }
 
@@ -396,6 +399,14 @@ impl StoreOptions {
         self
     }
 
+    /// With a remote, how often the owner renews its heartbeat in object storage (default 1 s;
+    /// `None`: no heartbeat). A [`Secondary`](crate::Secondary) judges the owner's liveness and
+    /// its own lag by it.
+    pub fn heartbeat_interval(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::invalid(what));
         if self.max_key_len == 0 || self.max_key_len > MAX_KEY_LEN_LIMIT {
@@ -448,6 +459,9 @@ impl StoreOptions {
             return bad(
                 "durability Remote needs a remote (StoreOptions::remote) and the WAL".to_string(),
             );
+        }
+        if self.heartbeat_interval.is_some_and(|d| d.is_zero()) {
+            return bad("heartbeat_interval must not be zero".to_string());
         }
         if self.remote_wal_chunk_bytes == 0 || self.remote_wal_interval.is_zero() {
             return bad(

@@ -72,6 +72,14 @@ pub enum RestorePoint {
     Time(SystemTime),
 }
 
+/// What one catch-up of a read-only store did ([`Store::follow_wal`]).
+pub(crate) enum Followed {
+    /// Applied these chunks (perhaps none).
+    Applied { chunks: usize, bytes: u64 },
+    /// Cannot continue from what it applied: reopen from the indexes.
+    Reload,
+}
+
 /// What a restore did.
 #[derive(Debug)]
 pub struct Restored {
@@ -277,6 +285,7 @@ impl Store {
                     options.local_disk_budget,
                     true,
                     ship_options(&options),
+                    options.node_id.clone(),
                 ))
             }
             Some(storage) => {
@@ -302,6 +311,7 @@ impl Store {
                     options.local_disk_budget,
                     false,
                     ship_options(&options),
+                    options.node_id.clone(),
                 ))
             }
         };
@@ -452,10 +462,25 @@ impl Store {
             let tail = rt.block_on(r.read_wal_tail())?;
             let known: Vec<TimelineId> = by_id.keys().copied().collect();
             wal_records.extend(r.adopt_wal_tail(tail, &known));
-            r.start(env.wal.is_some());
+            if !r.read_only && env.wal.is_some() {
+                rt.block_on(r.mark_wal_start())?;
+            }
+            r.start(env.wal.is_some(), env.options.heartbeat_interval);
         }
         replay(&by_id, wal_records);
         let state = Arc::new(Mutex::new(State { catalog, by_id }));
+        if let Some(r) = &remote {
+            let weak = Arc::downgrade(&state);
+            *r.last_record_lsns.lock() = Some(Box::new(move || {
+                weak.upgrade().map_or_else(BTreeMap::new, |s| {
+                    s.lock()
+                        .by_id
+                        .iter()
+                        .map(|(id, tl)| (*id, tl.last_record_lsn()))
+                        .collect()
+                })
+            }));
+        }
         let mut threads = vec![flusher];
         if let (Some(wal), FsyncPolicy::Interval(every)) = (&env.wal, env.options.fsync_policy) {
             let wal_env = env.clone();
@@ -604,9 +629,7 @@ impl Core {
     fn timeline(&self, name: &str) -> Result<Timeline> {
         self.env.check()?;
         let st = self.state.lock();
-        st.find(name).map(|inner| Timeline {
-            inner: inner.clone(),
-        })
+        st.find(name).map(|inner| Timeline::new(inner.clone()))
     }
 
     fn create_timeline(&self, name: &str) -> Result<Timeline> {
@@ -620,7 +643,7 @@ impl Core {
             ));
         }
         let inner = self.new_timeline(&mut st, name, None, None)?;
-        Ok(Timeline { inner })
+        Ok(Timeline::new(inner))
     }
 
     fn branch(&self, name: &str, parent: &Timeline, lsn: Lsn) -> Result<Timeline> {
@@ -635,7 +658,7 @@ impl Core {
             ));
         }
         let inner = self.new_timeline(&mut st, name, Some((&parent.inner, lsn)), None)?;
-        Ok(Timeline { inner })
+        Ok(Timeline::new(inner))
     }
 
     /// Creates a timeline in the catalog; with `parent`, a branch of it at the LSN given.
@@ -794,7 +817,7 @@ impl Core {
             o.set_name(b.clone());
         }
         Ok(Restored {
-            timeline: Timeline { inner },
+            timeline: Timeline::new(inner),
             lsn,
             backup_name: backup,
         })
@@ -808,9 +831,7 @@ impl Store {
         let mut v: Vec<_> = st
             .by_id
             .values()
-            .map(|inner| Timeline {
-                inner: inner.clone(),
-            })
+            .map(|inner| Timeline::new(inner.clone()))
             .collect();
         v.sort_by_key(|t| t.name());
         v
@@ -995,6 +1016,56 @@ impl Store {
             Some(r) => r.wait_uploaded().await,
             None => Err(Error::invalid("the store has no remote")),
         }
+    }
+
+    /// Drives `f` on the calling thread with the store's runtime as its context (object
+    /// storage requests need its reactor). Not from inside an async task.
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.env.block_on(f)
+    }
+
+    /// The open timeline with id `id`.
+    pub(crate) fn timeline_by_id(&self, id: TimelineId) -> Option<Timeline> {
+        self.state
+            .lock()
+            .by_id
+            .get(&id)
+            .map(|inner| Timeline::new(inner.clone()))
+    }
+
+    /// For a read-only store that follows its owner: reads the WAL chunks after the ones it
+    /// applied and applies them. Blocking.
+    pub(crate) fn follow_wal(&self) -> Result<Followed> {
+        let Some(r) = self.env.remote.as_ref().filter(|r| r.read_only) else {
+            return Err(Error::invalid(
+                "only a read-only store follows its owner's WAL",
+            ));
+        };
+        self.env.check()?;
+        let after = *r.applied_seq.lock();
+        let tail = match self.env.block_on(r.read_wal_after(after))? {
+            crate::remote::Follow::Gap => return Ok(Followed::Reload),
+            crate::remote::Follow::Tail(t) => t,
+        };
+        let by_id = self.state.lock().by_id.clone();
+        if tail
+            .records
+            .iter()
+            .any(|r| !by_id.contains_key(&r.timeline))
+        {
+            // A timeline created since the catalog this store opened with.
+            return Ok(Followed::Reload);
+        }
+        let (chunks, bytes, last_seq) = (tail.chunk_count(), tail.bytes, tail.last_seq);
+        for rec in tail.records {
+            let tl = &by_id[&rec.timeline];
+            for (key, lsn, value) in rec.puts {
+                tl.replay_put(&key, lsn, value);
+            }
+            tl.replay_commit(rec.lsn, rec.time_micros);
+        }
+        *r.applied_seq.lock() = last_seq;
+        Ok(Followed::Applied { chunks, bytes })
     }
 
     /// How long [`open`](Store::open) waited after claiming its generation, for deletions the

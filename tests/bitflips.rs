@@ -31,9 +31,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use stratakv::format::{LayerKind, TIME_INDEX_RECORD_LEN, WAL_HEADER_LEN};
+use stratakv::internals::{TIME_INDEX_RECORD_LEN, WAL_HEADER_LEN};
 use stratakv::{
-    ErrorKind, FsyncPolicy, Lsn, SimpleRedo, Store, StoreOptions, Timeline, TimelineWriter, Value,
+    ErrorKind, FsyncPolicy, LayerKind, Lsn, SimpleRedo, Store, StoreOptions, Timeline,
+    TimelineWriter, Value,
 };
 
 use common::env::env_u64;

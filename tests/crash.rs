@@ -29,8 +29,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use stratakv::format::LayerKind;
-use stratakv::{ErrorKind, FsyncPolicy, Lsn, SimpleRedo, Store, StoreOptions, Value};
+use stratakv::{ErrorKind, FsyncPolicy, LayerKind, Lsn, SimpleRedo, Store, StoreOptions, Value};
 
 use common::env::env_u64;
 use common::rng::Rng;
@@ -530,8 +529,7 @@ async fn verify(
     }
 
     let layers = tl.layers();
-    let count =
-        |f: &dyn Fn(&stratakv::format::LayerDesc) -> bool| layers.iter().filter(|l| f(l)).count();
+    let count = |f: &dyn Fn(&stratakv::LayerDesc) -> bool| layers.iter().filter(|l| f(l)).count();
     figures.max_l0 = figures
         .max_l0
         .max(count(&|l| l.kind == LayerKind::Delta && l.level == 0));

@@ -9,8 +9,9 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use stratakv::format::LayerKind;
-use stratakv::{ErrorKind, Lsn, MAX_KEY_LEN_LIMIT, SimpleRedo, Store, StoreOptions, Value};
+use stratakv::{
+    ErrorKind, LayerKind, Lsn, MAX_KEY_LEN_LIMIT, SimpleRedo, Store, StoreOptions, Value,
+};
 
 use common::fixture::{
     SEEDED_KEYS, WAIT, assert_err, changes, observe, opts, rt, seeded, timeline_dir, tree,

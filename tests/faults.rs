@@ -704,7 +704,7 @@ async fn gc_keeps_the_base_of_later_deltas_when_two_images_share_an_lsn() {
     assert!(
         main.layers()
             .iter()
-            .any(|l| l.kind == stratakv::format::LayerKind::Image),
+            .any(|l| l.kind == stratakv::LayerKind::Image),
         "GC removed every image: {report:?}"
     );
     assert_eq!(main.get(b"k", Lsn(2)).await.unwrap().unwrap(), "ab");

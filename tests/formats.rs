@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::local::LocalFileSystem;
-use stratakv::format::{
+use stratakv::internals::{
     Catalog, Footer, Manifest, RemoteIndex, decode_block, decode_index, decode_time_index,
     decode_wal_segment, encode_entries, encode_header, encode_index, encode_wal_header,
     encode_wal_record,

@@ -26,8 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use stratakv::format::LayerKind;
-use stratakv::{ErrorKind, Lsn, Store, StoreOptions, Timeline, TimelineWriter, Value};
+use stratakv::{ErrorKind, LayerKind, Lsn, Store, StoreOptions, Timeline, TimelineWriter, Value};
 
 use common::env::env_u64;
 use common::model::{MVal, Rec, Versions, answer, bytes, model_get, model_scan, scanned, test_dir};

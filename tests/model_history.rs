@@ -42,10 +42,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use stratakv::format::LayerKind;
 use stratakv::{
-    Clock, ErrorKind, Lsn, ManualClock, RestorePoint, Store, StoreOptions, Timeline, TimelineId,
-    TimelineWriter, Value,
+    Clock, ErrorKind, LayerKind, Lsn, ManualClock, RestorePoint, Store, StoreOptions, Timeline,
+    TimelineId, TimelineWriter, Value,
 };
 
 use common::env::env_u64;

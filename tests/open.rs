@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::backends::{Backend, unique_prefix};
+use common::backends::{Backend, on_tokio, unique_prefix};
 use futures::executor::block_on;
 use stratakv::remote::{Generation, RemoteStorage};
 use stratakv::{ErrorKind, Lsn, RestorePoint, Store, StoreOptions, Value};
@@ -18,15 +18,6 @@ fn value(key: u32, lsn: u64) -> Vec<u8> {
 
 fn key(k: u32) -> Vec<u8> {
     format!("key{k:04}").into_bytes()
-}
-
-/// Runs a request of the storage itself (S3's client needs a tokio reactor).
-fn on_tokio<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 /// `backend`'s storage with a claim grace of `grace`.

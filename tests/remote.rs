@@ -14,7 +14,7 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
-use stratakv::format::RemoteIndex;
+use stratakv::internals::RemoteIndex;
 use stratakv::remote::{FaultConfig, FaultyObjectStore, index_object};
 use stratakv::{ErrorKind, Lsn, Store, Timeline, Value};
 

@@ -24,7 +24,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::backends::{Backend, fast_retry, unique_prefix};
+use common::backends::{Backend, fast_retry, on_tokio, unique_prefix};
 use common::env::env_u64;
 use common::rng::{Rng, seed_from_env_or_clock};
 use futures::executor::block_on;
@@ -193,15 +193,6 @@ fn takeover_keeps_every_acknowledged_commit(backend: &Backend) {
         "{}: chunks left: {chunks:?}",
         backend.name
     );
-}
-
-/// Runs a request of the storage itself (the S3 and Azure clients need a tokio reactor).
-fn on_tokio<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

@@ -15,13 +15,13 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use stratakv::format::{
+use stratakv::internals::{
     Catalog, CatalogEntry, Compression, DataBlock, DataBlockBuilder, FOOTER_TRAILER_LEN, Footer,
-    IndexEntry, KeyFilter, LayerDesc, LayerKind, Manifest, TIME_INDEX_HEADER_LEN, WAL_HEADER_LEN,
-    WalRecord, decode_block, decode_index, decode_time_index, decode_wal_segment, encode_block,
+    IndexEntry, KeyFilter, Manifest, TIME_INDEX_HEADER_LEN, WAL_HEADER_LEN, WalRecord,
+    decode_block, decode_index, decode_time_index, decode_wal_segment, encode_block,
     encode_entries, encode_header, encode_index, encode_wal_header, encode_wal_record, key_hash,
 };
-use stratakv::{ErrorKind, KeyRange, Lsn, TimelineId, Value};
+use stratakv::{ErrorKind, KeyRange, LayerDesc, LayerKind, Lsn, TimelineId, Value};
 
 mod ops;
 pub use ops::ops;

@@ -28,9 +28,9 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use stratakv::format::LayerKind;
 use stratakv::{
-    ErrorKind, FsyncPolicy, Lsn, SimpleRedo, Store, StoreOptions, Timeline, TimelineWriter, Value,
+    ErrorKind, FsyncPolicy, LayerKind, Lsn, SimpleRedo, Store, StoreOptions, Timeline,
+    TimelineWriter, Value,
 };
 
 const KEYS: u8 = 6;
@@ -419,8 +419,13 @@ async fn run(data: &[u8], dir: &Path) {
                 }
                 if cutoff > 0 {
                     let below = open.handles[t].get(&key(0), Lsn(cutoff - 1)).await;
+                    // Below its branch point a branch answers with a kind of its own.
+                    let want = match model.tls[t].ancestor {
+                        Some((_, at)) if cutoff - 1 < at => ErrorKind::BelowBranchPoint,
+                        _ => ErrorKind::BelowGcCutoff,
+                    };
                     assert!(
-                        matches!(&below, Err(e) if e.kind() == ErrorKind::BelowGcCutoff),
+                        matches!(&below, Err(e) if e.kind() == want),
                         "read below the cutoff {cutoff}: {below:?}"
                     );
                 }

@@ -78,6 +78,13 @@ impl DataBlockBuilder {
     }
 
     /// Whether no entry was added.
+    #[cfg_attr(
+        not(any(test, feature = "internals")),
+        expect(
+            dead_code,
+            reason = "used by the fuzz targets and tests through `stratakv::internals`"
+        )
+    )]
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }

@@ -103,6 +103,13 @@ impl KeyFilter {
     }
 
     /// Whether `key` may be in the set: `false` means it is not.
+    #[cfg_attr(
+        not(any(test, feature = "internals")),
+        expect(
+            dead_code,
+            reason = "used by the fuzz targets and tests through `stratakv::internals`"
+        )
+    )]
     pub fn may_contain(&self, key: &[u8]) -> bool {
         self.may_contain_hash(key_hash(key))
     }

@@ -35,7 +35,8 @@ use crate::value::KeyRange;
 const MAGIC: &[u8; 8] = b"STRKVMAN";
 const VERSION: u16 = 1;
 
-/// One layer file as the manifest names it.
+/// One layer file of a timeline, as its manifest names it: what
+/// [`Timeline::layers`](crate::Timeline::layers) lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerDesc {
     /// File name inside the timeline's directory.

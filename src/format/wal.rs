@@ -116,6 +116,13 @@ pub fn encode_commit(
 }
 
 /// Appends `record` to `out`.
+#[cfg_attr(
+    not(any(test, feature = "internals")),
+    expect(
+        dead_code,
+        reason = "used by the fuzz targets and tests through `stratakv::internals`"
+    )
+)]
 pub fn encode_wal_record(out: &mut Vec<u8>, record: &WalRecord) {
     let mut puts = Vec::new();
     for (key, lsn, value) in &record.puts {

@@ -200,6 +200,31 @@ impl RemoteStorage {
         }
     }
 
+    /// The newest generation claimed so far and the node that claimed it (`None` before the
+    /// first claim), without claiming anything: what a reader or a secondary follows.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] when the store fails or supports no conditional write;
+    /// [`ErrorKind::Corruption`] if a claim object does not parse.
+    pub async fn current_generation(&self) -> Result<Option<(Generation, String)>> {
+        if self.claim_mode().await? == MODE_UPDATE {
+            let location = self.location(CLAIM_OBJECT)?;
+            return Ok(self
+                .read_claim(&location)
+                .await?
+                .map(|c| (c.record.generation, c.record.node)));
+        }
+        let Some(newest) = self.newest_claim_created().await? else {
+            return Ok(None);
+        };
+        let location = self.location(&claim_object_of(newest))?;
+        Ok(self
+            .read_claim(&location)
+            .await?
+            .map(|c| (c.record.generation, c.record.node)))
+    }
+
     /// Records that `generation` has stopped for good with nothing in flight: every deletion it
     /// validated has finished, and it will write and delete nothing more. Written by
     /// [`Store::close`](crate::Store::close) as its last request; the next claimer reads it
@@ -410,16 +435,21 @@ impl RemoteStorage {
         }
     }
 
-    /// Claims by creating `generations/{gen}` for the lowest free number above the newest.
-    async fn claim_by_create(&self, node_id: &str) -> Result<Generation> {
+    /// The newest generation in `generations/` (create-only backends), if any.
+    async fn newest_claim_created(&self) -> Result<Option<Generation>> {
         let dir = self.location(CLAIMS_DIR)?;
-        let newest = self
+        Ok(self
             .list_files(&dir)
             .await?
             .iter()
             .filter_map(|name| name.parse::<Generation>().ok())
-            .max()
-            .unwrap_or(Generation(0));
+            .max())
+    }
+
+    /// Claims by creating `generations/{gen}` for the lowest free number above the newest.
+    async fn claim_by_create(&self, node_id: &str) -> Result<Generation> {
+        let dir = self.location(CLAIMS_DIR)?;
+        let newest = self.newest_claim_created().await?.unwrap_or(Generation(0));
         let exhausted = || {
             Error::new(
                 ErrorKind::Io,

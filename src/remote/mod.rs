@@ -5,6 +5,11 @@
 //! retries and generation claims on top of it; [`FaultyObjectStore`] is a wrapper implementing
 //! the same trait that injects errors, latency and lost responses for tests.
 //!
+//! The local file system and memory backends are always there. S3 needs the crate's `aws`
+//! feature, Azure Blob its `azure` feature and GCS its `gcp` feature (see
+//! [Cargo features](crate#cargo-features)); without them [`RemoteStorage::from_url`] refuses
+//! those URLs and says which feature to turn on.
+//!
 //! # Object layout
 //!
 //! All names are below the storage's prefix (`tenants/acme` say). `{gen}` is a [`Generation`]
@@ -15,10 +20,12 @@
 //! | layer file | `{prefix}/timelines/{timeline_id}/{layer_file_name}-{gen}` | the layer file's bytes |
 //! | timeline index | `{prefix}/timelines/{timeline_id}/index-{gen}` | the crate's manifest encoding (opaque here) |
 //! | WAL chunk | `{prefix}/wal/{seq:016x}-{gen}` | commit records, as a local WAL segment (see the WAL section below) |
+//! | WAL start | `{prefix}/walstart/{gen}/{seq:016x}` | empty: `{gen}`'s chunks start at `{seq}` |
 //! | catalog | `{prefix}/catalog-{gen}` | the crate's catalog encoding (opaque here) |
 //! | generation claim | `{prefix}/generation` | `{gen}\n{nonce:016x}\n{node_id}` |
 //! | claim, create-only backends | `{prefix}/generations/{gen}` | `{gen}\n{nonce:016x}\n{node_id}` |
 //! | release record | `{prefix}/released/{gen}` | `{gen}\n`: the owner of `{gen}` closed cleanly, nothing of it is in flight |
+//! | heartbeat | `{prefix}/heartbeats/{gen}` | the owner's liveness and how far each timeline is safe (see [`Heartbeat`]) |
 //! | capability probe | `{prefix}/generation.probe` | never stored: a conditional update that must fail (deleted again if a backend that ignores conditions took it) |
 //!
 //! Every object, whatever its kind, ends with a 4-byte trailer: the CRC32 (little-endian) of the
@@ -116,6 +123,7 @@
 mod claim;
 mod faulty;
 mod generation;
+mod heartbeat;
 mod names;
 mod retry;
 mod storage;
@@ -124,11 +132,12 @@ mod wal_ship;
 
 pub use faulty::{FaultConfig, FaultCounts, FaultyObjectStore};
 pub use generation::Generation;
+pub use heartbeat::Heartbeat;
 pub use names::{catalog_object, index_object, layer_object};
 pub use retry::RetryPolicy;
 pub use storage::RemoteStorage;
 pub(crate) use sync::{RemoteCtx, UploadSource, fenced_error};
-pub(crate) use wal_ship::ShipOptions;
+pub(crate) use wal_ship::{Follow, ShipOptions};
 
 #[cfg(test)]
 mod tests;

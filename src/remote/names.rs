@@ -79,6 +79,11 @@ pub(super) fn claim_object_of(generation: Generation) -> String {
     format!("{CLAIMS_DIR}/{generation}")
 }
 
+/// The heartbeat of `generation`'s owner: `heartbeats/{gen}`.
+pub(super) fn heartbeat_object_of(generation: Generation) -> String {
+    format!("heartbeats/{generation}")
+}
+
 /// The release record of `generation`: `released/{gen}`.
 pub(super) fn released_object_of(generation: Generation) -> String {
     format!("{RELEASED_DIR}/{generation}")
@@ -98,6 +103,24 @@ pub(super) fn parse_wal_chunk(name: &str) -> Option<(u64, Generation)> {
         return None;
     }
     Some((u64::from_str_radix(seq, 16).ok()?, generation.parse().ok()?))
+}
+
+/// The folder of WAL start records.
+pub(super) const WAL_STARTS_DIR: &str = "walstart";
+
+/// The record that `generation`'s WAL chunks start at `seq`: `walstart/{gen}/{seq:016x}`.
+pub(super) fn wal_start_object(generation: Generation, seq: u64) -> String {
+    format!("{WAL_STARTS_DIR}/{generation}/{seq:016x}")
+}
+
+/// The generation and start of a WAL start record's name (relative to the prefix).
+pub(super) fn parse_wal_start(name: &str) -> Option<(Generation, u64)> {
+    let rest = name.strip_prefix(WAL_STARTS_DIR)?.strip_prefix('/')?;
+    let (generation, seq) = rest.split_once('/')?;
+    if seq.len() != 16 {
+        return None;
+    }
+    Some((generation.parse().ok()?, u64::from_str_radix(seq, 16).ok()?))
 }
 
 /// The generation in a file name `{stem}-{gen}`, if the name is exactly that.

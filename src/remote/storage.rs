@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
 
 use crate::TimelineId;
 use crate::error::{Error, ErrorKind, Result};
@@ -89,16 +89,17 @@ impl RemoteStorage {
         }
     }
 
-    /// Storage at a URL: `file:///abs/dir`, `memory://`, `s3://bucket/prefix`,
-    /// `az://container/prefix` (or `azure://`, `abfs://`, `https://account.blob…`),
-    /// `gs://bucket/prefix`. The URL's path becomes the prefix. `options` are the backend's
-    /// configuration keys (`aws_endpoint`, `azure_storage_account_key`, …) as
-    /// [`object_store::parse_url_opts`] takes them.
+    /// Storage at a URL: `file:///abs/dir`, `memory://`, and with the crate's features
+    /// `s3://bucket/prefix` (`aws`), `az://container/prefix` (or `azure://`, `abfs://`,
+    /// `https://account.blob…`; `azure`), `gs://bucket/prefix` (`gcp`). The URL's path becomes
+    /// the prefix. `options` are the backend's configuration keys (`aws_endpoint`,
+    /// `azure_storage_account_key`, …) as [`object_store::parse_url_opts`] takes them.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidArgument`] if the URL does not parse, names an unknown scheme, or an
-    /// option is refused by the backend.
+    /// [`ErrorKind::InvalidArgument`] if the URL does not parse, names an unknown scheme or a
+    /// backend whose feature is off (the message names the feature), or an option is refused
+    /// by the backend.
     ///
     /// ```
     /// use stratakv::remote::RemoteStorage;
@@ -113,7 +114,22 @@ impl RemoteStorage {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::invalid(format!("invalid object store URL {url:?}: {e}")))?;
         let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|e| {
-            Error::invalid(format!("cannot configure object store {url:?}: {e}")).with_source(e)
+            // object_store names its own feature; say which of ours turns the backend on when
+            // it is off (the usual cause, though another crate may turn object_store's on).
+            let hint = match ObjectStoreScheme::parse(&parsed) {
+                Ok((ObjectStoreScheme::AmazonS3, _)) if !cfg!(feature = "aws") => {
+                    " (stratakv's `aws` feature, for S3, is off)"
+                }
+                Ok((ObjectStoreScheme::MicrosoftAzure, _)) if !cfg!(feature = "azure") => {
+                    " (stratakv's `azure` feature, for Azure Blob, is off)"
+                }
+                Ok((ObjectStoreScheme::GoogleCloudStorage, _)) if !cfg!(feature = "gcp") => {
+                    " (stratakv's `gcp` feature, for GCS, is off)"
+                }
+                _ => "",
+            };
+            Error::invalid(format!("cannot configure object store {url:?}: {e}{hint}"))
+                .with_source(e)
         })?;
         Ok(RemoteStorage::new(Arc::from(store), prefix))
     }

@@ -9,7 +9,7 @@
 //! uploaded index of this generation names it. The catalog follows the timelines' indexes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -52,6 +52,9 @@ struct Queue {
     requested: u64,
 }
 
+/// Reads every timeline's `last_record_lsn`.
+pub(crate) type LastRecordLsns = Box<dyn Fn() -> BTreeMap<TimelineId, Lsn> + Send + Sync>;
+
 /// The store's link to object storage.
 pub(crate) struct RemoteCtx {
     pub(crate) storage: RemoteStorage,
@@ -71,7 +74,7 @@ pub(crate) struct RemoteCtx {
     running: watch::Sender<u32>,
     /// A checked deletion failed or was abandoned: it may still land, so this generation must
     /// not be released.
-    uncertain_delete: AtomicBool,
+    pub(super) uncertain_delete: AtomicBool,
     /// Per timeline, the layers (name → generation) the last uploaded index named.
     uploaded: Mutex<BTreeMap<TimelineId, BTreeMap<String, u32>>>,
     pub(super) last_error: Mutex<Option<Error>>,
@@ -79,6 +82,18 @@ pub(crate) struct RemoteCtx {
     pub(super) wal: WalShip,
     /// Chunks a fenced owner left, found at open, to delete.
     pub(super) stale_chunks: Mutex<Vec<String>>,
+    /// The node id written into the heartbeat.
+    pub(super) node_id: String,
+    /// Catalog uploads of this generation so far (in the heartbeat).
+    pub(super) catalog_uploads: AtomicU64,
+    /// Heartbeats written so far.
+    pub(super) beats: AtomicU64,
+    /// The heartbeat interval, once started with one.
+    heartbeat_interval: Mutex<Option<Duration>>,
+    /// Each timeline's `last_record_lsn`, for the heartbeat (set by the store at open).
+    pub(crate) last_record_lsns: Mutex<Option<LastRecordLsns>>,
+    /// A read-only store's last applied WAL chunk (its sequence number).
+    pub(crate) applied_seq: Mutex<Option<u64>>,
 }
 
 impl RemoteCtx {
@@ -89,6 +104,7 @@ impl RemoteCtx {
         disk_budget: Option<u64>,
         read_only: bool,
         ship: ShipOptions,
+        node_id: String,
     ) -> Arc<RemoteCtx> {
         Arc::new(RemoteCtx {
             storage,
@@ -107,6 +123,12 @@ impl RemoteCtx {
             last_error: Mutex::new(None),
             wal: WalShip::new(ship),
             stale_chunks: Mutex::new(Vec::new()),
+            node_id,
+            catalog_uploads: AtomicU64::new(0),
+            beats: AtomicU64::new(0),
+            heartbeat_interval: Mutex::new(None),
+            applied_seq: Mutex::new(None),
+            last_record_lsns: Mutex::new(None),
         })
     }
 
@@ -185,6 +207,7 @@ impl RemoteCtx {
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.notify.notify_one();
+        self.wal.close();
     }
 
     /// Stops the uploader, waits (up to `timeout`) for it to return, and then, when nothing it
@@ -200,7 +223,17 @@ impl RemoteCtx {
         let stopped = tokio::time::timeout(timeout, running.wait_for(|r| *r == 0))
             .await
             .is_ok_and(|r| r.is_ok());
-        if !stopped || self.is_fenced() || self.uncertain_delete.load(Ordering::Acquire) {
+        if !stopped || self.is_fenced() {
+            return false;
+        }
+        let interval = *self.heartbeat_interval.lock();
+        if let Some(interval) = interval {
+            // The last beat says the owner stopped cleanly: a secondary need not wait for
+            // the confirmation window.
+            let last = self.beats.load(Ordering::Acquire) + 1;
+            let _ = self.beat(last, interval, true).await;
+        }
+        if self.uncertain_delete.load(Ordering::Acquire) {
             return false;
         }
         match self.storage.release_generation(self.generation).await {
@@ -227,10 +260,20 @@ impl RemoteCtx {
         result
     }
 
-    /// Starts the uploader and, with `ship_wal`, the WAL shipper on the store's runtime.
-    pub(crate) fn start(self: &Arc<Self>, ship_wal: bool) {
+    /// Starts the uploader and, with `ship_wal`, the WAL shipper, and with a `heartbeat`
+    /// interval the heartbeat, on the store's runtime.
+    pub(crate) fn start(self: &Arc<Self>, ship_wal: bool, heartbeat: Option<Duration>) {
         if self.read_only {
             return;
+        }
+        if let Some(interval) = heartbeat {
+            *self.heartbeat_interval.lock() = Some(interval);
+            let me = self.clone();
+            let running = Running::enter(&self.running);
+            self.runtime.spawn(async move {
+                let _running = running;
+                me.run_heartbeat(interval).await;
+            });
         }
         let me = self.clone();
         let running = Running::enter(&self.running);
@@ -244,6 +287,12 @@ impl RemoteCtx {
             self.runtime.spawn(async move {
                 let _running = running;
                 me.run_wal_ship().await;
+            });
+            let me = self.clone();
+            let running = Running::enter(&self.running);
+            self.runtime.spawn(async move {
+                let _running = running;
+                me.run_wal_deleter().await;
             });
         }
     }
@@ -286,6 +335,7 @@ impl RemoteCtx {
                 Err(e) => {
                     if e.kind() == ErrorKind::Fenced {
                         self.fenced.store(true, Ordering::Release);
+                        self.wal.close();
                     }
                     *self.last_error.lock() =
                         Some(e.clone().context("uploading to object storage"));
@@ -323,6 +373,7 @@ impl RemoteCtx {
             self.storage
                 .upload(&catalog_object(self.generation), Bytes::copy_from_slice(c))
                 .await?;
+            self.catalog_uploads.fetch_add(1, Ordering::AcqRel);
         }
         for tl in deleted {
             let objects = self.storage.list(&format!("timelines/{tl}")).await?;

@@ -528,6 +528,17 @@ async fn from_url_builds_memory_and_file_storage() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
 
+/// Without the `gcp` feature a `gs://` URL is refused, and the error names the feature. (The
+/// tests turn S3 and Azure on in `object_store` for the server tests, so GCS is the backend
+/// that stays off here.)
+#[cfg(not(feature = "gcp"))]
+#[test]
+fn from_url_without_the_backend_feature_names_it() {
+    let e = RemoteStorage::from_url("gs://bucket/tenants/acme", Vec::new()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("`gcp` feature"), "{e}");
+}
+
 /// Whether a listing's first item is an error.
 async fn first_is_err(
     mut s: futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>,

@@ -10,8 +10,10 @@
 //! that moment (group commit). A chunk is shipped when a committer waits for it, when the
 //! buffer reaches [`StoreOptions::remote_wal_chunk_bytes`](crate::StoreOptions::remote_wal_chunk_bytes),
 //! or [`remote_wal_interval`](crate::StoreOptions::remote_wal_interval) after its first record;
-//! one chunk is in flight at a time, so sequence order is commit order. Sequence numbers
-//! continue across generations: a new owner starts above every chunk it listed.
+//! one chunk is in flight at a time, so sequence order is commit order. A chunk whose upload or
+//! check failed is retried byte for byte under its name (a follower may have read it already);
+//! later commits wait for the next chunk. Sequence numbers continue across generations: a new
+//! owner starts above every chunk it listed.
 //!
 //! # Acknowledgement and takeover
 //!
@@ -23,17 +25,19 @@
 //! fails with [`ErrorKind::Fenced`](crate::ErrorKind::Fenced) and was never acknowledged; the
 //! new owner may or may not replay it, as with any commit whose acknowledgement was lost.
 //!
-//! A chunk of generation `g` is valid unless a chunk of a newer generation has a sequence
-//! number at or below its own: such a chunk was written by a fenced owner after its successor
-//! started writing, so none of it was acknowledged. Valid chunks must form an unbroken run of
+//! Before its first chunk, an owner records where its chunks start: `walstart/{gen}/{seq}`,
+//! one past every chunk it listed. A chunk of generation `g` is valid unless a newer
+//! generation started at or below its sequence number (or wrote a chunk there): such a chunk
+//! was written by a fenced owner after its successor listed, so none of it was acknowledged,
+//! and it must not surface even when the successor has written no chunk yet. Valid chunks must form an unbroken run of
 //! sequence numbers; a gap, a torn chunk (its trailer fails) or a chunk that does not decode is
 //! [`ErrorKind::Corruption`](crate::ErrorKind::Corruption) naming the object.
 //!
 //! # Deletion
 //!
-//! A chunk is deleted (checked against the generation, like every deletion) once the uploaded
-//! index of every timeline it holds records of covers them, oldest chunk first and never past
-//! one still needed, so that what remains is always an unbroken run. A deletion validated by
+//! A chunk is deleted once the uploaded index of every timeline it holds records of covers
+//! them, oldest chunk first and never past one still needed, so that what remains is always an
+//! unbroken run. A task of its own does it, so shipping never waits for deletions. A deletion validated by
 //! an old owner just before a claim removes only records covered by an index that was uploaded
 //! before its check, which the new owner reads; a chunk that vanishes between the listing and
 //! its download was such a prefix, and the listing is read again.
@@ -47,12 +51,17 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
-use super::names::{WAL_DIR, parse_wal_chunk, wal_chunk_object};
+use super::names::{
+    WAL_DIR, WAL_STARTS_DIR, parse_wal_chunk, parse_wal_start, wal_chunk_object, wal_start_object,
+};
 use super::{Generation, RemoteCtx};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{WalRecord, decode_wal_segment, encode_wal_header};
 use crate::id::TimelineId;
 use crate::lsn::Lsn;
+
+/// Covered chunks taken per pass of the deleter (each deleted after its own generation check).
+const DELETE_BATCH: usize = 256;
 
 /// How the shipper batches.
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +99,18 @@ struct ShipState {
     shipped_lsn: BTreeMap<TimelineId, Lsn>,
     /// Per timeline, what its uploaded index covers; `Lsn::MAX` once its objects are gone.
     indexed: BTreeMap<TimelineId, Lsn>,
+    /// The chunk being shipped, if its first try failed or is under way.
+    inflight: Option<Inflight>,
+}
+
+/// A chunk being shipped: retried as it is until it is in object storage.
+#[derive(Clone)]
+struct Inflight {
+    seq: u64,
+    bytes: Bytes,
+    max_lsn: BTreeMap<TimelineId, Lsn>,
+    /// The buffer position just past it.
+    end: u64,
 }
 
 /// The shipping half of [`RemoteCtx`].
@@ -97,10 +118,14 @@ pub(crate) struct WalShip {
     opts: ShipOptions,
     state: Mutex<ShipState>,
     wake: Notify,
+    /// Woken when an index upload may have made chunks deletable.
+    deletable: Notify,
     /// The position shipped and confirmed (its generation checked after the upload).
     shipped: watch::Sender<u64>,
     /// The number of failed ships and the last failure: a waiter learns its chunk failed.
     failed: watch::Sender<(u64, Option<Error>)>,
+    /// Set when the store stops or is fenced: waiters stop waiting.
+    closed: watch::Sender<bool>,
 }
 
 impl WalShip {
@@ -112,8 +137,10 @@ impl WalShip {
                 ..ShipState::default()
             }),
             wake: Notify::new(),
+            deletable: Notify::new(),
             shipped: watch::Sender::new(0),
             failed: watch::Sender::new((0, None)),
+            closed: watch::Sender::new(false),
         }
     }
 
@@ -147,6 +174,25 @@ impl WalShip {
             .unwrap_or(Lsn::ZERO)
     }
 
+    /// Per timeline, the highest LSN safe in object storage: in a shipped chunk or covered by
+    /// an uploaded index.
+    pub(crate) fn safe_lsns(&self) -> BTreeMap<TimelineId, Lsn> {
+        let s = self.state.lock();
+        let mut out = s.shipped_lsn.clone();
+        for (tl, lsn) in &s.indexed {
+            if *lsn != Lsn::MAX {
+                let e = out.entry(*tl).or_insert(*lsn);
+                *e = (*e).max(*lsn);
+            }
+        }
+        out
+    }
+
+    /// Wakes every waiter for good: the store stops, or another node owns it.
+    pub(crate) fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
     /// Records that the uploaded index of `tl` covers everything up to `lsn` (`Lsn::MAX` for a
     /// deleted timeline), so chunks below can go.
     pub(crate) fn note_indexed(&self, tl: TimelineId, lsn: Lsn) {
@@ -154,7 +200,7 @@ impl WalShip {
         let e = s.indexed.entry(tl).or_insert(lsn);
         *e = (*e).max(lsn);
         drop(s);
-        self.wake.notify_one();
+        self.deletable.notify_one();
     }
 }
 
@@ -168,6 +214,26 @@ pub(crate) struct Tail {
     stale: Vec<String>,
     /// The sequence number to continue from.
     next_seq: u64,
+    /// The last valid chunk's sequence number (what a follower has applied after this).
+    pub(crate) last_seq: Option<u64>,
+    /// Bytes of the chunks read.
+    pub(crate) bytes: u64,
+}
+
+impl Tail {
+    /// How many chunks were read.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// What a follower's read of the chunks after the ones it applied found.
+pub(crate) enum Follow {
+    /// The chunks after them, in order (perhaps none).
+    Tail(Tail),
+    /// The chunk after them is gone (covered by a newer index and deleted) or a newer owner
+    /// numbered anew: the follower must reload from the indexes.
+    Gap,
 }
 
 impl RemoteCtx {
@@ -184,6 +250,23 @@ impl RemoteCtx {
     /// module docs). Retries the listing when a chunk vanishes between listing and download
     /// (an old owner's deletion of a covered prefix).
     pub(crate) async fn read_wal_tail(&self) -> Result<Tail> {
+        match self.read_wal_after(None).await? {
+            Follow::Tail(t) => Ok(t),
+            // Only a read-only store sees this: its owner indexed and deleted a chunk while
+            // it read them, so the indexes it read are older than what is left.
+            Follow::Gap => Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "a WAL chunk under {} was deleted while this read-only store read them (its owner indexed it meanwhile): open again",
+                    self.storage.prefix()
+                ),
+            )),
+        }
+    }
+
+    /// As [`read_wal_tail`](RemoteCtx::read_wal_tail), but only the chunks after sequence
+    /// number `after` (every valid chunk with `None`).
+    pub(crate) async fn read_wal_after(&self, after: Option<u64>) -> Result<Follow> {
         let mut attempts = 0;
         'list: loop {
             attempts += 1;
@@ -199,8 +282,17 @@ impl RemoteCtx {
                 .collect();
             listed.sort();
             let next_seq = listed.last().map_or(1, |(seq, _, _)| seq + 1);
+            // Where each generation started its WAL (written before its first chunk).
+            let starts: BTreeMap<Generation, u64> = self
+                .storage
+                .list(WAL_STARTS_DIR)
+                .await?
+                .into_iter()
+                .filter_map(|(name, _)| parse_wal_start(&name))
+                .filter(|(g, _)| *g <= self.generation)
+                .collect();
             // Valid: no newer generation at or below its sequence number.
-            let mut valid = Vec::new();
+            let mut valid: Vec<(u64, String)> = Vec::new();
             let mut stale = Vec::new();
             let mut newest_below = Generation(0);
             let mut i = 0;
@@ -217,7 +309,12 @@ impl RemoteCtx {
                     .expect("a group");
                 newest_below = newest_below.max(group_max);
                 for (s, g, name) in &listed[i..group_end] {
-                    if *g == newest_below {
+                    // A newer generation started its WAL at or below this chunk: written by a
+                    // fenced owner after its successor began, never acknowledged.
+                    let superseded = starts
+                        .range(g.next().unwrap_or(*g)..)
+                        .any(|(ng, start)| *ng > *g && *s >= *start);
+                    if *g == newest_below && !superseded {
                         valid.push((*s, name.clone()));
                     } else {
                         stale.push(name.clone());
@@ -239,11 +336,29 @@ impl RemoteCtx {
                     ));
                 }
             }
+            let last_seq = valid.last().map(|(seq, _)| *seq);
+            if let Some(a) = after {
+                // A chunk after `a` that is not listed any more was deleted unread. (With
+                // nothing listed, chunks may have come and gone since: the follower compares
+                // what it applied with the owner's heartbeat.)
+                if valid.first().is_some_and(|(first, _)| *first > a + 1) {
+                    return Ok(Follow::Gap);
+                }
+                valid.retain(|(seq, _)| *seq > a);
+            }
             let mut records = Vec::new();
             let mut chunks = Vec::new();
+            let mut bytes_read = 0u64;
             for (n, (seq, name)) in valid.iter().enumerate() {
                 let bytes = match self.storage.download(name).await {
                     Ok(b) => b,
+                    Err(e)
+                        if e.kind() == ErrorKind::NotFound
+                            && (after.is_some() || self.read_only) =>
+                    {
+                        // Deleted once an index covered it: reload from the indexes.
+                        return Ok(Follow::Gap);
+                    }
                     Err(e) if e.kind() == ErrorKind::NotFound && n == 0 && attempts < 5 => {
                         // The oldest chunk went: an old owner deleted a covered prefix.
                         continue 'list;
@@ -259,6 +374,7 @@ impl RemoteCtx {
                     }
                     Err(e) => return Err(e),
                 };
+                bytes_read += bytes.len() as u64;
                 let path = std::path::PathBuf::from(name);
                 let d = decode_wal_segment(&bytes, &path)?;
                 if d.torn_tail || d.seq != *seq {
@@ -283,12 +399,14 @@ impl RemoteCtx {
                     max_lsn,
                 });
             }
-            return Ok(Tail {
+            return Ok(Follow::Tail(Tail {
                 records,
                 chunks,
                 stale,
                 next_seq,
-            });
+                last_seq: last_seq.or(after),
+                bytes: bytes_read,
+            }));
         }
     }
 
@@ -299,6 +417,7 @@ impl RemoteCtx {
     /// Returns the records, to replay.
     pub(crate) fn adopt_wal_tail(&self, tail: Tail, known: &[TimelineId]) -> Vec<WalRecord> {
         if self.read_only {
+            *self.applied_seq.lock() = tail.last_seq;
             return tail.records;
         }
         let mut s = self.ship().state.lock();
@@ -319,6 +438,15 @@ impl RemoteCtx {
         tail.records
     }
 
+    /// Records where this generation's chunks start (`walstart/{gen}/{seq}`), before its first
+    /// chunk: chunks of older generations at or after it are a fenced owner's and never valid.
+    pub(crate) async fn mark_wal_start(&self) -> Result<()> {
+        let seq = self.ship().state.lock().next_seq;
+        self.storage
+            .upload(&wal_start_object(self.generation, seq), Bytes::new())
+            .await
+    }
+
     /// Waits until everything buffered up to `pos` is shipped and confirmed.
     ///
     /// # Errors
@@ -329,6 +457,7 @@ impl RemoteCtx {
         let ship = self.ship();
         let mut shipped = ship.shipped.subscribe();
         let mut failed = ship.failed.subscribe();
+        let mut closed = ship.closed.subscribe();
         let failures_before = failed.borrow_and_update().0;
         {
             let mut s = ship.state.lock();
@@ -350,20 +479,17 @@ impl RemoteCtx {
                     }));
                 }
             }
-            if self.stopped.load(Ordering::Acquire) {
+            if self.stopped.load(Ordering::Acquire) || *closed.borrow_and_update() {
                 return Err(Error::new(
                     ErrorKind::Closed,
                     "the store closed before the commit reached object storage",
                 ));
             }
-            let tick = {
-                let _store_timer = self.runtime.enter();
-                tokio::time::sleep(Duration::from_millis(100))
-            };
+            // No timer: the wait must end even while the store's runtime shuts down.
             tokio::select! {
                 _ = shipped.changed() => {}
                 _ = failed.changed() => {}
-                () = tick => {}
+                _ = closed.changed() => {}
             }
         }
     }
@@ -392,7 +518,9 @@ impl RemoteCtx {
             }
             let wait = {
                 let s = ship.state.lock();
-                if s.buf.is_empty() {
+                if s.inflight.is_some() {
+                    Some(Duration::ZERO)
+                } else if s.buf.is_empty() {
                     None
                 } else if s.wanted > *ship.shipped.borrow() || s.buf.len() >= ship.opts.chunk_bytes
                 {
@@ -404,13 +532,11 @@ impl RemoteCtx {
             };
             match wait {
                 Some(d) if d.is_zero() => match self.ship_once().await {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(20);
-                        self.delete_covered_chunks().await;
-                    }
+                    Ok(()) => backoff = Duration::from_millis(20),
                     Err(e) => {
                         if e.kind() == ErrorKind::Fenced {
                             self.fenced.store(true, Ordering::Release);
+                            ship.close();
                         }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -420,7 +546,6 @@ impl RemoteCtx {
                     let _ = tokio::time::timeout(d, ship.wake.notified()).await;
                 }
                 None => {
-                    self.delete_covered_chunks().await;
                     let _ = tokio::time::timeout(Duration::from_millis(200), ship.wake.notified())
                         .await;
                 }
@@ -432,49 +557,56 @@ impl RemoteCtx {
     /// shipped. On failure the records go back to the front of the buffer.
     async fn ship_once(&self) -> Result<()> {
         let ship = self.ship();
-        let (bytes, buf_max, end, seq) = {
+        let chunk = {
             let mut s = ship.state.lock();
-            let bytes = std::mem::take(&mut s.buf);
-            let buf_max = std::mem::take(&mut s.buf_max);
-            s.first_at = None;
-            (bytes, buf_max, s.end, s.next_seq)
+            match s.inflight.clone() {
+                // A chunk whose upload or check failed is retried byte for byte: a follower
+                // may have read it already, so a name never gets other content.
+                Some(c) => c,
+                None => {
+                    let seq = s.next_seq;
+                    let mut bytes = encode_wal_header(seq);
+                    bytes.extend_from_slice(&std::mem::take(&mut s.buf));
+                    s.first_at = None;
+                    let c = Inflight {
+                        seq,
+                        bytes: Bytes::from(bytes),
+                        max_lsn: std::mem::take(&mut s.buf_max),
+                        end: s.end,
+                    };
+                    s.inflight = Some(c.clone());
+                    c
+                }
+            }
         };
-        let name = wal_chunk_object(seq, self.generation);
-        let mut chunk = encode_wal_header(seq);
-        chunk.extend_from_slice(&bytes);
+        let name = wal_chunk_object(chunk.seq, self.generation);
         let result = async {
-            self.storage.upload(&name, Bytes::from(chunk)).await?;
+            self.storage.upload(&name, chunk.bytes.clone()).await?;
             self.storage.check_generation(self.generation).await
         }
         .await;
-        let mut s = ship.state.lock();
         match result {
             Ok(()) => {
-                s.next_seq = seq + 1;
-                for (tl, lsn) in &buf_max {
+                let mut s = ship.state.lock();
+                s.inflight = None;
+                s.next_seq = chunk.seq + 1;
+                for (tl, lsn) in &chunk.max_lsn {
                     let e = s.shipped_lsn.entry(*tl).or_insert(*lsn);
                     *e = (*e).max(*lsn);
                 }
                 s.chunks.push(Chunk {
                     name,
-                    max_lsn: buf_max,
+                    max_lsn: chunk.max_lsn,
                 });
                 drop(s);
-                ship.shipped.send_replace(end);
+                ship.shipped.send_replace(chunk.end);
                 Ok(())
             }
             Err(e) => {
-                // Back in front of what came meanwhile; the same sequence number is retried
-                // (an upload that did land is overwritten by a longer chunk of this generation).
-                let mut merged = bytes;
-                merged.extend_from_slice(&s.buf);
-                s.buf = merged;
-                for (tl, lsn) in buf_max {
-                    let m = s.buf_max.entry(tl).or_insert(lsn);
-                    *m = (*m).max(lsn);
+                if e.kind() == ErrorKind::Fenced {
+                    // Before the waiters hear of it: whoever they tell finds the store fenced.
+                    self.fenced.store(true, Ordering::Release);
                 }
-                s.first_at.get_or_insert_with(Instant::now);
-                drop(s);
                 let e = e.context("shipping the WAL to object storage");
                 *self.last_error.lock() = Some(e.clone());
                 ship.failed.send_modify(|(n, last)| {
@@ -489,25 +621,48 @@ impl RemoteCtx {
     /// Deletes the oldest chunks while every record in them is covered by an uploaded index.
     pub(crate) async fn delete_covered_chunks(&self) {
         loop {
-            let name = {
+            // The covered chunks at the front, oldest first.
+            let names: Vec<String> = {
                 let s = self.ship().state.lock();
-                let Some(c) = s.chunks.first() else { return };
-                let covered = c
-                    .max_lsn
+                s.chunks
                     .iter()
-                    .all(|(tl, lsn)| s.indexed.get(tl).is_some_and(|indexed| indexed >= lsn));
-                if !covered {
-                    return;
-                }
-                c.name.clone()
+                    .take_while(|c| {
+                        c.max_lsn.iter().all(|(tl, lsn)| {
+                            s.indexed.get(tl).is_some_and(|indexed| indexed >= lsn)
+                        })
+                    })
+                    .take(DELETE_BATCH)
+                    .map(|c| c.name.clone())
+                    .collect()
             };
-            if self.delete_checked(&name).await.is_err() {
+            if names.is_empty() {
                 return;
             }
-            let mut s = self.ship().state.lock();
-            if s.chunks.first().is_some_and(|c| c.name == name) {
-                s.chunks.remove(0);
+            // In order, each checked against the generation, so that what remains is always
+            // an unbroken run.
+            for name in names {
+                if self.delete_checked(&name).await.is_err() {
+                    return;
+                }
+                let mut s = self.ship().state.lock();
+                if s.chunks.first().is_some_and(|c| c.name == name) {
+                    s.chunks.remove(0);
+                }
             }
+        }
+    }
+
+    /// Deletes covered chunks in the background, apart from the shipper so that shipping
+    /// never waits for deletions: woken when an index is uploaded.
+    pub(super) async fn run_wal_deleter(self: Arc<Self>) {
+        loop {
+            if self.stopped.load(Ordering::Acquire) || self.is_fenced() {
+                return;
+            }
+            self.delete_covered_chunks().await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), self.ship().deletable.notified())
+                    .await;
         }
     }
 }

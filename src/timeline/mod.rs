@@ -385,6 +385,20 @@ impl crate::remote::UploadSource for TimelineInner {
 #[derive(Clone)]
 pub struct Timeline {
     pub(crate) inner: Arc<TimelineInner>,
+    /// What must live as long as the handle: a secondary's store that was replaced since.
+    keep: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Timeline {
+    pub(crate) fn new(inner: Arc<TimelineInner>) -> Timeline {
+        Timeline { inner, keep: None }
+    }
+
+    /// The handle, keeping `keep` alive while it or a clone lives.
+    pub(crate) fn keeping(mut self, keep: Arc<dyn std::any::Any + Send + Sync>) -> Timeline {
+        self.keep = Some(keep);
+        self
+    }
 }
 
 impl std::fmt::Debug for Timeline {
@@ -410,11 +424,15 @@ impl Timeline {
 
     /// The timeline this one branched from and the LSN it branched at, if any.
     pub fn ancestor(&self) -> Option<(Timeline, Lsn)> {
-        self.inner
-            .ancestor
-            .read()
-            .as_ref()
-            .map(|(a, lsn)| (Timeline { inner: a.clone() }, *lsn))
+        self.inner.ancestor.read().as_ref().map(|(a, lsn)| {
+            (
+                Timeline {
+                    inner: a.clone(),
+                    keep: self.keep.clone(),
+                },
+                *lsn,
+            )
+        })
     }
 
     /// The newest LSN readers can see.

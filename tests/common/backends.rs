@@ -155,3 +155,13 @@ pub fn node_options(dir: &std::path::Path, remote: RemoteStorage, node: &str) ->
         .background_period(None)
         .pitr_interval(None)
 }
+
+/// Runs a request of the storage itself from a plain test thread (the S3 and Azure clients
+/// need a tokio reactor).
+pub fn on_tokio<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
