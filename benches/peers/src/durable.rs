@@ -16,7 +16,11 @@
 //!   buffer fills; a waiting writer does not flush it sooner. A second SlateDB column runs
 //!   with `flush_interval` 10 ms (not its default: ten times the PUT requests).
 //!
-//! Both: 16-byte keys unique per writer and put, 100-byte incompressible values, `secs` of
+//! Both: no compression (SlateDB's default `compression_codec: None`; StrataKV set to
+//! `zstd_level(None)`, its default compresses compacted layers); the workload only writes, so
+//! no engine reads a block and the cache budget does not enter (each at its default).
+//! StrataKV also fsyncs its local WAL at every commit, which SlateDB has no counterpart of.
+//! 16-byte keys unique per writer and put, 100-byte incompressible values, `secs` of
 //! measurement after 0.3 s of warm-up. The commit latency is StrataKV's `finish_write` (its
 //! puts untimed) and SlateDB's `write` + `await_durable` (the batch's puts included).
 
@@ -127,7 +131,9 @@ fn stratakv(dir: &Path, writers: usize, per_commit: u64, secs: Duration) -> Meas
     let store = Store::open_blocking(
         StoreOptions::new(dir.join("store"))
             .remote(remote)
-            .durability(Durability::Remote),
+            .durability(Durability::Remote)
+            // Uncompressed, as SlateDB's default (`compression_codec: None`).
+            .zstd_level(None),
     )
     .expect("open");
     let timelines: Vec<_> = (0..writers)
@@ -264,10 +270,12 @@ pub fn run(secs: Duration) -> String {
     writeln!(
         out,
         "## Ingest acknowledged in object storage (local-folder object store)\n\n\
-         StrataKV {} at `Durability::Remote` (default options: WAL fsync `EveryCommit`, \
-         `remote_wal_interval` 100 ms, chunks up to 4 MiB) against SlateDB {} with \
+         StrataKV {} at `Durability::Remote` (default options but no compression: WAL fsync \
+         `EveryCommit`, `remote_wal_interval` 100 ms, chunks up to 4 MiB, `zstd_level(None)`) \
+         against SlateDB {} with \
          `write(batch)` + `WriteHandle::await_durable()` (default `Settings`: `flush_interval` \
-         100 ms); 16 B keys, {VALUE_LEN} B incompressible values, {:.1} s measured per case after \
+         100 ms, `compression_codec: None`). Neither engine compresses; the workload only writes, \
+         so no block is read and the cache budget does not enter (each at its default). 16 B keys, {VALUE_LEN} B incompressible values, {:.1} s measured per case after \
          {} ms of warm-up; W writers = W threads with a timeline each (StrataKV) or W tasks on \
          one `Db` (SlateDB); commit = `finish_write` every C puts (StrataKV) or one batch of C \
          puts (SlateDB). Latency in ms.\n",
