@@ -10,6 +10,12 @@
 //! leaves RocksDB and SlateDB out; `--features rocksdb` or `--features slatedb` takes one back.
 //! A full run (no `--only`) writes `benches/BENCHMARKS.md` and `benches/get_latency.svg`.
 //!
+//! `--durable [SECS]` runs only the comparison of ingest acknowledged in object storage:
+//! StrataKV at `Durability::Remote` beside SlateDB awaiting durability, on a local-folder
+//! object store, 1 and 8 writers, a commit every 1, 10 and 100 puts, SECS (default 3) per case
+//! (see `src/durable.rs`); it prints a Markdown table and writes it to
+//! `target/partial/DURABLE.md`.
+//!
 //! Data (identical for every engine): N keys of 16 bytes (index big-endian, then `.` padding),
 //! R rounds, each overwriting every key once in its own seeded shuffled order; every put has
 //! its own LSN (round r takes LSNs FIRST + r·N .. FIRST + (r+1)·N); values of 100 bytes cut
@@ -45,6 +51,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use stratakv::{FsyncPolicy, Lsn, Store, StoreOptions, Timeline, TimelineWriter, Value};
+
+mod durable;
 
 const SEED: u64 = 0x5EED_57A7_A0C0_FFEE;
 const KEY_LEN: usize = 16;
@@ -1302,9 +1310,23 @@ fn main() {
     let mut gets = DEFAULT_GETS;
     let mut only: Option<Vec<String>> = None;
     let mut args = std::env::args().skip(1);
-    let usage = "usage: [--keys N] [--rounds R] [--gets G] [--only stratakv,rocksdb,rocksdb-udt,fjall,slatedb]";
+    let usage = "usage: [--keys N] [--rounds R] [--gets G] [--only stratakv,rocksdb,rocksdb-udt,fjall,slatedb] | --durable [SECS]";
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--durable" => {
+                let secs: f64 = args.next().map_or(3.0, |v| v.parse().expect(usage));
+                let load_start = loadavg();
+                let mut md = durable::run(Duration::from_secs_f64(secs));
+                md.push_str(&format!(
+                    "\nMachine: {}\n",
+                    machine(&load_start).replace("; one writer / reader thread", "")
+                ));
+                println!("\n{md}");
+                let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/partial");
+                std::fs::create_dir_all(&out).expect("output folder");
+                std::fs::write(out.join("DURABLE.md"), md).expect("write DURABLE.md");
+                return;
+            }
             "--keys" => keys = args.next().and_then(|v| v.parse().ok()).expect(usage),
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect(usage),
             "--gets" => gets = args.next().and_then(|v| v.parse().ok()).expect(usage),
