@@ -243,9 +243,12 @@ fn per_timeline(name: &str, tl: &Timeline) -> String {
 // ---------------------------------------------------------------------------------------------
 // A model of what was written: per key, its versions (an image, then appends).
 
+/// A version: its LSN, whether it is an image (else an append), and its bytes.
+type Version = (u64, bool, Vec<u8>);
+
 #[derive(Default)]
 struct Model {
-    versions: BTreeMap<Vec<u8>, Vec<(u64, bool, Vec<u8>)>>,
+    versions: BTreeMap<Vec<u8>, Vec<Version>>,
 }
 
 impl Model {
