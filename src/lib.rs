@@ -51,7 +51,8 @@
 // cycle): `inspect` (verify and dump, reading files without opening the store) → `store` (the tenant) → `timeline` (handles, reads, flush, compaction, GC, and the
 // `Env` they share) → `options` → `remote` (object storage; sees a timeline only through its
 // `UploadSource` view) → `wal` → `layer` → `format` (on-disk encodings) → `redo`, `io` →
-// `layout` (file names), `lsn`, `id`, `value`, `clock`, `random`, `error`, `hint`.
+// `layout` (file names), `lsn`, `id`, `value`, `clock`, `random`, `error`, `hint`, `metrics`
+// (the metric names and handles).
 mod clock;
 mod error;
 mod format;
@@ -62,6 +63,7 @@ pub mod io;
 mod layer;
 mod layout;
 mod lsn;
+pub mod metrics;
 mod options;
 mod random;
 mod redo;

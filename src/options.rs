@@ -36,6 +36,7 @@ pub struct StoreOptions {
     pub(crate) compress_l0: bool,
     pub(crate) block_cache_bytes: usize,
     pub(crate) wait_lsn_timeout: Duration,
+    pub(crate) slow_read_threshold: Option<Duration>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Arc<dyn Entropy>,
     pub(crate) pitr_interval: Option<Duration>,
@@ -93,6 +94,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("compress_l0", &self.compress_l0)
             .field("block_cache_bytes", &self.block_cache_bytes)
             .field("wait_lsn_timeout", &self.wait_lsn_timeout)
+            .field("slow_read_threshold", &self.slow_read_threshold)
             .field("pitr_interval", &self.pitr_interval)
             .field("gc_horizon", &self.gc_horizon)
             .field("compaction_threshold", &self.compaction_threshold)
@@ -135,6 +137,7 @@ impl StoreOptions {
             compress_l0: false,
             block_cache_bytes: 256 << 20,
             wait_lsn_timeout: Duration::from_secs(10),
+            slow_read_threshold: None,
             clock: Arc::new(SystemClock),
             entropy: Arc::new(SystemEntropy),
             pitr_interval: Some(Duration::from_secs(7 * 24 * 3600)),
@@ -239,6 +242,17 @@ impl StoreOptions {
     /// How long a read above `last_record_lsn` waits for it (default 10 s).
     pub fn wait_lsn_timeout(mut self, t: Duration) -> Self {
         self.wait_lsn_timeout = t;
+        self
+    }
+
+    /// A [`get`](crate::Timeline::get) (in any of its forms) that takes longer than `t`, waiting
+    /// for its LSN included, is logged as a `tracing` warning with its key, LSN, timeline, the
+    /// layers and ancestors it visited and the time it took, and counted in
+    /// `stratakv_slow_reads_total` (see [`metrics`](crate::metrics)). `None`, the default, times
+    /// no read for this: a get then reads the clock only for the sampled latency histogram.
+    /// With a threshold every get is timed, and every get goes into that histogram.
+    pub fn slow_read_threshold(mut self, t: Option<Duration>) -> Self {
+        self.slow_read_threshold = t;
         self
     }
 

@@ -404,6 +404,7 @@ impl Store {
             io: io.clone(),
             remote: remote.clone(),
             rt: rt.clone(),
+            metrics: crate::metrics::StoreMetrics::register(),
         });
 
         sweep_timelines(&io, &timelines_dir, &catalog)?;
@@ -648,6 +649,20 @@ impl Core {
     }
 
     fn branch(&self, name: &str, parent: &Timeline, lsn: Lsn) -> Result<Timeline> {
+        let span = tracing::info_span!(
+            "branch",
+            name,
+            parent_timeline_id = %parent.inner.id,
+            lsn = %lsn,
+            timeline_id = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let tl = self.branch_in_span(name, parent, lsn)?;
+        span.record("timeline_id", tracing::field::display(tl.id()));
+        Ok(tl)
+    }
+
+    fn branch_in_span(&self, name: &str, parent: &Timeline, lsn: Lsn) -> Result<Timeline> {
         self.env.check()?;
         check_name(name)?;
         parent.inner.check()?;
@@ -794,6 +809,25 @@ impl Core {
     }
 
     fn restore_from(&self, name: &str, source: &str, point: RestorePoint) -> Result<Restored> {
+        let span = tracing::info_span!(
+            "restore",
+            name,
+            source,
+            lsn = tracing::field::Empty,
+            timeline_id = tracing::field::Empty,
+            backup_name = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let r = self.restore_in_span(name, source, point)?;
+        span.record("lsn", tracing::field::display(r.lsn));
+        span.record("timeline_id", tracing::field::display(r.timeline.id()));
+        if let Some(b) = &r.backup_name {
+            span.record("backup_name", b.as_str());
+        }
+        Ok(r)
+    }
+
+    fn restore_in_span(&self, name: &str, source: &str, point: RestorePoint) -> Result<Restored> {
         self.env.check()?;
         check_name(name)?;
         let src = self.timeline(source)?;
@@ -1567,9 +1601,21 @@ fn attach(
     remote_layers: &mut BTreeMap<TimelineId, BTreeMap<String, u32>>,
     hot: &mut BTreeMap<TimelineId, Vec<String>>,
 ) -> Result<Catalog> {
+    let span = tracing::info_span!(
+        "attach",
+        generation = r.generation.0,
+        read_only = r.read_only,
+        catalog_generation = tracing::field::Empty,
+        timelines = tracing::field::Empty,
+        layers = tracing::field::Empty,
+        bytes = tracing::field::Empty,
+    );
+    let _entered = span.enter();
     let Some((g, bytes)) = r.runtime.block_on(r.storage.latest_catalog(r.generation))? else {
         return Ok(Catalog::default());
     };
+    span.record("catalog_generation", g.0);
+    let (mut layers, mut layer_bytes) = (0u64, 0u64);
     let catalog = Catalog::decode(&bytes, &PathBuf::from(crate::remote::catalog_object(g)))?;
     for e in &catalog.timelines {
         let (_, idx) = latest_remote_index(r, e.id)?.ok_or_else(|| {
@@ -1586,8 +1632,14 @@ fn attach(
         let times = crate::timeline::time_index::TimeIndex::from_entries(idx.commit_times.clone());
         crate::timeline::time_index::rewrite(io, &dir.join(TIME_INDEX_FILE), &times)?;
         io.write_atomic(&dir.join(MANIFEST_FILE), &idx.manifest.encode())?;
+        layers += idx.manifest.layers.len() as u64;
+        layer_bytes += idx.manifest.layers.iter().map(|l| l.file_size).sum::<u64>();
         remote_layers.insert(e.id, idx.layer_generations.into_iter().collect());
         hot.insert(e.id, idx.hot_layers);
     }
+    // The layers stay remote: these are what the timelines name, not what was downloaded.
+    span.record("timelines", catalog.timelines.len() as u64);
+    span.record("layers", layers);
+    span.record("bytes", layer_bytes);
     Ok(catalog)
 }

@@ -205,6 +205,9 @@ impl AsRef<[u8]> for Piece {
 pub(crate) struct BlockCache {
     capacity: usize,
     fifo: Mutex<Fifo>,
+    /// Reads that found their block cached, and those that did not (see [`crate::metrics`]).
+    pub(crate) hits: ::metrics::Counter,
+    pub(crate) misses: ::metrics::Counter,
 }
 
 impl BlockCache {
@@ -218,6 +221,8 @@ impl BlockCache {
                 blocks: 0,
                 arena: Arena::new(capacity_bytes),
             }),
+            hits: ::metrics::counter!(crate::metrics::BLOCK_CACHE_HITS),
+            misses: ::metrics::counter!(crate::metrics::BLOCK_CACHE_MISSES),
         }
     }
 

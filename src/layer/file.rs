@@ -399,7 +399,10 @@ impl LayerFile {
     /// another block while holding it: a cached block stays read-locked in its slot.
     fn block(&self, i: usize) -> Result<BlockRef<'_>> {
         match self.blocks.get(i) {
-            Some(b) => Ok(BlockRef::Cached(b)),
+            Some(b) => {
+                self.cache.hits.increment(1);
+                Ok(BlockRef::Cached(b))
+            }
             None => self.block_missed(i),
         }
     }
@@ -408,6 +411,7 @@ impl LayerFile {
     /// a cached block runs a short function.
     #[inline(never)]
     fn block_missed(&self, i: usize) -> Result<BlockRef<'_>> {
+        self.cache.misses.increment(1);
         // Checked and parsed straight into the cache, then read there: one copy of the block.
         let (raw, offset) = self.raw_block(i)?;
         let cached = self.cache.insert_with(&self.blocks, i, |alloc| {

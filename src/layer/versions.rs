@@ -85,6 +85,11 @@ impl Versions {
         v
     }
 
+    /// Delta records collected: what [`finish`](Self::finish) hands the redo hook.
+    pub(crate) fn delta_count(&self) -> usize {
+        self.deltas.len()
+    }
+
     /// Turns the collected versions into the value, calling the redo hook if there are deltas.
     pub(crate) fn finish(mut self, key: &[u8], redo: &dyn WalRedo) -> Result<Option<Bytes>> {
         if self.deltas.is_empty() {

@@ -70,6 +70,8 @@ impl RetryPolicy {
                     {
                         return Err(e);
                     }
+                    ::metrics::counter!(crate::metrics::REMOTE_RETRIES).increment(1);
+                    tracing::debug!(attempt, error = %e, "retrying an object-storage request");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

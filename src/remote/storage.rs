@@ -231,6 +231,7 @@ impl RemoteStorage {
     pub async fn upload(&self, name: &str, data: Bytes) -> Result<()> {
         let location = self.location(name)?;
         let payload = seal(data);
+        let len = payload.content_length() as u64;
         let (store, loc) = (&self.store, &location);
         self.retry
             .run(move || {
@@ -238,8 +239,10 @@ impl RemoteStorage {
                 async move { store.put(loc, payload).await }
             })
             .await
-            .map(|_| ())
-            .map_err(|e| store_error("upload", &location, e))
+            .map_err(|e| store_error("upload", &location, e))?;
+        ::metrics::counter!(crate::metrics::REMOTE_UPLOADS).increment(1);
+        ::metrics::counter!(crate::metrics::REMOTE_UPLOAD_BYTES).increment(len);
+        Ok(())
     }
 
     /// Downloads the object `name`, checks its CRC32 trailer and returns the bytes before it.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 
 use super::wal_ship::{ShipOptions, WalShip};
 use super::{Generation, RemoteStorage, catalog_object, index_object, layer_object};
@@ -148,6 +149,7 @@ impl RemoteCtx {
         let mut q = self.queue.lock();
         q.dirty.insert(id, tl);
         q.requested += 1;
+        queue_depth(q.dirty.len());
         drop(q);
         self.notify.notify_one();
     }
@@ -306,6 +308,7 @@ impl RemoteCtx {
             }
             let (requested, dirty, deleted, catalog) = {
                 let mut q = self.queue.lock();
+                queue_depth(0);
                 (
                     q.requested,
                     std::mem::take(&mut q.dirty),
@@ -345,6 +348,7 @@ impl RemoteCtx {
                         for (id, w) in dirty {
                             q.dirty.entry(id).or_insert(w);
                         }
+                        queue_depth(q.dirty.len());
                         q.deleted.extend(deleted);
                         if q.catalog.is_none() {
                             q.catalog = catalog;
@@ -391,6 +395,27 @@ impl RemoteCtx {
     /// then deletes what the previous index named and this one does not.
     async fn upload_timeline(&self, tl: &Arc<dyn UploadSource>) -> Result<()> {
         let (manifest, layers, commit_times) = tl.remote_state();
+        let span = tracing::info_span!(
+            "upload",
+            timeline_id = %tl.id(),
+            disk_consistent_lsn = %manifest.disk_consistent_lsn,
+            layers = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+        );
+        self.upload_timeline_in_span(tl, manifest, layers, commit_times, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn upload_timeline_in_span(
+        &self,
+        tl: &Arc<dyn UploadSource>,
+        manifest: Manifest,
+        layers: Vec<Arc<Layer>>,
+        commit_times: Vec<(Lsn, u64)>,
+        span: &tracing::Span,
+    ) -> Result<()> {
+        let (mut uploaded_layers, mut uploaded_bytes) = (0u64, 0u64);
         let mut generations = BTreeMap::new();
         for d in &manifest.layers {
             let layer = layers
@@ -422,6 +447,8 @@ impl RemoteCtx {
                     self.storage
                         .upload(&name, Bytes::copy_from_slice(file.bytes()))
                         .await?;
+                    uploaded_layers += 1;
+                    uploaded_bytes += file.bytes().len() as u64;
                     layer.set_remote_generation(self.generation.0);
                     self.generation.0
                 }
@@ -453,6 +480,8 @@ impl RemoteCtx {
                 Bytes::from(index.encode()),
             )
             .await?;
+        span.record("layers", uploaded_layers);
+        span.record("bytes", uploaded_bytes);
         tl.set_remote_consistent_lsn(dcl);
         self.wal.note_indexed(tl.id(), dcl);
         let previous = self
@@ -494,4 +523,9 @@ pub(crate) fn fenced_error(generation: Generation) -> Error {
             "this node's generation {generation} was superseded by another node's claim; it no longer writes or deletes"
         ),
     )
+}
+
+/// Sets the gauge of timelines waiting for the uploader.
+fn queue_depth(n: usize) {
+    ::metrics::gauge!(crate::metrics::REMOTE_UPLOAD_QUEUE_DEPTH).set(n as f64);
 }

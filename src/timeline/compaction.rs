@@ -38,6 +38,15 @@ impl TimelineInner {
     pub(crate) fn compact(&self, force: bool) -> Result<CompactionReport> {
         let _gate = self.enter_gate()?;
         let _ops = self.layer_ops.lock();
+        let span = tracing::info_span!(
+            "compaction",
+            timeline_id = %self.id,
+            lsn_start = tracing::field::Empty,
+            lsn_end = tracing::field::Empty,
+            l0_merged = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let opts = &self.env.options;
         let mut report = CompactionReport::default();
         let mut l0: Vec<Arc<Layer>> = self
@@ -50,6 +59,14 @@ impl TimelineInner {
             .collect();
         if l0.len() >= opts.compaction_threshold || (force && !l0.is_empty()) {
             l0.sort_by_key(|l| l.lsn_range().start);
+            let start = std::time::Instant::now();
+            if let (Some(first), Some(last)) = (l0.first(), l0.last()) {
+                span.record(
+                    "lsn_start",
+                    tracing::field::display(first.lsn_range().start),
+                );
+                span.record("lsn_end", tracing::field::display(last.lsn_range().end));
+            }
             let files = l0
                 .iter()
                 .map(|l| self.resident_file_blocking(l))
@@ -57,6 +74,7 @@ impl TimelineInner {
             let outputs = self.merge(&files)?;
             report.l0_merged = l0.len();
             report.l1_written = outputs.len();
+            let bytes: u64 = outputs.iter().map(|d| d.file_size).sum();
             let removed = l0.iter().map(|l| l.desc.file_name.clone()).collect();
             self.publish(
                 Change {
@@ -66,6 +84,9 @@ impl TimelineInner {
                 },
                 |_| {},
             )?;
+            span.record("l0_merged", report.l0_merged);
+            span.record("bytes", bytes);
+            crate::metrics::Job::Compaction.done(start, bytes);
         }
         let bytes = self.delta_bytes_above_image();
         let dcl = self.disk_consistent_lsn();

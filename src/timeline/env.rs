@@ -46,6 +46,8 @@ pub(crate) struct Env {
     /// The store's own runtime (see [`StoreRuntime`]): uploads, downloads, timers and the
     /// blocking work of async calls run here, never on the caller's executor.
     pub(crate) rt: tokio::runtime::Handle,
+    /// The handles of the hot paths' metrics, registered at open.
+    pub(crate) metrics: crate::metrics::StoreMetrics,
 }
 
 impl Env {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::{Snapshot, TimelineInner, WriteState};
 use crate::error::{Error, ErrorKind, Result};
@@ -9,6 +10,7 @@ use crate::format::{Compression, LayerDesc, LayerKind};
 use crate::layer::{InMemoryLayer, Layer, LayerWriter, layer_file_name};
 use crate::layout::MANIFEST_FILE;
 use crate::lsn::Lsn;
+use crate::metrics::Job;
 use crate::value::KeyRange;
 
 impl TimelineInner {
@@ -91,6 +93,15 @@ impl TimelineInner {
                 return Ok(());
             };
             let end = layer.end();
+            let span = tracing::info_span!(
+                "flush",
+                timeline_id = %self.id,
+                lsn_start = %layer.start(),
+                lsn_end = %end,
+                bytes = tracing::field::Empty,
+            );
+            let _entered = span.enter();
+            let start = Instant::now();
             let mut change = Change {
                 new_dcl: Some(Lsn(end.0 - 1)),
                 ..Change::default()
@@ -111,9 +122,16 @@ impl TimelineInner {
                     |w| layer.for_each(|k, l, v| w.add(k, l, v)),
                 )?);
             }
+            let bytes: u64 = change.added.iter().map(|d| d.file_size).sum();
+            let job = Job::Flush.handles();
             self.publish(change, |snap| {
-                snap.frozen.retain(|f| !Arc::ptr_eq(f, &layer))
+                snap.frozen.retain(|f| !Arc::ptr_eq(f, &layer));
+                // Counted once the manifest is written, before `disk_consistent_lsn` moves: a
+                // caller whose `flush()` returned sees this flush counted.
+                job.done(start, bytes);
             })?;
+            self.update_gauges();
+            span.record("bytes", bytes);
             let (m, cv) = &self.flushed;
             let _g = m.lock();
             cv.notify_all();
@@ -250,6 +268,7 @@ impl TimelineInner {
             if let Some(wal) = &self.env.wal {
                 wal.set_durable(self.id, dcl);
             }
+            self.gauges.disk_consistent_lsn.set(dcl.0 as f64);
             self.disk_consistent_lsn.store(dcl.0, Ordering::Release);
             self.dcl_tx.send_replace(dcl);
         } else {

@@ -110,6 +110,7 @@ impl TimelineInner {
         // `snapshot_at`).
         self.gc_cutoff
             .store(wanted.0, std::sync::atomic::Ordering::SeqCst);
+        self.gauges.gc_cutoff.set(wanted.0 as f64);
         // Trimmed under the lease lock still: a branch checks the cutoff and copies its
         // branch point's commit time under it (`pin_branch_point`), so it sees either the old
         // cutoff and the untrimmed index, or the new cutoff.
@@ -148,6 +149,28 @@ impl TimelineInner {
     pub(crate) fn gc(&self) -> Result<GcReport> {
         let _gate = self.enter_gate()?;
         let _ops = self.layer_ops.lock();
+        let span = tracing::info_span!(
+            "gc",
+            timeline_id = %self.id,
+            cutoff = tracing::field::Empty,
+            layers_removed = tracing::field::Empty,
+            bytes_removed = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let start = std::time::Instant::now();
+        let (report, rewritten) = self.gc_pass()?;
+        span.record("cutoff", tracing::field::display(report.cutoff));
+        span.record("layers_removed", report.layers_removed);
+        span.record("bytes_removed", report.bytes_removed);
+        span.record("bytes", rewritten);
+        crate::metrics::Job::Gc.done(start, rewritten);
+        ::metrics::counter!(crate::metrics::GC_BYTES_REMOVED).increment(report.bytes_removed);
+        Ok(report)
+    }
+
+    /// [`gc`](Self::gc)'s work: its report and the bytes of the layers it rewrote.
+    fn gc_pass(&self) -> Result<(GcReport, u64)> {
         let cutoff = self.advance_cutoff()?;
         let mut report = GcReport {
             cutoff,
@@ -208,6 +231,7 @@ impl TimelineInner {
             .filter(|d| d.kind == LayerKind::Image && d.lsn_range.start <= cutoff)
             .map(|d| (d.lsn_range.start, d.key_range.clone()))
             .collect();
+        let mut rewritten = 0;
         let reach = Reach {
             points: &points,
             cutoff,
@@ -219,6 +243,7 @@ impl TimelineInner {
                 let after: u64 = outputs.iter().map(|d| d.file_size).sum();
                 report.layers_rewritten += group.len();
                 report.bytes_removed += before.saturating_sub(after);
+                rewritten += after;
                 added.extend(outputs);
                 removed.extend(group.iter().map(|l| l.desc.file_name.clone()));
             }
@@ -235,7 +260,7 @@ impl TimelineInner {
         }
         let mut checked = self.gc_checked.lock();
         checked.retain(|name, _| snap.map.layers().iter().any(|l| l.desc.file_name == *name));
-        Ok(report)
+        Ok((report, rewritten))
     }
 
     /// Rewrites a group of delta layers (see [`rewrite_groups`]) into L1 layers over their

@@ -40,6 +40,21 @@ impl TimelineInner {
     /// Writes (does not publish) an image layer of every key's value at `lsn`, as a read at
     /// `lsn` sees it.
     pub(crate) fn write_image(&self, lsn: Lsn) -> Result<LayerDesc> {
+        let span = tracing::info_span!(
+            "image",
+            timeline_id = %self.id,
+            lsn = %lsn,
+            bytes = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let start = std::time::Instant::now();
+        let desc = self.write_image_inner(lsn)?;
+        span.record("bytes", desc.file_size);
+        crate::metrics::Job::Image.done(start, desc.file_size);
+        Ok(desc)
+    }
+
+    fn write_image_inner(&self, lsn: Lsn) -> Result<LayerDesc> {
         loop {
             match self.image_inputs(lsn) {
                 Inputs::Files { floor, files } => {

@@ -42,7 +42,7 @@ use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -135,6 +135,8 @@ pub(crate) struct TimelineInner {
     pub(crate) manifest: Mutex<Manifest>,
     /// Signalled whenever a frozen layer is flushed, for a writer waiting on backpressure.
     pub(crate) flushed: (Mutex<()>, Condvar),
+    /// The watermark gauges (see [`crate::metrics`]).
+    pub(crate) gauges: crate::metrics::TimelineGauges,
 }
 
 impl TimelineInner {
@@ -164,6 +166,8 @@ impl TimelineInner {
         let ancestor = ancestor.zip(manifest.ancestor.map(|(_, lsn)| lsn));
         let dcl = manifest.disk_consistent_lsn;
         let open = Arc::new(InMemoryLayer::new(dcl.next()));
+        let gauges = crate::metrics::TimelineGauges::register(&manifest.timeline_id.to_string());
+        gauges.gc_cutoff.set(manifest.gc_cutoff.0 as f64);
         TimelineInner {
             me,
             remote_consistent_lsn: AtomicU64::new(0),
@@ -202,6 +206,31 @@ impl TimelineInner {
             writer_taken: AtomicBool::new(false),
             manifest: Mutex::new(manifest),
             flushed: (Mutex::new(()), Condvar::new()),
+            gauges,
+        }
+        .with_gauges_set()
+    }
+
+    /// Sets the watermark gauges from the watermarks, for a timeline just built.
+    fn with_gauges_set(self) -> TimelineInner {
+        self.gauges
+            .last_record_lsn
+            .set(self.last_record_lsn().0 as f64);
+        self.update_gauges();
+        self
+    }
+
+    /// Sets the gauges of the watermarks that move with flushes and uploads: at the end of
+    /// each. (`last_record_lsn`'s is set at each commit, `gc_cutoff`'s when GC moves it.)
+    pub(crate) fn update_gauges(&self) {
+        let g = &self.gauges;
+        let rcl = self.remote_consistent_lsn.load(Ordering::Acquire);
+        g.disk_consistent_lsn
+            .set(self.disk_consistent_lsn().0 as f64);
+        g.remote_consistent_lsn.set(rcl as f64);
+        if self.env.remote.is_some() {
+            g.remote_lag
+                .set(self.last_record_lsn().0.saturating_sub(rcl) as f64);
         }
     }
 
@@ -418,6 +447,7 @@ impl crate::remote::UploadSource for TimelineInner {
     fn set_remote_consistent_lsn(&self, lsn: Lsn) {
         self.remote_consistent_lsn
             .fetch_max(lsn.0, Ordering::AcqRel);
+        self.update_gauges();
     }
 }
 
@@ -604,9 +634,7 @@ impl Timeline {
     /// [`ErrorKind::Redo`] if a delta has no base or the hook fails;
     /// [`ErrorKind::Corruption`] if a block read fails its checksum.
     pub async fn get(&self, key: &[u8], lsn: Lsn) -> Result<Option<Bytes>> {
-        let mut snap = self.inner.read_snapshot(lsn).await?;
-        let mut trace = ReadTrace::default();
-        self.inner.read_value(&mut snap, key, lsn, &mut trace).await
+        Ok(self.get_traced(key, lsn).await?.0)
     }
 
     /// [`get`](Timeline::get), also telling how many layers the read visited.
@@ -614,13 +642,53 @@ impl Timeline {
     /// # Errors
     /// As [`get`](Timeline::get).
     pub async fn get_traced(&self, key: &[u8], lsn: Lsn) -> Result<(Option<Bytes>, ReadTrace)> {
+        let env = &self.inner.env;
+        let threshold = env.options.slow_read_threshold;
+        // The clock is read for a sample of the gets only (see `crate::metrics`), unless the
+        // user asked for slow reads to be reported.
+        let start = (threshold.is_some() || crate::metrics::sample_read()).then(Instant::now);
         let mut snap = self.inner.read_snapshot(lsn).await?;
         let mut trace = ReadTrace::default();
         let v = self
             .inner
             .read_value(&mut snap, key, lsn, &mut trace)
             .await?;
+        if let Some(start) = start {
+            let elapsed = start.elapsed();
+            env.metrics.read_duration.record(elapsed.as_secs_f64());
+            if let Some(t) = threshold
+                && elapsed >= t
+            {
+                self.slow_read(key, lsn, &trace, elapsed, t);
+            }
+        }
         Ok((v, trace))
+    }
+
+    /// Counts and logs a get that took `elapsed`, over the threshold `t`.
+    #[cold]
+    fn slow_read(
+        &self,
+        key: &[u8],
+        lsn: Lsn,
+        trace: &ReadTrace,
+        elapsed: std::time::Duration,
+        t: std::time::Duration,
+    ) {
+        self.inner.env.metrics.slow_reads.increment(1);
+        tracing::warn!(
+            timeline_id = %self.inner.id,
+            timeline = %self.inner.name(),
+            key = %crate::error::show_key(key),
+            lsn = %lsn,
+            layers_visited = trace.layers_visited,
+            ancestors_visited = trace.ancestors_visited,
+            filter_skips = trace.filter_skips,
+            redo_records = trace.redo_records,
+            elapsed_us = elapsed.as_micros() as u64,
+            threshold_us = t.as_micros() as u64,
+            "slow read"
+        );
     }
 
     /// The values of several keys as of one `lsn`, in the order asked, from one snapshot.

@@ -56,6 +56,9 @@ pub struct ReadTrace {
     /// Of the layer files visited, those whose key filter showed the key absent, so that no
     /// block was read.
     pub filter_skips: u32,
+    /// Delta records the redo hook applied to rebuild the value (0 when the newest version
+    /// was a whole value).
+    pub redo_records: u32,
 }
 
 impl TimelineInner {
@@ -83,7 +86,14 @@ impl TimelineInner {
         loop {
             *trace = ReadTrace::default();
             match self.reconstruct_traced(snap, key, lsn, trace)? {
-                Local::Ready(v) => return Ok(v),
+                Local::Ready(v) => {
+                    let m = &self.env.metrics;
+                    m.reads.increment(1);
+                    m.read_layers_visited
+                        .record(f64::from(trace.layers_visited));
+                    m.read_redo_records.increment(u64::from(trace.redo_records));
+                    return Ok(v);
+                }
                 Local::Missing(layer) => {
                     pinned.extend(self.download_on_store(&layer).await?);
                     *snap = self.snapshot_at(lsn)?;
@@ -152,6 +162,7 @@ impl TimelineInner {
             child = Some(anc);
             level = anc_snap.ancestor.clone();
         }
+        trace.redo_records = u32::try_from(versions.delta_count()).unwrap_or(u32::MAX);
         versions
             .finish(key, self.env.options.redo.as_ref())
             .map(Local::Ready)

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::TimelineInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::TimelineId;
@@ -30,6 +32,19 @@ impl TimelineInner {
         &self,
         layer: &Arc<Layer>,
     ) -> Result<Option<Arc<LayerFile>>> {
+        let d = &layer.desc;
+        let span = tracing::info_span!(
+            "download",
+            timeline_id = %self.id,
+            layer = %d.file_name,
+            lsn_start = %d.lsn_range.start,
+            lsn_end = %d.lsn_range.end,
+            bytes = d.file_size,
+        );
+        self.download_layer_in_span(layer).instrument(span).await
+    }
+
+    async fn download_layer_in_span(&self, layer: &Arc<Layer>) -> Result<Option<Arc<LayerFile>>> {
         let _one = layer.download.lock().await;
         if let Some(file) = layer.file_quiet() {
             return Ok(Some(file));
@@ -77,6 +92,7 @@ impl TimelineInner {
             return Ok(None);
         };
         let holder_gone = || holder.id != self.id && holder.gate.is_closed();
+        let start = std::time::Instant::now();
         let bytes = match remote.storage.download(&object).await {
             Ok(b) => b,
             // The ancestor is being deleted (so this timeline was detached from it first), and
@@ -116,6 +132,10 @@ impl TimelineInner {
             return Ok(None);
         }
         self.env.io.write_atomic(layer.path(), &bytes)?;
+        ::metrics::counter!(crate::metrics::LAYER_DOWNLOADS).increment(1);
+        ::metrics::counter!(crate::metrics::LAYER_DOWNLOAD_BYTES).increment(bytes.len() as u64);
+        ::metrics::histogram!(crate::metrics::LAYER_DOWNLOAD_DURATION)
+            .record(start.elapsed().as_secs_f64());
         let file = match LayerFile::open(layer.path(), &layer.desc, self.env.cache.clone()) {
             Ok(f) => f,
             Err(_) if layer.is_retired() => return Ok(None),

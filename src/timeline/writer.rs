@@ -133,6 +133,10 @@ impl TimelineWriter {
             crate::format::encode_put(&mut ws.wal_puts, lsn, key, &value);
             ws.wal_put_count += 1;
         }
+        let m = &tl.env.metrics;
+        m.puts.increment(1);
+        m.put_bytes
+            .increment((key.len() + value.payload_len()) as u64);
         ws.open.put_pipelined(key, lsn, value);
         ws.last_put = lsn;
         Ok(())
@@ -258,6 +262,9 @@ impl TimelineWriter {
         }
         let frozen = tl.publish_commit(&mut ws, lsn, commit_time);
         drop(ws);
+        if lsn > lrl {
+            tl.env.metrics.commits.increment(1);
+        }
         if frozen {
             tl.wait_for_frozen_below(tl.env.options.max_frozen_layers)?;
         }
@@ -298,6 +305,7 @@ impl TimelineInner {
         ws.open.apply_pending();
         if lsn > self.last_record_lsn() {
             self.record_commit(lsn, commit_time);
+            self.gauges.last_record_lsn.set(lsn.0 as f64);
         }
         self.last_record_lsn.store(lsn.0, Ordering::Release);
         self.lrl_tx.send_replace(lsn);

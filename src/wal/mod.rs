@@ -89,6 +89,9 @@ pub(crate) struct Wal {
     synced: AtomicU64,
     /// What each timeline has in layer files; segments below it for every timeline can go.
     durable: Mutex<MaxLsns>,
+    /// Bytes written and fsyncs (see [`crate::metrics`]).
+    bytes_written: ::metrics::Counter,
+    fsyncs: ::metrics::Counter,
 }
 
 impl Wal {
@@ -174,6 +177,8 @@ impl Wal {
             }),
             synced: AtomicU64::new(0),
             durable: Mutex::new(MaxLsns::new()),
+            bytes_written: ::metrics::counter!(crate::metrics::WAL_BYTES),
+            fsyncs: ::metrics::counter!(crate::metrics::WAL_FSYNCS),
         };
         Ok((wal, records))
     }
@@ -260,6 +265,7 @@ impl Wal {
                 .write_all(&bytes)
                 .map_err(|e| Error::io("writing WAL segment", &a.path, e))?;
             a.len += bytes.len() as u64;
+            self.bytes_written.increment(bytes.len() as u64);
             a.written = end;
             if bytes.capacity() <= SPARE_MAX {
                 bytes.clear();
@@ -274,6 +280,7 @@ impl Wal {
             matches!(self.policy, FsyncPolicy::Interval(d) if a.last_sync.elapsed() >= d);
         if (sync || interval_due) && self.synced.load(Ordering::Acquire) < a.written {
             self.io.sync(a.file.as_mut(), &a.path)?;
+            self.fsyncs.increment(1);
             a.last_sync = Instant::now();
             self.synced.store(a.written, Ordering::Release);
         }
@@ -288,6 +295,7 @@ impl Wal {
 
     fn roll(&self, a: &mut Active) -> Result<()> {
         self.io.sync(a.file.as_mut(), &a.path)?;
+        self.fsyncs.increment(1);
         self.synced.store(a.written, Ordering::Release);
         let seq = a.segments.last().map_or(1, |s| s.seq + 1);
         let (file, path) = create_segment(&self.io, &self.dir, seq)?;
