@@ -229,7 +229,8 @@ fn lag(place: &Where, poll: Duration, secs: Duration) {
     let gaps: Arc<Mutex<Vec<u64>>> = Arc::default();
     let measuring = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (stop, gaps, measuring, tl) = (stop.clone(), gaps.clone(), measuring.clone(), tl.clone());
+        let (stop, gaps, measuring, tl) =
+            (stop.clone(), gaps.clone(), measuring.clone(), tl.clone());
         let seen = seen.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Acquire) {
@@ -570,7 +571,10 @@ fn reads(place: &Where) {
             times[side].push(start.elapsed());
             // The newest version of key i at or below `at`.
             let round = (at - i - 1) / READ_KEYS;
-            assert_eq!(got.as_deref(), Some(&value(i, round * READ_KEYS + i + 1)[..]));
+            assert_eq!(
+                got.as_deref(),
+                Some(&value(i, round * READ_KEYS + i + 1)[..])
+            );
         }
     }
     let ns = |d: Duration| format!("{:.2} µs", d.as_secs_f64() * 1e6);

@@ -147,9 +147,8 @@ fn takeover_keeps_every_acknowledged_commit(backend: &Backend) {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(rng.range(50, 400)));
-        let next =
-            Store::open_blocking(options(dir.path(), remote(), &format!("n{round}")))
-                .unwrap_or_else(|e| panic!("{ctx}: attach: {e}"));
+        let next = Store::open_blocking(options(dir.path(), remote(), &format!("n{round}")))
+            .unwrap_or_else(|e| panic!("{ctx}: attach: {e}"));
         for w in writers {
             let e = w.join().unwrap();
             assert_eq!(
