@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use stratakv::remote::RemoteStorage;
 use stratakv::{Lsn, Store, StoreOptions, Value};
+
+mod common;
 
 const VALUE: usize = 100;
 
@@ -174,22 +175,7 @@ fn main() {
         let local: Arc<dyn ObjectStore> =
             Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
         run("local-fs", local, small).await;
-        if let (Ok(endpoint), Ok(bucket)) = (
-            std::env::var("STRATAKV_S3_ENDPOINT"),
-            std::env::var("STRATAKV_S3_BUCKET"),
-        ) {
-            let s3: Arc<dyn ObjectStore> = Arc::new(
-                AmazonS3Builder::new()
-                    .with_endpoint(endpoint)
-                    .with_bucket_name(bucket)
-                    .with_allow_http(true)
-                    .with_virtual_hosted_style_request(false)
-                    .with_region("us-east-1")
-                    .with_access_key_id("stratakv")
-                    .with_secret_access_key("stratakv")
-                    .build()
-                    .unwrap(),
-            );
+        if let Some(s3) = common::moto_from_env() {
             run("s3-moto", s3, small).await;
         }
     });

@@ -41,11 +41,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use stratakv::remote::RemoteStorage;
 use stratakv::{Durability, Lsn, Store, StoreOptions, Timeline, Value};
+
+mod common;
+use common::{env_f64, loadavg, percentile, tempdir};
 
 const VALUE: usize = 100;
 const POOL: usize = 1 << 20;
@@ -59,15 +61,6 @@ const TAIL_PER_COMMIT: u64 = 100;
 const DEFAULTS: &str = "fsync EveryCommit (default), remote_wal_interval 100 ms (default), \
      remote_wal_chunk_bytes 4 MiB (default), freeze_bytes 64 MiB (default), background work \
      every 10 s (default), default retry policy and claim grace (2 s)";
-
-fn env_f64(name: &str, default: f64) -> f64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?}: expected a number")),
-        Err(_) => default,
-    }
-}
 
 /// A 16-byte key: `key/`, the writer's number, the put's number.
 fn key(writer: u32, i: u64) -> [u8; 16] {
@@ -122,14 +115,6 @@ fn unique(what: &str) -> String {
 fn list_wal(rt: &tokio::runtime::Runtime, remote: &RemoteStorage) -> (usize, u64) {
     let chunks = rt.block_on(remote.list("wal")).unwrap();
     (chunks.len(), chunks.iter().map(|(_, b)| b).sum())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 fn ms(d: Duration) -> String {
@@ -606,12 +591,6 @@ fn attach(rt: &tokio::runtime::Runtime, backend: &Backend) {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_string())
-}
-
 /// The local disk under the stores: 200 appends of 128 B, each followed by an fsync, median
 /// and p99. Another job writing to the same disk slows these, and the `Local` level with them.
 fn fsync_probe() -> String {
@@ -671,14 +650,6 @@ fn run(rt: &tokio::runtime::Runtime, backend: &Backend) {
     );
 }
 
-/// A temporary directory under `STRATAKV_BENCH_TMP`, or the system's.
-fn tempdir() -> tempfile::TempDir {
-    match std::env::var_os("STRATAKV_BENCH_TMP") {
-        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
-        None => tempfile::tempdir().unwrap(),
-    }
-}
-
 fn main() {
     // cargo passes flags such as --bench; this bench prints its figures itself.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -703,25 +674,11 @@ fn main() {
     if !backends.split(',').any(|b| b.trim() == "s3") {
         return;
     }
-    if let (Ok(endpoint), Ok(bucket)) = (
-        std::env::var("STRATAKV_S3_ENDPOINT"),
-        std::env::var("STRATAKV_S3_BUCKET"),
-    ) {
+    if let Some(store) = common::moto_from_env() {
         let s3 = Backend {
             name: "s3-moto",
             about: "moto 5.2.5 (S3 API, in memory) on loopback, on the same 2 cores",
-            store: Arc::new(
-                AmazonS3Builder::new()
-                    .with_endpoint(endpoint)
-                    .with_bucket_name(bucket)
-                    .with_allow_http(true)
-                    .with_virtual_hosted_style_request(false)
-                    .with_region("us-east-1")
-                    .with_access_key_id("stratakv")
-                    .with_secret_access_key("stratakv")
-                    .build()
-                    .unwrap(),
-            ),
+            store,
         };
         run(&rt, &s3);
     } else {

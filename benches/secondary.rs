@@ -30,13 +30,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use stratakv::remote::RemoteStorage;
 use stratakv::{
     Durability, ErrorKind, Lsn, Promotion, Secondary, SecondaryOptions, Store, StoreOptions, Value,
 };
+
+mod common;
+use common::{env_f64, loadavg, percentile, tempdir};
 
 const VALUE: usize = 100;
 const PUTS_PER_COMMIT: u64 = 10;
@@ -45,15 +47,6 @@ const READ_KEYS: u64 = 50_000;
 const READ_ROUNDS: u64 = 4;
 const READS: usize = 200_000;
 const READ_BLOCK: usize = 10_000;
-
-fn env_f64(name: &str, default: f64) -> f64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?}: expected a number")),
-        Err(_) => default,
-    }
-}
 
 fn key(i: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -108,18 +101,7 @@ impl Where {
     fn store(&self) -> Arc<dyn ObjectStore> {
         match self {
             Where::Local(dir) => Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap()),
-            Where::S3 { endpoint, bucket } => Arc::new(
-                AmazonS3Builder::new()
-                    .with_endpoint(endpoint)
-                    .with_bucket_name(bucket)
-                    .with_allow_http(true)
-                    .with_virtual_hosted_style_request(false)
-                    .with_region("us-east-1")
-                    .with_access_key_id("stratakv")
-                    .with_secret_access_key("stratakv")
-                    .build()
-                    .unwrap(),
-            ),
+            Where::S3 { endpoint, bucket } => common::moto(endpoint, bucket),
         }
     }
 
@@ -159,33 +141,12 @@ fn unique(what: &str) -> String {
     )
 }
 
-fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
-    if sorted.is_empty() {
-        return T::default();
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
 fn ms(d: Duration) -> String {
     let m = d.as_secs_f64() * 1e3;
     if m < 10.0 {
         format!("{m:.2} ms")
     } else {
         format!("{m:.0} ms")
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_string())
-}
-
-fn tempdir() -> tempfile::TempDir {
-    match std::env::var_os("STRATAKV_BENCH_TMP") {
-        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
-        None => tempfile::tempdir().unwrap(),
     }
 }
 
