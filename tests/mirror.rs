@@ -15,6 +15,7 @@
 //! - A corrupt layer or WAL chunk in the source is reported, naming it, and not copied.
 
 mod common;
+use common::follow::{Model, key, model_get, primary_options, value};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,27 +31,6 @@ use stratakv::{
     Secondary, SecondaryOptions, Store, StoreOptions, TimelineId, Value,
 };
 
-fn key(k: u64) -> Vec<u8> {
-    format!("key{k:04}").into_bytes()
-}
-
-fn value(tl: &str, k: u64, lsn: u64) -> Vec<u8> {
-    format!("{tl}/{k}@{lsn}").into_bytes()
-}
-
-fn primary_options(dir: &std::path::Path, remote: RemoteStorage) -> StoreOptions {
-    StoreOptions::new(dir)
-        .remote(remote)
-        .node_id("primary")
-        .remote_wal_interval(Duration::from_millis(5))
-        .heartbeat_interval(Some(Duration::from_millis(50)))
-        .freeze_bytes(8 << 10)
-        .compaction_threshold(2)
-        .gc_horizon(Some(200))
-        .pitr_interval(None)
-        .background_period(Some(Duration::from_millis(20)))
-}
-
 fn read_only(dir: &std::path::Path, remote: RemoteStorage) -> Store {
     Store::open_blocking(
         StoreOptions::new(dir)
@@ -59,16 +39,6 @@ fn read_only(dir: &std::path::Path, remote: RemoteStorage) -> Store {
             .wait_lsn_timeout(Duration::from_secs(5)),
     )
     .unwrap()
-}
-
-/// `(key, lsn) → value` per timeline name.
-type Model = BTreeMap<String, BTreeMap<(u64, u64), Vec<u8>>>;
-
-fn model_get(versions: &BTreeMap<(u64, u64), Vec<u8>>, k: u64, lsn: u64) -> Option<Vec<u8>> {
-    versions
-        .range((k, 0)..=(k, lsn))
-        .next_back()
-        .map(|(_, v)| v.clone())
 }
 
 /// Writes `commits` commits of 1–3 keys to timelines `a` and `b`, in the model too.

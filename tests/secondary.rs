@@ -12,6 +12,7 @@
 //!   through and the old primary, still running, is fenced and changes nothing.
 
 mod common;
+use common::follow::{Model, key, model_get, primary_options, value};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -27,27 +28,6 @@ use stratakv::{
     SecondaryState, Store, StoreOptions, Value,
 };
 
-fn key(k: u64) -> Vec<u8> {
-    format!("key{k:04}").into_bytes()
-}
-
-fn value(tl: &str, k: u64, lsn: u64) -> Vec<u8> {
-    format!("{tl}/{k}@{lsn}").into_bytes()
-}
-
-fn primary_options(dir: &std::path::Path, remote: RemoteStorage) -> StoreOptions {
-    StoreOptions::new(dir)
-        .remote(remote)
-        .node_id("primary")
-        .remote_wal_interval(Duration::from_millis(5))
-        .heartbeat_interval(Some(Duration::from_millis(50)))
-        .freeze_bytes(8 << 10)
-        .compaction_threshold(2)
-        .gc_horizon(Some(200))
-        .pitr_interval(None)
-        .background_period(Some(Duration::from_millis(20)))
-}
-
 fn secondary_options(dir: &std::path::Path, remote: RemoteStorage) -> SecondaryOptions {
     SecondaryOptions::new(
         StoreOptions::new(dir)
@@ -57,17 +37,6 @@ fn secondary_options(dir: &std::path::Path, remote: RemoteStorage) -> SecondaryO
     )
     .poll_interval(Duration::from_millis(30))
     .confirm_after(Duration::from_millis(600))
-}
-
-/// `(key, lsn) → value` per timeline name: each timeline's own history.
-type Model = BTreeMap<String, BTreeMap<(u64, u64), Vec<u8>>>;
-
-/// The newest value of `k` at or below `lsn` in `versions`.
-fn model_get(versions: &BTreeMap<(u64, u64), Vec<u8>>, k: u64, lsn: u64) -> Option<Vec<u8>> {
-    versions
-        .range((k, 0)..=(k, lsn))
-        .next_back()
-        .map(|(_, v)| v.clone())
 }
 
 /// Given a primary that writes two timelines, flushes, compacts, runs GC and branches, when a

@@ -14,5 +14,6 @@
 pub mod backends;
 pub mod env;
 pub mod fixture;
+pub mod follow;
 pub mod model;
 pub mod rng;
