@@ -1,0 +1,409 @@
+//! Diff, change feed and three-way merge, against a `BTreeMap` model: random histories on a
+//! parent and branches with flushes, compactions, image layers and GC in between.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::model::{MVal, Rec, Versions, model_get};
+use proptest::prelude::*;
+use stratakv::{ErrorKind, Lsn, Resolution, SimpleRedo, Store, StoreOptions, Timeline, Value};
+
+fn opts(dir: &std::path::Path) -> StoreOptions {
+    StoreOptions::new(dir)
+        .freeze_bytes(2 << 10)
+        .block_size(512)
+        .compaction_threshold(2)
+        .background_period(None)
+        .pitr_interval(None)
+        .gc_horizon(Some(6))
+        .wait_lsn_timeout(std::time::Duration::from_millis(50))
+        .redo(Arc::new(SimpleRedo))
+}
+
+fn key(i: u8) -> Vec<u8> {
+    format!("k{i:02}").into_bytes()
+}
+
+/// One timeline of the model: what it reads (its ancestors' versions up to the branch point,
+/// then its own) and what it wrote itself.
+#[derive(Clone)]
+struct ModelTl {
+    tl: Timeline,
+    visible: Versions,
+    own: Versions,
+    parent: Option<(usize, u64)>,
+}
+
+/// A step of a random history.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Writes on timeline `tl % n`: `(key, kind, byte)` each.
+    Write(usize, Vec<(u8, u8, u8)>),
+    Flush(usize),
+    Compact(usize),
+    Image(usize),
+    Gc(usize),
+    /// A branch off timeline `tl % n` at a point `p` of 256 between its cutoff and head.
+    Branch(usize, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<usize>(), proptest::collection::vec((0u8..12, 0u8..10, any::<u8>()), 1..6))
+            .prop_map(|(t, w)| Op::Write(t, w)),
+        1 => any::<usize>().prop_map(Op::Flush),
+        1 => any::<usize>().prop_map(Op::Compact),
+        1 => any::<usize>().prop_map(Op::Image),
+        1 => any::<usize>().prop_map(Op::Gc),
+        2 => (any::<usize>(), any::<u8>()).prop_map(|(t, p)| Op::Branch(t, p)),
+    ]
+}
+
+/// The value a model read gives, `None` for a redo error (never written by these tests).
+fn mget(v: &Versions, k: &[u8], lsn: u64) -> Option<Vec<u8>> {
+    model_get(v, k, lsn).expect("the tests write no junk")
+}
+
+/// A version of kind `kind` (0..10) for `k` on top of what `visible` holds at `lsn - 1`.
+fn version(visible: &Versions, k: &[u8], lsn: u64, kind: u8, byte: u8) -> MVal {
+    let cur = mget(visible, k, lsn - 1);
+    match kind {
+        0..=2 => MVal::Image(vec![byte; 1 + usize::from(byte % 5)]),
+        3 | 4 if cur.is_some() => MVal::Delta(Rec::Append(vec![byte]), false),
+        5 if cur.is_some() => MVal::Delta(Rec::Patch(0, vec![byte]), false),
+        6 => MVal::Delta(Rec::Set(vec![byte, byte]), true),
+        // The value it has: a write that changes nothing a read sees.
+        7 if cur.is_some() => MVal::Image(cur.unwrap()),
+        8 => MVal::Tombstone,
+        _ => MVal::Image(vec![byte]),
+    }
+}
+
+/// The store and the model after running `ops`, with the next free LSN.
+struct World {
+    store: Store,
+    tls: Vec<ModelTl>,
+    next_lsn: u64,
+    _dir: tempfile::TempDir,
+}
+
+async fn run(ops: &[Op]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(opts(dir.path())).await.unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    let mut tls = vec![ModelTl {
+        tl: main,
+        visible: Versions::new(),
+        own: Versions::new(),
+        parent: None,
+    }];
+    let mut lsn = 1u64;
+    for op in ops {
+        match op {
+            Op::Write(t, writes) => {
+                let i = t % tls.len();
+                lsn += 1;
+                let m = &mut tls[i];
+                let mut w = m.tl.writer().unwrap();
+                let mut done = std::collections::BTreeSet::new();
+                for (k, kind, byte) in writes {
+                    let k = key(*k);
+                    if !done.insert(k.clone()) {
+                        continue;
+                    }
+                    let v = version(&m.visible, &k, lsn, *kind, *byte);
+                    w.put(&k, Lsn(lsn), v.to_value()).unwrap();
+                    m.visible.insert((k.clone(), lsn), v.clone());
+                    m.own.insert((k, lsn), v);
+                }
+                w.finish_write(Lsn(lsn)).unwrap();
+            }
+            Op::Flush(t) => {
+                tls[t % tls.len()].tl.flush().await.unwrap();
+            }
+            Op::Compact(t) => {
+                tls[t % tls.len()].tl.compact().await.unwrap();
+            }
+            Op::Image(t) => {
+                let tl = &tls[t % tls.len()].tl;
+                if tl.flush().await.unwrap() > Lsn::ZERO {
+                    tl.create_image_layer().await.unwrap();
+                }
+            }
+            Op::Gc(t) => {
+                // Retention of `gc_horizon` LSNs: GC moves the cutoff up to there.
+                tls[t % tls.len()].tl.gc().await.unwrap();
+            }
+            Op::Branch(t, p) => {
+                if tls.len() >= 5 {
+                    continue;
+                }
+                let i = t % tls.len();
+                let m = tls[i].clone();
+                let lo = m.tl.gc_cutoff().0.max(m.parent.map_or(0, |(_, bp)| bp));
+                let hi = m.tl.last_record_lsn().0;
+                let at = lo + (hi - lo) * u64::from(*p) / 255;
+                let name = format!("b{}", tls.len());
+                let b = store.branch(&name, &m.tl, Lsn(at)).await.unwrap();
+                let visible = m
+                    .visible
+                    .iter()
+                    .filter(|((_, l), _)| *l <= at)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                tls.push(ModelTl {
+                    tl: b,
+                    visible,
+                    own: Versions::new(),
+                    parent: Some((i, at)),
+                });
+            }
+        }
+    }
+    World {
+        store,
+        tls,
+        next_lsn: lsn + 1,
+        _dir: dir,
+    }
+}
+
+/// The lowest LSN a diff may read on a model timeline.
+fn lowest(m: &ModelTl) -> u64 {
+    m.tl.gc_cutoff().0.max(m.parent.map_or(0, |(_, bp)| bp))
+}
+
+fn pick(m: &ModelTl, p: u8) -> u64 {
+    let (lo, hi) = (lowest(m), m.tl.last_record_lsn().0);
+    lo + (hi - lo) * u64::from(p) / 255
+}
+
+fn bytes(v: Option<Vec<u8>>) -> Option<Bytes> {
+    v.map(Bytes::from)
+}
+
+/// Every key in `keys` whose model values differ, as diff entries.
+fn model_diff(
+    a: &ModelTl,
+    la: u64,
+    b: &ModelTl,
+    lb: u64,
+    keys: &[Vec<u8>],
+) -> Vec<(Bytes, Option<Bytes>, Option<Bytes>)> {
+    keys.iter()
+        .filter_map(|k| {
+            let (x, y) = (mget(&a.visible, k, la), mget(&b.visible, k, lb));
+            (x != y).then(|| (Bytes::from(k.clone()), bytes(x), bytes(y)))
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Diff of random pairs of points (one timeline, branch and parent, siblings) equals the
+    /// model's, in both modes, over the whole key space and a sub-range.
+    #[test]
+    fn diff_matches_the_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        pairs in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<usize>(), any::<u8>(), 0u8..13, 0u8..13), 1..8),
+    ) {
+        let rt = common::fixture::rt();
+        rt.block_on(async {
+            let w = run(&ops).await;
+            for (ta, pa, tb, pb, k1, k2) in pairs {
+                let (a, b) = (&w.tls[ta % w.tls.len()], &w.tls[tb % w.tls.len()]);
+                let (la, lb) = (pick(a, pa), pick(b, pb));
+                let (k1, k2) = (k1.min(k2), k1.max(k2));
+                let all: Vec<Vec<u8>> = (0..12).map(key).collect();
+                let sub: Vec<Vec<u8>> = (k1..k2).map(key).collect();
+                for (range, keys) in [((None, None), &all), ((Some(key(k1)), Some(key(k2))), &sub)] {
+                    let want = model_diff(a, la, b, lb, keys);
+                    let mut diff = match &range {
+                        (Some(lo), Some(hi)) => a.tl.diff(Lsn(la), &b.tl, Lsn(lb), lo.clone()..hi.clone()).await.unwrap(),
+                        _ => a.tl.diff::<&[u8]>(Lsn(la), &b.tl, Lsn(lb), ..).await.unwrap(),
+                    };
+                    prop_assert!(diff.candidates() >= want.len());
+                    let mut got = Vec::new();
+                    while let Some(e) = diff.next().await.unwrap() {
+                        got.push((e.key, e.old, e.new));
+                    }
+                    prop_assert_eq!(&got, &want, "diff {}@{} -> {}@{}", a.tl.name(), la, b.tl.name(), lb);
+                    let mut keys_only = match &range {
+                        (Some(lo), Some(hi)) => a.tl.diff(Lsn(la), &b.tl, Lsn(lb), lo.clone()..hi.clone()).await.unwrap(),
+                        _ => a.tl.diff::<&[u8]>(Lsn(la), &b.tl, Lsn(lb), ..).await.unwrap(),
+                    };
+                    let mut got_keys = Vec::new();
+                    while let Some(k) = keys_only.next_key().await.unwrap() {
+                        got_keys.push(k);
+                    }
+                    let want_keys: Vec<Bytes> = want.iter().map(|e| e.0.clone()).collect();
+                    prop_assert_eq!(got_keys, want_keys);
+                }
+            }
+            w.store.close().await.unwrap();
+            Ok(())
+        })?;
+    }
+
+    /// Merging a random branch into its parent (or a sibling) equals the model's three-way
+    /// merge, conflicts included; an aborted merge changes nothing.
+    #[test]
+    fn merge_matches_the_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        pick_tl in any::<usize>(),
+        target_pick in any::<usize>(),
+        resolve_seed in any::<u8>(),
+        abort in any::<bool>(),
+    ) {
+        let rt = common::fixture::rt();
+        rt.block_on(async {
+            let mut w = run(&ops).await;
+            if w.tls.len() < 2 {
+                return Ok(());
+            }
+            let s = 1 + pick_tl % (w.tls.len() - 1);
+            let t = if target_pick % 2 == 0 { w.tls[s].parent.unwrap().0 } else { target_pick % w.tls.len() };
+            if t == s {
+                return Ok(());
+            }
+            let (src, dst) = (w.tls[s].clone(), w.tls[t].clone());
+            let (sl, tlsn) = (src.tl.last_record_lsn().0, dst.tl.last_record_lsn().0);
+            let at = w.next_lsn;
+            // The common point, from the model's ancestry.
+            let chain = |mut i: usize, mut lim: u64| {
+                let mut out = vec![(i, lim)];
+                while let Some((p, bp)) = w.tls[i].parent {
+                    lim = lim.min(bp);
+                    i = p;
+                    out.push((i, lim));
+                }
+                out
+            };
+            let (cs, ct) = (chain(s, sl), chain(t, tlsn));
+            let (l, ps, pt) = cs.iter().find_map(|(i, ls)| ct.iter().find(|(j, _)| j == i).map(|(_, lt)| (*i, *ls, *lt))).unwrap();
+            let c = ps.min(pt);
+            let base_v = &w.tls[l].visible;
+            let mut want_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+            let mut want_conflicts = Vec::new();
+            let mut aborted = None;
+            let decide = |k: &[u8]| -> u8 { (k[2].wrapping_add(resolve_seed)) % 4 };
+            for k in (0..12).map(key) {
+                let (base, ours, theirs) = (mget(base_v, &k, c), mget(&dst.visible, &k, tlsn), mget(&src.visible, &k, sl));
+                if ours == theirs { continue; }
+                if ours == base { want_writes.insert(k, theirs); continue; }
+                if theirs == base { continue; }
+                want_conflicts.push((k.clone(), base, ours.clone(), theirs.clone()));
+                match decide(&k) {
+                    0 => {}
+                    1 => { want_writes.insert(k, theirs); }
+                    2 => { want_writes.insert(k.clone(), Some(k.clone())); }
+                    _ if abort => { aborted = Some(k); break; }
+                    _ => { want_writes.insert(k, None); }
+                }
+            }
+            let mut writer = dst.tl.writer().unwrap();
+            let report = writer.merge_from(&src.tl, Lsn(sl), Lsn(at), |c| match decide(&c.key) {
+                0 => Resolution::KeepOurs,
+                1 => Resolution::TakeTheirs,
+                2 => Resolution::Merged(Some(c.key.clone())),
+                _ if abort => Resolution::Abort,
+                _ => Resolution::Merged(None),
+            }).await.unwrap();
+            drop(writer);
+            let got_conflicts: Vec<_> = report.conflicts.iter().map(|(c, _)| (
+                c.key.to_vec(), c.base.as_ref().map(|b| b.to_vec()), c.ours.as_ref().map(|b| b.to_vec()), c.theirs.as_ref().map(|b| b.to_vec()),
+            )).collect();
+            prop_assert_eq!(got_conflicts, want_conflicts);
+            prop_assert_eq!(report.aborted.as_ref().map(|k| k.to_vec()), aborted.clone());
+            if aborted.is_some() || want_writes.is_empty() {
+                prop_assert_eq!(report.written, 0);
+                prop_assert_eq!(dst.tl.last_record_lsn().0, tlsn, "an aborted or empty merge commits nothing");
+            } else {
+                prop_assert_eq!(report.written, want_writes.len());
+                prop_assert_eq!(dst.tl.last_record_lsn().0, at);
+                let m = &mut w.tls[t];
+                for (k, v) in &want_writes {
+                    let mv = v.clone().map_or(MVal::Tombstone, MVal::Image);
+                    m.visible.insert((k.clone(), at), mv.clone());
+                    m.own.insert((k.clone(), at), mv);
+                }
+            }
+            // Every read of the target, before and at the merge LSN, is the model's.
+            let m = &w.tls[t];
+            for k in (0..12).map(key) {
+                for lsn in [tlsn, dst.tl.last_record_lsn().0] {
+                    let got = m.tl.get(&k, Lsn(lsn)).await.unwrap();
+                    prop_assert_eq!(got, bytes(mget(&m.visible, &k, lsn)), "key {:?} at {}", k, lsn);
+                }
+            }
+            w.store.close().await.unwrap();
+            Ok(())
+        })?;
+    }
+
+    /// A feed from a random LSN yields exactly the timeline's own writes from there, in LSN
+    /// order; from the start, replayed into an empty timeline, it rebuilds every read.
+    #[test]
+    fn feed_matches_the_model_and_replays(
+        ops in proptest::collection::vec(op(), 1..40),
+        tl_pick in any::<usize>(),
+        from_pick in any::<u8>(),
+    ) {
+        let rt = common::fixture::rt();
+        rt.block_on(async {
+            let w = run(&ops).await;
+            let m = &w.tls[tl_pick % w.tls.len()];
+            let (lo, hi) = (lowest(m) + 1, m.tl.last_record_lsn().0 + 1);
+            let from = lo + (hi - lo) * u64::from(from_pick) / 255;
+            if lo > 1 {
+                let e = m.tl.subscribe(Lsn(lo - 1)).unwrap_err();
+                prop_assert_eq!(e.kind(), ErrorKind::BelowGcCutoff);
+                prop_assert!(e.to_string().contains(&Lsn(lo).to_string()), "{}", e);
+            }
+            let mut want: Vec<(u64, Vec<u8>, MVal)> = m.own.iter()
+                .filter(|((_, l), _)| *l >= from)
+                .map(|((k, l), v)| (*l, k.clone(), v.clone()))
+                .collect();
+            want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            let mut feed = m.tl.subscribe(Lsn(from)).unwrap();
+            let mut got = Vec::new();
+            while let Some(r) = feed.try_next().unwrap() {
+                got.push(r);
+            }
+            let got_cmp: Vec<(u64, Vec<u8>, Value)> = got.iter().map(|r| (r.lsn.0, r.key.to_vec(), r.value.clone())).collect();
+            let want_cmp: Vec<(u64, Vec<u8>, Value)> = want.iter().map(|(l, k, v)| (*l, k.clone(), v.to_value())).collect();
+            prop_assert_eq!(got_cmp, want_cmp);
+            if m.parent.is_none() && from == 1 {
+                // Replay into an empty timeline: every read at every LSN is the same.
+                let replica = w.store.create_timeline("replica").await.unwrap();
+                let mut rw = replica.writer().unwrap();
+                let mut last = None;
+                for r in &got {
+                    if last.is_some_and(|l| l != r.lsn) {
+                        rw.finish_write(last.unwrap()).unwrap();
+                    }
+                    rw.put(&r.key, r.lsn, r.value.clone()).unwrap();
+                    last = Some(r.lsn);
+                }
+                if let Some(l) = last {
+                    rw.finish_write(l).unwrap();
+                }
+                for lsn in 1..=replica.last_record_lsn().0 {
+                    for k in (0..12).map(key) {
+                        prop_assert_eq!(
+                            replica.get(&k, Lsn(lsn)).await.unwrap(),
+                            m.tl.get(&k, Lsn(lsn)).await.unwrap(),
+                            "key {:?} at {}", k, lsn
+                        );
+                    }
+                }
+            }
+            w.store.close().await.unwrap();
+            Ok(())
+        })?;
+    }
+}
