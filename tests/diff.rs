@@ -407,3 +407,119 @@ proptest! {
         })?;
     }
 }
+
+/// Bad input to diff, merge and subscribe is a clear error naming the timeline and LSN, and a
+/// refused merge writes nothing.
+#[tokio::test]
+async fn bad_input_is_a_clear_error_that_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(opts(dir.path())).await.unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    let other = store.create_timeline("other").await.unwrap();
+    let mut w = main.writer().unwrap();
+    w.put(b"k", Lsn(10), Value::image("a")).unwrap();
+    w.finish_write(Lsn(10)).unwrap();
+    let dev = store.branch("dev", &main, Lsn(10)).await.unwrap();
+    let e = main
+        .diff::<&[u8]>(Lsn(11), &main, Lsn(10), ..)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LsnNotYetAvailable, "{e}");
+    assert!(
+        e.to_string().contains("main") && e.to_string().contains("0/B"),
+        "{e}"
+    );
+    let e = main
+        .diff::<&[u8]>(Lsn(10), &other, Lsn(0), ..)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("share no ancestor"), "{e}");
+    let e = dev
+        .diff::<&[u8]>(Lsn(5), &main, Lsn(10), ..)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BelowBranchPoint, "{e}");
+    // Merge: an LSN not above the target's head, pending puts, itself.
+    let mut d = dev.writer().unwrap();
+    d.put(b"k", Lsn(20), Value::image("b")).unwrap();
+    d.finish_write(Lsn(20)).unwrap();
+    let take = |_: &stratakv::MergeConflict| Resolution::TakeTheirs;
+    let e = w
+        .merge_from(&dev, Lsn(20), Lsn(10), take)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("0/A"), "{e}");
+    w.put(b"p", Lsn(30), Value::image("x")).unwrap();
+    let e = w
+        .merge_from(&dev, Lsn(20), Lsn(40), take)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not yet published"), "{e}");
+    w.finish_write(Lsn(30)).unwrap();
+    let e = d
+        .merge_from(&dev, Lsn(20), Lsn(40), take)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("into itself"), "{e}");
+    assert_eq!(main.last_record_lsn(), Lsn(30));
+    assert_eq!(main.get(b"k", Lsn(30)).await.unwrap().unwrap(), "a");
+    let r = w.merge_from(&dev, Lsn(20), Lsn(40), take).await.unwrap();
+    assert_eq!(r.written, 1);
+    assert_eq!(main.get(b"k", Lsn(40)).await.unwrap().unwrap(), "b");
+    let e = main.subscribe(Lsn(0)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    let e = dev.subscribe(Lsn(10)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BelowGcCutoff, "{e}");
+    assert!(
+        e.to_string().contains("0/B"),
+        "names the oldest LSN available: {e}"
+    );
+    store.close().await.unwrap();
+}
+
+/// A feed followed on its own thread while a writer commits and flushes on another sees
+/// every write once, in LSN order.
+#[test]
+fn live_feed_follows_a_concurrent_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_blocking(opts(dir.path())).unwrap();
+    let main = futures::executor::block_on(store.create_timeline("main")).unwrap();
+    let mut feed = main.subscribe(Lsn(1)).unwrap();
+    let n = 3000u64;
+    let tl = main.clone();
+    let writer = std::thread::spawn(move || {
+        let mut w = tl.writer().unwrap();
+        for i in 1..=n {
+            for k in 0..(i % 3 + 1) {
+                w.put(
+                    &key(k as u8),
+                    Lsn(i),
+                    Value::image(i.to_be_bytes().to_vec()),
+                )
+                .unwrap();
+            }
+            w.finish_write(Lsn(i)).unwrap();
+            if i % 500 == 0 {
+                futures::executor::block_on(tl.flush()).unwrap();
+            }
+        }
+    });
+    let mut want = Vec::new();
+    for i in 1..=n {
+        for k in 0..(i % 3 + 1) {
+            want.push((Lsn(i), key(k as u8)));
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let r = feed.next_blocking().unwrap();
+        assert_eq!(r.value, Value::image(r.lsn.0.to_be_bytes().to_vec()));
+        got.push((r.lsn, r.key.to_vec()));
+    }
+    writer.join().unwrap();
+    assert_eq!(got, want);
+    assert!(feed.try_next().unwrap().is_none());
+    futures::executor::block_on(store.close()).unwrap();
+}

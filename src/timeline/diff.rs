@@ -269,7 +269,7 @@ impl Diff {
     /// As [`Timeline::get`]: [`ErrorKind::Redo`], [`ErrorKind::Corruption`], download errors,
     /// [`ErrorKind::BelowGcCutoff`] if GC passed a side's LSN since the diff was made.
     pub async fn next(&mut self) -> Result<Option<DiffEntry>> {
-        while let Some(key) = self.keys.next() {
+        for key in self.keys.by_ref() {
             let (a, oa) = self.old.collect(&key).await?;
             let (b, ob) = self.new.collect(&key).await?;
             if same_stored(&a, oa, &b, ob) {
@@ -291,7 +291,7 @@ impl Diff {
     /// # Errors
     /// As [`next`](Diff::next).
     pub async fn next_key(&mut self) -> Result<Option<Bytes>> {
-        while let Some(key) = self.keys.next() {
+        for key in self.keys.by_ref() {
             let (a, oa) = self.old.collect(&key).await?;
             let (b, ob) = self.new.collect(&key).await?;
             if same_stored(&a, oa, &b, ob) {
@@ -447,7 +447,7 @@ impl Timeline {
     /// d.put(b"b", Lsn(0x20), Value::image("2"))?;
     /// d.put(b"c", Lsn(0x20), Value::image("new"))?;
     /// d.finish_write(Lsn(0x20))?;
-    /// let mut diff = main.diff(Lsn(0x10), &dev, Lsn(0x20), ..).await?;
+    /// let mut diff = main.diff::<&[u8]>(Lsn(0x10), &dev, Lsn(0x20), ..).await?;
     /// let e = diff.next().await?.unwrap();
     /// assert_eq!((&e.key[..], e.old.as_deref(), e.new.as_deref()), (&b"b"[..], Some(&b"1"[..]), Some(&b"2"[..])));
     /// let e = diff.next().await?.unwrap();
