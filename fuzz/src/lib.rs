@@ -23,9 +23,7 @@ use stratakv::internals::{
 };
 use stratakv::{ErrorKind, KeyRange, LayerDesc, LayerKind, Lsn, TimelineId, Value};
 
-mod diff;
 mod ops;
-pub use diff::diff;
 pub use ops::ops;
 
 /// A target: input bytes in, whether they decoded out; panics on a finding.
@@ -43,7 +41,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wal_segment", wal_segment),
     ("time_index", time_index),
     ("ops", ops),
-    ("diff", diff),
 ];
 
 /// The path decoders are told the bytes came from; every error must name it.
