@@ -148,7 +148,8 @@ async fn run(ops: &[Op]) -> World {
                 let hi = m.tl.last_record_lsn().0;
                 let at = lo + (hi - lo) * u64::from(*p) / 255;
                 let name = format!("b{}", tls.len());
-                let Some(b) = unless_collected(store.branch(&name, &m.tl, Lsn(at)).await, &m.tl, at)
+                let Some(b) =
+                    unless_collected(store.branch(&name, &m.tl, Lsn(at)).await, &m.tl, at)
                 else {
                     continue;
                 };
@@ -184,7 +185,10 @@ fn unless_collected<T>(r: stratakv::Result<T>, tl: &Timeline, lsn: u64) -> Optio
         Ok(v) => Some(v),
         Err(e)
             if lsn < tl.gc_cutoff().0
-                && matches!(e.kind(), ErrorKind::BelowGcCutoff | ErrorKind::InvalidArgument) =>
+                && matches!(
+                    e.kind(),
+                    ErrorKind::BelowGcCutoff | ErrorKind::InvalidArgument
+                ) =>
         {
             None
         }
@@ -225,6 +229,31 @@ fn model_diff(
         .collect()
 }
 
+/// The diff of `a` at `la` against `b` at `lb` over `bounds`: its candidate count and its
+/// entries (keys only, values `None`, when `keys_only`).
+async fn diff_rows(
+    a: &Timeline,
+    la: u64,
+    b: &Timeline,
+    lb: u64,
+    bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+    keys_only: bool,
+) -> stratakv::Result<(usize, Vec<DiffRow>)> {
+    let mut diff = a.diff(Lsn(la), b, Lsn(lb), bounds).await?;
+    let candidates = diff.candidates();
+    let mut got = Vec::new();
+    if keys_only {
+        while let Some(k) = diff.next_key().await? {
+            got.push((k, None, None));
+        }
+    } else {
+        while let Some(e) = diff.next().await? {
+            got.push((e.key, e.old, e.new));
+        }
+    }
+    Ok((candidates, got))
+}
+
 proptest! {
     // STRATAKV_DIFF_CASES sets the number of random histories per test (24 by default).
     #![proptest_config(ProptestConfig {
@@ -254,34 +283,16 @@ proptest! {
                         (Some(lo), Some(hi)) => (Bound::Included(lo.clone()), Bound::Excluded(hi.clone())),
                         _ => (Bound::Unbounded, Bound::Unbounded),
                     };
-                    let run_diff = |keys_only: bool| -> std::pin::Pin<Box<dyn std::future::Future<Output = stratakv::Result<(usize, Vec<DiffRow>)>> + '_>> {
-                        let bounds = bounds.clone();
-                        Box::pin(async move {
-                            let mut diff = a.tl.diff(Lsn(la), &b.tl, Lsn(lb), bounds).await?;
-                            let candidates = diff.candidates();
-                            let mut got = Vec::new();
-                            if keys_only {
-                                while let Some(k) = diff.next_key().await? {
-                                    got.push((k, None, None));
-                                }
-                            } else {
-                                while let Some(e) = diff.next().await? {
-                                    got.push((e.key, e.old, e.new));
-                                }
-                            }
-                            Ok((candidates, got))
-                        })
-                    };
                     // Background GC may pass `la` or `lb` meanwhile; any other error fails.
                     let collected = || la < a.tl.gc_cutoff().0 || lb < b.tl.gc_cutoff().0;
-                    let (candidates, got) = match run_diff(false).await {
+                    let (candidates, got) = match diff_rows(&a.tl, la, &b.tl, lb, bounds.clone(), false).await {
                         Ok(r) => r,
                         Err(e) if e.kind() == ErrorKind::BelowGcCutoff && collected() => continue,
                         Err(e) => panic!("diff {}@{la} -> {}@{lb}: {e}", a.tl.name(), b.tl.name()),
                     };
                     prop_assert!(candidates >= want.len());
                     prop_assert_eq!(&got, &want, "diff {}@{} -> {}@{}", a.tl.name(), la, b.tl.name(), lb);
-                    let got_keys = match run_diff(true).await {
+                    let got_keys = match diff_rows(&a.tl, la, &b.tl, lb, bounds, true).await {
                         Ok((_, got)) => got.into_iter().map(|e| e.0).collect::<Vec<_>>(),
                         Err(e) if e.kind() == ErrorKind::BelowGcCutoff && collected() => continue,
                         Err(e) => panic!("keys-only diff {}@{la} -> {}@{lb}: {e}", a.tl.name(), b.tl.name()),
