@@ -114,7 +114,8 @@ pub use store::{
     Discarded, DiscardedTimeline, EvictReport, KeepReason, KeptLayer, RestorePoint, Restored, Store,
 };
 pub use timeline::{
-    CompactionReport, GcReport, KeyVersion, LayerStatus, ReadTrace, Timeline, TimelineWriter,
+    ChangeFeed, ChangeRecord, CompactionReport, Diff, DiffEntry, GcReport, KeyVersion, LayerStatus,
+    MergeConflict, MergeReport, ReadTrace, Resolution, Timeline, TimelineWriter,
 };
 pub use value::{KeyRange, Value};
 pub use wal::FsyncPolicy;

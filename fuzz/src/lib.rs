@@ -23,7 +23,9 @@ use stratakv::internals::{
 };
 use stratakv::{ErrorKind, KeyRange, LayerDesc, LayerKind, Lsn, TimelineId, Value};
 
+mod diff;
 mod ops;
+pub use diff::diff;
 pub use ops::ops;
 
 /// A target: input bytes in, whether they decoded out; panics on a finding.
@@ -41,6 +43,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wal_segment", wal_segment),
     ("time_index", time_index),
     ("ops", ops),
+    ("diff", diff),
 ];
 
 /// The path decoders are told the bytes came from; every error must name it.
@@ -661,6 +664,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![with_mode(0, &file), structured]
         }
         "ops" => ops::seeds(),
+        "diff" => diff::seeds(),
         _ => Vec::new(),
     }
 }

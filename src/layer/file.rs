@@ -615,6 +615,18 @@ impl LayerFile {
         cont: Lsn,
         out: &mut Vec<Bytes>,
     ) -> Result<()> {
+        self.keys_changed(lo, hi, Lsn::ZERO, cont, out)
+    }
+
+    /// Appends the keys in the bounds that have a version in `[from, cont)`.
+    pub(crate) fn keys_changed(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        from: Lsn,
+        cont: Lsn,
+        out: &mut Vec<Bytes>,
+    ) -> Result<()> {
         let start_block = match lo {
             Bound::Unbounded => 0,
             Bound::Included(k) | Bound::Excluded(k) => self
@@ -640,12 +652,34 @@ impl LayerFile {
                 if past {
                     return Ok(());
                 }
-                if matches!(lo, Bound::Excluded(x) if k == x) || l >= cont {
+                if matches!(lo, Bound::Excluded(x) if k == x) || l >= cont || l < from {
                     continue;
                 }
                 if out.last().is_none_or(|p| p[..] != *k) {
                     out.push(Bytes::copy_from_slice(k));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends every version at LSNs in `[from, to]`, in `(key, lsn)` order, reading every
+    /// block past the cache (like compaction: a feed reads each block once).
+    pub(crate) fn versions_between(
+        &self,
+        from: Lsn,
+        to: Lsn,
+        out: &mut Vec<(Bytes, Lsn, Value)>,
+    ) -> Result<()> {
+        for bi in 0..self.index.len() {
+            let block = self.block_uncached(bi)?;
+            for i in 0..block.len() {
+                let (_, l) = block.key_lsn(i).map_err(|e| self.corrupt(bi, e))?;
+                if l < from || l > to {
+                    continue;
+                }
+                let e = block.entry(i).map_err(|e| self.corrupt(bi, e))?;
+                out.push((Bytes::copy_from_slice(e.key), e.lsn, e.value));
             }
         }
         Ok(())

@@ -145,8 +145,24 @@ impl KeyEntry {
 struct Version {
     lsn: Lsn,
     value: Value,
-    /// Index in `versions` of the key's previous version, or `NONE`.
-    older: usize,
+    /// Index in `versions` of the key's previous version, or `OLDER_NONE`. A layer holds far
+    /// fewer than 4G versions (it is frozen at `freeze_bytes`, and each version counts
+    /// `VERSION_OVERHEAD` bytes), so 32 bits do, and leave room for `key` in the same size.
+    older: u32,
+    /// The key's id, for reading the layer in LSN order (the change feed).
+    key: u32,
+}
+
+/// No older version, in [`Version::older`].
+const OLDER_NONE: u32 = u32::MAX;
+
+impl Version {
+    fn older(&self) -> usize {
+        match self.older {
+            OLDER_NONE => NONE,
+            o => o as usize,
+        }
+    }
 }
 
 /// A key's head (for comparing it as [`OrdKey`] without reading its bytes) and id.
@@ -214,8 +230,8 @@ impl Table {
     /// As [`apply`](Self::apply), where `found` is the key's id if the table has the key.
     fn apply_found(&mut self, found: Option<usize>, hash: u64, key: &[u8], lsn: Lsn, value: Value) {
         let at = self.versions.len();
-        let older = match found {
-            Some(id) => std::mem::replace(&mut self.keys[id].newest, at),
+        let (older, key_id) = match found {
+            Some(id) => (std::mem::replace(&mut self.keys[id].newest, at), id),
             None => {
                 let id = self.keys.len();
                 let mut entry = KeyEntry {
@@ -234,10 +250,20 @@ impl Table {
                 }
                 self.keys.push(entry);
                 self.index.insert(hash, id);
-                NONE
+                (NONE, id)
             }
         };
-        self.versions.push(Version { lsn, value, older });
+        debug_assert!(at < OLDER_NONE as usize && key_id < u32::MAX as usize);
+        self.versions.push(Version {
+            lsn,
+            value,
+            older: if older == NONE {
+                OLDER_NONE
+            } else {
+                older as u32
+            },
+            key: key_id as u32,
+        });
     }
 
     fn key(&self, id: usize) -> &[u8] {
@@ -270,7 +296,7 @@ impl Table {
         let mut v = self.keys[id].newest;
         std::iter::from_fn(move || {
             let version = self.versions.get(v)?;
-            v = version.older;
+            v = version.older();
             Some(version)
         })
     }
@@ -461,6 +487,19 @@ impl InMemoryLayer {
         cont: Lsn,
         out: &mut Vec<Bytes>,
     ) {
+        self.keys_changed(lo, hi, Lsn::ZERO, cont, out);
+    }
+
+    /// Keys in the bounds whose newest version below `cont` is at or above `from`, appended to
+    /// `out` (in no particular order): the keys written in `[from, cont)`.
+    pub(crate) fn keys_changed(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        from: Lsn,
+        cont: Lsn,
+        out: &mut Vec<Bytes>,
+    ) {
         let t = self.table.read();
         let mut order = self.order.lock();
         order.catch_up(&t);
@@ -470,7 +509,14 @@ impl InMemoryLayer {
             Bound::Unbounded => true,
         };
         let mut take = |id: usize| {
-            if t.keys[id].oldest_lsn < cont {
+            let changed = if from == Lsn::ZERO {
+                t.keys[id].oldest_lsn < cont
+            } else {
+                t.chain(id)
+                    .find(|v| v.lsn < cont)
+                    .is_some_and(|v| v.lsn >= from)
+            };
+            if changed {
                 out.push(Bytes::copy_from_slice(t.key(id)));
             }
         };
@@ -500,6 +546,28 @@ impl InMemoryLayer {
         }
     }
 
+    /// The LSN of the `n`-th version (counting from 1) at or above `from`, if the layer holds
+    /// that many: where a reader taking at most `n` versions in LSN order stops.
+    pub(crate) fn nth_lsn_from(&self, from: Lsn, n: usize) -> Option<Lsn> {
+        let t = self.table.read();
+        let first = t.versions.partition_point(|v| v.lsn < from);
+        t.versions.get(first + n.checked_sub(1)?).map(|v| v.lsn)
+    }
+
+    /// Appends every version at LSNs in `[from, to]`, in LSN order (puts at one LSN in put
+    /// order), found by binary search: the cost follows the versions taken, not the layer.
+    pub(crate) fn versions_between(&self, from: Lsn, to: Lsn, out: &mut Vec<(Bytes, Lsn, Value)>) {
+        let t = self.table.read();
+        let first = t.versions.partition_point(|v| v.lsn < from);
+        for v in t.versions[first..].iter().take_while(|v| v.lsn <= to) {
+            out.push((
+                Bytes::copy_from_slice(t.key(v.key as usize)),
+                v.lsn,
+                v.value.clone(),
+            ));
+        }
+    }
+
     /// Moves every version above `lsn` into a new layer starting at `lsn + 1`.
     pub(crate) fn split_off_above(&self, lsn: Lsn) -> InMemoryLayer {
         let next = InMemoryLayer::new(lsn.next());
@@ -515,7 +583,7 @@ impl InMemoryLayer {
         for (id, k) in t.keys.iter_mut().enumerate() {
             while k.newest != NONE && k.newest >= cut {
                 moved.push((k.newest, id));
-                k.newest = t.versions[k.newest].older;
+                k.newest = t.versions[k.newest].older();
             }
         }
         moved.sort_unstable();

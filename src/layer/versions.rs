@@ -21,6 +21,38 @@ enum Base {
     Init,
 }
 
+/// The newest version a read collected: what a diff compares before it applies any delta.
+#[derive(Debug)]
+pub(crate) enum Newest<'a> {
+    /// No version at all: the key never existed there.
+    Nothing,
+    /// An image layer covering the key does not hold it: it does not exist.
+    AbsentInImage,
+    Image(Lsn, &'a Bytes),
+    Tombstone(Lsn),
+    /// A delta record: the value needs the redo hook.
+    Delta(Lsn),
+}
+
+impl Newest<'_> {
+    /// The LSN of the stored version, if the read ended on one.
+    pub(crate) fn lsn(&self) -> Option<Lsn> {
+        match self {
+            Newest::Image(l, _) | Newest::Tombstone(l) | Newest::Delta(l) => Some(*l),
+            Newest::Nothing | Newest::AbsentInImage => None,
+        }
+    }
+
+    /// The value when no redo is needed to know it.
+    pub(crate) fn value_without_redo(&self) -> Option<Option<&Bytes>> {
+        match self {
+            Newest::Image(_, b) => Some(Some(b)),
+            Newest::Nothing | Newest::AbsentInImage | Newest::Tombstone(_) => Some(None),
+            Newest::Delta(_) => None,
+        }
+    }
+}
+
 /// The versions of one key a read has collected, newest first, until a base.
 #[derive(Debug, Default)]
 pub(crate) struct Versions {
@@ -54,6 +86,24 @@ impl Versions {
     /// Records that an image layer covering the key does not hold it.
     pub(crate) fn mark_absent(&mut self) {
         self.base = Base::Absent;
+    }
+
+    /// Whether nothing was collected yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.deltas.is_empty() && matches!(self.base, Base::Missing)
+    }
+
+    /// The newest version collected, without applying anything.
+    pub(crate) fn newest(&self) -> Newest<'_> {
+        if let Some(d) = self.deltas.first() {
+            return Newest::Delta(d.lsn);
+        }
+        match &self.base {
+            Base::Image(b) => Newest::Image(self.base_lsn, b),
+            Base::Absent if self.base_lsn != Lsn::ZERO => Newest::Tombstone(self.base_lsn),
+            Base::Absent => Newest::AbsentInImage,
+            Base::Missing | Base::Init => Newest::Nothing,
+        }
     }
 
     /// Whether the base has been found.

@@ -25,12 +25,15 @@
 //! failures in `Store::background_error` and retries.
 
 mod compaction;
+mod diff;
 mod env;
+mod feed;
 mod flush;
 mod gate;
 mod gc;
 mod history;
 mod image;
+mod merge;
 mod read;
 mod residence;
 mod time;
@@ -58,8 +61,11 @@ pub(crate) use env::{Env, StoreRuntime};
 pub(crate) use gate::GateGuard;
 
 pub use compaction::CompactionReport;
+pub use diff::{Diff, DiffEntry};
+pub use feed::{ChangeFeed, ChangeRecord};
 pub use gc::GcReport;
 pub use history::KeyVersion;
+pub use merge::{MergeConflict, MergeReport, Resolution};
 pub use read::ReadTrace;
 pub use residence::LayerStatus;
 pub use writer::TimelineWriter;

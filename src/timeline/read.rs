@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::{Snapshot, TimelineInner};
 use crate::error::Result;
+use crate::id::TimelineId;
 use crate::layer::{Layer, Versions};
 use crate::lsn::Lsn;
 use crate::value::bound_contains;
@@ -42,7 +43,7 @@ macro_rules! local {
 /// their lock) before it drops anything a branch point needs, so a child not yet marked now was
 /// registered when that snapshot was published, and the snapshot holds every version the
 /// child's reads need. One atomic load: no lock on the read path.
-fn still_branched(child: &TimelineInner) -> bool {
+pub(super) fn still_branched(child: &TimelineInner) -> bool {
     !child.unbranched.load(std::sync::atomic::Ordering::Acquire)
 }
 
@@ -125,6 +126,21 @@ impl TimelineInner {
         lsn: Lsn,
         trace: &mut ReadTrace,
     ) -> Result<Local<Option<Bytes>>> {
+        let (versions, _) = local!(self.collect_traced(snap, key, lsn, trace));
+        versions
+            .finish(key, self.env.options.redo.as_ref())
+            .map(Local::Ready)
+    }
+
+    /// The versions a read of `key` at `lsn` needs, newest first down to a base, without
+    /// applying them; with the timeline that wrote the newest of them (`None` if there is none).
+    pub(crate) fn collect_traced(
+        &self,
+        snap: &Snapshot,
+        key: &[u8],
+        lsn: Lsn,
+        trace: &mut ReadTrace,
+    ) -> Result<Local<(Versions, Option<TimelineId>)>> {
         let mut versions = Versions::default();
         let mut cont = lsn.next();
         // Loaded after the snapshot was taken: GC stores a cutoff before it publishes layers
@@ -138,6 +154,7 @@ impl TimelineInner {
             &mut versions,
             trace
         ));
+        let mut origin = (!versions.is_empty()).then_some(self.id);
         let mut level = if done { None } else { snap.ancestor.clone() };
         let mut child: Option<Arc<TimelineInner>> = None;
         while let Some((anc, branch_lsn)) = level {
@@ -156,6 +173,9 @@ impl TimelineInner {
             if !still_branched(child.as_deref().unwrap_or(self)) {
                 return Ok(Local::Stale);
             }
+            if origin.is_none() && !versions.is_empty() {
+                origin = Some(anc.id);
+            }
             if done {
                 break;
             }
@@ -163,9 +183,7 @@ impl TimelineInner {
             level = anc_snap.ancestor.clone();
         }
         trace.redo_records = u32::try_from(versions.delta_count()).unwrap_or(u32::MAX);
-        versions
-            .finish(key, self.env.options.redo.as_ref())
-            .map(Local::Ready)
+        Ok(Local::Ready((versions, origin)))
     }
 
     /// Every live key in the bounds with its value at `lsn`, in key order, read from `snap`

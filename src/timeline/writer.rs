@@ -24,7 +24,7 @@ use crate::value::Value;
 /// handle stays bound to its timeline: an old handle reads the backup, and says so in
 /// [`name`](crate::Timeline::name).)
 pub struct TimelineWriter {
-    tl: Arc<TimelineInner>,
+    pub(super) tl: Arc<TimelineInner>,
     /// The timeline's name and rename count when the writer was taken.
     name: String,
     renames: u64,
