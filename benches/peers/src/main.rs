@@ -1,52 +1,37 @@
-//! StrataKV against RocksDB, fjall and SlateDB, on the same data, in one run.
+//! StrataKV against RocksDB, fjall and SlateDB, on the same data, in one run, at the same commit
+//! granularity.
 //!
 //! ```text
-//! cd benches/peers && nice -n 10 cargo run --release -- [--keys N] [--rounds R] [--gets G] [--only ENGINE,..]
+//! cd benches/peers && nice -n 10 cargo run --release -- [--keys N] [--gets G] [--secs S] [--only ENGINE,..]
 //! ```
 //!
-//! It has to run from `benches/peers`: `.cargo/config.toml` there makes librocksdb-sys link
-//! Debian's `librocksdb-dev` instead of compiling RocksDB's C++ sources (it needs
-//! `apt-get install librocksdb-dev libclang-dev`). `--no-default-features`
+//! The first build compiles RocksDB from the C++ sources the `librocksdb-sys` crate bundles
+//! (15–25 minutes on 2 cores; needs `apt-get install libclang-dev` for bindgen); it stays in
+//! `benches/peers/target`, so the harness is one command after that. `--no-default-features`
 //! leaves RocksDB and SlateDB out; `--features rocksdb` or `--features slatedb` takes one back.
-//! A full run (no `--only`) writes `benches/BENCHMARKS.md` and `benches/get_latency.svg`.
+//! A full run (no `--only`) writes `benches/BENCHMARKS.md` (keeping its hand-written page-server
+//! section); a partial one writes `target/partial/BENCHMARKS.md`.
 //!
-//! `--durable [SECS]` runs only the comparison of ingest acknowledged in object storage:
-//! StrataKV at `Durability::Remote` beside SlateDB awaiting durability, on a local-folder
-//! object store, 1 and 8 writers, a commit every 1, 10 and 100 puts, SECS (default 3) per case
-//! (see `src/durable.rs`); it prints a Markdown table and writes it to
-//! `target/partial/DURABLE.md`.
+//! Each engine runs in its own child process (the binary re-executed with `--child ENGINE`), so
+//! that its peak RSS (`VmHWM`) is its own.
 //!
-//! Data (identical for every engine): N keys of 16 bytes (index big-endian, then `.` padding),
-//! R rounds, each overwriting every key once in its own seeded shuffled order; every put has
-//! its own LSN (round r takes LSNs FIRST + r·N .. FIRST + (r+1)·N); values of 100 bytes cut
-//! from a seeded random pool (incompressible). One writer thread. Every engine is flushed to
-//! disk after every round, so the versions of each round land in their own files.
+//! `--durable [SECS]` runs only the comparison of ingest acknowledged in object storage (see
+//! `src/durable.rs`).
 //!
-//! * StrataKV: `put(key, lsn, Value::image(..))`, `finish_write` every 1000 puts, WAL on without
-//!   fsync (`FsyncPolicy::Never`: the peers' default writes do not sync either), no periodic
-//!   background work (`background_period(None)`; a flush that leaves 4 L0 layers still kicks a
-//!   compaction, as documented); `flush()` after each round; `get(key, lsn)`. How many layers a get visited is counted with `get_traced` (untimed);
-//!   with `STRATAKV_PEERS_LAYERS=1` the harness also prints StrataKV's layers at read time and
-//!   the trace of every traced get that visited more than one.
-//! * Peers store versions as a user would: key ‖ big-endian (u64::MAX − lsn), so that a key's
-//!   versions sort newest first; "get as of LSN" = seek to key ‖ inv(lsn) and take the first
-//!   entry if it is still the same key (RocksDB: raw iterator with an upper bound; fjall:
-//!   `range(..).next()`; SlateDB: `scan(..)` and the first item). Their background flushes and
-//!   compactions run as configured by default; the harness waits for them to settle before
-//!   timing reads.
-//! * RocksDB also runs a second time with user-defined timestamps (LSN as an 8-byte timestamp,
-//!   read with `ReadOptions::timestamp`), through the C API, as the Rust crate does not expose
-//!   them.
+//! Data (identical for every engine, from one seed): N keys of 16 bytes (index big-endian, then
+//! `.` padding); rounds that either rewrite every key in a shuffled order ("full") or update a
+//! random 10% of the keys, one in ten of those a delete ("10%"); the main rounds are full, 10%,
+//! 10%, full, 10%, 10% (2.4·N puts), the rounds written while a reader reads ("tail") 10%, 10%,
+//! full. Every put has its own LSN. Values of 100 bytes cut from a seeded random pool
+//! (incompressible), derived from (key, LSN), so the model is a sorted list of LSNs per key.
 //!
-//! Reads: after the last round, for every round from the newest to the oldest, G random keys
-//! (the same for every engine and round) are read as of that round's last LSN, once untimed
-//! (warm-up) and once timed in batches of 100 (per-op latency = batch / 100; the p99 is the
-//! 99th percentile of those batch means). Every answer is checked against the data. The
-//! process CPU time (all threads) of each batch and of the put phases is recorded too: on a
-//! shared machine it moves less than the wall clock.
+//! Every get names a random LSN (uniform over everything written so far; one in ten at the end
+//! of a round) and a random key, one in ten of them never written; many of the others are absent
+//! at that LSN too (not yet written, or deleted). Every answer is checked against the model.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,17 +44,21 @@ const KEY_LEN: usize = 16;
 const VALUE_LEN: usize = 100;
 const POOL_LEN: usize = 1 << 20;
 const FIRST_LSN: u64 = 0x1000;
-const COMMIT_EVERY: u64 = 1000;
-const BATCH: usize = 100;
-const CACHE_BYTES: usize = 256 << 20;
-/// Reads per round whose layer depth StrataKV reports (`get_traced`, untimed).
-const TRACE_READS: usize = 1000;
+/// Puts per commit in the batched mode.
+const BATCH: usize = 1000;
+/// The cache budget every engine gets (block cache; SlateDB's block cache, its metadata cache
+/// at its default beside it). Larger than the data, so no engine is cache-bound.
+const CACHE_BYTES: usize = 512 << 20;
+/// One key in this many that a get names was never written.
+const ABSENT_ONE_IN: u64 = 10;
 
 const DEFAULT_KEYS: u64 = 1_000_000;
-/// 10 rounds would take over 20 minutes for the five engines on 2 shared cores (estimated
-/// from a run of 200,000 keys × 5 rounds).
-const DEFAULT_ROUNDS: usize = 8;
-const DEFAULT_GETS: usize = 50_000;
+const DEFAULT_GETS: usize = 200_000;
+const DEFAULT_SECS: f64 = 3.0;
+
+/// A round: `true` rewrites every key, `false` updates a random 10% (one in ten a delete).
+const MAIN_ROUNDS: [bool; 6] = [true, false, false, true, false, false];
+const TAIL_ROUNDS: [bool; 3] = [false, false, true];
 
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -98,7 +87,7 @@ fn key(i: u64) -> Key {
 }
 
 /// key ‖ big-endian (u64::MAX − lsn): a key's versions sort newest first.
-fn vkey(k: &Key, lsn: u64) -> [u8; KEY_LEN + 8] {
+fn vkey(k: &[u8], lsn: u64) -> [u8; KEY_LEN + 8] {
     let mut v = [0u8; KEY_LEN + 8];
     v[..KEY_LEN].copy_from_slice(k);
     v[KEY_LEN..].copy_from_slice(&(u64::MAX - lsn).to_be_bytes());
@@ -107,178 +96,204 @@ fn vkey(k: &Key, lsn: u64) -> [u8; KEY_LEN + 8] {
 
 /// Exclusive upper bound of every version of `k`: the key with its last byte incremented
 /// (the padding byte is `.`, so this never overflows).
-fn upper(k: &Key) -> Key {
-    let mut u = *k;
+fn upper(k: &[u8]) -> Key {
+    let mut u: Key = k.try_into().expect("16-byte key");
     u[KEY_LEN - 1] += 1;
     u
 }
 
-/// The workload, shared by all engines.
+/// One put: key index, LSN, and whether it deletes the key.
+#[derive(Clone, Copy)]
+struct Op {
+    key: u32,
+    lsn: u64,
+    del: bool,
+}
+
+/// The workload and its model, shared by all engines.
 struct Data {
     n: u64,
-    rounds: usize,
     pool: Vec<u8>,
-    /// Per round, the order keys are written in.
-    orders: Vec<Vec<u32>>,
-    /// Keys read by the get benchmarks.
-    reads: Vec<u32>,
+    /// First LSN of every round (main, then tail), and one past the last.
+    starts: Vec<u64>,
+    /// Per key, its versions in LSN order: `lsn << 1 | deleted`.
+    model: Vec<Vec<u64>>,
 }
 
 impl Data {
-    fn new(n: u64, rounds: usize, gets: usize) -> Data {
+    fn new(n: u64) -> Data {
         let mut rng = Rng(SEED);
         let pool = (0..POOL_LEN).map(|_| rng.next() as u8).collect();
-        let mut shuffled = || {
-            let mut v: Vec<u32> = (0..n as u32).collect();
-            for i in (1..v.len()).rev() {
-                let j = rng.below(i as u64 + 1) as usize;
-                v.swap(i, j);
-            }
-            v
-        };
-        let orders = (0..rounds).map(|_| shuffled()).collect();
-        let reads = (0..gets).map(|_| rng.below(n) as u32).collect();
-        Data {
+        let mut d = Data {
             n,
-            rounds,
             pool,
-            orders,
-            reads,
+            starts: vec![FIRST_LSN],
+            model: vec![Vec::new(); n as usize],
+        };
+        for r in 0..MAIN_ROUNDS.len() + TAIL_ROUNDS.len() {
+            let ops = d.round(r);
+            for op in &ops {
+                d.model[op.key as usize].push(op.lsn << 1 | u64::from(op.del));
+            }
+            d.starts.push(ops.last().expect("round").lsn + 1);
         }
+        d
     }
 
-    fn value(&self, i: u64, round: usize) -> &[u8] {
-        let at = (mix(SEED ^ i ^ ((round as u64) << 40)) % (POOL_LEN - VALUE_LEN) as u64) as usize;
+    /// The puts of round `r` (counting main rounds, then tail rounds), in write order.
+    fn round(&self, r: usize) -> Vec<Op> {
+        let full = *MAIN_ROUNDS
+            .iter()
+            .chain(&TAIL_ROUNDS)
+            .nth(r)
+            .expect("round");
+        let mut rng = Rng(SEED ^ mix(r as u64 + 1));
+        let mut v: Vec<u32> = (0..self.n as u32).collect();
+        let take = if full { v.len() } else { (v.len() / 10).max(1) };
+        for i in 0..take {
+            let j = i + rng.below((v.len() - i) as u64) as usize;
+            v.swap(i, j);
+        }
+        v.truncate(take);
+        let base = self.starts[r];
+        v.into_iter()
+            .enumerate()
+            .map(|(j, key)| Op {
+                key,
+                lsn: base + j as u64,
+                del: !full && rng.below(10) == 0,
+            })
+            .collect()
+    }
+
+    fn value(&self, i: u64, lsn: u64) -> &[u8] {
+        let at = (mix(SEED ^ (i << 32) ^ lsn) % (POOL_LEN - VALUE_LEN) as u64) as usize;
         &self.pool[at..at + VALUE_LEN]
     }
 
-    /// Every (key index, lsn) of `round`, in write order.
-    fn round(&self, round: usize) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let base = FIRST_LSN + round as u64 * self.n;
-        self.orders[round]
-            .iter()
-            .enumerate()
-            .map(move |(j, &i)| (u64::from(i), base + j as u64))
+    /// The last LSN of the main rounds.
+    fn main_end(&self) -> u64 {
+        self.starts[MAIN_ROUNDS.len()] - 1
     }
 
-    /// The last LSN of `round`: reading there sees every key's value of that round.
-    fn last_lsn(&self, round: usize) -> u64 {
-        FIRST_LSN + (round as u64 + 1) * self.n - 1
+    /// What a get of key `i` as of `lsn` must return.
+    fn expect(&self, i: u64, lsn: u64) -> Option<&[u8]> {
+        let v = self.model.get(i as usize)?;
+        let at = v.partition_point(|e| e >> 1 <= lsn);
+        let e = *v.get(at.checked_sub(1)?)?;
+        (e & 1 == 0).then(|| self.value(i, e >> 1))
+    }
+
+    /// A random (key index, LSN) at or below `hi`: one key in [`ABSENT_ONE_IN`] never written,
+    /// one LSN in ten at the end of a round.
+    fn pick(&self, rng: &mut Rng, hi: u64) -> (u64, u64) {
+        let i = if rng.below(ABSENT_ONE_IN) == 0 {
+            self.n + rng.below(self.n)
+        } else {
+            rng.below(self.n)
+        };
+        let lsn = if rng.below(10) == 0 {
+            let done = self
+                .starts
+                .iter()
+                .skip(1)
+                .take_while(|&&s| s - 1 <= hi)
+                .count();
+            if done == 0 {
+                hi
+            } else {
+                self.starts[1 + rng.below(done as u64) as usize] - 1
+            }
+        } else {
+            FIRST_LSN + rng.below(hi - FIRST_LSN + 1)
+        };
+        (i, lsn)
+    }
+
+    /// Panics unless `got` is what the model says key `i` holds at `lsn`.
+    fn check(&self, i: u64, lsn: u64, got: Option<&[u8]>) -> usize {
+        let want = self.expect(i, lsn);
+        assert!(
+            got == want,
+            "key {i} at LSN {lsn}: got {:?}, the model says {:?}",
+            got.map(|v| &v[..v.len().min(8)]),
+            want.map(|v| &v[..8])
+        );
+        got.map_or(0, <[u8]>::len)
     }
 }
 
-fn check(d: &Data, got: Option<&[u8]>, i: u64, round: usize) -> usize {
-    let v = got.unwrap_or_else(|| panic!("key {i} missing at round {round}"));
-    assert_eq!(v, d.value(i, round), "key {i} round {round}: wrong value");
-    v.len()
-}
-
-/// One engine under test.
-trait Engine {
-    /// Writes `value` for key `k` at `lsn`.
-    fn put(&mut self, k: &Key, lsn: u64, value: &[u8]);
-    /// Writes a whole round (the default calls [`Engine::put`] for each put).
-    fn put_round(&mut self, d: &Data, round: usize) {
-        for (i, lsn) in d.round(round) {
-            self.put(&key(i), lsn, d.value(i, round));
+/// One engine under test. Every method takes `&self`, so that a reader thread can run beside
+/// the writer; what each thread needs of its own is in `W` (the writer) and `R` (a reader).
+trait Engine: Sync + Sized {
+    /// The writer's state (a pending write batch, say).
+    type W: Send;
+    /// A reader's state.
+    type R;
+    /// A writer committing every `batch` puts.
+    fn writer(&self, batch: usize) -> Self::W;
+    /// Writes `ops` with a commit every `batch` puts (and after the last), storing the LSN of
+    /// each commit into `published` once it returned.
+    fn ingest(&self, w: &mut Self::W, d: &Data, ops: &[Op], batch: usize, published: &AtomicU64) {
+        for chunk in ops.chunks(batch) {
+            for op in chunk {
+                let k = key(u64::from(op.key));
+                let v = (!op.del).then(|| d.value(u64::from(op.key), op.lsn));
+                self.put(w, &k, op.lsn, v);
+            }
+            let last = chunk.last().expect("chunk").lsn;
+            self.commit(w, last);
+            published.store(last, Ordering::Release);
         }
     }
-    /// After a round: make everything up to `last_lsn` readable and flush it to disk.
-    fn flush(&mut self, last_lsn: u64);
+    /// One put (`None` deletes); it takes effect by the next commit.
+    fn put(&self, w: &mut Self::W, k: &[u8], lsn: u64, v: Option<&[u8]>);
+    /// Commits the puts since the last commit; `lsn` is the last put's.
+    fn commit(&self, w: &mut Self::W, lsn: u64);
+    /// Writes everything to files on disk.
+    fn flush(&self);
     /// Waits until background work has settled; returns what it waited for.
-    fn settle(&mut self) -> String {
-        String::new()
-    }
+    fn settle(&self) -> String;
     /// The files or layers a read can go through, as text.
-    fn shape(&mut self) -> String;
+    fn shape(&self) -> String;
+    /// A reader for the calling thread.
+    fn reader(&self) -> Self::R;
     /// Reads `k` as of `lsn` and hands the value to `f`.
-    fn get<R>(&mut self, k: &Key, lsn: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R;
-    /// Layers a read of `k` as of `lsn` visits, where the engine can tell.
-    fn depth(&mut self, _k: &Key, _lsn: u64) -> Option<u32> {
-        None
-    }
+    fn get<T>(&self, r: &mut Self::R, k: &[u8], lsn: u64, f: impl FnOnce(Option<&[u8]>) -> T) -> T;
     /// Closes the engine.
     fn close(self);
 }
 
-#[derive(Clone, Copy, Default)]
-struct Lat {
-    median_ns: f64,
-    p99_ns: f64,
-    /// Median of the process CPU time (all threads) per get.
-    cpu_median_ns: f64,
-}
-
-/// CPU time used so far by the whole process, every thread included, in nanoseconds. Unlike the
-/// wall clock, it does not count time spent waiting for a core that another process holds.
-fn cpu_ns() -> u64 {
-    clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
-}
-
-/// CPU time of the calling thread: the writer's own share of a put phase.
-fn thread_cpu_ns() -> u64 {
-    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
+/// What a child process measured of one engine, as `name=value` lines.
+#[derive(Default)]
 struct Row {
-    /// Short name for the plot and the tables.
-    engine: String,
-    version: String,
-    how: String,
-    ingest_s: f64,
-    /// Process CPU time (all threads) spent while the puts ran.
-    ingest_cpu_s: f64,
-    /// CPU time of the thread that called `put`, over the put phases.
-    ingest_writer_cpu_s: f64,
-    flush_s: f64,
-    settle: String,
-    shape: String,
-    /// Get latency by LSN age: index 0 = the last round, R−1 = the first.
-    lat: Vec<Lat>,
-    /// Mean layers visited per get, by LSN age (StrataKV only).
-    depth: Vec<f64>,
-    disk_bytes: u64,
-    wall_s: f64,
+    fields: Vec<(String, String)>,
 }
 
-/// Runs `get` over `keys` once untimed, then once timed in batches of [`BATCH`].
-/// `get` returns the value length (checked by the caller's closure) so nothing is optimised out.
-fn time_gets(keys: &[u32], mut get: impl FnMut(u64) -> usize) -> Lat {
-    let mut sink = 0usize;
-    for &i in keys {
-        sink += get(u64::from(i));
+impl Row {
+    fn set(&mut self, k: &str, v: impl ToString) {
+        self.fields.push((k.into(), v.to_string()));
     }
-    let mut per_op = Vec::with_capacity(keys.len() / BATCH + 1);
-    let mut cpu_per_op = Vec::with_capacity(keys.len() / BATCH + 1);
-    for chunk in keys.chunks(BATCH) {
-        let c = cpu_ns();
-        let t = Instant::now();
-        for &i in chunk {
-            sink += get(u64::from(i));
-        }
-        per_op.push(t.elapsed().as_nanos() as f64 / chunk.len() as f64);
-        cpu_per_op.push((cpu_ns() - c) as f64 / chunk.len() as f64);
+    fn get(&self, k: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
-    std::hint::black_box(sink);
-    per_op.sort_by(f64::total_cmp);
-    cpu_per_op.sort_by(f64::total_cmp);
-    let q = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    Lat {
-        median_ns: q(&per_op, 0.5),
-        p99_ns: q(&per_op, 0.99),
-        cpu_median_ns: q(&cpu_per_op, 0.5),
+    fn num(&self, k: &str) -> f64 {
+        self.get(k).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
     }
+    fn text(&self, k: &str) -> String {
+        self.get(k).unwrap_or("?").to_string()
+    }
+}
+
+fn quantile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    f64::from(sorted[((sorted.len() - 1) as f64 * p).round() as usize])
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -294,8 +309,20 @@ fn dir_bytes(p: &Path) -> u64 {
         .sum()
 }
 
+/// A field of `/proc/self/status` in kB (`VmHWM`, `VmRSS`).
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
 /// Polls `shape` until it has not changed for `quiet`, at most `max`.
-fn settle_by_shape(mut shape: impl FnMut() -> String, quiet: Duration, max: Duration) -> String {
+fn settle_by_shape(shape: impl Fn() -> String, quiet: Duration, max: Duration) -> String {
     let t = Instant::now();
     let mut last = shape();
     let mut since = Instant::now();
@@ -316,135 +343,231 @@ fn settle_by_shape(mut shape: impl FnMut() -> String, quiet: Duration, max: Dura
     )
 }
 
-fn drive<E: Engine>(d: &Data, mut e: E, dir: &Path, name: &str, version: String, how: &str) -> Row {
-    let t0 = Instant::now();
-    let (mut ingest_s, mut ingest_cpu_s, mut flush_s) = (0.0, 0.0, 0.0);
-    let mut ingest_writer_cpu_s = 0.0;
-    for r in 0..d.rounds {
-        let c = cpu_ns();
-        let w = thread_cpu_ns();
+/// Settings of one measured run.
+struct Cfg {
+    gets: usize,
+    secs: f64,
+}
+
+/// Ingests the main rounds, committing every `batch` puts; returns puts/s.
+fn ingest_main<E: Engine>(e: &E, d: &Data, batch: usize, name: &str) -> f64 {
+    let published = AtomicU64::new(0);
+    let mut w = e.writer(batch);
+    let (mut puts, mut secs) = (0usize, 0.0);
+    for r in 0..MAIN_ROUNDS.len() {
+        let ops = d.round(r);
         let t = Instant::now();
-        e.put_round(d, r);
-        let put = t.elapsed().as_secs_f64();
-        ingest_s += put;
-        let writer_cpu = (thread_cpu_ns() - w) as f64 / 1e9;
-        ingest_writer_cpu_s += writer_cpu;
-        ingest_cpu_s += (cpu_ns() - c) as f64 / 1e9;
-        let t = Instant::now();
-        e.flush(d.last_lsn(r));
-        let fl = t.elapsed().as_secs_f64();
-        flush_s += fl;
+        e.ingest(&mut w, d, &ops, batch, &published);
+        let s = t.elapsed().as_secs_f64();
         eprintln!(
-            "  {name}: round {}/{} {:.0} puts/s, writer thread {:.2} CPU µs per put, flush {fl:.2}s",
+            "  {name}: commit every {batch}: round {} ({} puts) {:.0} puts/s",
             r + 1,
-            d.rounds,
-            d.n as f64 / put,
-            writer_cpu * 1e6 / d.n as f64
+            ops.len(),
+            ops.len() as f64 / s
         );
+        puts += ops.len();
+        secs += s;
     }
+    drop(w);
+    puts as f64 / secs
+}
+
+/// `threads` readers for `secs`, untimed per get; returns gets/s over all of them.
+fn throughput<E: Engine>(e: &E, d: &Data, threads: usize, secs: f64, hi: u64) -> f64 {
+    let stop = AtomicBool::new(false);
+    let t = Instant::now();
+    let total: u64 = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|n| {
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut rng = Rng(SEED ^ 0x7417 ^ n as u64);
+                    let mut r = e.reader();
+                    let mut count = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            let (i, lsn) = d.pick(&mut rng, hi);
+                            e.get(&mut r, &key(i), lsn, |v| d.check(i, lsn, v));
+                        }
+                        count += 64;
+                    }
+                    count
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+        hs.into_iter().map(|h| h.join().expect("reader")).sum()
+    });
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
+fn measure<E: Engine>(open: impl Fn(&Path) -> E, d: &Data, cfg: &Cfg, name: &str, row: &mut Row) {
+    row.set("rss_base_kb", status_kb("VmRSS"));
+    // Batched mode: ingest only.
+    {
+        let dir = tempdir(name);
+        let e = open(dir.path());
+        let rate = ingest_main(&e, d, BATCH, name);
+        row.set("ingest_batch", rate);
+        e.close();
+    }
+    // One commit per put: ingest, then reads, then reads under a further ingest.
+    let dir = tempdir(name);
+    let e = open(dir.path());
+    let rate = ingest_main(&e, d, 1, name);
+    row.set("ingest_put", rate);
+    let t = Instant::now();
+    e.flush();
     let settle = e.settle();
-    let shape = e.shape();
-    eprintln!("  {name}: {shape}; settle: {settle}");
-    let mut lat = Vec::with_capacity(d.rounds);
-    let mut depth = Vec::new();
-    for age in 0..d.rounds {
-        let r = d.rounds - 1 - age;
-        let lsn = d.last_lsn(r);
-        let l = time_gets(&d.reads, |i| e.get(&key(i), lsn, |v| check(d, v, i, r)));
-        let mut visited = Vec::new();
-        for &i in d.reads.iter().take(TRACE_READS) {
-            if let Some(v) = e.depth(&key(u64::from(i)), lsn) {
-                visited.push(f64::from(v));
+    row.set("flush_settle_s", t.elapsed().as_secs_f64());
+    row.set("settle", settle);
+    row.set("shape", e.shape());
+    row.set("disk_bytes", dir_bytes(dir.path()));
+    eprintln!(
+        "  {name}: {}; settle {}",
+        row.text("shape"),
+        row.text("settle")
+    );
+
+    let hi = d.main_end();
+    let mut rng = Rng(SEED ^ 0x6e7);
+    let picks: Vec<(u64, u64)> = (0..cfg.gets).map(|_| d.pick(&mut rng, hi)).collect();
+    let mut r = e.reader();
+    // Warm-up pass, untimed, at most `secs`.
+    let t = Instant::now();
+    for &(i, lsn) in &picks {
+        e.get(&mut r, &key(i), lsn, |v| d.check(i, lsn, v));
+        if t.elapsed().as_secs_f64() > cfg.secs {
+            break;
+        }
+    }
+    // Timed pass: each get on its own, at most 3·`secs`.
+    let mut lat = Vec::with_capacity(picks.len());
+    let (mut absent, t) = (0usize, Instant::now());
+    for &(i, lsn) in &picks {
+        let k = key(i);
+        let t0 = Instant::now();
+        let n = e.get(&mut r, &k, lsn, |v| d.check(i, lsn, v));
+        lat.push(t0.elapsed().as_nanos() as u32);
+        absent += usize::from(n == 0);
+        if lat.len() % 1024 == 0 && t.elapsed().as_secs_f64() > 3.0 * cfg.secs {
+            break;
+        }
+    }
+    drop(r);
+    lat.sort_unstable();
+    row.set("get_n", lat.len());
+    row.set("get_absent", absent);
+    row.set("get_median_ns", quantile(&lat, 0.5));
+    row.set("get_p99_ns", quantile(&lat, 0.99));
+    row.set("get_p999_ns", quantile(&lat, 0.999));
+    eprintln!(
+        "  {name}: get at a random LSN: median {:.2} µs, p99 {:.2} µs ({} gets, {absent} absent)",
+        quantile(&lat, 0.5) / 1e3,
+        quantile(&lat, 0.99) / 1e3,
+        lat.len()
+    );
+    let t1 = throughput(&e, d, 1, cfg.secs, hi);
+    let t2 = throughput(&e, d, 2, cfg.secs, hi);
+    row.set("tput1", t1);
+    row.set("tput2", t2);
+    eprintln!("  {name}: gets/s 1 thread {t1:.0}, 2 threads {t2:.0}");
+
+    // Reads under ingest: the tail rounds, one commit per put, beside one reader.
+    let published = AtomicU64::new(hi);
+    let done = AtomicBool::new(false);
+    let tail: Vec<Op> = (MAIN_ROUNDS.len()..MAIN_ROUNDS.len() + TAIL_ROUNDS.len())
+        .flat_map(|r| d.round(r))
+        .collect();
+    let (ingest_s, mut ulat) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut rng = Rng(SEED ^ 0x7a11);
+            let mut r = e.reader();
+            let mut lat = Vec::with_capacity(1 << 20);
+            while !done.load(Ordering::Acquire) {
+                let (i, lsn) = d.pick(&mut rng, published.load(Ordering::Acquire));
+                let k = key(i);
+                let t0 = Instant::now();
+                e.get(&mut r, &k, lsn, |v| d.check(i, lsn, v));
+                lat.push(t0.elapsed().as_nanos() as u32);
             }
-        }
-        if !visited.is_empty() {
-            depth.push(visited.iter().sum::<f64>() / visited.len() as f64);
-        }
-        eprintln!(
-            "  {name}: age {age} (round {}) median {} µs p99 {} µs",
-            r + 1,
-            us(l.median_ns),
-            us(l.p99_ns)
-        );
-        lat.push(l);
-    }
+            lat
+        });
+        let mut w = e.writer(1);
+        let t = Instant::now();
+        e.ingest(&mut w, d, &tail, 1, &published);
+        let secs = t.elapsed().as_secs_f64();
+        drop(w);
+        done.store(true, Ordering::Release);
+        (secs, reader.join().expect("reader"))
+    });
+    ulat.sort_unstable();
+    row.set("under_puts_s", tail.len() as f64 / ingest_s);
+    row.set("under_n", ulat.len());
+    row.set("under_p50_ns", quantile(&ulat, 0.5));
+    row.set("under_p99_ns", quantile(&ulat, 0.99));
+    row.set("under_p999_ns", quantile(&ulat, 0.999));
+    row.set("under_max_ns", ulat.last().copied().unwrap_or(0));
+    eprintln!(
+        "  {name}: under ingest ({:.0} puts/s): {} gets p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.0} µs",
+        tail.len() as f64 / ingest_s,
+        ulat.len(),
+        quantile(&ulat, 0.5) / 1e3,
+        quantile(&ulat, 0.99) / 1e3,
+        quantile(&ulat, 0.999) / 1e3,
+        f64::from(ulat.last().copied().unwrap_or(0)) / 1e3
+    );
     e.close();
-    Row {
-        engine: name.into(),
-        version,
-        how: how.into(),
-        ingest_s,
-        ingest_cpu_s,
-        ingest_writer_cpu_s,
-        flush_s,
-        settle,
-        shape,
-        lat,
-        depth,
-        disk_bytes: dir_bytes(dir),
-        wall_s: t0.elapsed().as_secs_f64(),
-    }
+    row.set("rss_peak_kb", status_kb("VmHWM"));
+}
+
+fn tempdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("peers-{name}-"))
+        .tempdir()
+        .expect("temp dir")
 }
 
 // ---------------------------------------------------------------------------------------------
 // StrataKV
 
 struct Strata {
+    /// For the async calls outside the measured paths (flush, settle, close).
     rt: tokio::runtime::Runtime,
     store: Store,
     tl: Timeline,
-    w: TimelineWriter,
-    count: u64,
 }
 
 impl Engine for Strata {
-    fn put(&mut self, k: &Key, lsn: u64, value: &[u8]) {
-        self.w
-            .put(k, Lsn(lsn), Value::image(Bytes::copy_from_slice(value)))
-            .expect("put");
-        self.count += 1;
-        if self.count.is_multiple_of(COMMIT_EVERY) {
-            self.w.finish_write(Lsn(lsn)).expect("finish_write");
-        }
+    type W = TimelineWriter;
+    type R = ();
+    fn writer(&self, _batch: usize) -> TimelineWriter {
+        self.tl.writer().expect("writer")
     }
-    fn flush(&mut self, last_lsn: u64) {
-        self.w.finish_write(Lsn(last_lsn)).expect("finish_write");
+    fn put(&self, w: &mut TimelineWriter, k: &[u8], lsn: u64, v: Option<&[u8]>) {
+        let v = match v {
+            Some(v) => Value::image(Bytes::copy_from_slice(v)),
+            None => Value::Tombstone,
+        };
+        w.put(k, Lsn(lsn), v).expect("put");
+    }
+    fn commit(&self, w: &mut TimelineWriter, lsn: u64) {
+        w.finish_write(Lsn(lsn)).expect("finish_write");
+    }
+    fn flush(&self) {
         self.rt.block_on(self.tl.flush()).expect("flush");
     }
-    fn settle(&mut self) -> String {
-        // With `background_period(None)` there is no periodic work, but a flush that leaves
-        // `compaction_threshold` (4) L0 layers still kicks a compaction.
-        let tl = self.tl.clone();
-        settle_by_shape(
-            || {
-                format!(
-                    "{:?}",
-                    tl.layers()
-                        .iter()
-                        .map(|l| l.file_name.clone())
-                        .collect::<Vec<_>>()
-                )
-            },
-            Duration::from_secs(5),
-            Duration::from_secs(180),
+    fn settle(&self) -> String {
+        let t = Instant::now();
+        self.rt.block_on(self.store.settle()).expect("settle");
+        format!(
+            "{:.1}s for `Store::settle` (flushes and compactions it had queued)",
+            t.elapsed().as_secs_f64()
         )
     }
-    fn shape(&mut self) -> String {
+    fn shape(&self) -> String {
         let layers = self.tl.layers();
-        if std::env::var_os("STRATAKV_PEERS_LAYERS").is_some() {
-            for l in &layers {
-                eprintln!(
-                    "    L{} {:?} LSN {}..{} keys {:?}..{:?} {} MB",
-                    l.level,
-                    l.kind,
-                    l.lsn_range.start.0,
-                    l.lsn_range.end.0,
-                    l.key_range.start.get(..8),
-                    l.key_range.end.as_ref().and_then(|k| k.get(..8)),
-                    l.file_size >> 20
-                );
-            }
-        }
         let count = |level: u8| layers.iter().filter(|l| l.level == level).count();
         format!(
             "{} layer files (L0 {}, L1 {}), {} in memory",
@@ -454,59 +577,48 @@ impl Engine for Strata {
             self.tl.in_memory_layers()
         )
     }
-    fn get<R>(&mut self, k: &Key, lsn: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        let v = self.rt.block_on(self.tl.get(k, Lsn(lsn))).expect("get");
+    fn reader(&self) {}
+    fn get<T>(&self, _: &mut (), k: &[u8], lsn: u64, f: impl FnOnce(Option<&[u8]>) -> T) -> T {
+        let v = self.tl.get_now(k, Lsn(lsn)).expect("get_now");
         f(v.as_deref())
     }
-    fn depth(&mut self, k: &Key, lsn: u64) -> Option<u32> {
-        let (_, trace) = self
-            .rt
-            .block_on(self.tl.get_traced(k, Lsn(lsn)))
-            .expect("get_traced");
-        if std::env::var_os("STRATAKV_PEERS_LAYERS").is_some() && trace.layers_visited > 1 {
-            eprintln!("    LSN {lsn} key {:?}: {trace:?}", &k[..8]);
-        }
-        Some(trace.layers_visited)
-    }
     fn close(self) {
-        drop(self.w);
+        drop(self.tl);
         self.rt.block_on(self.store.close()).expect("close");
     }
 }
 
-fn run_stratakv(d: &Data, dir: &Path) -> Row {
+fn open_stratakv(dir: &Path) -> Strata {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    let (store, tl) = rt.block_on(async {
-        let store = Store::open(
-            StoreOptions::new(dir)
-                .background_period(None)
-                .fsync_policy(FsyncPolicy::Never)
-                .block_cache_bytes(CACHE_BYTES),
-        )
-        .await
-        .expect("open");
-        let tl = store.create_timeline("main").await.expect("timeline");
-        (store, tl)
-    });
-    let w = tl.writer().expect("writer");
-    let e = Strata {
-        rt,
-        store,
-        tl,
-        w,
-        count: 0,
-    };
-    drive(
-        d,
-        e,
-        dir,
-        "StrataKV",
-        format!("stratakv {} ({})", lock_version("stratakv"), git_describe()),
-        "`put` + `finish_write` every 1000; `flush()` per round; `get(key, lsn)`; no periodic background work",
+        .expect("runtime");
+    let store = Store::open_blocking(
+        StoreOptions::new(dir)
+            .fsync_policy(FsyncPolicy::Never)
+            .zstd_level(None)
+            .block_cache_bytes(CACHE_BYTES),
     )
+    .expect("open");
+    let tl = rt
+        .block_on(store.create_timeline("main"))
+        .expect("timeline");
+    Strata { rt, store, tl }
+}
+
+fn run_stratakv(d: &Data, cfg: &Cfg, row: &mut Row) {
+    row.set(
+        "version",
+        format!("stratakv {} ({})", lock_version("stratakv"), git_describe()),
+    );
+    row.set(
+        "how",
+        "`put(key, lsn, Value::image | Value::Tombstone)`, `finish_write` every put or every 1000; \
+         `Timeline::get_now` (synchronous, no async runtime on the read path); WAL on, \
+         `FsyncPolicy::Never`, `zstd_level(None)`, `block_cache_bytes` = the budget, background \
+         work (flush, compaction, image layers every 10 s) as by default",
+    );
+    measure(open_stratakv, d, cfg, "StrataKV", row);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,28 +630,45 @@ struct Fjall {
 }
 
 impl Engine for Fjall {
-    fn put(&mut self, k: &Key, lsn: u64, value: &[u8]) {
-        self.ks.insert(vkey(k, lsn), value).expect("insert");
+    type W = Option<fjall::OwnedWriteBatch>;
+    type R = ();
+    fn writer(&self, batch: usize) -> Self::W {
+        (batch > 1).then(|| self.db.batch())
     }
-    fn flush(&mut self, _last_lsn: u64) {
+    fn put(&self, w: &mut Self::W, k: &[u8], lsn: u64, v: Option<&[u8]>) {
+        // A delete is a version with an empty value.
+        let v = v.unwrap_or(&[]);
+        match w {
+            Some(b) => b.insert(&self.ks, vkey(k, lsn), v),
+            None => self.ks.insert(vkey(k, lsn), v).expect("insert"),
+        }
+    }
+    fn commit(&self, w: &mut Self::W, _lsn: u64) {
+        if let Some(b) = w {
+            std::mem::replace(b, self.db.batch())
+                .commit()
+                .expect("commit");
+        }
+    }
+    fn flush(&self) {
         self.ks.rotate_memtable_and_wait().expect("flush");
     }
-    fn settle(&mut self) -> String {
-        let ks = self.ks.clone();
+    fn settle(&self) -> String {
         settle_by_shape(
-            || format!("{} {}", ks.l0_table_count(), ks.table_count()),
+            || self.shape(),
             Duration::from_secs(5),
             Duration::from_secs(180),
         )
     }
-    fn shape(&mut self) -> String {
+    fn shape(&self) -> String {
         format!(
             "{} tables ({} in L0)",
             self.ks.table_count(),
             self.ks.l0_table_count()
         )
     }
-    fn get<R>(&mut self, k: &Key, lsn: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    fn reader(&self) {}
+    fn get<T>(&self, _: &mut (), k: &[u8], lsn: u64, f: impl FnOnce(Option<&[u8]>) -> T) -> T {
         let lo = vkey(k, lsn);
         let hi = upper(k);
         let got = self
@@ -547,7 +676,7 @@ impl Engine for Fjall {
             .range(lo.as_slice()..hi.as_slice())
             .next()
             .map(|g| g.value().expect("value"));
-        f(got.as_deref())
+        f(got.as_deref().filter(|v| !v.is_empty()))
     }
     fn close(self) {
         drop(self.ks);
@@ -555,22 +684,38 @@ impl Engine for Fjall {
     }
 }
 
-fn run_fjall(d: &Data, dir: &Path) -> Row {
-    let db = fjall::Database::builder(dir)
-        .cache_size(CACHE_BYTES as u64)
-        .open()
-        .expect("open");
-    let ks = db
-        .keyspace("main", fjall::KeyspaceCreateOptions::default)
-        .expect("keyspace");
-    drive(
+fn run_fjall(d: &Data, cfg: &Cfg, row: &mut Row) {
+    row.set("version", format!("fjall {}", lock_version("fjall")));
+    row.set(
+        "how",
+        "key ‖ inv LSN (a delete: an empty value); `insert` per put, or an `OwnedWriteBatch` of \
+         1000; `range(key‖inv lsn .. next key).next()`; cache = the budget; no compression \
+         (data and index blocks); its default Bloom filters; journal not synced",
+    );
+    measure(
+        |dir| {
+            let db = fjall::Database::builder(dir)
+                .cache_size(CACHE_BYTES as u64)
+                .open()
+                .expect("open");
+            let ks = db
+                .keyspace("main", || {
+                    fjall::KeyspaceCreateOptions::default()
+                        .data_block_compression_policy(fjall::config::CompressionPolicy::all(
+                            fjall::CompressionType::None,
+                        ))
+                        .index_block_compression_policy(fjall::config::CompressionPolicy::all(
+                            fjall::CompressionType::None,
+                        ))
+                })
+                .expect("keyspace");
+            Fjall { db, ks }
+        },
         d,
-        Fjall { db, ks },
-        dir,
+        cfg,
         "fjall",
-        format!("fjall {}", lock_version("fjall")),
-        "key ‖ inv LSN; `insert`; `rotate_memtable_and_wait` per round; `range(..).next()`",
-    )
+        row,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -583,19 +728,25 @@ fn rocksdb_shape(levels: impl Fn(usize) -> u64) -> String {
     format!("{total} SST files (per level L0..L6: {})", per.join("/"))
 }
 
-/// The RocksDB version the linked library wrote into its LOG.
+/// Waits until no flush or compaction is pending or running.
 #[cfg(feature = "rocksdb")]
-fn rocksdb_log_version(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("LOG"))
-        .ok()
-        .and_then(|log| {
-            log.lines().find_map(|l| {
-                l.split("RocksDB version: ")
-                    .nth(1)
-                    .map(|v| v.trim().to_string())
-            })
-        })
-        .unwrap_or_else(|| "?".into())
+fn rocksdb_settle(prop: impl Fn(&str) -> u64) -> String {
+    let t = Instant::now();
+    while [
+        "rocksdb.compaction-pending",
+        "rocksdb.num-running-compactions",
+        "rocksdb.num-running-flushes",
+    ]
+    .iter()
+    .any(|p| prop(p) > 0)
+        && t.elapsed() < Duration::from_secs(300)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!(
+        "{:.1}s until no compaction was pending or running",
+        t.elapsed().as_secs_f64()
+    )
 }
 
 #[cfg(feature = "rocksdb")]
@@ -605,32 +756,31 @@ struct Rocks {
 
 #[cfg(feature = "rocksdb")]
 impl Engine for Rocks {
-    fn put(&mut self, k: &Key, lsn: u64, value: &[u8]) {
-        self.db.put(vkey(k, lsn), value).expect("put");
+    type W = Option<rocksdb::WriteBatch>;
+    type R = ();
+    fn writer(&self, batch: usize) -> Self::W {
+        (batch > 1).then(rocksdb::WriteBatch::default)
     }
-    fn flush(&mut self, _last_lsn: u64) {
+    fn put(&self, w: &mut Self::W, k: &[u8], lsn: u64, v: Option<&[u8]>) {
+        // A delete is a version with an empty value.
+        let v = v.unwrap_or(&[]);
+        match w {
+            Some(b) => b.put(vkey(k, lsn), v),
+            None => self.db.put(vkey(k, lsn), v).expect("put"),
+        }
+    }
+    fn commit(&self, w: &mut Self::W, _lsn: u64) {
+        if let Some(b) = w {
+            self.db.write(std::mem::take(b)).expect("write");
+        }
+    }
+    fn flush(&self) {
         self.db.flush().expect("flush");
     }
-    fn settle(&mut self) -> String {
-        let t = Instant::now();
-        let busy = |db: &rocksdb::DB| {
-            [
-                "rocksdb.compaction-pending",
-                "rocksdb.num-running-compactions",
-                "rocksdb.num-running-flushes",
-            ]
-            .iter()
-            .any(|p| db.property_int_value(*p).ok().flatten().unwrap_or(0) > 0)
-        };
-        while busy(&self.db) && t.elapsed() < Duration::from_secs(300) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        format!(
-            "{:.1}s until no compaction was pending or running",
-            t.elapsed().as_secs_f64()
-        )
+    fn settle(&self) -> String {
+        rocksdb_settle(|p| self.db.property_int_value(p).ok().flatten().unwrap_or(0))
     }
-    fn shape(&mut self) -> String {
+    fn shape(&self) -> String {
         rocksdb_shape(|l| {
             self.db
                 .property_int_value(&format!("rocksdb.num-files-at-level{l}"))
@@ -639,50 +789,69 @@ impl Engine for Rocks {
                 .unwrap_or(0)
         })
     }
-    fn get<R>(&mut self, k: &Key, lsn: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    fn reader(&self) {}
+    fn get<T>(&self, _: &mut (), k: &[u8], lsn: u64, f: impl FnOnce(Option<&[u8]>) -> T) -> T {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(upper(k).to_vec());
+        ro.set_prefix_same_as_start(true);
         let mut it = self.db.raw_iterator_opt(ro);
         it.seek(vkey(k, lsn));
         let got = if it.valid() { it.value() } else { None };
-        f(got)
+        f(got.filter(|v| !v.is_empty()))
     }
     fn close(self) {}
 }
 
 #[cfg(feature = "rocksdb")]
-fn run_rocksdb(d: &Data, dir: &Path) -> Row {
-    let mut opts = rocksdb::Options::default();
-    opts.create_if_missing(true);
-    let mut bbo = rocksdb::BlockBasedOptions::default();
-    let cache = rocksdb::Cache::new_lru_cache(CACHE_BYTES).expect("cache");
-    bbo.set_block_cache(&cache);
-    opts.set_block_based_table_factory(&bbo);
-    let db = rocksdb::DB::open(&opts, dir).expect("open");
-    let version = format!(
-        "rocksdb crate {}, librocksdb {}",
-        lock_version("rocksdb"),
-        rocksdb_log_version(dir)
+fn run_rocksdb(d: &Data, cfg: &Cfg, row: &mut Row) {
+    row.set(
+        "how",
+        "key ‖ inv LSN (a delete: an empty value); `put` per put, or a `WriteBatch` of 1000; raw \
+         iterator with `prefix_same_as_start` and an upper bound, `seek(key‖inv lsn)`; a 16-byte \
+         fixed prefix extractor with prefix Bloom filters in the SSTs (10 bits/key, whole-key \
+         filtering on too) and in the memtable (`memtable_prefix_bloom_ratio` 0.1); LRU block \
+         cache = the budget; no compression; WAL on, not synced",
     );
-    drive(
+    measure(
+        |dir| {
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(true);
+            opts.set_compression_type(rocksdb::DBCompressionType::None);
+            opts.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(KEY_LEN));
+            opts.set_memtable_prefix_bloom_ratio(0.1);
+            let mut bbo = rocksdb::BlockBasedOptions::default();
+            let cache = rocksdb::Cache::new_lru_cache(CACHE_BYTES);
+            bbo.set_block_cache(&cache);
+            bbo.set_bloom_filter(10.0, false);
+            bbo.set_whole_key_filtering(true);
+            opts.set_block_based_table_factory(&bbo);
+            Rocks {
+                db: rocksdb::DB::open(&opts, dir).expect("open"),
+            }
+        },
         d,
-        Rocks { db },
-        dir,
+        cfg,
         "RocksDB",
-        version,
-        "key ‖ inv LSN; `put`; `flush()` per round; raw iterator with upper bound, `seek`",
-    )
+        row,
+    );
+    row.set(
+        "version",
+        format!(
+            "rocksdb crate {}, librocksdb-sys {} (bundled build)",
+            lock_version("rocksdb"),
+            lock_version("librocksdb-sys")
+        ),
+    );
 }
-
-// ---------------------------------------------------------------------------------------------
-// RocksDB with user-defined timestamps (C API: the rocksdb crate does not wrap them)
 
 #[cfg(feature = "rocksdb")]
 mod udt {
     //! The LSN is RocksDB's user-defined timestamp: 8 bytes, little-endian (RocksDB's own
-    //! convention for u64 timestamps), compared as a number, newest first. RocksDB 7.8's C API
-    //! has no handle on its built-in `BytewiseComparatorWithU64Ts`, so the comparator is made
-    //! here from three callbacks (`rocksdb_comparator_with_ts_create`).
+    //! convention for u64 timestamps), compared as a number, newest first. The C API has no
+    //! handle on RocksDB's built-in `BytewiseComparatorWithU64Ts`, so the comparator is made here
+    //! from three callbacks (`rocksdb_comparator_with_ts_create`). The C API rather than the
+    //! rocksdb crate's wrappers (0.25 has them): its `ReadOptions::set_timestamp` takes an owned
+    //! `Vec` for every change of the read timestamp, a heap allocation per get here.
 
     use std::ffi::{CString, c_char, c_int, c_uchar, c_void};
     use std::path::Path;
@@ -774,9 +943,39 @@ mod udt {
         cache: *mut ffi::rocksdb_cache_t,
         cmp: *mut ffi::rocksdb_comparator_t,
         wo: *mut ffi::rocksdb_writeoptions_t,
+        cf: *mut ffi::rocksdb_column_family_handle_t,
+    }
+
+    // SAFETY: a RocksDB database handle may be used from several threads at once; the options
+    // objects are only read after `open`.
+    unsafe impl Send for Db {}
+    // SAFETY: as for `Send`.
+    unsafe impl Sync for Db {}
+
+    /// A reader's read options and the timestamp they point at.
+    pub struct Reader {
         ro: *mut ffi::rocksdb_readoptions_t,
-        /// The read timestamp `ro` points at.
-        read_ts: Box<[u8; TS]>,
+        ts: Box<[u8; TS]>,
+    }
+
+    impl Drop for Reader {
+        fn drop(&mut self) {
+            // SAFETY: created in `Db::reader`, destroyed once.
+            unsafe { ffi::rocksdb_readoptions_destroy(self.ro) };
+        }
+    }
+
+    /// A write batch (with the default column family's handle its puts need).
+    pub struct Batch(*mut ffi::rocksdb_writebatch_t);
+
+    // SAFETY: owned by one writer thread at a time.
+    unsafe impl Send for Batch {}
+
+    impl Drop for Batch {
+        fn drop(&mut self) {
+            // SAFETY: created in `Db::batch`, destroyed once.
+            unsafe { ffi::rocksdb_writebatch_destroy(self.0) };
+        }
     }
 
     impl Db {
@@ -796,15 +995,25 @@ mod udt {
                     TS,
                 );
                 ffi::rocksdb_options_set_comparator(opts, cmp);
+                ffi::rocksdb_options_set_compression(opts, ffi::rocksdb_no_compression as c_int);
+                // Whole-key Bloom filters (the key without its timestamp), in the SSTs and
+                // the memtable.
+                ffi::rocksdb_options_set_memtable_whole_key_filtering(opts, 1);
+                ffi::rocksdb_options_set_memtable_prefix_bloom_size_ratio(opts, 0.1);
                 let cache = ffi::rocksdb_cache_create_lru(cache_bytes);
                 let bbo = ffi::rocksdb_block_based_options_create();
                 ffi::rocksdb_block_based_options_set_block_cache(bbo, cache);
+                ffi::rocksdb_block_based_options_set_filter_policy(
+                    bbo,
+                    ffi::rocksdb_filterpolicy_create_bloom_full(10.0),
+                );
+                ffi::rocksdb_block_based_options_set_whole_key_filtering(bbo, 1);
                 ffi::rocksdb_options_set_block_based_table_factory(opts, bbo);
                 let mut err = ptr::null_mut();
                 let db = ffi::rocksdb_open(opts, path.as_ptr(), &mut err);
                 ok(err, "open");
                 let wo = ffi::rocksdb_writeoptions_create();
-                let ro = ffi::rocksdb_readoptions_create();
+                let cf = ffi::rocksdb_get_default_column_family_handle(db);
                 Db {
                     db,
                     opts,
@@ -812,33 +1021,81 @@ mod udt {
                     cache,
                     cmp,
                     wo,
-                    ro,
-                    read_ts: Box::new([0; TS]),
+                    cf,
                 }
             }
         }
 
-        pub fn put(&mut self, k: &[u8], lsn: u64, value: &[u8]) {
+        /// Writes `value` for `k` at `lsn` (`None`: deletes), into `batch` if there is one.
+        pub fn put(&self, batch: Option<&mut Batch>, k: &[u8], lsn: u64, value: Option<&[u8]>) {
             let ts = lsn.to_le_bytes();
+            let (kp, tp) = (k.as_ptr().cast(), ts.as_ptr().cast());
             let mut err = ptr::null_mut();
             // SAFETY: all pointers valid for the call.
             unsafe {
-                ffi::rocksdb_put_with_ts(
-                    self.db,
-                    self.wo,
-                    k.as_ptr().cast(),
-                    k.len(),
-                    ts.as_ptr().cast(),
-                    TS,
-                    value.as_ptr().cast(),
-                    value.len(),
-                    &mut err,
-                );
+                match (batch, value) {
+                    (Some(b), Some(v)) => ffi::rocksdb_writebatch_put_cf_with_ts(
+                        b.0,
+                        self.cf,
+                        kp,
+                        k.len(),
+                        tp,
+                        TS,
+                        v.as_ptr().cast(),
+                        v.len(),
+                    ),
+                    (Some(b), None) => {
+                        ffi::rocksdb_writebatch_delete_cf_with_ts(b.0, self.cf, kp, k.len(), tp, TS)
+                    }
+                    (None, Some(v)) => ffi::rocksdb_put_with_ts(
+                        self.db,
+                        self.wo,
+                        kp,
+                        k.len(),
+                        tp,
+                        TS,
+                        v.as_ptr().cast(),
+                        v.len(),
+                        &mut err,
+                    ),
+                    (None, None) => {
+                        ffi::rocksdb_delete_with_ts(self.db, self.wo, kp, k.len(), tp, TS, &mut err)
+                    }
+                }
             }
-            ok(err, "put_with_ts");
+            ok(err, "put/delete with ts");
         }
 
-        pub fn flush(&mut self) {
+        /// An empty write batch.
+        pub fn batch(&self) -> Batch {
+            // SAFETY: plain C API call.
+            Batch(unsafe { ffi::rocksdb_writebatch_create() })
+        }
+
+        /// Writes `batch` and empties it.
+        pub fn write(&self, batch: &mut Batch) {
+            let mut err = ptr::null_mut();
+            // SAFETY: valid handles.
+            unsafe {
+                ffi::rocksdb_write(self.db, self.wo, batch.0, &mut err);
+                ffi::rocksdb_writebatch_clear(batch.0);
+            }
+            ok(err, "write");
+        }
+
+        /// Read options of its own for a reader thread.
+        pub fn reader(&self) -> Reader {
+            let ts = Box::new([0u8; TS]);
+            // SAFETY: `ts` is boxed and lives as long as the read options.
+            let ro = unsafe {
+                let ro = ffi::rocksdb_readoptions_create();
+                ffi::rocksdb_readoptions_set_timestamp(ro, ts.as_ptr().cast(), TS);
+                ro
+            };
+            Reader { ro, ts }
+        }
+
+        pub fn flush(&self) {
             let mut err = ptr::null_mut();
             // SAFETY: plain C API calls.
             unsafe {
@@ -870,23 +1127,21 @@ mod udt {
         }
 
         /// Reads `k` as of `lsn`: the newest version whose timestamp is at most `lsn`.
-        pub fn get<R>(&mut self, k: &[u8], lsn: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-            if u64::from_le_bytes(*self.read_ts) != lsn {
-                *self.read_ts = lsn.to_le_bytes();
-                // SAFETY: `read_ts` is boxed and lives as long as `ro`.
-                unsafe {
-                    ffi::rocksdb_readoptions_set_timestamp(
-                        self.ro,
-                        self.read_ts.as_ptr().cast(),
-                        TS,
-                    )
-                };
-            }
+        pub fn get<R>(
+            &self,
+            r: &mut Reader,
+            k: &[u8],
+            lsn: u64,
+            f: impl FnOnce(Option<&[u8]>) -> R,
+        ) -> R {
+            // The read options hold a slice pointing into the box, so changing the bytes
+            // changes the read timestamp.
+            *r.ts = lsn.to_le_bytes();
             let mut err = ptr::null_mut();
             // SAFETY: valid handles; the pinned slice is destroyed before returning.
             unsafe {
                 let ps =
-                    ffi::rocksdb_get_pinned(self.db, self.ro, k.as_ptr().cast(), k.len(), &mut err);
+                    ffi::rocksdb_get_pinned(self.db, r.ro, k.as_ptr().cast(), k.len(), &mut err);
                 ok(err, "get_pinned");
                 if ps.is_null() {
                     return f(None);
@@ -904,8 +1159,8 @@ mod udt {
         fn drop(&mut self) {
             // SAFETY: each handle was created in `open` and is destroyed once, the db first.
             unsafe {
+                ffi::rocksdb_column_family_handle_destroy(self.cf);
                 ffi::rocksdb_close(self.db);
-                ffi::rocksdb_readoptions_destroy(self.ro);
                 ffi::rocksdb_writeoptions_destroy(self.wo);
                 ffi::rocksdb_options_destroy(self.opts);
                 ffi::rocksdb_block_based_options_destroy(self.bbo);
@@ -918,51 +1173,66 @@ mod udt {
 
 #[cfg(feature = "rocksdb")]
 impl Engine for udt::Db {
-    fn put(&mut self, k: &Key, lsn: u64, value: &[u8]) {
-        udt::Db::put(self, k, lsn, value);
+    type W = Option<udt::Batch>;
+    type R = udt::Reader;
+    fn writer(&self, batch: usize) -> Self::W {
+        (batch > 1).then(|| self.batch())
     }
-    fn flush(&mut self, _last_lsn: u64) {
+    fn put(&self, w: &mut Self::W, k: &[u8], lsn: u64, v: Option<&[u8]>) {
+        udt::Db::put(self, w.as_mut(), k, lsn, v);
+    }
+    fn commit(&self, w: &mut Self::W, _lsn: u64) {
+        if let Some(b) = w {
+            self.write(b);
+        }
+    }
+    fn flush(&self) {
         udt::Db::flush(self);
     }
-    fn settle(&mut self) -> String {
-        let t = Instant::now();
-        while [
-            "rocksdb.compaction-pending",
-            "rocksdb.num-running-compactions",
-            "rocksdb.num-running-flushes",
-        ]
-        .iter()
-        .any(|p| self.property(p) > 0)
-            && t.elapsed() < Duration::from_secs(300)
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        format!(
-            "{:.1}s until no compaction was pending or running",
-            t.elapsed().as_secs_f64()
-        )
+    fn settle(&self) -> String {
+        rocksdb_settle(|p| self.property(p))
     }
-    fn shape(&mut self) -> String {
+    fn shape(&self) -> String {
         rocksdb_shape(|l| self.property(&format!("rocksdb.num-files-at-level{l}")))
     }
-    fn get<R>(&mut self, k: &Key, lsn: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        udt::Db::get(self, k, lsn, f)
+    fn reader(&self) -> udt::Reader {
+        udt::Db::reader(self)
+    }
+    fn get<T>(
+        &self,
+        r: &mut udt::Reader,
+        k: &[u8],
+        lsn: u64,
+        f: impl FnOnce(Option<&[u8]>) -> T,
+    ) -> T {
+        udt::Db::get(self, r, k, lsn, f)
     }
     fn close(self) {}
 }
 
 #[cfg(feature = "rocksdb")]
-fn run_rocksdb_udt(d: &Data, dir: &Path) -> Row {
-    let db = udt::Db::open(dir, CACHE_BYTES);
-    let version = format!("librocksdb {} (C API)", rocksdb_log_version(dir));
-    drive(
+fn run_rocksdb_udt(d: &Data, cfg: &Cfg, row: &mut Row) {
+    row.set(
+        "version",
+        format!(
+            "librocksdb-sys {} (bundled build, C API)",
+            lock_version("librocksdb-sys")
+        ),
+    );
+    row.set(
+        "how",
+        "user-defined timestamp = LSN; `put_with_ts` / `delete_with_ts` per put, or a write batch \
+         of 1000 (`writebatch_put_cf_with_ts`); `get_pinned` with `ReadOptions::timestamp`; \
+         whole-key Bloom filters (10 bits/key) in the SSTs and the memtable; LRU block cache = \
+         the budget; no compression; WAL on, not synced",
+    );
+    measure(
+        |dir| udt::Db::open(dir, CACHE_BYTES),
         d,
-        db,
-        dir,
+        cfg,
         "RocksDB UDT",
-        version,
-        "user-defined timestamp = LSN; `put_with_ts`; `flush` per round; `get_pinned` with `ReadOptions::timestamp`",
-    )
+        row,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -975,36 +1245,46 @@ struct Slate {
 }
 
 #[cfg(feature = "slatedb")]
-impl Slate {
-    fn shape_now(db: &slatedb::Db) -> String {
-        let m = db.manifest();
-        format!(
-            "{} L0 SSTs, {} sorted runs",
-            m.l0().len(),
-            m.compacted().len()
-        )
-    }
-}
-
-#[cfg(feature = "slatedb")]
 impl Engine for Slate {
-    fn put(&mut self, k: &Key, lsn: u64, value: &[u8]) {
-        self.rt
-            .block_on(self.db.put(vkey(k, lsn), value))
-            .expect("put");
-    }
-    fn put_round(&mut self, d: &Data, round: usize) {
+    type W = ();
+    type R = ();
+    fn writer(&self, _batch: usize) {}
+    fn ingest(&self, _: &mut (), d: &Data, ops: &[Op], batch: usize, published: &AtomicU64) {
         // One `block_on` for the whole round, as an async caller would write it.
         let db = &self.db;
         self.rt.block_on(async {
-            for (i, lsn) in d.round(round) {
-                db.put(vkey(&key(i), lsn), d.value(i, round))
-                    .await
-                    .expect("put");
+            for chunk in ops.chunks(batch) {
+                if batch == 1 {
+                    let op = chunk[0];
+                    let k = vkey(&key(u64::from(op.key)), op.lsn);
+                    let v: &[u8] = if op.del {
+                        &[]
+                    } else {
+                        d.value(u64::from(op.key), op.lsn)
+                    };
+                    db.put(k, v).await.expect("put");
+                } else {
+                    let mut b = slatedb::WriteBatch::new();
+                    for op in chunk {
+                        let k = vkey(&key(u64::from(op.key)), op.lsn);
+                        let v: &[u8] = if op.del {
+                            &[]
+                        } else {
+                            d.value(u64::from(op.key), op.lsn)
+                        };
+                        b.put(k, v);
+                    }
+                    db.write(b).await.expect("write");
+                }
+                published.store(chunk.last().expect("chunk").lsn, Ordering::Release);
             }
         });
     }
-    fn flush(&mut self, _last_lsn: u64) {
+    fn put(&self, _: &mut (), _k: &[u8], _lsn: u64, _v: Option<&[u8]>) {
+        unreachable!("SlateDB ingests through `ingest`")
+    }
+    fn commit(&self, _: &mut (), _lsn: u64) {}
+    fn flush(&self) {
         let opts = slatedb::config::FlushOptions {
             flush_type: slatedb::config::FlushType::MemTable,
         };
@@ -1012,25 +1292,33 @@ impl Engine for Slate {
             .block_on(self.db.flush_with_options(opts))
             .expect("flush");
     }
-    fn settle(&mut self) -> String {
-        let db = &self.db;
+    fn settle(&self) -> String {
         settle_by_shape(
-            || Slate::shape_now(db),
+            || self.shape(),
             Duration::from_secs(12),
             Duration::from_secs(240),
         )
     }
-    fn shape(&mut self) -> String {
-        Slate::shape_now(&self.db)
+    fn shape(&self) -> String {
+        let m = self.db.manifest();
+        format!(
+            "{} L0 SSTs, {} sorted runs",
+            m.l0().len(),
+            m.compacted().len()
+        )
     }
-    fn get<R>(&mut self, k: &Key, lsn: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    fn reader(&self) {}
+    fn get<T>(&self, _: &mut (), k: &[u8], lsn: u64, f: impl FnOnce(Option<&[u8]>) -> T) -> T {
         let lo = vkey(k, lsn).to_vec();
         let hi = upper(k).to_vec();
         let got = self.rt.block_on(async {
             let mut it = self.db.scan(lo..hi).await.expect("scan");
             it.next().await.expect("next")
         });
-        f(got.as_ref().map(|kv| kv.value.as_ref()))
+        f(got
+            .as_ref()
+            .map(|kv| kv.value.as_ref())
+            .filter(|v| !v.is_empty()))
     }
     fn close(self) {
         self.rt.block_on(self.db.close()).expect("close");
@@ -1038,7 +1326,7 @@ impl Engine for Slate {
 }
 
 #[cfg(feature = "slatedb")]
-fn run_slatedb(d: &Data, dir: &Path) -> Row {
+fn open_slatedb(dir: &Path) -> Slate {
     use std::sync::Arc;
 
     use slatedb::db_cache::foyer::{FoyerCache, FoyerCacheOptions};
@@ -1049,7 +1337,7 @@ fn run_slatedb(d: &Data, dir: &Path) -> Row {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .expect("runtime");
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(dir).expect("local object store"));
     let block: Arc<dyn DbCache> = Arc::new(FoyerCache::new_with_opts(FoyerCacheOptions {
@@ -1072,18 +1360,164 @@ fn run_slatedb(d: &Data, dir: &Path) -> Row {
                 .build(),
         )
         .expect("open");
-    drive(
-        d,
-        Slate { rt, db },
-        dir,
-        "SlateDB",
-        format!("slatedb {}", lock_version("slatedb")),
-        "key ‖ inv LSN; `put` (not awaiting durability); memtable `flush` per round; `scan(..)` first item",
-    )
+    Slate { rt, db }
+}
+
+#[cfg(feature = "slatedb")]
+fn run_slatedb(d: &Data, cfg: &Cfg, row: &mut Row) {
+    row.set("version", format!("slatedb {}", lock_version("slatedb")));
+    row.set(
+        "how",
+        "key ‖ inv LSN (a delete: an empty value); `put` per put, or a `WriteBatch` of 1000 \
+         (`write`), neither awaiting durability (its WAL goes to the local folder in the \
+         background); `scan(..)` first item; foyer block cache = the budget plus its default \
+         metadata cache; no compression (its default)",
+    );
+    measure(open_slatedb, d, cfg, "SlateDB", row);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Report
+// Runner and report
+
+/// Every engine: its `--only` name, its display name, and how to run it in this process.
+type Runner = fn(&Data, &Cfg, &mut Row);
+fn engines() -> Vec<(&'static str, &'static str, Runner)> {
+    #[allow(unused_mut)]
+    let mut v: Vec<(&str, &str, Runner)> = vec![("stratakv", "StrataKV", run_stratakv)];
+    #[cfg(feature = "rocksdb")]
+    {
+        v.push(("rocksdb", "RocksDB", run_rocksdb));
+        v.push(("rocksdb-udt", "RocksDB UDT", run_rocksdb_udt));
+    }
+    v.push(("fjall", "fjall", run_fjall));
+    #[cfg(feature = "slatedb")]
+    v.push(("slatedb", "SlateDB", run_slatedb));
+    v
+}
+
+fn main() {
+    let mut keys = DEFAULT_KEYS;
+    let mut gets = DEFAULT_GETS;
+    let mut secs = DEFAULT_SECS;
+    let mut only: Option<Vec<String>> = None;
+    let mut child: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: [--keys N] [--gets G] [--secs S] [--only stratakv,rocksdb,rocksdb-udt,fjall,slatedb] | --durable [SECS]";
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--durable" => {
+                let secs: f64 = args.next().map_or(3.0, |v| v.parse().expect(usage));
+                let load_start = loadavg();
+                let mut md = durable::run(Duration::from_secs_f64(secs));
+                md.push_str(&format!(
+                    "\nMachine: {}\n",
+                    machine(&load_start).replace("; one writer / reader thread", "")
+                ));
+                println!("\n{md}");
+                let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/partial");
+                std::fs::create_dir_all(&out).expect("output folder");
+                std::fs::write(out.join("DURABLE.md"), md).expect("write DURABLE.md");
+                return;
+            }
+            "--keys" => keys = args.next().and_then(|v| v.parse().ok()).expect(usage),
+            "--gets" => gets = args.next().and_then(|v| v.parse().ok()).expect(usage),
+            "--secs" => secs = args.next().and_then(|v| v.parse().ok()).expect(usage),
+            "--only" => {
+                only = args
+                    .next()
+                    .map(|v| v.split(',').map(str::to_string).collect())
+            }
+            "--child" => child = args.next(),
+            _ => panic!("{usage}"),
+        }
+    }
+    assert!(
+        keys >= 10 && keys <= u64::from(u32::MAX) / 2 && gets > 0 && secs > 0.0,
+        "{usage}"
+    );
+    let cfg = Cfg { gets, secs };
+
+    if let Some(name) = child {
+        let (_, _, run) = engines()
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+            .unwrap_or_else(|| panic!("no engine {name} in this build; {usage}"));
+        let d = Data::new(keys);
+        let mut row = Row::default();
+        run(&d, &cfg, &mut row);
+        for (k, v) in &row.fields {
+            println!("{k}={}", v.replace('\n', " "));
+        }
+        return;
+    }
+
+    let load_start = loadavg();
+    let exe = std::env::current_exe().expect("current exe");
+    let mut rows: Vec<(String, Row)> = Vec::new();
+    let mut puts = 0u64;
+    {
+        let d = Data::new(keys);
+        puts += d.starts[MAIN_ROUNDS.len()] - FIRST_LSN;
+        eprintln!(
+            "{keys} keys; main rounds {} puts, tail {} puts; seed {SEED:#x}",
+            puts,
+            d.starts[d.starts.len() - 1] - d.starts[MAIN_ROUNDS.len()]
+        );
+    }
+    for (name, display, _) in engines() {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == name)) {
+            continue;
+        }
+        eprintln!("{display} ...");
+        let t = Instant::now();
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--child",
+                name,
+                "--keys",
+                &keys.to_string(),
+                "--gets",
+                &gets.to_string(),
+                "--secs",
+                &secs.to_string(),
+            ])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run child");
+        assert!(
+            out.status.success(),
+            "{display} failed ({}); see its output above",
+            out.status
+        );
+        let mut row = Row::default();
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((k, v)) = l.split_once('=') {
+                row.set(k, v);
+            }
+        }
+        row.set("wall_s", t.elapsed().as_secs_f64());
+        rows.push((display.to_string(), row));
+    }
+    let cmdline = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = if only.is_none() {
+        manifest.join("..")
+    } else {
+        manifest.join("target/partial")
+    };
+    let kept = std::fs::read_to_string(out.join("BENCHMARKS.md"))
+        .ok()
+        .and_then(|s| s.find(KEEP).map(|at| s[at..].to_string()))
+        .unwrap_or_default();
+    let md = report(&rows, keys, puts, &cfg, &cmdline, &load_start) + &kept;
+    println!("\n{md}");
+    std::fs::create_dir_all(&out).expect("output folder");
+    std::fs::write(out.join("BENCHMARKS.md"), md).expect("write BENCHMARKS.md");
+    println!("wrote BENCHMARKS.md in {}", out.display());
+}
+
+/// Everything from this line on in BENCHMARKS.md is written by hand and kept by a new run.
+const KEEP: &str = "<!-- kept: written by hand below this line -->";
 
 fn us(ns: f64) -> String {
     if ns >= 100_000.0 {
@@ -1091,6 +1525,258 @@ fn us(ns: f64) -> String {
     } else {
         format!("{:.2}", ns / 1000.0)
     }
+}
+
+fn report(
+    rows: &[(String, Row)],
+    keys: u64,
+    puts: u64,
+    cfg: &Cfg,
+    cmdline: &str,
+    load_start: &str,
+) -> String {
+    let strata = rows.iter().find(|(n, _)| n == "StrataKV").map(|(_, r)| r);
+    let ratio = |a: f64, b: f64| format!("{:.2}×", a / b);
+    let mut ingest = String::from(
+        "| engine | commit per put (puts/s) | StrataKV ÷ engine | batches of 1,000 (puts/s) | StrataKV ÷ engine |\n|---|---|---|---|---|\n",
+    );
+    let mut gets = String::from(
+        "| engine | median (µs) | p99 (µs) | p99.9 (µs) | engine ÷ StrataKV (median) | gets/s, 1 thread | gets/s, 2 threads | 2 ÷ 1 |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut under = String::from(
+        "| engine | ingest beside the reader (puts/s) | gets | p50 (µs) | p99 (µs) | p99.9 (µs) | max (µs) |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut mem = String::from(
+        "| engine | peak RSS (MB) | harness before the engine opened (MB) | peak − harness (MB) | ÷ RocksDB | on disk after the main rounds (MB) | ÷ RocksDB | layout at read time |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let rocks = rows.iter().find(|(n, _)| n == "RocksDB").map(|(_, r)| r);
+    let own = |r: &Row| (r.num("rss_peak_kb") - r.num("rss_base_kb")) / 1024.0;
+    for (name, r) in rows {
+        let s = |k: &str| strata.map_or(f64::NAN, |s| s.num(k));
+        let _ = writeln!(
+            ingest,
+            "| {name} | {:.0}k | {} | {:.0}k | {} |",
+            r.num("ingest_put") / 1e3,
+            ratio(s("ingest_put"), r.num("ingest_put")),
+            r.num("ingest_batch") / 1e3,
+            ratio(s("ingest_batch"), r.num("ingest_batch")),
+        );
+        let _ = writeln!(
+            gets,
+            "| {name} | {} | {} | {} | {} | {:.0}k | {:.0}k | {:.2} |",
+            us(r.num("get_median_ns")),
+            us(r.num("get_p99_ns")),
+            us(r.num("get_p999_ns")),
+            ratio(r.num("get_median_ns"), s("get_median_ns")),
+            r.num("tput1") / 1e3,
+            r.num("tput2") / 1e3,
+            r.num("tput2") / r.num("tput1"),
+        );
+        let _ = writeln!(
+            under,
+            "| {name} | {:.0}k | {} | {} | {} | {} | {} |",
+            r.num("under_puts_s") / 1e3,
+            r.text("under_n"),
+            us(r.num("under_p50_ns")),
+            us(r.num("under_p99_ns")),
+            us(r.num("under_p999_ns")),
+            us(r.num("under_max_ns")),
+        );
+        let _ = writeln!(
+            mem,
+            "| {name} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {} | {} |",
+            r.num("rss_peak_kb") / 1024.0,
+            r.num("rss_base_kb") / 1024.0,
+            own(r),
+            rocks.map_or("—".into(), |k| ratio(own(r), own(k))),
+            r.num("disk_bytes") / 1e6,
+            rocks.map_or("—".into(), |k| ratio(
+                r.num("disk_bytes"),
+                k.num("disk_bytes")
+            )),
+            r.text("shape"),
+        );
+    }
+
+    let mut targets = String::new();
+    if let Some(s) = strata {
+        let udt = rows
+            .iter()
+            .find(|(n, _)| n == "RocksDB UDT")
+            .map(|(_, r)| r);
+        let peers: Vec<&Row> = rows
+            .iter()
+            .filter(|(n, _)| n != "StrataKV")
+            .map(|(_, r)| r)
+            .collect();
+        let min_ratio = |k: &str| {
+            peers
+                .iter()
+                .map(|p| s.num(k) / p.num(k))
+                .fold(f64::INFINITY, f64::min)
+        };
+        let mut t = |what: &str, got: String, target: &str, met: bool| {
+            let _ = writeln!(
+                targets,
+                "| {what} | {got} | {target} | {} |",
+                if met { "met" } else { "**missed**" }
+            );
+        };
+        let med = s.num("get_median_ns");
+        t(
+            "get at a random LSN, 1 thread, median",
+            format!("{} µs", us(med)),
+            "≤ 1 µs",
+            med <= 1000.0,
+        );
+        if let Some(u) = udt {
+            let x = u.num("get_median_ns") / med;
+            t(
+                "… against RocksDB UDT",
+                format!("{x:.2}×"),
+                "≥ 5×",
+                x >= 5.0,
+            );
+        }
+        let p = s.num("ingest_put");
+        t(
+            "ingest, commit per put",
+            format!("{:.0}k puts/s", p / 1e3),
+            "≥ 1M puts/s",
+            p >= 1e6,
+        );
+        if !peers.is_empty() {
+            let x = min_ratio("ingest_put");
+            t(
+                "… against the fastest peer",
+                format!("{x:.2}×"),
+                "≥ 5×",
+                x >= 5.0,
+            );
+        }
+        let b = s.num("ingest_batch");
+        t(
+            "ingest, batches of 1,000",
+            format!("{:.0}k puts/s", b / 1e3),
+            "≥ 2M puts/s",
+            b >= 2e6,
+        );
+        let x = s.num("tput2") / s.num("tput1");
+        t(
+            "2 reader threads ÷ 1",
+            format!("{x:.2}×"),
+            "≥ 1.8×",
+            x >= 1.8,
+        );
+        if let Some(k) = rocks {
+            let m = own(s) / own(k);
+            t(
+                "peak RSS (less the harness) ÷ RocksDB",
+                format!("{m:.2}×"),
+                "≤ 1.2×",
+                m <= 1.2,
+            );
+            let m = s.num("disk_bytes") / k.num("disk_bytes");
+            t(
+                "bytes on disk ÷ RocksDB",
+                format!("{m:.2}×"),
+                "≤ 1.2×",
+                m <= 1.2,
+            );
+        }
+        let p = s.num("under_p999_ns");
+        t(
+            "reads under ingest, p99.9",
+            format!("{} µs", us(p)),
+            "≤ 50 µs",
+            p <= 50_000.0,
+        );
+        let m = s.num("under_max_ns");
+        t(
+            "reads under ingest, max",
+            format!("{} µs", us(m)),
+            "≤ 1 ms",
+            m <= 1e6,
+        );
+    }
+
+    let mut engines = String::new();
+    for (name, r) in rows {
+        let _ = writeln!(
+            engines,
+            "- **{name}** — {}: {}. Flush and settle after the main rounds: {:.1} s ({}). Child process wall time {:.0} s.",
+            r.text("version"),
+            r.text("how"),
+            r.num("flush_settle_s"),
+            r.text("settle"),
+            r.num("wall_s"),
+        );
+    }
+    let mut features = String::new();
+    match (cfg!(feature = "rocksdb"), cfg!(feature = "slatedb")) {
+        (true, true) => {}
+        (true, false) => features.push_str(" --no-default-features --features rocksdb"),
+        (false, true) => features.push_str(" --no-default-features --features slatedb"),
+        (false, false) => features.push_str(" --no-default-features"),
+    }
+    let cmdline = if cmdline.is_empty() {
+        String::new()
+    } else {
+        format!(" -- {cmdline}")
+    };
+    let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let tail_puts = keys / 10 * 2 + keys;
+    format!(
+        "# StrataKV vs peers — one run, same commit granularity\n\n\
+         Generated by `benches/peers` (a crate outside the main workspace, so the root `cargo test` \
+         never builds RocksDB or SlateDB). Every engine gets the same keys, values, deletes and LSNs, \
+         in the same order, in its own child process.\n\n\
+         - command: `cd benches/peers && nice -n 10 cargo run --release{features}{cmdline}` (RocksDB is \
+         built from the sources its crate bundles on the first run and cached in `benches/peers/target`; \
+         needs `apt-get install libclang-dev`)\n\
+         - date: {date}\n\
+         - machine: {}\n\
+         - data: {keys} keys of {KEY_LEN} B; main rounds full, 10%, 10%, full, 10%, 10% = {puts} puts \
+         of {VALUE_LEN} B incompressible values (seed {SEED:#x}); a full round rewrites every key in a \
+         shuffled order, a 10% round updates a random 10% of the keys, one in ten of those a delete; \
+         every put at its own LSN. No flush between rounds: every engine flushes and compacts on its \
+         own, by its defaults\n\
+         - commit granularity, the same for every engine, two modes: **one commit per put** (each \
+         engine's plain single write; StrataKV `put` + `finish_write`) and **batches of 1,000** (a \
+         write batch for RocksDB, fjall and SlateDB; `finish_write` every 1,000 puts for StrataKV). \
+         Each mode ingests into a fresh directory\n\
+         - durability: no engine syncs (StrataKV WAL with `FsyncPolicy::Never`; RocksDB WAL without \
+         `sync`; fjall's journal unsynced; SlateDB not awaiting durability, its WAL written to the \
+         local folder in the background). Each keeps what the OS page cache has once a write returns, \
+         none survives power loss\n\
+         - cache: {} MiB for every engine (StrataKV `block_cache_bytes`, RocksDB LRU block cache, \
+         fjall `cache_size`, SlateDB foyer block cache plus its default metadata cache), more than the \
+         data; no compression anywhere; the OS page cache holds every file\n\
+         - reads (after the main rounds, in the per-put instance, once it was flushed and settled): \
+         {} gets or {:.0} s, after an untimed warm-up pass; each get names a random LSN (uniform over \
+         the main rounds, one in ten at the end of a round) and a random key (one in {ABSENT_ONE_IN} \
+         never written; many others absent at that LSN: not yet written or deleted), each timed on its \
+         own (`Instant` around the call); every answer checked against a model (per key, the sorted \
+         LSNs of its versions and deletes). StrataKV reads with `Timeline::get_now`, synchronous, no \
+         async runtime. Throughput: 1 then 2 reader threads for {:.0} s each, aggregate gets/s\n\
+         - reads under ingest: the tail rounds (10%, 10%, full = {tail_puts} puts, one commit per put) \
+         written by one thread while another reads at random LSNs up to the last commit, each get \
+         timed; background flushes, compactions (and StrataKV's image layers) run as by default\n\
+         - memory: peak RSS (`VmHWM`) of the engine's child process, which also holds the harness's \
+         model and value pool (the column \"harness\": RSS just before the engine opened); bytes on \
+         disk: the directory after the main rounds (per-put instance), WAL included\n\n\
+         ## Targets (StrataKV)\n\n| what | measured | target | |\n|---|---|---|---|\n{targets}\n\
+         ## Ingest\n\n{ingest}\n\
+         ## Get at a random LSN\n\n{gets}\n\
+         ## Reads under ingest\n\n{under}\n\
+         ## Memory and disk\n\n{mem}\n\
+         ## Engines\n\n{engines}\n{KEEP}\n",
+        machine(load_start),
+        CACHE_BYTES >> 20,
+        cfg.gets,
+        3.0 * cfg.secs,
+        cfg.secs,
+    )
 }
 
 /// The version of `name` in this crate's Cargo.lock.
@@ -1138,135 +1824,6 @@ fn git_describe() -> String {
     )
 }
 
-const COLORS: [&str; 6] = [
-    "#2b6cb0", "#dd6b20", "#c53030", "#38a169", "#805ad5", "#718096",
-];
-
-/// Median (solid) and p99 (dashed) get latency by LSN age, log scale.
-fn svg(rows: &[Row], rounds: usize) -> String {
-    let (w, h) = (760.0, 460.0);
-    let (left, right, top, bottom) = (70.0, 190.0, 50.0, 60.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
-    let all = rows
-        .iter()
-        .flat_map(|r| r.lat.iter().flat_map(|l| [l.median_ns, l.p99_ns]));
-    let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
-    let lo = 10f64.powf((lo.max(1.0) / 1000.0).log10().floor());
-    let hi = 10f64
-        .powf((hi.max(1.0) / 1000.0).log10().ceil())
-        .max(lo * 10.0);
-    let y =
-        |ns: f64| top + ph - ph * ((ns / 1000.0).log10() - lo.log10()) / (hi.log10() - lo.log10());
-    let x = |age: usize| {
-        left + if rounds > 1 {
-            pw * age as f64 / (rounds - 1) as f64
-        } else {
-            pw / 2.0
-        }
-    };
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="22" text-anchor="middle" font-size="14">get as of an LSN, by LSN age: median (solid) and p99 (dashed), µs, log scale</text>"#,
-        w / 2.0
-    );
-    let mut decade = lo;
-    while decade <= hi * 1.0001 {
-        for m in [1.0, 2.0, 5.0] {
-            let v = decade * m;
-            if v > hi * 1.0001 {
-                break;
-            }
-            let yy = y(v * 1000.0);
-            let stroke = if m == 1.0 { "#bbb" } else { "#eee" };
-            let _ = writeln!(
-                s,
-                r#"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="{stroke}"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-                left + pw,
-                left - 6.0,
-                yy + 4.0,
-                if v >= 1.0 {
-                    format!("{v:.0}")
-                } else {
-                    format!("{v}")
-                }
-            );
-        }
-        decade *= 10.0;
-    }
-    for age in 0..rounds {
-        let xx = x(age);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{:.1}" stroke="#f3f3f3"/><text x="{xx:.1}" y="{:.1}" text-anchor="middle">{age}</text>"##,
-            top + ph,
-            top + ph + 16.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">LSN age (rounds before the latest; one flush per round)</text>"#,
-        left + pw / 2.0,
-        h - 18.0
-    );
-    let _ = writeln!(
-        s,
-        r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>"##
-    );
-    for (n, r) in rows.iter().enumerate() {
-        let c = COLORS[n % COLORS.len()];
-        for (p99, dash) in [(false, ""), (true, r#" stroke-dasharray="5,4""#)] {
-            let pts: Vec<String> = r
-                .lat
-                .iter()
-                .enumerate()
-                .map(|(age, l)| {
-                    format!(
-                        "{:.1},{:.1}",
-                        x(age),
-                        y(if p99 { l.p99_ns } else { l.median_ns })
-                    )
-                })
-                .collect();
-            let width = if p99 { 1.2 } else { 2.2 };
-            let _ = writeln!(
-                s,
-                r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="{width}"{dash}/>"#,
-                pts.join(" ")
-            );
-        }
-        for (age, l) in r.lat.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{} age {age}: median {} µs, p99 {} µs</title></circle>"#,
-                x(age),
-                y(l.median_ns),
-                r.engine,
-                us(l.median_ns),
-                us(l.p99_ns)
-            );
-        }
-        let ly = top + 14.0 + 20.0 * n as f64;
-        let lx = left + pw + 14.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{c}" stroke-width="2.2"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
-            ly - 4.0,
-            lx + 22.0,
-            ly - 4.0,
-            lx + 28.0,
-            r.engine
-        );
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
 /// The 1-minute load average.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -1301,285 +1858,5 @@ fn machine(load_start: &str) -> String {
          (load average {load_start} at the start, {} at the end); one writer / reader thread",
         kernel.trim(),
         loadavg()
-    )
-}
-
-fn main() {
-    let mut keys = DEFAULT_KEYS;
-    let mut rounds = DEFAULT_ROUNDS;
-    let mut gets = DEFAULT_GETS;
-    let mut only: Option<Vec<String>> = None;
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: [--keys N] [--rounds R] [--gets G] [--only stratakv,rocksdb,rocksdb-udt,fjall,slatedb] | --durable [SECS]";
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--durable" => {
-                let secs: f64 = args.next().map_or(3.0, |v| v.parse().expect(usage));
-                let load_start = loadavg();
-                let mut md = durable::run(Duration::from_secs_f64(secs));
-                md.push_str(&format!(
-                    "\nMachine: {}\n",
-                    machine(&load_start).replace("; one writer / reader thread", "")
-                ));
-                println!("\n{md}");
-                let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/partial");
-                std::fs::create_dir_all(&out).expect("output folder");
-                std::fs::write(out.join("DURABLE.md"), md).expect("write DURABLE.md");
-                return;
-            }
-            "--keys" => keys = args.next().and_then(|v| v.parse().ok()).expect(usage),
-            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect(usage),
-            "--gets" => gets = args.next().and_then(|v| v.parse().ok()).expect(usage),
-            "--only" => {
-                only = args
-                    .next()
-                    .map(|v| v.split(',').map(str::to_string).collect())
-            }
-            _ => panic!("{usage}"),
-        }
-    }
-    assert!(
-        keys > 0 && keys <= u64::from(u32::MAX) && rounds > 0 && gets > 0,
-        "{usage}"
-    );
-    let cmdline = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let puts = keys * rounds as u64;
-    println!(
-        "{keys} keys × {rounds} rounds = {puts} puts of {VALUE_LEN} B ({:.0} MB of values); {gets} gets per round and engine; seed {SEED:#x}",
-        (puts * VALUE_LEN as u64) as f64 / 1e6
-    );
-    let d = Data::new(keys, rounds, gets);
-    let load_start = loadavg();
-
-    type Runner = fn(&Data, &Path) -> Row;
-    #[allow(unused_mut)]
-    let mut engines: Vec<(&str, Runner)> = vec![("stratakv", run_stratakv)];
-    #[cfg(feature = "rocksdb")]
-    {
-        engines.push(("rocksdb", run_rocksdb));
-        engines.push(("rocksdb-udt", run_rocksdb_udt));
-    }
-    engines.push(("fjall", run_fjall));
-    #[cfg(feature = "slatedb")]
-    engines.push(("slatedb", run_slatedb));
-
-    let mut rows = Vec::new();
-    for (name, f) in engines {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == name)) {
-            continue;
-        }
-        eprintln!("{name} ...");
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("peers-{name}-"))
-            .tempdir()
-            .unwrap();
-        let row = f(&d, dir.path());
-        let last = row.lat.len() - 1;
-        println!(
-            "{:<12} ingest {:>8.0} puts/s  flush {:.1}s  get latest {} µs (p99 {})  oldest {} µs (p99 {})  disk {:.0} MB  ({:.0}s)",
-            row.engine,
-            puts as f64 / row.ingest_s,
-            row.flush_s,
-            us(row.lat[0].median_ns),
-            us(row.lat[0].p99_ns),
-            us(row.lat[last].median_ns),
-            us(row.lat[last].p99_ns),
-            row.disk_bytes as f64 / 1e6,
-            row.wall_s
-        );
-        rows.push(row);
-    }
-
-    let md = report(&rows, &d, puts, &cmdline, &load_start);
-    println!("\n{md}");
-    // A partial run (--only) leaves the committed results alone.
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = if only.is_none() {
-        manifest.join("..")
-    } else {
-        manifest.join("target/partial")
-    };
-    std::fs::create_dir_all(&out).expect("output folder");
-    std::fs::write(out.join("get_latency.svg"), svg(&rows, rounds)).expect("write svg");
-    std::fs::write(out.join("BENCHMARKS.md"), md).expect("write BENCHMARKS.md");
-    println!(
-        "wrote BENCHMARKS.md and get_latency.svg in {}",
-        out.display()
-    );
-}
-
-fn report(rows: &[Row], d: &Data, puts: u64, cmdline: &str, load_start: &str) -> String {
-    let rounds = d.rounds;
-    let old = rounds - 1;
-    let mb = |row: &Row| (puts * VALUE_LEN as u64) as f64 / 1e6 / row.ingest_s;
-    let puts_s = |row: &Row| puts as f64 / row.ingest_s;
-    let mut summary = String::from(
-        "| engine | ingest puts/s | MB/s of values | CPU µs per put | writer thread CPU µs per put | flush, all rounds (s) | get latest LSN median (µs) | p99 (µs) | CPU (µs) | get oldest LSN median (µs) | p99 (µs) | CPU (µs) | on disk (MB) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        let _ = writeln!(
-            summary,
-            "| {} | {:.0}k | {:.1} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {:.0} |",
-            r.engine,
-            puts_s(r) / 1000.0,
-            mb(r),
-            r.ingest_cpu_s * 1e6 / puts as f64,
-            r.ingest_writer_cpu_s * 1e6 / puts as f64,
-            r.flush_s,
-            us(r.lat[0].median_ns),
-            us(r.lat[0].p99_ns),
-            us(r.lat[0].cpu_median_ns),
-            us(r.lat[old].median_ns),
-            us(r.lat[old].p99_ns),
-            us(r.lat[old].cpu_median_ns),
-            r.disk_bytes as f64 / 1e6
-        );
-    }
-
-    let strata = rows.iter().find(|r| r.engine == "StrataKV");
-    let mut ratios = String::new();
-    if let Some(s) = strata {
-        ratios.push_str("| peer | get latest: peer ÷ StrataKV | get oldest: peer ÷ StrataKV | get, all ages (geometric mean) | get CPU, all ages (geometric mean) | ingest puts/s: StrataKV ÷ peer | ingest CPU per put: peer ÷ StrataKV |\n|---|---|---|---|---|---|---|\n");
-        for r in rows.iter().filter(|r| r.engine != "StrataKV") {
-            let geo = |f: fn(&Lat) -> f64| {
-                (r.lat
-                    .iter()
-                    .zip(&s.lat)
-                    .map(|(p, q)| (f(p) / f(q)).ln())
-                    .sum::<f64>()
-                    / rounds as f64)
-                    .exp()
-            };
-            let _ = writeln!(
-                ratios,
-                "| {} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
-                r.engine,
-                r.lat[0].median_ns / s.lat[0].median_ns,
-                r.lat[old].median_ns / s.lat[old].median_ns,
-                geo(|l| l.median_ns),
-                geo(|l| l.cpu_median_ns),
-                puts_s(s) / puts_s(r),
-                r.ingest_cpu_s / s.ingest_cpu_s
-            );
-        }
-    }
-
-    let mut by_age = String::from("| LSN age (round) |");
-    for r in rows {
-        let _ = write!(by_age, " {} median / p99 / CPU (µs) |", r.engine);
-    }
-    if strata.is_some_and(|s| !s.depth.is_empty()) {
-        by_age.push_str(" StrataKV layers visited |");
-    }
-    by_age.push_str("\n|---|");
-    for _ in rows {
-        by_age.push_str("---|");
-    }
-    if strata.is_some_and(|s| !s.depth.is_empty()) {
-        by_age.push_str("---|");
-    }
-    by_age.push('\n');
-    for age in 0..rounds {
-        let _ = write!(by_age, "| {age} ({}) |", rounds - age);
-        for r in rows {
-            let l = r.lat[age];
-            let _ = write!(
-                by_age,
-                " {} / {} / {} |",
-                us(l.median_ns),
-                us(l.p99_ns),
-                us(l.cpu_median_ns)
-            );
-        }
-        if let Some(s) = strata.filter(|s| !s.depth.is_empty()) {
-            let _ = write!(by_age, " {:.1} |", s.depth[age]);
-        }
-        by_age.push('\n');
-    }
-
-    let mut engines = String::new();
-    for r in rows {
-        let _ = writeln!(
-            engines,
-            "- **{}** — {}: {}. At read time: {}{}. Whole run {:.0} s.",
-            r.engine,
-            r.version,
-            r.how,
-            r.shape,
-            if r.settle.is_empty() {
-                String::new()
-            } else {
-                format!(" (waited {})", r.settle)
-            },
-            r.wall_s
-        );
-    }
-
-    let all = ["stratakv", "rocksdb", "rocksdb-udt", "fjall", "slatedb"];
-    let ran: Vec<&str> = all
-        .iter()
-        .zip(["StrataKV", "RocksDB", "RocksDB UDT", "fjall", "SlateDB"])
-        .filter(|(_, e)| rows.iter().any(|r| r.engine == *e))
-        .map(|(n, _)| *n)
-        .collect();
-    let mut features = String::new();
-    match (cfg!(feature = "rocksdb"), cfg!(feature = "slatedb")) {
-        (true, true) => {}
-        (true, false) => features.push_str(" --no-default-features --features rocksdb"),
-        (false, true) => features.push_str(" --no-default-features --features slatedb"),
-        (false, false) => features.push_str(" --no-default-features"),
-    }
-    let cmdline = if cmdline.is_empty() {
-        String::new()
-    } else {
-        format!(" -- {cmdline}")
-    };
-    let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-    format!(
-        "# StrataKV vs peers — one run\n\n\
-         Generated by `benches/peers` (a crate outside the main workspace, so the root `cargo test` never \
-         builds RocksDB or SlateDB). Every engine gets the same keys, values and LSNs, in the same order.\n\n\
-         **Not a comparison on equal terms.** StrataKV commits once per 1,000 puts (`finish_write`) while every peer writes each put on its own, with no write batch; RocksDB is Debian's 7.8.3 with default block options (no whole-key or prefix Bloom filter) in both variants; each engine keeps its own default compression; every round rewrites every key and reads come only at round ends. Read the figures as what this harness measured, not as ratios between the engines: a harness with the same commit granularity, durability, cache and compression for every engine, and RocksDB configured as its docs advise, is to replace it.\n\n\
-         - command: `cd benches/peers && nice -n 10 cargo run --release{features}{cmdline}` \
-         (from `benches/peers`, whose `.cargo/config.toml` links Debian's `librocksdb-dev`; \
-         needs `apt-get install librocksdb-dev libclang-dev`)\n\
-         - engines: {}\n\
-         - date: {date}\n\
-         - machine: {}\n\
-         - data: {} keys of {KEY_LEN} B × {rounds} rounds = {puts} puts of {VALUE_LEN} B incompressible values \
-         (seed {SEED:#x}); each round overwrites every key once in a new shuffled order, each put at its own LSN; \
-         every engine is flushed to disk after every round\n\
-         - reads: after the last round, for each round, {} random keys read as of that round's last LSN \
-         (LSN age 0 = the last round, LSN {}; age {old} = the first, LSN {}); one untimed warm-up pass, then timed \
-         in batches of {BATCH} (per-op = batch ÷ {BATCH}; p99 = 99th percentile of the batch means); every answer \
-         checked against the data\n\
-         - CPU columns: process CPU time (every thread, `CLOCK_PROCESS_CPUTIME_ID`) over the same batches \
-         (median) or over the put phases (per put, background flushes and compactions included while they \
-         overlap the puts). Time spent waiting for a core held by another process is not in it, so these \
-         figures move less than the wall-clock ones when the machine is shared. The writer thread column is the \
-         CPU time of the one thread that calls `put` (`CLOCK_THREAD_CPUTIME_ID`), over the put phases: the cost \
-         of a put on its own core, without the background work it leaves to other threads\n\
-         - caches: 256 MiB block cache per engine (SlateDB: 256 MiB block cache + its default 128 MiB metadata \
-         cache); each engine's default compression; the OS page cache holds every file\n\
-         - StrataKV: WAL on with `FsyncPolicy::Never`; no periodic background work (`background_period(None)`), \
-         but a flush that leaves 4 L0 layers (`compaction_threshold`) still kicks a compaction into L1, as \
-         documented, so the layers do not all pile up. Each layer covers an LSN range, so a read as of an old \
-         LSN starts at the layers holding that LSN instead of passing through the newer ones: the last column \
-         of the by-age table counts the layers a get visited (`get_traced`, {TRACE_READS} of the keys). Every \
-         engine, StrataKV included, is left to settle (no flush or compaction running) before the reads. Peers: their default background flushes and compactions. No engine syncs its writes; SlateDB's `put` \
-         returns without awaiting durability (its WAL goes to the local folder in the background, as by default)\n\
-         - ratios: peer median ÷ StrataKV median for gets (above 1 = StrataKV faster); StrataKV puts/s ÷ \
-         peer puts/s for ingest (above 1 = StrataKV faster)\n\n\
-         ## Summary\n\n{summary}\n\
-         ## Ratios against each peer\n\n{ratios}\n\
-         ## Get as of an LSN, by LSN age\n\n{by_age}\n\
-         ![get latency by LSN age](get_latency.svg)\n\n\
-         ## Engines\n\n{engines}",
-        ran.join(", "),
-        machine(load_start),
-        d.n,
-        d.reads.len(),
-        d.last_lsn(rounds - 1),
-        d.last_lsn(0),
     )
 }
