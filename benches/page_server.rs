@@ -88,7 +88,7 @@ impl WalRedo for PatchRedo {
         }
         let mut page = BytesMut::from(&base[..]);
         for r in recs {
-            apply_patch(&mut page, &r.record, r.lsn.0).map_err(|e| bad(e))?;
+            apply_patch(&mut page, &r.record, r.lsn.0).map_err(bad)?;
         }
         Ok(page.freeze())
     }
