@@ -1455,16 +1455,27 @@ impl Worker {
     /// appeared meanwhile, and must not succeed while the engine should see a child.
     fn delete(&mut self, cx: &Cx, v: &View) -> Result<(), String> {
         self.writers.remove(&v.i);
-        let (name, events) = {
+        // A child being deleted counts as a child event of its parent, before and after the
+        // call: a delete of the parent overlapping it may be refused (the engine still saw the
+        // child) and then find the child already gone from the model.
+        let (name, events, parent) = {
             let mut m = cx.run.model();
             let t = &mut m.tls[v.i];
             t.life = Life::Deleting;
-            (t.name.clone(), t.child_events)
+            let parent = t.parent.filter(|_| t.attached).map(|(p, _)| p);
+            let out = (t.name.clone(), t.child_events, parent);
+            if let Some(p) = parent {
+                m.tls[p].child_events += 1;
+            }
+            out
         };
         let res = cx
             .run
             .call("delete_timeline", cx.store.delete_timeline(&name))?;
         let mut m = cx.run.model();
+        if let Some(p) = parent {
+            m.tls[p].child_events += 1;
+        }
         match res {
             Ok(()) => {
                 let kids = m.firm_children(v.i);
