@@ -19,11 +19,11 @@ use std::cmp::Ordering as KeyOrdering;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use hashbrown::DefaultHashBuilder;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
 
 use super::key_index::KeyIndex;
 use super::versions::Versions;
@@ -53,6 +53,34 @@ pub(crate) struct InMemoryLayer {
     /// Changed only under `table`'s write lock, so a plain load and store do: a put needs
     /// no second locked instruction.
     bytes: AtomicUsize,
+    /// Set under `table`'s write lock when the next [`GROW_AHEAD`] new keys or versions would
+    /// make the index or a vector grow; the next put grows them first, off the write lock
+    /// (see [`grow_ahead`](InMemoryLayer::grow_ahead)).
+    grow_soon: AtomicBool,
+}
+
+/// How far ahead of need the table grows: more than the puts one write-lock section applies
+/// (a put and the pipeline it drains).
+const GROW_AHEAD: usize = 4 * PIPELINE_LAG + 4;
+
+/// A vector with room for `cap` elements holding `v`'s elements, moved bitwise: the caller
+/// replaces `v` with it and empties the old one with [`forget_moved`] without dropping them.
+fn moved_into_larger<T>(v: &[T], cap: usize) -> Vec<T> {
+    let mut n = Vec::with_capacity(cap.max(v.len()));
+    // SAFETY: `n` has room for `v.len()` elements and does not overlap `v`; the elements are
+    // now owned twice until the caller forgets the old vector's (`forget_moved`), under the
+    // write lock, before anything else can drop or change them.
+    unsafe {
+        std::ptr::copy_nonoverlapping(v.as_ptr(), n.as_mut_ptr(), v.len());
+        n.set_len(v.len());
+    }
+    n
+}
+
+/// Frees a vector whose elements [`moved_into_larger`] moved out, without dropping them.
+fn forget_moved<T>(mut v: Vec<T>) {
+    // SAFETY: the elements were moved bitwise into the vector that replaced this one.
+    unsafe { v.set_len(0) };
 }
 
 /// The keys and versions of a layer.
@@ -363,6 +391,45 @@ impl InMemoryLayer {
             table: RwLock::new(Table::new()),
             order: Mutex::new(Runs::default()),
             bytes: AtomicUsize::new(0),
+            grow_soon: AtomicBool::new(false),
+        }
+    }
+
+    /// Grows the key index and the key and version vectors ahead of need, when a put found
+    /// them close to full. The larger copies are built under an upgradable read lock, so reads
+    /// go on meanwhile; only the swap takes the write lock. Growing them inside a put, under
+    /// the write lock, kept reads of a layer of a million keys waiting for milliseconds.
+    fn grow_ahead(&self) {
+        let t = self.table.upgradable_read();
+        let index = t.index.needs_room_for(GROW_AHEAD).then(|| t.index.grown());
+        let room = |len: usize, cap: usize| len + GROW_AHEAD > cap;
+        let keys = room(t.keys.len(), t.keys.capacity())
+            .then(|| moved_into_larger(&t.keys, 2 * t.keys.len() + GROW_AHEAD));
+        let versions = room(t.versions.len(), t.versions.capacity())
+            .then(|| moved_into_larger(&t.versions, 2 * t.versions.len() + GROW_AHEAD));
+        let mut t = RwLockUpgradableReadGuard::upgrade(t);
+        if let Some(i) = index {
+            t.index = i;
+        }
+        let old_keys = keys.map(|k| std::mem::replace(&mut t.keys, k));
+        let old_versions = versions.map(|v| std::mem::replace(&mut t.versions, v));
+        self.grow_soon.store(false, Ordering::Relaxed);
+        drop(t);
+        if let Some(k) = old_keys {
+            forget_moved(k);
+        }
+        if let Some(v) = old_versions {
+            forget_moved(v);
+        }
+    }
+
+    /// Notes, under the write lock, whether the table should grow before the next put.
+    fn note_room(&self, t: &Table) {
+        if t.index.needs_room_for(GROW_AHEAD)
+            || t.keys.len() + GROW_AHEAD > t.keys.capacity()
+            || t.versions.len() + GROW_AHEAD > t.versions.capacity()
+        {
+            self.grow_soon.store(true, Ordering::Relaxed);
         }
     }
 
@@ -414,10 +481,14 @@ impl InMemoryLayer {
     /// LSN written to this layer so far.
     pub(crate) fn put(&self, key: &[u8], lsn: Lsn, value: Value) {
         let add = key.len() + value.payload_len() + VERSION_OVERHEAD;
+        if self.grow_soon.load(Ordering::Relaxed) {
+            self.grow_ahead();
+        }
         let mut t = self.table.write();
         t.apply_pending();
         let hash = t.hasher.hash_one(key);
         t.apply(hash, key, lsn, value);
+        self.note_room(&t);
         self.add_bytes(add);
     }
 
@@ -431,8 +502,11 @@ impl InMemoryLayer {
             return self.put(key, lsn, value);
         }
         let add = key.len() + value.payload_len() + VERSION_OVERHEAD;
-        let mut t = self.table.write();
-        let t = &mut *t;
+        if self.grow_soon.load(Ordering::Relaxed) {
+            self.grow_ahead();
+        }
+        let mut guard = self.table.write();
+        let t = &mut *guard;
         let hash = t.hasher.hash_one(key);
         t.index.prefetch(hash);
         t.pending.push_back(Pending::new(hash, key, lsn, value));
@@ -444,6 +518,7 @@ impl InMemoryLayer {
         {
             t.apply_one(p);
         }
+        self.note_room(t);
         self.add_bytes(add);
     }
 

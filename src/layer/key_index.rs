@@ -91,6 +91,24 @@ impl KeyIndex {
         self.slots[i] = slot;
     }
 
+    /// Whether inserting `more` keys would make the index grow.
+    pub(crate) fn needs_room_for(&self, more: usize) -> bool {
+        (self.len + more) * 2 > self.slots.len()
+    }
+
+    /// A copy with twice the slots (at least [`MIN_SLOTS`]): what [`insert`](Self::insert)
+    /// would grow into, built from a shared reference so that readers of this one go on.
+    pub(crate) fn grown(&self) -> KeyIndex {
+        let mut g = KeyIndex {
+            slots: vec![EMPTY; (self.slots.len() * 2).max(MIN_SLOTS)].into_boxed_slice(),
+            len: self.len,
+        };
+        for s in self.slots.iter().copied().filter(|&s| s != EMPTY) {
+            g.place(s);
+        }
+        g
+    }
+
     fn grow(&mut self) {
         let n = (self.slots.len() * 2).max(MIN_SLOTS);
         self.rebuild(n, |_| true);
@@ -129,7 +147,8 @@ mod tests {
 
     proptest! {
         /// Against a `HashMap` of hash to ids: every inserted id is found under its hash, and a
-        /// probe offers exactly the ids whose hashes share its tag, across growth and retain.
+        /// probe offers exactly the ids whose hashes share its tag, across growth (in place or
+        /// into a copy) and retain.
         #[test]
         fn finds_what_was_inserted(
             hashes in proptest::collection::vec(
@@ -138,10 +157,17 @@ mod tests {
                 0..300,
             ),
             cut in 0usize..300,
+            grow_at in 0usize..300,
         ) {
             let mut index = KeyIndex::new();
             let mut model: HashMap<u64, Vec<usize>> = HashMap::new();
             for (id, &h) in hashes.iter().enumerate() {
+                // Grown ahead of need once, as the in-memory layer does off its write lock.
+                if id == grow_at {
+                    let before = index.slots.len();
+                    index = index.grown();
+                    prop_assert_eq!(index.slots.len(), (before * 2).max(super::MIN_SLOTS));
+                }
                 index.insert(h, id);
                 model.entry(h).or_default().push(id);
             }
