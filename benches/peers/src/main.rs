@@ -324,8 +324,10 @@ fn status_kb(field: &str) -> u64 {
 /// Prints the process's RSS now and its peak so far.
 fn phase_rss(name: &str, when: &str) {
     eprintln!(
-        "  {name}: RSS {when}: {} MB (peak so far {} MB)",
+        "  {name}: RSS {when}: {} MB (anonymous {} MB, file-backed {} MB; peak so far {} MB)",
         status_kb("VmRSS") / 1024,
+        status_kb("RssAnon") / 1024,
+        status_kb("RssFile") / 1024,
         status_kb("VmHWM") / 1024
     );
 }
@@ -577,6 +579,8 @@ fn measure<E: Engine>(open: impl Fn(&Path) -> E, d: &Data, cfg: &Cfg, name: &str
     row.set("tput2", t2);
     eprintln!("  {name}: gets/s 1 thread {t1:.0}, 2 threads {t2:.0}");
     phase_rss(name, "after the reads");
+    row.set("rss_anon_reads_kb", status_kb("RssAnon"));
+    row.set("rss_file_reads_kb", status_kb("RssFile"));
 
     // Reads under ingest: the tail rounds, one commit per put, beside one reader.
     let published = AtomicU64::new(hi);
@@ -1684,7 +1688,7 @@ fn report(
         "| engine | ingest beside the reader (puts/s) | gets | p50 (µs) | p99 (µs) | p99.9 (µs) | max (µs) | floor probe: largest stall outside the engine (µs) | stalls over 1 ms outside the engine |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut mem = String::from(
-        "| engine | peak RSS (MB) | harness before the engine opened (MB) | peak − harness (MB) | ÷ RocksDB | on disk after the main rounds (MB) | ÷ RocksDB | layout at read time |\n|---|---|---|---|---|---|---|---|\n",
+        "| engine | peak RSS (MB) | harness before the engine opened (MB) | peak − harness (MB) | ÷ RocksDB | RSS after the reads: anonymous / file-backed (MB) | on disk after the main rounds (MB) | ÷ RocksDB | layout at read time |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let rocks = rows.iter().find(|(n, _)| n == "RocksDB").map(|(_, r)| r);
     let own = |r: &Row| (r.num("rss_peak_kb") - r.num("rss_base_kb")) / 1024.0;
@@ -1723,11 +1727,13 @@ fn report(
         );
         let _ = writeln!(
             mem,
-            "| {name} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {} | {} |",
+            "| {name} | {:.0} | {:.0} | {:.0} | {} | {:.0} / {:.0} | {:.0} | {} | {} |",
             r.num("rss_peak_kb") / 1024.0,
             r.num("rss_base_kb") / 1024.0,
             own(r),
             rocks.map_or("—".into(), |k| ratio(own(r), own(k))),
+            r.num("rss_anon_reads_kb") / 1024.0,
+            r.num("rss_file_reads_kb") / 1024.0,
             r.num("disk_bytes") / 1e6,
             rocks.map_or("—".into(), |k| ratio(
                 r.num("disk_bytes"),
@@ -1910,7 +1916,11 @@ fn report(
          longest this 2-core machine kept the reader off a core while the writer and the engine's \
          background threads ran; a get's max above it is the engine's own\n\
          - memory: peak RSS (`VmHWM`) of the engine's child process, which also holds the harness's \
-         model and value pool (the column \"harness\": RSS just before the engine opened); bytes on \
+         model and value pool (the column \"harness\": RSS just before the engine opened). RSS counts \
+         file pages an engine maps as well as its own memory: StrataKV maps its layer files, so the \
+         pages of them its reads touch are in its RSS (and in the OS page cache, once), while RocksDB, \
+         fjall and SlateDB read their files with `pread`; the anonymous / file-backed split after the \
+         reads shows how much is which; bytes on \
          disk: the directory after the main rounds (per-put instance), WAL included\n\n\
          ## Targets (StrataKV)\n\n| what | measured | target | |\n|---|---|---|---|\n{targets}\n\
          ## Ingest\n\n{ingest}\n\
