@@ -2011,8 +2011,9 @@ fn machine(load_start: &str) -> String {
         .map_or(0.0, |kb| kb / (1024.0 * 1024.0));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
-        "{cores} cores ({cpu}), {mem_gib:.0} GiB RAM, Linux {}; shared: other builds were running \
-         (load average {load_start} at the start, {} at the end); one writer / reader thread",
+        "{cores} cores ({cpu}), {mem_gib:.0} GiB RAM, Linux {}; a VM whose speed drifts with \
+         its neighbours, nothing else of ours running (one-minute load average {load_start} at the \
+         start, {} at the end, the harness's own processes included); one writer / reader thread",
         kernel.trim(),
         loadavg()
     )
