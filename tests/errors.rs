@@ -771,6 +771,61 @@ fn read_waiting_for_an_lsn_is_woken_by_finish_write_from_another_task() {
     });
 }
 
+/// The writer wakes waiters only while one is subscribed: a read that starts waiting just as
+/// the LSN it waits for is published must still return at once, never at the timeout. The
+/// writer commits each LSN the moment a reader on its own thread says it is about to wait for
+/// it, so that the commit lands in the reader's window between its first check and its
+/// subscription thousands of times.
+#[test]
+fn reads_starting_to_wait_as_the_lsn_is_published_are_never_missed() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Store::open_blocking(opts(dir.path()).wait_lsn_timeout(Duration::from_secs(5))).unwrap();
+    let tl = rt().block_on(store.create_timeline("main")).unwrap();
+    let mut w = tl.writer().unwrap();
+    const COMMITS: u64 = 20_000;
+    let want = AtomicU64::new(0);
+    let slowest = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut slowest = Duration::ZERO;
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            for n in 1..=COMMITS {
+                want.store(n, Ordering::SeqCst);
+                // The writer commits a microsecond or so after it sees this: start reading at a
+                // random point of it, so that the reader's check-then-subscribe meets it.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let pause = Duration::from_nanos(x % 20_000);
+                let t0 = Instant::now();
+                while t0.elapsed() < pause {
+                    std::hint::spin_loop();
+                }
+                let t0 = Instant::now();
+                let got = tl.get_blocking(b"k", Lsn(n)).unwrap();
+                slowest = slowest.max(t0.elapsed());
+                assert_eq!(got.as_deref(), Some(&n.to_be_bytes()[..]), "at LSN {n}");
+            }
+            slowest
+        });
+        'writing: for n in 1..=COMMITS {
+            w.put(b"k", Lsn(n), Value::image(n.to_be_bytes().to_vec()))
+                .unwrap();
+            while want.load(Ordering::SeqCst) < n {
+                if reader.is_finished() {
+                    break 'writing;
+                }
+                std::hint::spin_loop();
+            }
+            w.finish_write(Lsn(n)).unwrap();
+        }
+        reader.join().unwrap()
+    });
+    // A missed wake-up waits the whole 5 s timeout and fails with `LsnNotYetAvailable`.
+    assert!(slowest < Duration::from_secs(4), "{slowest:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Closing and reopening
 // ---------------------------------------------------------------------------------------------

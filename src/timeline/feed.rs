@@ -185,8 +185,11 @@ impl ChangeFeed {
     /// Waits until a commit above what the feed read is published.
     async fn wait(&mut self) -> Result<()> {
         let mut rx = self.tl.lrl_tx.subscribe();
+        // As in `wait_for_lsn`: the channel's value may be stale; `last_record_lsn` is not.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         loop {
-            if *rx.borrow_and_update() >= self.next {
+            rx.borrow_and_update();
+            if self.tl.last_record_lsn() >= self.next {
                 return Ok(());
             }
             self.tl.check()?;

@@ -320,11 +320,15 @@ impl TimelineInner {
         }
         let timeout = self.env.options.wait_lsn_timeout;
         let mut rx = self.lrl_tx.subscribe();
+        // The writer sends only while someone is subscribed (see `publish_commit`): the
+        // channel's value can be older than `last_record_lsn`, which is what counts.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let env = &self.env;
         let waited = env
             .timeout(timeout, async {
                 loop {
-                    if *rx.borrow_and_update() >= lsn {
+                    rx.borrow_and_update();
+                    if self.last_record_lsn() >= lsn {
                         return Ok(());
                     }
                     env.check()?;

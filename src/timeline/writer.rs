@@ -308,7 +308,13 @@ impl TimelineInner {
             self.gauges.last_record_lsn.set(lsn.0 as f64);
         }
         self.last_record_lsn.store(lsn.0, Ordering::Release);
-        self.lrl_tx.send_replace(lsn);
+        // Waking waiters costs a lock and a pass over the channel's wakers: only when some
+        // task subscribed. A waiter subscribes, then reads `last_record_lsn`; with a SeqCst
+        // fence on both sides, either it sees this store or this sees its subscription.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.lrl_tx.receiver_count() > 0 {
+            self.lrl_tx.send_replace(lsn);
+        }
         let opts = &self.env.options;
         let open = &ws.open;
         let full = open.size() >= opts.freeze_bytes
