@@ -53,9 +53,9 @@ pub(crate) struct InMemoryLayer {
     /// Changed only under `table`'s write lock, so a plain load and store do: a put needs
     /// no second locked instruction.
     bytes: AtomicUsize,
-    /// Set under `table`'s write lock when the next [`GROW_AHEAD`] new keys or versions would
-    /// make the index or a vector grow; the next put grows them first, off the write lock
-    /// (see [`grow_ahead`](InMemoryLayer::grow_ahead)).
+    /// Set under `table`'s write lock when the next [`GROW_AHEAD`] new keys would make the
+    /// index or the key vector grow; the next put grows them first, off the write lock (see
+    /// [`grow_ahead`](InMemoryLayer::grow_ahead)).
     grow_soon: AtomicBool,
 }
 
@@ -63,24 +63,13 @@ pub(crate) struct InMemoryLayer {
 /// (a put and the pipeline it drains).
 const GROW_AHEAD: usize = 4 * PIPELINE_LAG + 4;
 
-/// A vector with room for `cap` elements holding `v`'s elements, moved bitwise: the caller
-/// replaces `v` with it and empties the old one with [`forget_moved`] without dropping them.
-fn moved_into_larger<T>(v: &[T], cap: usize) -> Vec<T> {
+/// A copy of `v` with room for `cap` elements. Only for plain data: the versions hold `Bytes`,
+/// which a reader's clone may change in place (promoting it to shared), so a bitwise copy of
+/// them taken beside readers would disagree with the original about who frees the buffer.
+fn larger_copy<T: Copy>(v: &[T], cap: usize) -> Vec<T> {
     let mut n = Vec::with_capacity(cap.max(v.len()));
-    // SAFETY: `n` has room for `v.len()` elements and does not overlap `v`; the elements are
-    // now owned twice until the caller forgets the old vector's (`forget_moved`), under the
-    // write lock, before anything else can drop or change them.
-    unsafe {
-        std::ptr::copy_nonoverlapping(v.as_ptr(), n.as_mut_ptr(), v.len());
-        n.set_len(v.len());
-    }
+    n.extend_from_slice(v);
     n
-}
-
-/// Frees a vector whose elements [`moved_into_larger`] moved out, without dropping them.
-fn forget_moved<T>(mut v: Vec<T>) {
-    // SAFETY: the elements were moved bitwise into the vector that replaced this one.
-    unsafe { v.set_len(0) };
 }
 
 /// The keys and versions of a layer.
@@ -142,6 +131,7 @@ const INLINE: usize = 28;
 
 /// One cache line: a point read that finds a short key reads its bytes here.
 #[repr(align(64))]
+#[derive(Clone, Copy)]
 struct KeyEntry {
     head: u64,
     /// Index in `versions` of the newest version.
@@ -395,40 +385,29 @@ impl InMemoryLayer {
         }
     }
 
-    /// Grows the key index and the key and version vectors ahead of need, when a put found
-    /// them close to full. The larger copies are built under an upgradable read lock, so reads
-    /// go on meanwhile; only the swap takes the write lock. Growing them inside a put, under
-    /// the write lock, kept reads of a layer of a million keys waiting for milliseconds.
+    /// Grows the key index and the key vector ahead of need, when a put found them close to
+    /// full. The larger copies are built under an upgradable read lock, so reads go on
+    /// meanwhile; only the swap takes the write lock. Rebuilding the index inside a put, under
+    /// the write lock, kept reads of a layer of a million keys waiting for milliseconds. (The
+    /// version vector grows in place: see [`larger_copy`].)
     fn grow_ahead(&self) {
         let t = self.table.upgradable_read();
         let index = t.index.needs_room_for(GROW_AHEAD).then(|| t.index.grown());
-        let room = |len: usize, cap: usize| len + GROW_AHEAD > cap;
-        let keys = room(t.keys.len(), t.keys.capacity())
-            .then(|| moved_into_larger(&t.keys, 2 * t.keys.len() + GROW_AHEAD));
-        let versions = room(t.versions.len(), t.versions.capacity())
-            .then(|| moved_into_larger(&t.versions, 2 * t.versions.len() + GROW_AHEAD));
+        let keys = (t.keys.len() + GROW_AHEAD > t.keys.capacity())
+            .then(|| larger_copy(&t.keys, 2 * t.keys.len() + GROW_AHEAD));
         let mut t = RwLockUpgradableReadGuard::upgrade(t);
         if let Some(i) = index {
             t.index = i;
         }
         let old_keys = keys.map(|k| std::mem::replace(&mut t.keys, k));
-        let old_versions = versions.map(|v| std::mem::replace(&mut t.versions, v));
         self.grow_soon.store(false, Ordering::Relaxed);
         drop(t);
-        if let Some(k) = old_keys {
-            forget_moved(k);
-        }
-        if let Some(v) = old_versions {
-            forget_moved(v);
-        }
+        drop(old_keys);
     }
 
     /// Notes, under the write lock, whether the table should grow before the next put.
     fn note_room(&self, t: &Table) {
-        if t.index.needs_room_for(GROW_AHEAD)
-            || t.keys.len() + GROW_AHEAD > t.keys.capacity()
-            || t.versions.len() + GROW_AHEAD > t.versions.capacity()
-        {
+        if t.index.needs_room_for(GROW_AHEAD) || t.keys.len() + GROW_AHEAD > t.keys.capacity() {
             self.grow_soon.store(true, Ordering::Relaxed);
         }
     }
