@@ -1648,7 +1648,10 @@ fn main() {
     };
     let kept = std::fs::read_to_string(out.join("BENCHMARKS.md"))
         .ok()
-        .and_then(|s| s.find(KEEP).map(|at| s[at..].to_string()))
+        .and_then(|s| {
+            s.find(KEEP)
+                .map(|at| s[at + KEEP.len()..].trim_start().to_string())
+        })
         .unwrap_or_default();
     let md = report(&rows, keys, puts, &cfg, &cmdline, &load_start) + &kept;
     println!("\n{md}");
