@@ -771,11 +771,14 @@ fn read_waiting_for_an_lsn_is_woken_by_finish_write_from_another_task() {
     });
 }
 
-/// The writer wakes waiters only while one is subscribed: a read that starts waiting just as
-/// the LSN it waits for is published must still return at once, never at the timeout. The
-/// writer commits each LSN the moment a reader on its own thread says it is about to wait for
-/// it, so that the commit lands in the reader's window between its first check and its
-/// subscription thousands of times.
+/// The writer wakes waiters only while one is subscribed: a read that starts waiting around
+/// the moment its LSN is published must still return at once, never at the timeout. The writer
+/// commits each LSN as soon as a reader on its own thread says it is about to wait for it, the
+/// reader starting its read at a random point of the writer's commit. It fails if commits stop
+/// waking subscribed readers; the narrowest race (a commit between a reader's check and its
+/// subscription, which the fences in `publish_commit` and `wait_for_lsn` close) lasts tens of
+/// nanoseconds, and this test did not catch a waiter deliberately made to trust the channel's
+/// possibly stale value instead of `last_record_lsn`.
 #[test]
 fn reads_starting_to_wait_as_the_lsn_is_published_are_never_missed() {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -99,35 +99,35 @@ impl KeyIndex {
     /// A copy with twice the slots (at least [`MIN_SLOTS`]): what [`insert`](Self::insert)
     /// would grow into, built from a shared reference so that readers of this one go on.
     pub(crate) fn grown(&self) -> KeyIndex {
-        let mut g = KeyIndex {
-            slots: vec![EMPTY; (self.slots.len() * 2).max(MIN_SLOTS)].into_boxed_slice(),
-            len: self.len,
-        };
-        for s in self.slots.iter().copied().filter(|&s| s != EMPTY) {
-            g.place(s);
-        }
-        g
+        self.copied_into(self.grown_len(), |_| true)
+    }
+
+    fn grown_len(&self) -> usize {
+        (self.slots.len() * 2).max(MIN_SLOTS)
     }
 
     fn grow(&mut self) {
-        let n = (self.slots.len() * 2).max(MIN_SLOTS);
-        self.rebuild(n, |_| true);
+        *self = self.grown();
     }
 
-    fn rebuild(&mut self, n: usize, mut keep: impl FnMut(usize) -> bool) {
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY; n].into_boxed_slice());
-        self.len = 0;
-        for s in old.iter().copied().filter(|&s| s != EMPTY) {
+    /// A table of `n` slots holding the keys whose id passes `keep`.
+    fn copied_into(&self, n: usize, mut keep: impl FnMut(usize) -> bool) -> KeyIndex {
+        let mut to = KeyIndex {
+            slots: vec![EMPTY; n].into_boxed_slice(),
+            len: 0,
+        };
+        for s in self.slots.iter().copied().filter(|&s| s != EMPTY) {
             if keep(s as u32 as usize) {
-                self.place(s);
-                self.len += 1;
+                to.place(s);
+                to.len += 1;
             }
         }
+        to
     }
 
     /// Keeps only the keys whose id passes `keep`.
     pub(crate) fn retain(&mut self, keep: impl FnMut(usize) -> bool) {
-        self.rebuild(self.slots.len(), keep);
+        *self = self.copied_into(self.slots.len(), keep);
     }
 
     /// Keys in the index.
