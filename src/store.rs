@@ -1412,6 +1412,8 @@ fn open_timeline(
 /// Evicts uploaded resident layers, least recently used first, until the resident layer bytes
 /// fit `budget`. Returns the bytes evicted.
 fn evict_to_budget(env: &Env, timelines: &[Arc<TimelineInner>], budget: u64) -> EvictReport {
+    // Reads from now on count as more recent than any before this pass.
+    crate::layer::advance_clock();
     let mut resident = Vec::new();
     let mut not_uploaded = Vec::new();
     let mut total = 0;

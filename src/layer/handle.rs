@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use super::cache::BlockCache;
 use super::file::LayerFile;
@@ -16,8 +16,18 @@ use crate::format::{LayerDesc, LayerKind};
 use crate::lsn::Lsn;
 use crate::value::KeyRange;
 
-/// A process-wide clock for least-recently-used eviction.
+/// A process-wide clock for least-recently-used eviction: coarse, moved by
+/// [`advance_clock`] when an order of use is about to be read (and by each download), not by
+/// every read. A read only loads it, and stores a layer's use only when the clock moved since:
+/// two threads reading the same layers would otherwise write the same cache lines on every
+/// read and take them from each other.
 static TICK: AtomicU64 = AtomicU64::new(1);
+
+/// Moves the eviction clock on: layers read from now on look more recently used than those
+/// read before.
+pub(crate) fn advance_clock() {
+    TICK.fetch_add(1, Ordering::Relaxed);
+}
 
 /// One layer of a timeline.
 pub(crate) struct Layer {
@@ -71,10 +81,27 @@ impl Layer {
     pub(crate) fn file(&self) -> Option<Arc<LayerFile>> {
         let f = self.resident.read().clone();
         if f.is_some() {
-            self.last_used
-                .store(TICK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+            self.mark_used();
         }
         f
+    }
+
+    /// Records a use at the current tick, writing only when the clock moved since the last.
+    fn mark_used(&self) {
+        let now = TICK.load(Ordering::Relaxed);
+        if self.last_used.load(Ordering::Relaxed) != now {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The open file, if the layer is on local disk, read-locked in place; marks it used. For
+    /// a read of a few blocks: no reference count is touched (two threads reading the same
+    /// layer would take its cache line from each other on every read), and eviction of this
+    /// layer waits until the guard is dropped.
+    pub(crate) fn file_locked(&self) -> Option<MappedRwLockReadGuard<'_, LayerFile>> {
+        let f = RwLockReadGuard::try_map(self.resident.read(), |r| r.as_deref()).ok()?;
+        self.mark_used();
+        Some(f)
     }
 
     /// The open file, if on local disk, without counting it as read: for uploads and
@@ -92,8 +119,8 @@ impl Layer {
     pub(crate) fn set_resident(&self, file: LayerFile) -> Arc<LayerFile> {
         let file = Arc::new(file);
         *self.resident.write() = Some(file.clone());
-        self.last_used
-            .store(TICK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        advance_clock();
+        self.mark_used();
         file
     }
 

@@ -10,7 +10,7 @@ mod versions;
 
 pub(crate) use cache::BlockCache;
 pub(crate) use file::{LayerFile, LayerIter, LayerWriter, layer_file_name};
-pub(crate) use handle::Layer;
+pub(crate) use handle::{Layer, advance_clock};
 pub(crate) use inmemory::InMemoryLayer;
 pub(crate) use map::LayerMap;
 pub(crate) use versions::Versions;

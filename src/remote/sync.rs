@@ -456,6 +456,7 @@ impl RemoteCtx {
             generations.insert(d.file_name.clone(), g);
         }
         let dcl = manifest.disk_consistent_lsn;
+        crate::layer::advance_clock();
         let mut hot: Vec<_> = layers
             .iter()
             .filter(|l| l.is_resident() && l.last_used() > 0)

@@ -663,16 +663,26 @@ impl Timeline {
             .inner
             .read_value(&mut snap, key, lsn, &mut trace)
             .await?;
+        self.timed(start, key, lsn, &trace);
+        Ok((v, trace))
+    }
+
+    /// Records the time of a get that started at `start` (if it is timed), and reports it if
+    /// it was slow.
+    fn timed(&self, start: Option<Instant>, key: &[u8], lsn: Lsn, trace: &ReadTrace) {
         if let Some(start) = start {
             let elapsed = start.elapsed();
-            env.metrics.read_duration.record(elapsed.as_secs_f64());
-            if let Some(t) = threshold
+            self.inner
+                .env
+                .metrics
+                .read_duration
+                .record(elapsed.as_secs_f64());
+            if let Some(t) = self.inner.env.options.slow_read_threshold
                 && elapsed >= t
             {
-                self.slow_read(key, lsn, &trace, elapsed, t);
+                self.slow_read(key, lsn, trace, elapsed, t);
             }
         }
-        Ok((v, trace))
     }
 
     /// Counts and logs a get that took `elapsed`, over the threshold `t`.
@@ -788,9 +798,12 @@ impl Timeline {
                 ),
             ));
         }
-        if let Some((ancestor, needed)) =
-            TimelineInner::lagging_ancestor(&self.inner.snapshot(), lsn)
-        {
+        let start = (self.inner.env.options.slow_read_threshold.is_some()
+            || crate::metrics::sample_read())
+        .then(Instant::now);
+        self.inner.check()?;
+        let snap = self.inner.snapshot_at(lsn)?;
+        if let Some((ancestor, needed)) = TimelineInner::lagging_ancestor(&snap, lsn) {
             return Err(Error::new(
                 ErrorKind::LsnNotYetAvailable,
                 format!(
@@ -802,6 +815,15 @@ impl Timeline {
                 ),
             ));
         }
+        // Read on this thread from the snapshot taken; only a read that needs a layer
+        // downloaded (or that raced a delete of its ancestor) goes the waiting way.
+        let mut trace = ReadTrace::default();
+        if let read::Local::Ready(v) = self.inner.reconstruct_traced(&snap, key, lsn, &mut trace)? {
+            self.inner.count_read(&trace);
+            self.timed(start, key, lsn, &trace);
+            return Ok(v);
+        }
+        drop(snap);
         self.get_blocking(key, lsn)
     }
 

@@ -88,11 +88,7 @@ impl TimelineInner {
             *trace = ReadTrace::default();
             match self.reconstruct_traced(snap, key, lsn, trace)? {
                 Local::Ready(v) => {
-                    let m = &self.env.metrics;
-                    m.reads.increment(1);
-                    m.read_layers_visited
-                        .record(f64::from(trace.layers_visited));
-                    m.read_redo_records.increment(u64::from(trace.redo_records));
+                    self.count_read(trace);
                     return Ok(v);
                 }
                 Local::Missing(layer) => {
@@ -105,6 +101,15 @@ impl TimelineInner {
                 }
             }
         }
+    }
+
+    /// Counts a key read in the metrics.
+    pub(crate) fn count_read(&self, trace: &ReadTrace) {
+        let m = &self.env.metrics;
+        m.reads.increment(1);
+        m.read_layers_visited
+            .record(f64::from(trace.layers_visited));
+        m.read_redo_records.increment(u64::from(trace.redo_records));
     }
 
     /// The value of `key` at `lsn`, downloading layers it needs; for background threads.
@@ -276,7 +281,7 @@ fn collect_from(
     }
     while let Some(hit) = snap.map.search(key, *cont) {
         trace.layers_visited += 1;
-        let Some(file) = hit.layer.file() else {
+        let Some(file) = hit.layer.file_locked() else {
             return Ok(Local::Missing(hit.layer.clone()));
         };
         let floor = hit.floor.max(gc_cutoff).min(hit.lower);
