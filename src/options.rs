@@ -44,6 +44,7 @@ pub struct StoreOptions {
     pub(crate) compaction_threshold: usize,
     pub(crate) target_layer_size: u64,
     pub(crate) image_threshold_bytes: u64,
+    pub(crate) image_threshold_layers: usize,
     pub(crate) gc_compaction_ratio: f64,
     pub(crate) background_period: Option<Duration>,
     pub(crate) wal: bool,
@@ -100,6 +101,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("compaction_threshold", &self.compaction_threshold)
             .field("target_layer_size", &self.target_layer_size)
             .field("image_threshold_bytes", &self.image_threshold_bytes)
+            .field("image_threshold_layers", &self.image_threshold_layers)
             .field("gc_compaction_ratio", &self.gc_compaction_ratio)
             .field("background_period", &self.background_period)
             .field("wal", &self.wal)
@@ -145,6 +147,7 @@ impl StoreOptions {
             compaction_threshold: 4,
             target_layer_size: 64 << 20,
             image_threshold_bytes: 128 << 20,
+            image_threshold_layers: 8,
             gc_compaction_ratio: 0.15,
             background_period: Some(Duration::from_secs(10)),
             wal: true,
@@ -296,10 +299,27 @@ impl StoreOptions {
         self
     }
 
-    /// Bytes of delta layers above the newest image layer beyond which compaction writes a new
-    /// image layer, bounding what a read replays (default 128 MiB).
+    /// Bytes of delta records (versions the redo hook must apply: not images, tombstones or
+    /// `will_init` deltas) compacted above the newest image layer beyond which compaction
+    /// writes a new image layer, bounding what a read replays (default 128 MiB).
+    ///
+    /// Versions that are whole values need no image: a read stops at the first it finds, so an
+    /// image of them would only copy them. Whole values count towards
+    /// [`image_threshold_layers`](Self::image_threshold_layers) instead. After the store
+    /// reopens, the delta layers above the newest image count in full until the next image,
+    /// as their records are not known without reading them.
     pub fn image_threshold_bytes(mut self, bytes: u64) -> Self {
         self.image_threshold_bytes = bytes;
+        self
+    }
+
+    /// Delta layers stacked above the newest image layer (each L0 layer, and the L1 layers of
+    /// each compaction pass) beyond which compaction writes a new image layer whatever they
+    /// hold, bounding how many layers a read of a key not written for a while passes through
+    /// (each costs it a key-filter probe). Default 8, about the sorted runs a leveled LSM tree
+    /// probes (four L0 files and its levels); `usize::MAX` writes images only for redo.
+    pub fn image_threshold_layers(mut self, layers: usize) -> Self {
+        self.image_threshold_layers = layers;
         self
     }
 

@@ -1876,6 +1876,7 @@ fn options(dir: &Path, remote: Option<RemoteStorage>) -> StoreOptions {
         .block_size(512)
         .compaction_threshold(2)
         .image_threshold_bytes(2 << 10)
+        .image_threshold_layers(2)
         .target_layer_size(4 << 10)
         .gc_compaction_ratio(0.1)
         .gc_horizon(Some(HORIZON))

@@ -235,6 +235,7 @@ fn options(dir: &Path) -> StoreOptions {
         .compaction_threshold(3)
         .target_layer_size(96 << 10)
         .image_threshold_bytes(192 << 10)
+        .image_threshold_layers(3)
         .gc_horizon(Some(GC_HORIZON))
         .pitr_interval(None)
         .wal_segment_size(128 << 10)

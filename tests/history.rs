@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use stratakv::{ErrorKind, Lsn, ManualClock, RestorePoint, Store, StoreOptions, Timeline, Value};
+use stratakv::{
+    ErrorKind, Lsn, ManualClock, RestorePoint, SimpleRedo, Store, StoreOptions, Timeline, Value,
+};
 
 fn opts(dir: &std::path::Path) -> StoreOptions {
     StoreOptions::new(dir)
@@ -407,12 +409,89 @@ async fn gc_removes_history_no_read_needs_and_keeps_a_childs_branch_point() {
     }
 }
 
+/// Compaction writes an image layer for deltas a read must replay, or for a deep stack of
+/// delta layers; not for whole values under the stack's limit, however many bytes they hold.
+#[tokio::test]
+async fn compaction_writes_images_for_redo_or_depth_not_for_bytes_of_whole_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path())
+        .compaction_threshold(2)
+        .image_threshold_bytes(4 << 10)
+        .image_threshold_layers(6)
+        .redo(Arc::new(SimpleRedo));
+    let store = Store::open(o).await.unwrap();
+    let main = store.create_timeline("main").await.unwrap();
+    // Five passes of whole values, each far over the byte threshold: no image.
+    let mut lsn = 0;
+    for round in 1..=5u64 {
+        lsn = round * 10;
+        write_all(&main, 500, lsn, &format!("r{round}"));
+        main.flush().await.unwrap();
+        let r = main.compact().await.unwrap();
+        assert_eq!(r.image_at, None, "round {round}: {r:?}");
+        assert!(r.delta_bytes_above_image > 4 << 10, "{r:?}");
+        assert_eq!(r.redo_bytes_above_image, 0, "{r:?}");
+        assert_eq!(r.delta_layers_above_image, round as usize, "{r:?}");
+    }
+    // A sixth stacked pass reaches the depth limit.
+    lsn += 10;
+    write_all(&main, 500, lsn, "r6");
+    main.flush().await.unwrap();
+    let r = main.compact().await.unwrap();
+    assert_eq!(r.image_at, Some(Lsn(lsn)), "{r:?}");
+    assert_eq!(r.delta_layers_above_image, 0, "{r:?}");
+    // Deltas needing redo: an image once their bytes pass the threshold, long before the depth.
+    let mut passes = 0;
+    let image = loop {
+        lsn += 10;
+        passes += 1;
+        let mut w = main.writer().unwrap();
+        for i in 0..500 {
+            w.put(&key(i), Lsn(lsn), Value::delta(SimpleRedo::append(b"+x")))
+                .unwrap();
+        }
+        w.finish_write(Lsn(lsn)).unwrap();
+        drop(w);
+        main.flush().await.unwrap();
+        let r = main.compact().await.unwrap();
+        if let Some(at) = r.image_at {
+            break at;
+        }
+        assert!(r.redo_bytes_above_image > 0 && r.redo_bytes_above_image < 4 << 10, "{r:?}");
+    };
+    assert_eq!(image, Lsn(lsn));
+    assert!(passes < 6, "{passes} passes of deltas before an image");
+    for i in [0u32, 250, 499] {
+        let want = format!("r6-{i}{}", "+x".repeat(passes));
+        assert_eq!(read(&main, i, lsn).await.unwrap(), want);
+    }
+    store.close().await.unwrap();
+    // Reopened, the records above the newest image are not known: its layers count in full.
+    let store = Store::open(
+        opts(dir.path())
+            .compaction_threshold(2)
+            .image_threshold_bytes(4 << 10)
+            .image_threshold_layers(6)
+            .redo(Arc::new(SimpleRedo)),
+    )
+    .await
+    .unwrap();
+    let main = store.timeline("main").unwrap();
+    lsn += 10;
+    write_all(&main, 500, lsn, "r-last");
+    main.flush().await.unwrap();
+    let r = main.compact().await.unwrap();
+    assert_eq!(r.image_at, Some(Lsn(lsn)), "{r:?}");
+    store.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn compaction_bounds_the_layers_a_read_visits() {
     let dir = tempfile::tempdir().unwrap();
+    // Whole values only: images come from the stack of delta layers, not from redo.
     let o = opts(dir.path())
         .compaction_threshold(4)
-        .image_threshold_bytes(64 << 10)
+        .image_threshold_layers(4)
         .target_layer_size(32 << 10);
     let store = Store::open(o).await.unwrap();
     let main = store.create_timeline("main").await.unwrap();

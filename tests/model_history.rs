@@ -305,6 +305,7 @@ fn options(dir: &Path, clock: Arc<ManualClock>) -> StoreOptions {
         .block_size(512)
         .compaction_threshold(2)
         .image_threshold_bytes(4 << 10)
+        .image_threshold_layers(2)
         .target_layer_size(4 << 10)
         .gc_compaction_ratio(0.1)
         .gc_horizon(Some(HORIZON))

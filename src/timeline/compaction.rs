@@ -29,12 +29,19 @@ pub struct CompactionReport {
     pub image_at: Option<Lsn>,
     /// Bytes of delta layers above the newest image layer after the pass.
     pub delta_bytes_above_image: u64,
+    /// Of those, the bytes of delta records needing redo, as far as compaction counted them
+    /// (layers from before the store opened count in full until the next image).
+    pub redo_bytes_above_image: u64,
+    /// Delta layers stacked above the newest image layer after the pass: each L0 layer, and
+    /// the L1 layers of each compaction pass.
+    pub delta_layers_above_image: usize,
 }
 
 impl TimelineInner {
     /// Merges L0 layers once there are `compaction_threshold` of them (or any, if `force`),
-    /// then writes an image layer if the delta bytes above the newest image exceed
-    /// `image_threshold_bytes`.
+    /// then writes an image layer if the delta records needing redo above the newest image
+    /// exceed `image_threshold_bytes`, or the delta layers stacked there
+    /// `image_threshold_layers`.
     pub(crate) fn compact(&self, force: bool) -> Result<CompactionReport> {
         let _gate = self.enter_gate()?;
         let _ops = self.layer_ops.lock();
@@ -71,7 +78,10 @@ impl TimelineInner {
                 .iter()
                 .map(|l| self.resident_file_blocking(l))
                 .collect::<Result<Vec<_>>>()?;
-            let outputs = self.merge(&files)?;
+            let (outputs, redo) = self.merge(&files)?;
+            if let Some(r) = &mut *self.redo_above_image.lock() {
+                *r += redo;
+            }
             report.l0_merged = l0.len();
             report.l1_written = outputs.len();
             let bytes: u64 = outputs.iter().map(|d| d.file_size).sum();
@@ -88,9 +98,10 @@ impl TimelineInner {
             span.record("bytes", bytes);
             crate::metrics::Job::Compaction.done(start, bytes);
         }
-        let bytes = self.delta_bytes_above_image();
         let dcl = self.disk_consistent_lsn();
-        if bytes >= opts.image_threshold_bytes && dcl > self.newest_image_lsn().unwrap_or(Lsn::ZERO)
+        let (redo, layers) = (self.redo_bytes_above_image(), self.delta_layers_above_image());
+        if (redo >= opts.image_threshold_bytes || layers >= opts.image_threshold_layers)
+            && dcl > self.newest_image_lsn().unwrap_or(Lsn::ZERO)
         {
             let desc = self.write_image(dcl)?;
             self.publish(
@@ -100,10 +111,40 @@ impl TimelineInner {
                 },
                 |_| {},
             )?;
+            // Every delta record at or below `dcl` is under the image now.
+            *self.redo_above_image.lock() = Some(0);
             report.image_at = Some(dcl);
         }
         report.delta_bytes_above_image = self.delta_bytes_above_image();
+        report.redo_bytes_above_image = self.redo_bytes_above_image();
+        report.delta_layers_above_image = self.delta_layers_above_image();
         Ok(report)
+    }
+
+    /// Bytes of delta records needing redo above the newest image, as compaction counted
+    /// them; every delta layer's bytes there while they are not known.
+    fn redo_bytes_above_image(&self) -> u64 {
+        match *self.redo_above_image.lock() {
+            Some(r) => r,
+            None => self.delta_bytes_above_image(),
+        }
+    }
+
+    /// Delta layers a read may pass through above the newest image: each L0 layer, and the
+    /// L1 layers of each compaction pass (which share its LSN range).
+    fn delta_layers_above_image(&self) -> usize {
+        let img = self.newest_image_lsn();
+        let snap = self.snapshot();
+        let mut ranges: Vec<_> = snap
+            .map
+            .layers()
+            .iter()
+            .filter(|l| l.kind() == LayerKind::Delta && img.is_none_or(|i| l.lsn_range().start > i))
+            .map(|l| (l.lsn_range().start, l.lsn_range().end))
+            .collect();
+        ranges.sort_unstable();
+        ranges.dedup();
+        ranges.len()
     }
 
     pub(crate) fn compact_if_needed(&self) -> Result<CompactionReport> {
@@ -135,13 +176,18 @@ impl TimelineInner {
 
     /// Streams the versions of `inputs` in `(key, lsn)` order into L1 layers of about
     /// `target_layer_size` bytes, cut only between keys. Holds one block per input in memory.
-    fn merge(&self, inputs: &[Arc<LayerFile>]) -> Result<Vec<LayerDesc>> {
+    /// Returns the layers and the bytes of the delta records needing redo among the versions.
+    fn merge(&self, inputs: &[Arc<LayerFile>]) -> Result<(Vec<LayerDesc>, u64)> {
         let mut merged = Merge::new(inputs)?;
         let mut out = self.l1_writer(merged.lsn_range());
+        let mut redo = 0;
         while let Some((key, lsn, value)) = merged.next_entry()? {
+            if !value.is_base() {
+                redo += value.payload_len() as u64;
+            }
             out.add(&key, lsn, &value)?;
         }
-        out.finish()
+        Ok((out.finish()?, redo))
     }
 
     /// A writer of L1 layers over `lsn_range`.

@@ -121,6 +121,12 @@ pub(crate) struct TimelineInner {
     /// Held by compaction, GC, image creation and detach, one at a time (inside the gate);
     /// never by readers or flush.
     pub(crate) layer_ops: Mutex<()>,
+    /// Bytes of delta records needing redo that compaction merged above the newest image
+    /// layer; `None` until compaction writes an image after the timeline was opened with
+    /// layers, whose records are not known (see
+    /// [`StoreOptions::image_threshold_bytes`](crate::StoreOptions::image_threshold_bytes)).
+    /// Under `layer_ops`.
+    pub(crate) redo_above_image: Mutex<Option<u64>>,
     /// Delta layers GC found not worth rewriting, and the cutoff it looked at them with.
     pub(crate) gc_checked: Mutex<std::collections::HashMap<String, Lsn>>,
     /// LSN leases: `(lsn, expiry)`. GC's cutoff does not pass an unexpired lease.
@@ -186,6 +192,7 @@ impl TimelineInner {
             renames: AtomicU64::new(0),
             gate: gate::Gate::default(),
             layer_ops: Mutex::new(()),
+            redo_above_image: Mutex::new(layers.is_empty().then_some(0)),
             gc_checked: Mutex::new(std::collections::HashMap::new()),
             leases: Mutex::new(Vec::new()),
             time: Mutex::new(time::TimeState::default()),
@@ -926,7 +933,9 @@ impl Timeline {
     }
 
     /// Runs compaction now: merges every L0 layer into L1 layers, and writes an image layer
-    /// if the deltas above the newest image exceed `image_threshold_bytes`.
+    /// if the delta records above the newest image exceed
+    /// [`image_threshold_bytes`](crate::StoreOptions::image_threshold_bytes) or the delta
+    /// layers stacked there [`image_threshold_layers`](crate::StoreOptions::image_threshold_layers).
     ///
     /// # Errors
     /// I/O and read errors; the timeline keeps its last good state.

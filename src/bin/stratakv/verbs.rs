@@ -193,6 +193,8 @@ async fn on_store(store: &Store, target: &Target, cli: &Cli, quiet: bool) -> Res
                     "l1_written": r.l1_written,
                     "image_at": r.image_at.map(|l| l.to_string()),
                     "delta_bytes_above_image": r.delta_bytes_above_image,
+                    "redo_bytes_above_image": r.redo_bytes_above_image,
+                    "delta_layers_above_image": r.delta_layers_above_image,
                 }));
             } else {
                 let image = r.image_at.map_or_else(
@@ -200,10 +202,12 @@ async fn on_store(store: &Store, target: &Target, cli: &Cli, quiet: bool) -> Res
                     |l| format!("an image layer at {l}"),
                 );
                 println!(
-                    "compaction of {timeline}: {} L0 layers merged into {} L1 layers; {image}; {} of deltas above the newest image",
+                    "compaction of {timeline}: {} L0 layers merged into {} L1 layers; {image}; {} of deltas in {} stacked layers above the newest image ({} of records needing redo)",
                     r.l0_merged,
                     r.l1_written,
-                    show::size(r.delta_bytes_above_image)
+                    show::size(r.delta_bytes_above_image),
+                    r.delta_layers_above_image,
+                    show::size(r.redo_bytes_above_image)
                 );
             }
             Ok(EXIT_OK)
