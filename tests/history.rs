@@ -457,7 +457,10 @@ async fn compaction_writes_images_for_redo_or_depth_not_for_bytes_of_whole_value
         if let Some(at) = r.image_at {
             break at;
         }
-        assert!(r.redo_bytes_above_image > 0 && r.redo_bytes_above_image < 4 << 10, "{r:?}");
+        assert!(
+            r.redo_bytes_above_image > 0 && r.redo_bytes_above_image < 4 << 10,
+            "{r:?}"
+        );
     };
     assert_eq!(image, Lsn(lsn));
     assert!(passes < 6, "{passes} passes of deltas before an image");

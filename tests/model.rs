@@ -195,7 +195,11 @@ impl Settings {
             .target_layer_size(self.target_layer_size)
             .image_threshold_bytes(self.image_threshold_bytes)
             // With the small byte threshold, images of whole values too, from a shallow stack.
-            .image_threshold_layers(if self.image_threshold_bytes < 1 << 20 { 2 } else { 8 })
+            .image_threshold_layers(if self.image_threshold_bytes < 1 << 20 {
+                2
+            } else {
+                8
+            })
             .wait_lsn_timeout(std::time::Duration::from_millis(50))
     }
 }

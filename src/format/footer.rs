@@ -118,16 +118,38 @@ impl Footer {
     /// [`Corruption`](crate::ErrorKind::Corruption) naming `path` and the offset of the part that
     /// is wrong: bad magic, unknown version or kind, checksum mismatch, ranges that make no sense.
     pub fn decode(file: &[u8], path: &Path) -> Result<Footer> {
-        let n = file.len();
-        if n < FOOTER_TRAILER_LEN {
+        Footer::decode_end(file, file.len() as u64, path)
+    }
+
+    /// How many bytes at the end of a layer file its footer takes, trailer included, as the
+    /// trailer at the end of `tail` (the file's last bytes) says; `None` if `tail` is shorter
+    /// than a trailer. Not checked: [`decode_end`](Footer::decode_end) checks it.
+    pub fn len_from_trailer(tail: &[u8]) -> Option<usize> {
+        let t = tail.len().checked_sub(FOOTER_TRAILER_LEN)?;
+        let at = t + BODY_LEN_AT;
+        let body_len = u32::from_le_bytes(tail[at..at + 4].try_into().expect("4"));
+        Some(body_len as usize + FOOTER_TRAILER_LEN)
+    }
+
+    /// Decodes the footer from `tail`, the last bytes of the `file_len`-byte layer file at
+    /// `path`, which must hold the whole footer (see
+    /// [`len_from_trailer`](Footer::len_from_trailer)).
+    ///
+    /// # Errors
+    /// As [`decode`](Footer::decode); also when the footer does not fit in `tail`.
+    pub fn decode_end(tail: &[u8], file_len: u64, path: &Path) -> Result<Footer> {
+        let n = usize::try_from(file_len).unwrap_or(usize::MAX);
+        if n < FOOTER_TRAILER_LEN || tail.len() < FOOTER_TRAILER_LEN || tail.len() > n {
             return Err(Error::corruption(
                 path,
                 0,
                 format!("file of {n} bytes is too short for a layer footer"),
             ));
         }
+        // Offsets below are in the file; `tail` starts at `base`.
+        let base = n - tail.len();
         let t = n - FOOTER_TRAILER_LEN;
-        let trailer = &file[t..];
+        let trailer = &tail[t - base..];
         if &trailer[MAGIC_AT..] != MAGIC {
             return Err(Error::corruption(
                 path,
@@ -146,7 +168,14 @@ impl Footer {
             ));
         }
         let b = t - body_len;
-        let body = &file[b..t];
+        if b < base {
+            return Err(Error::corruption(
+                path,
+                t as u64,
+                format!("footer length {body_len} exceeds the largest a footer can have"),
+            ));
+        }
+        let body = &tail[b - base..t - base];
         if crc32fast::hash(body) != crc {
             return Err(Error::corruption(
                 path,

@@ -41,7 +41,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::Mmap;
 use parking_lot::MappedRwLockReadGuard;
 
 use super::cache::{BlockCache, BlockSlots};
@@ -251,11 +250,33 @@ impl Drop for LayerWriter {
     }
 }
 
+/// `len` bytes of `file` (the layer file at `path`) at `offset`.
+///
+/// Layer files are read, not mapped: pages of a mapped file a read touched would count in the
+/// process's resident memory for as long as the page cache keeps them, and an I/O error on a
+/// mapped page is a signal that ends the process rather than an error the read returns.
+fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corruption(
+                path,
+                offset,
+                format!("the file ends within the {len} bytes read here"),
+            )
+        } else {
+            Error::io(format!("reading {len} bytes at {offset} of"), path, e)
+        }
+    })?;
+    Ok(buf)
+}
+
 /// An open, immutable layer file.
 pub(crate) struct LayerFile {
     pub(crate) desc: LayerDesc,
     path: PathBuf,
-    mmap: Mmap,
+    file: File,
     index: Vec<IndexEntry>,
     /// The prefix every key in the file shares (that of its first and last key).
     prefix: Box<[u8]>,
@@ -292,21 +313,26 @@ impl LayerFile {
                 ),
             )
         })?;
-        // SAFETY: layer files are immutable once renamed into place; the store never writes to a
-        // file it has mapped, and they are removed only by unlinking.
-        let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io("mapping", path, e))?;
-        if mmap.len() as u64 != desc.file_size {
+        let n = f
+            .metadata()
+            .map_err(|e| Error::io("reading the size of", path, e))?
+            .len();
+        if n != desc.file_size {
             return Err(Error::corruption(
                 path,
                 0,
-                format!(
-                    "file is {} bytes, the manifest says {}",
-                    mmap.len(),
-                    desc.file_size
-                ),
+                format!("file is {n} bytes, the manifest says {}", desc.file_size),
             ));
         }
-        let footer = Footer::decode(&mmap, path)?;
+        // A footer is small: one read of the file's end holds it, unless its keys are long.
+        let mut tail = read_at(&f, path, n - n.min(4096), n.min(4096) as usize)?;
+        if let Some(len) = Footer::len_from_trailer(&tail)
+            && len > tail.len()
+            && len as u64 <= n
+        {
+            tail = read_at(&f, path, n - len as u64, len)?;
+        }
+        let footer = Footer::decode_end(&tail, n, path)?;
         if footer.kind != desc.kind
             || footer.lsn_range != desc.lsn_range
             || footer.key_range != desc.key_range
@@ -318,8 +344,8 @@ impl LayerFile {
             ));
         }
         let io_at = footer.index_offset;
-        let framed = &mmap[io_at as usize..(io_at + u64::from(footer.index_len)) as usize];
-        let raw = decode_block(framed, path, io_at)?;
+        let framed = read_at(&f, path, io_at, footer.index_len as usize)?;
+        let raw = decode_block(&framed, path, io_at)?;
         let index = decode_index(&raw, path, io_at)?;
         if let Some(bad) = index.iter().find(|e| {
             e.offset
@@ -339,15 +365,14 @@ impl LayerFile {
             0 => None,
             len => {
                 let at = footer.filter_offset;
-                let raw =
-                    decode_block(&mmap[at as usize..(at + u64::from(len)) as usize], path, at)?;
+                let raw = decode_block(&read_at(&f, path, at, len as usize)?, path, at)?;
                 Some(KeyFilter::decode(&raw, path, at)?)
             }
         };
         let mut file = LayerFile {
             desc: desc.clone(),
             path: path.to_path_buf(),
-            mmap,
+            file: f,
             prefix: Box::default(),
             heads: Vec::new(),
             blocks: BlockCache::slots(index.len()),
@@ -386,9 +411,9 @@ impl LayerFile {
         &self.path
     }
 
-    /// The whole file, for upload.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.mmap
+    /// The whole file, read, for upload.
+    pub(crate) fn read_all(&self) -> Result<Vec<u8>> {
+        read_at(&self.file, &self.path, 0, self.desc.file_size as usize)
     }
 
     pub(crate) fn lsn_range(&self) -> &Range<Lsn> {
@@ -424,11 +449,18 @@ impl LayerFile {
         Ok(BlockRef::Read(DataBlock::parse(&raw, &self.path, offset)?))
     }
 
-    /// Block `i` as stored, checked against its checksum and decompressed, and its offset.
-    fn raw_block(&self, i: usize) -> Result<(Cow<'_, [u8]>, u64)> {
+    /// Block `i` as stored, read, checked against its checksum and decompressed, and its
+    /// offset.
+    fn raw_block(&self, i: usize) -> Result<(Vec<u8>, u64)> {
         let e = &self.index[i];
-        let framed = &self.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-        Ok((decode_block_ref(framed, &self.path, e.offset)?, e.offset))
+        let mut framed = read_at(&self.file, &self.path, e.offset, e.len as usize)?;
+        let stored = match decode_block_ref(&framed, &self.path, e.offset)? {
+            // Stored uncompressed: the block is the start of what was read.
+            Cow::Borrowed(raw) => raw.len(),
+            Cow::Owned(raw) => return Ok((raw, e.offset)),
+        };
+        framed.truncate(stored);
+        Ok((framed, e.offset))
     }
 
     /// Reads and checks block `i` without the cache. Compaction reads blocks this way: it reads
@@ -935,7 +967,8 @@ mod tests {
         let file = LayerFile::open(&path, &desc, Arc::new(BlockCache::new(0))).unwrap();
         let mut zstd = 0;
         for e in &file.index {
-            let framed = &file.mmap[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+            let framed = read_at(&file.file, &path, e.offset, e.len as usize).unwrap();
+            let framed = &framed[..];
             let raw = decode_block(framed, &path, e.offset).unwrap();
             let mut plain = Vec::new();
             zstd += usize::from(encode_block(&raw, Compression::Zstd(1), &mut plain));

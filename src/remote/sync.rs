@@ -445,10 +445,10 @@ impl RemoteCtx {
                     })?;
                     let name = layer_object(tl.id(), &d.file_name, self.generation)?;
                     self.storage
-                        .upload(&name, Bytes::copy_from_slice(file.bytes()))
+                        .upload(&name, Bytes::from(file.read_all()?))
                         .await?;
                     uploaded_layers += 1;
-                    uploaded_bytes += file.bytes().len() as u64;
+                    uploaded_bytes += file.desc.file_size;
                     layer.set_remote_generation(self.generation.0);
                     self.generation.0
                 }

@@ -99,7 +99,10 @@ impl TimelineInner {
             crate::metrics::Job::Compaction.done(start, bytes);
         }
         let dcl = self.disk_consistent_lsn();
-        let (redo, layers) = (self.redo_bytes_above_image(), self.delta_layers_above_image());
+        let (redo, layers) = (
+            self.redo_bytes_above_image(),
+            self.delta_layers_above_image(),
+        );
         if (redo >= opts.image_threshold_bytes || layers >= opts.image_threshold_layers)
             && dcl > self.newest_image_lsn().unwrap_or(Lsn::ZERO)
         {
