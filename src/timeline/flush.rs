@@ -32,16 +32,17 @@ impl TimelineInner {
         old.freeze(lrl.next());
         let new = Arc::new(new);
         {
-            let mut snap = self.snapshot.write();
+            let _change = self.snapshot_change.lock();
+            let snap = self.snapshot.load();
             let mut frozen = Vec::with_capacity(snap.frozen.len() + 1);
             frozen.push(old);
             frozen.extend(snap.frozen.iter().cloned());
-            *snap = Arc::new(Snapshot {
+            self.snapshot.store(Arc::new(Snapshot {
                 ancestor: snap.ancestor.clone(),
                 open: new.clone(),
                 frozen,
                 map: snap.map.clone(),
-            });
+            }));
         }
         ws.open = new;
         self.env.request_flush(self.clone());
@@ -51,7 +52,7 @@ impl TimelineInner {
     pub(crate) fn wait_for_frozen_below(&self, max: usize) -> Result<()> {
         let (m, cv) = &self.flushed;
         let mut g = m.lock();
-        while self.snapshot.read().frozen.len() > max {
+        while self.snapshot.load().frozen.len() > max {
             self.check()?;
             cv.wait_for(&mut g, std::time::Duration::from_millis(100));
         }
@@ -89,7 +90,7 @@ impl TimelineInner {
             let Some(_gate) = self.gate.enter() else {
                 return Ok(());
             };
-            let Some(layer) = self.snapshot.read().frozen.last().cloned() else {
+            let Some(layer) = self.snapshot.load().frozen.last().cloned() else {
                 return Ok(());
             };
             let end = layer.end();
@@ -144,7 +145,7 @@ impl TimelineInner {
     /// Number of L0 delta layers (flush output, covering every key).
     pub(crate) fn l0_count(&self) -> usize {
         self.snapshot
-            .read()
+            .load()
             .map
             .layers()
             .iter()
@@ -234,7 +235,8 @@ impl TimelineInner {
         }
         *m = next;
         {
-            let mut snap = self.snapshot.write();
+            let _change = self.snapshot_change.lock();
+            let snap = self.snapshot.load();
             let mut s = Snapshot {
                 ancestor: if change.detach {
                     None
@@ -255,7 +257,7 @@ impl TimelineInner {
                     }
                 }
             }
-            *snap = Arc::new(s);
+            self.snapshot.store(Arc::new(s));
         }
         // Before anyone waiting on the new watermark wakes: a wait for upload that follows a
         // flush must see this request.

@@ -47,6 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::watch;
@@ -135,7 +136,11 @@ pub(crate) struct TimelineInner {
     pub(crate) time: Mutex<time::TimeState>,
     pub(crate) dir: PathBuf,
     pub(crate) env: Arc<Env>,
-    pub(crate) snapshot: RwLock<Arc<Snapshot>>,
+    /// What reads read. Replaced whole, under `snapshot_change`; loaded without a lock.
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    /// Held while the snapshot is read, changed and replaced (a freeze, a published change), so
+    /// that two changes never start from the same snapshot.
+    pub(crate) snapshot_change: Mutex<()>,
     pub(crate) write: Mutex<WriteState>,
     pub(crate) last_record_lsn: AtomicU64,
     pub(crate) lrl_tx: watch::Sender<Lsn>,
@@ -198,12 +203,13 @@ impl TimelineInner {
             time: Mutex::new(time::TimeState::default()),
             dir,
             env,
-            snapshot: RwLock::new(Arc::new(Snapshot {
+            snapshot_change: Mutex::new(()),
+            snapshot: ArcSwap::from_pointee(Snapshot {
                 ancestor,
                 open: open.clone(),
                 frozen: Vec::new(),
                 map: LayerMap::new(layers),
-            })),
+            }),
             write: Mutex::new(WriteState {
                 open,
                 last_put: dcl,
@@ -317,7 +323,7 @@ impl TimelineInner {
     }
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().clone()
+        self.snapshot.load_full()
     }
 
     /// Waits until `lsn` is published, up to the configured timeout.
@@ -422,6 +428,20 @@ impl TimelineInner {
     /// the check and the snapshot, and the read would answer from what is left.
     pub(crate) fn snapshot_at(&self, lsn: Lsn) -> Result<Arc<Snapshot>> {
         let snap = self.snapshot();
+        self.check_readable(&snap, lsn)?;
+        Ok(snap)
+    }
+
+    /// [`snapshot_at`](Self::snapshot_at) without taking a reference: for a read that ends
+    /// before the guard is dropped, and does not hold many at once.
+    pub(crate) fn snapshot_guard_at(&self, lsn: Lsn) -> Result<arc_swap::Guard<Arc<Snapshot>>> {
+        let snap = self.snapshot.load();
+        self.check_readable(&snap, lsn)?;
+        Ok(snap)
+    }
+
+    /// The checks of [`snapshot_at`](Self::snapshot_at) on a snapshot just taken.
+    fn check_readable(&self, snap: &Snapshot, lsn: Lsn) -> Result<()> {
         let cutoff = self.gc_cutoff();
         if let Some((parent, at)) = &snap.ancestor
             && lsn < *at
@@ -444,7 +464,7 @@ impl TimelineInner {
                 ),
             ));
         }
-        Ok(snap)
+        Ok(())
     }
 }
 
@@ -809,7 +829,7 @@ impl Timeline {
             || crate::metrics::sample_read())
         .then(Instant::now);
         self.inner.check()?;
-        let snap = self.inner.snapshot_at(lsn)?;
+        let snap = self.inner.snapshot_guard_at(lsn)?;
         if let Some((ancestor, needed)) = TimelineInner::lagging_ancestor(&snap, lsn) {
             return Err(Error::new(
                 ErrorKind::LsnNotYetAvailable,
