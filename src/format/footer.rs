@@ -41,6 +41,9 @@ const BODY_CRC_AT: usize = BODY_LEN_AT + 4;
 const MAGIC_AT: usize = BODY_CRC_AT + 4;
 /// Fixed size of the trailer that ends every layer file.
 pub const FOOTER_TRAILER_LEN: usize = MAGIC_AT + MAGIC.len();
+/// The most bytes a footer can take, trailer included: its fixed fields and two keys of at most
+/// `u16::MAX` bytes each, with their lengths and presence byte.
+pub const FOOTER_MAX_LEN: usize = 64 + 2 * (2 + u16::MAX as usize) + FOOTER_TRAILER_LEN;
 
 /// Whether a layer holds every version in its rectangle or full values at one LSN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -374,6 +377,26 @@ mod tests {
             let mut file = vec![0u8; 2000];
             f.encode_into(&mut file);
             prop_assert_eq!(Footer::decode(&file, Path::new("f")).unwrap(), f);
+        }
+
+        /// Decoding from the file's last bytes, as a layer file is opened: any tail that holds
+        /// the footer gives it, the length the trailer names is the footer's, and a tail that
+        /// cuts the footer is an error, never a wrong footer.
+        #[test]
+        fn decodes_from_the_tail_of_the_file(f in footer(), cut in 0usize..2000) {
+            let mut file = vec![0u8; 2000];
+            f.encode_into(&mut file);
+            let len = file.len() - 2000;
+            prop_assert_eq!(Footer::len_from_trailer(&file), Some(len));
+            prop_assert!(len <= FOOTER_MAX_LEN);
+            let n = file.len() as u64;
+            let tail = &file[cut.min(file.len() - len)..];
+            prop_assert_eq!(Footer::decode_end(tail, n, Path::new("f")).unwrap(), f);
+            let short = &file[file.len() - len + 1..];
+            prop_assert_eq!(
+                Footer::decode_end(short, n, Path::new("f")).unwrap_err().kind(),
+                ErrorKind::Corruption
+            );
         }
 
         #[test]

@@ -36,6 +36,7 @@ pub(crate) use data_block::{Side, common_prefix, partition_near};
 pub use filter::{KeyFilter, key_hash};
 pub(crate) use footer::MAGIC as LAYER_MAGIC;
 pub use footer::{Footer, LayerKind};
+pub(crate) use footer::FOOTER_MAX_LEN;
 pub use index::{IndexEntry, decode_index, encode_index};
 pub(crate) use key_order::OrdKey;
 pub(crate) use manifest::MAGIC as MANIFEST_MAGIC;

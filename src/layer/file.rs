@@ -47,9 +47,9 @@ use super::cache::{BlockCache, BlockSlots};
 use super::versions::Versions;
 use crate::error::{Error, Result};
 use crate::format::{
-    Compression, CompressionProbe, DataBlock, DataBlockBuilder, Footer, IndexEntry, KeyFilter,
-    LayerDesc, LayerKind, Side, common_prefix, decode_block, decode_block_ref, decode_index,
-    encode_block, encode_index, key_hash, partition_near,
+    Compression, CompressionProbe, DataBlock, DataBlockBuilder, FOOTER_MAX_LEN, Footer, IndexEntry,
+    KeyFilter, LayerDesc, LayerKind, Side, common_prefix, decode_block, decode_block_ref,
+    decode_index, encode_block, encode_index, key_hash, partition_near,
 };
 use crate::io::{Io, WritableFile, temp_path};
 use crate::lsn::Lsn;
@@ -328,6 +328,7 @@ impl LayerFile {
         let mut tail = read_at(&f, path, n - n.min(4096), n.min(4096) as usize)?;
         if let Some(len) = Footer::len_from_trailer(&tail)
             && len > tail.len()
+            && len <= FOOTER_MAX_LEN
             && len as u64 <= n
         {
             tail = read_at(&f, path, n - len as u64, len)?;
