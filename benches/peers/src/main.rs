@@ -754,7 +754,8 @@ fn run_stratakv(d: &Data, cfg: &Cfg, row: &mut Row) {
         "`put(key, lsn, Value::image | Value::Tombstone)`, `finish_write` every put or every 1000; \
          `Timeline::get_now` (synchronous, no async runtime on the read path); WAL on, \
          `FsyncPolicy::Never`, `zstd_level(None)`, `block_cache_bytes` = the budget, background \
-         work (flush, compaction, image layers every 10 s) as by default",
+         work (flush, and compaction every 10 s or at 4 L0 layers, writing image layers for deltas \
+         needing redo or a deep stack of delta layers) as by default",
     );
     measure(open_stratakv, d, cfg, "StrataKV", row);
 }
@@ -1847,8 +1848,8 @@ fn report(
                 us(m),
                 us(s.num("floor_max_ns"))
             ),
-            "≤ 1 ms, or the floor the machine sets",
-            m <= 1e6,
+            "≤ 1 ms, or no more than the floor probe's largest stall (the floor the machine sets)",
+            m <= 1e6 || m <= s.num("floor_max_ns"),
         );
     }
 
@@ -1913,17 +1914,17 @@ fn report(
          async runtime. Throughput: 1 then 2 reader threads for {:.0} s each, aggregate gets/s\n\
          - reads under ingest: the tail rounds (10%, 10%, full = {tail_puts} puts, one commit per put) \
          written by one thread while another reads at random LSNs up to the last commit, each get \
-         timed; background flushes, compactions (and StrataKV's image layers) run as by default. \
+         timed; background flushes, compactions (and image layers, where an engine writes them) run as by default. \
          After each get the reader spins on the clock for as long as that get took (the floor \
          probe): the largest gap between two clock reads there, where no engine code runs, is the \
          longest this 2-core machine kept the reader off a core while the writer and the engine's \
          background threads ran; a get's max above it is the engine's own\n\
          - memory: peak RSS (`VmHWM`) of the engine's child process, which also holds the harness's \
          model and value pool (the column \"harness\": RSS just before the engine opened). RSS counts \
-         file pages an engine maps as well as its own memory: StrataKV maps its layer files, so the \
-         pages of them its reads touch are in its RSS (and in the OS page cache, once), while RocksDB, \
-         fjall and SlateDB read their files with `pread`; the anonymous / file-backed split after the \
-         reads shows how much is which; bytes on \
+         file pages an engine maps as well as its own memory; every engine here reads its files with \
+         `pread` (StrataKV since commit `847b6ae`; before, it mapped them, and the pages its reads \
+         touched counted in its RSS), and the anonymous / file-backed split after the reads shows \
+         how much is which; bytes on \
          disk: the directory after the main rounds (per-put instance), WAL included\n\n\
          ## Targets (StrataKV)\n\n| what | measured | target | |\n|---|---|---|---|\n{targets}\n\
          ## Ingest\n\n{ingest}\n\
