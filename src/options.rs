@@ -35,6 +35,7 @@ pub struct StoreOptions {
     pub(crate) compression: Compression,
     pub(crate) compress_l0: bool,
     pub(crate) block_cache_bytes: usize,
+    pub(crate) map_layer_files: bool,
     pub(crate) wait_lsn_timeout: Duration,
     pub(crate) slow_read_threshold: Option<Duration>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -94,6 +95,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("compression", &self.compression)
             .field("compress_l0", &self.compress_l0)
             .field("block_cache_bytes", &self.block_cache_bytes)
+            .field("map_layer_files", &self.map_layer_files)
             .field("wait_lsn_timeout", &self.wait_lsn_timeout)
             .field("slow_read_threshold", &self.slow_read_threshold)
             .field("pitr_interval", &self.pitr_interval)
@@ -138,6 +140,7 @@ impl StoreOptions {
             compression: Compression::Zstd(-1),
             compress_l0: false,
             block_cache_bytes: 256 << 20,
+            map_layer_files: false,
             wait_lsn_timeout: Duration::from_secs(10),
             slow_read_threshold: None,
             clock: Arc::new(SystemClock),
@@ -239,6 +242,21 @@ impl StoreOptions {
     /// Bytes of decoded blocks kept in memory (default 256 MiB).
     pub fn block_cache_bytes(mut self, n: usize) -> Self {
         self.block_cache_bytes = n;
+        self
+    }
+
+    /// Whether reads that miss the block cache take their block from a memory mapping of the
+    /// layer file instead of reading it with `pread` (default `false`: read).
+    ///
+    /// Mapped, such a read costs less when the file is in the OS page cache (on this project's
+    /// 2-core VM, `get/latest/disk_cold` 1.28 µs mapped against 1.69 µs read, and
+    /// `disk_evicting` 1.23 against 1.58 µs), at two prices: the file pages reads touch count
+    /// in the process's resident memory (and in the OOM killer's choice) for as long as the
+    /// page cache keeps them, and an I/O error of the device under a mapped page is a `SIGBUS`
+    /// that ends the process rather than an error naming the file. A checksum failure is an
+    /// error either way.
+    pub fn map_layer_files(mut self, on: bool) -> Self {
+        self.map_layer_files = on;
         self
     }
 

@@ -376,7 +376,10 @@ impl Store {
             // with the remote's newest writer.
             io.write_atomic(&dir.join(OWNER_FILE), &encode_owner(r.generation.0))?;
         }
-        let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
+        let cache = Arc::new(BlockCache::for_files(
+            options.block_cache_bytes,
+            options.map_layer_files,
+        ));
         let (wal, wal_records) = if options.wal && !read_only {
             let (w, r) = Wal::open(
                 &io,

@@ -179,6 +179,8 @@ struct Settings {
     target_layer_size: u64,
     /// Delta bytes above the newest image at which compaction writes an image layer.
     image_threshold_bytes: u64,
+    /// Layer files mapped instead of read.
+    map_layer_files: bool,
 }
 
 impl Settings {
@@ -194,6 +196,7 @@ impl Settings {
             .compaction_threshold(self.compaction_threshold)
             .target_layer_size(self.target_layer_size)
             .image_threshold_bytes(self.image_threshold_bytes)
+            .map_layer_files(self.map_layer_files)
             // With the small byte threshold, images of whole values too, from a shallow stack.
             .image_threshold_layers(if self.image_threshold_bytes < 1 << 20 {
                 2
@@ -276,11 +279,12 @@ fn settings() -> impl Strategy<Value = Settings> {
         prop_oneof![Just(2usize), Just(4), Just(1000)],
         prop_oneof![Just(1024u64), Just(4096), Just(64 << 20)],
         prop_oneof![3 => Just(128u64 << 20), 1 => Just(6 << 10)],
+        any::<bool>(),
     );
     (layout, background).prop_map(
         |(
             (block_size, freeze_bytes, zstd, cache_bytes, max_frozen_layers, freeze_lsn_distance),
-            (wal, compaction_threshold, target_layer_size, image_threshold_bytes),
+            (wal, compaction_threshold, target_layer_size, image_threshold_bytes, map_layer_files),
         )| Settings {
             block_size,
             freeze_bytes,
@@ -292,6 +296,7 @@ fn settings() -> impl Strategy<Value = Settings> {
             compaction_threshold,
             target_layer_size,
             image_threshold_bytes,
+            map_layer_files,
         },
     )
 }

@@ -204,6 +204,9 @@ impl AsRef<[u8]> for Piece {
 /// cached first.
 pub(crate) struct BlockCache {
     capacity: usize,
+    /// Whether layer files whose blocks this cache holds are mapped rather than read (see
+    /// [`StoreOptions::map_layer_files`](crate::StoreOptions::map_layer_files)).
+    pub(crate) map_files: bool,
     fifo: Mutex<Fifo>,
     /// Reads that found their block cached, and those that did not (see [`crate::metrics`]).
     pub(crate) hits: ::metrics::Counter,
@@ -215,6 +218,7 @@ impl BlockCache {
     pub(crate) fn new(capacity_bytes: usize) -> BlockCache {
         BlockCache {
             capacity: capacity_bytes,
+            map_files: false,
             fifo: Mutex::new(Fifo {
                 order: VecDeque::new(),
                 bytes: 0,
@@ -223,6 +227,14 @@ impl BlockCache {
             }),
             hits: ::metrics::counter!(crate::metrics::BLOCK_CACHE_HITS),
             misses: ::metrics::counter!(crate::metrics::BLOCK_CACHE_MISSES),
+        }
+    }
+
+    /// [`new`](Self::new), for layer files that are mapped (`map_files`) or read.
+    pub(crate) fn for_files(capacity_bytes: usize, map_files: bool) -> BlockCache {
+        BlockCache {
+            map_files,
+            ..BlockCache::new(capacity_bytes)
         }
     }
 
