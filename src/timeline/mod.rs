@@ -679,11 +679,7 @@ impl Timeline {
     /// # Errors
     /// As [`get`](Timeline::get).
     pub async fn get_traced(&self, key: &[u8], lsn: Lsn) -> Result<(Option<Bytes>, ReadTrace)> {
-        let env = &self.inner.env;
-        let threshold = env.options.slow_read_threshold;
-        // The clock is read for a sample of the gets only (see `crate::metrics`), unless the
-        // user asked for slow reads to be reported.
-        let start = (threshold.is_some() || crate::metrics::sample_read()).then(Instant::now);
+        let start = self.read_start();
         let mut snap = self.inner.read_snapshot(lsn).await?;
         let mut trace = ReadTrace::default();
         let v = self
@@ -692,6 +688,13 @@ impl Timeline {
             .await?;
         self.timed(start, key, lsn, &trace);
         Ok((v, trace))
+    }
+
+    /// When a get starts, if it is timed: the clock is read for a sample of the gets only (see
+    /// `crate::metrics`), unless the user asked for slow reads to be reported.
+    fn read_start(&self) -> Option<Instant> {
+        (self.inner.env.options.slow_read_threshold.is_some() || crate::metrics::sample_read())
+            .then(Instant::now)
     }
 
     /// Records the time of a get that started at `start` (if it is timed), and reports it if
@@ -825,9 +828,7 @@ impl Timeline {
                 ),
             ));
         }
-        let start = (self.inner.env.options.slow_read_threshold.is_some()
-            || crate::metrics::sample_read())
-        .then(Instant::now);
+        let start = self.read_start();
         self.inner.check()?;
         let snap = self.inner.snapshot_guard_at(lsn)?;
         if let Some((ancestor, needed)) = TimelineInner::lagging_ancestor(&snap, lsn) {
