@@ -1,7 +1,7 @@
 //! The in-memory layer: the open one takes writes, frozen ones wait to be flushed.
 //!
 //! Each key is stored once (its bytes in its entry, or in an arena when long) and found through
-//! a hash table; versions are appended to one vector in put order, each linking to the previous
+//! a hash table; versions are appended to one chunked vector in put order, each linking to the previous
 //! version of its key. A put is a hash lookup and two appends; a point read is a hash lookup and
 //! a walk down the key's versions, newest first. Nothing keeps the keys in order as they are
 //! written, which is what a tree would spend a put on (a cache miss per node on the way down):
@@ -25,6 +25,7 @@ use bytes::Bytes;
 use hashbrown::DefaultHashBuilder;
 use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
 
+use super::chunked::Chunked;
 use super::key_index::KeyIndex;
 use super::versions::Versions;
 use crate::format::OrdKey;
@@ -81,8 +82,9 @@ struct Table {
     keys: Vec<KeyEntry>,
     /// Every key's bytes, end to end.
     arena: Vec<u8>,
-    /// Every version, in put order (so by LSN: puts never go backwards).
-    versions: Vec<Version>,
+    /// Every version, in put order (so by LSN: puts never go backwards); in chunks, so a
+    /// put that needs room never copies the versions while readers wait.
+    versions: Chunked<Version>,
     /// Puts taken by [`InMemoryLayer::put_pipelined`] and not yet in the table, oldest first;
     /// none below an LSN in the table.
     pending: VecDeque<Pending>,
@@ -200,7 +202,7 @@ impl Table {
             index: KeyIndex::new(),
             keys: Vec::new(),
             arena: Vec::new(),
-            versions: Vec::new(),
+            versions: Chunked::default(),
             pending: VecDeque::new(),
         }
     }
@@ -389,7 +391,7 @@ impl InMemoryLayer {
     /// full. The larger copies are built under an upgradable read lock, so reads go on
     /// meanwhile; only the swap takes the write lock. Rebuilding the index inside a put, under
     /// the write lock, kept reads of a layer of a million keys waiting for milliseconds. (The
-    /// version vector grows in place: see [`larger_copy`].)
+    /// versions are never copied: they grow by a chunk, see [`Chunked`].)
     fn grow_ahead(&self) {
         let t = self.table.upgradable_read();
         let index = t.index.needs_room_for(GROW_AHEAD).then(|| t.index.grown());
@@ -613,7 +615,7 @@ impl InMemoryLayer {
     pub(crate) fn versions_between(&self, from: Lsn, to: Lsn, out: &mut Vec<(Bytes, Lsn, Value)>) {
         let t = self.table.read();
         let first = t.versions.partition_point(|v| v.lsn < from);
-        for v in t.versions[first..].iter().take_while(|v| v.lsn <= to) {
+        for v in t.versions.iter_from(first).take_while(|v| v.lsn <= to) {
             out.push((
                 Bytes::copy_from_slice(t.key(v.key as usize)),
                 v.lsn,
