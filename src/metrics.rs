@@ -284,6 +284,9 @@ pub(crate) struct TimelineGauges {
     pub(crate) remote_consistent_lsn: Gauge,
     pub(crate) remote_lag: Gauge,
     pub(crate) gc_cutoff: Gauge,
+    /// Held while the watermark gauges are read and set: two updaters (a flush and an upload)
+    /// would otherwise race, and the later `set` could carry the older reading.
+    pub(crate) update: parking_lot::Mutex<()>,
 }
 
 impl TimelineGauges {
@@ -296,6 +299,7 @@ impl TimelineGauges {
             remote_consistent_lsn: g(TIMELINE_REMOTE_CONSISTENT_LSN),
             remote_lag: g(TIMELINE_REMOTE_LAG_LSN),
             gc_cutoff: g(TIMELINE_GC_CUTOFF),
+            update: parking_lot::Mutex::new(()),
         }
     }
 }

@@ -243,6 +243,8 @@ impl TimelineInner {
     /// each. (`last_record_lsn`'s is set at each commit, `gc_cutoff`'s when GC moves it.)
     pub(crate) fn update_gauges(&self) {
         let g = &self.gauges;
+        // Read under the lock: whoever sets last read the watermarks last.
+        let _update = g.update.lock();
         let rcl = self.remote_consistent_lsn.load(Ordering::Acquire);
         g.disk_consistent_lsn
             .set(self.disk_consistent_lsn().0 as f64);
