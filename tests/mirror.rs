@@ -153,9 +153,12 @@ fn a_store_attached_from_the_mirror_reads_the_mirrored_lsns(source: &Backend, de
         FaultConfig::new(seed).with_errors(0.15),
     ));
     faulty.set_enabled(false);
+    // A grace of 500 ms gives a checked deletion 250 ms: the 25 ms of the backends' default
+    // abandoned a deletion on a loaded machine, and a pass without faults failed.
     let dest_remote = dest
         .remote_on(faulty.clone())
-        .with_retry_policy(common::backends::fast_retry(1));
+        .with_retry_policy(common::backends::fast_retry(1))
+        .with_claim_grace(Duration::from_millis(500));
     let mirror = Mirror::start(
         source.remote(),
         dest_remote,
