@@ -191,8 +191,11 @@ impl StoreOptions {
         self
     }
 
-    /// The open in-memory layer is frozen and flushed once it holds this many bytes
-    /// (default 64 MiB).
+    /// The open in-memory layer is frozen and flushed once it holds this many bytes of memory
+    /// (default 64 MiB): its keys and values, a 32-byte entry per version, a 64-byte entry and
+    /// an index slot or two per key. The open layer and up to
+    /// [`max_frozen_layers`](Self::max_frozen_layers) frozen ones waiting for flush are in
+    /// memory at once.
     pub fn freeze_bytes(mut self, n: usize) -> Self {
         self.freeze_bytes = n;
         self

@@ -4,6 +4,28 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+/// A value borrowed from where a layer keeps it: what a layer file's writer copies from,
+/// without a buffer of its own.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ValueRef<'a> {
+    Image(&'a [u8]),
+    Delta { record: &'a [u8], will_init: bool },
+    Tombstone,
+}
+
+impl<'a> From<&'a Value> for ValueRef<'a> {
+    fn from(v: &'a Value) -> ValueRef<'a> {
+        match v {
+            Value::Image(b) => ValueRef::Image(b),
+            Value::Delta { record, will_init } => ValueRef::Delta {
+                record,
+                will_init: *will_init,
+            },
+            Value::Tombstone => ValueRef::Tombstone,
+        }
+    }
+}
+
 /// One version of a key, as written at an LSN.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {

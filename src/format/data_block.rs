@@ -29,7 +29,7 @@ use super::cursor::{Cursor, put_short_bytes};
 use super::key_order::OrdKey;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 
 const TAG_IMAGE: u8 = 0;
 const TAG_DELTA: u8 = 1;
@@ -49,22 +49,29 @@ pub struct DataBlockBuilder {
 }
 
 impl DataBlockBuilder {
-    /// Appends an entry; entries must come in `(key, lsn)` order.
+    /// Appends an entry; entries must come in `(key, lsn)` order. (The store's writers pass
+    /// borrowed values, [`add_ref`](Self::add_ref); this is for tests and `internals`.)
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     pub fn add(&mut self, key: &[u8], lsn: Lsn, value: &Value) {
+        self.add_ref(key, lsn, value.into());
+    }
+
+    /// As [`add`](Self::add), from a borrowed value.
+    pub(crate) fn add_ref(&mut self, key: &[u8], lsn: Lsn, value: ValueRef<'_>) {
         self.offsets.push(self.buf.len() as u32);
         put_short_bytes(&mut self.buf, key);
         self.buf.extend_from_slice(&lsn.0.to_le_bytes());
         let (tag, body): (u8, &[u8]) = match value {
-            Value::Image(b) => (TAG_IMAGE, b),
-            Value::Delta {
+            ValueRef::Image(b) => (TAG_IMAGE, b),
+            ValueRef::Delta {
                 record,
                 will_init: false,
             } => (TAG_DELTA, record),
-            Value::Delta {
+            ValueRef::Delta {
                 record,
                 will_init: true,
             } => (TAG_DELTA_INIT, record),
-            Value::Tombstone => (TAG_TOMBSTONE, &[]),
+            ValueRef::Tombstone => (TAG_TOMBSTONE, &[]),
         };
         self.buf.push(tag);
         self.buf

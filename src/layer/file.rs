@@ -48,7 +48,7 @@ use crate::format::{
 };
 use crate::io::{Io, WritableFile, temp_path};
 use crate::lsn::Lsn;
-use crate::value::{KeyRange, Value};
+use crate::value::{KeyRange, Value, ValueRef};
 
 /// The file name of a layer: sequence number, kind and LSN range, all fixed-width hex.
 pub(crate) fn layer_file_name(seq: u64, kind: LayerKind, lsn_range: &Range<Lsn>) -> String {
@@ -120,6 +120,11 @@ impl LayerWriter {
 
     /// Adds a version; versions must come in `(key, lsn)` order.
     pub(crate) fn add(&mut self, key: &[u8], lsn: Lsn, value: &Value) -> Result<()> {
+        self.add_ref(key, lsn, value.into())
+    }
+
+    /// As [`add`](Self::add), from a borrowed value.
+    pub(crate) fn add_ref(&mut self, key: &[u8], lsn: Lsn, value: ValueRef<'_>) -> Result<()> {
         if self.block_first.is_none() {
             self.block_first = Some((Bytes::copy_from_slice(key), lsn));
         }
@@ -131,7 +136,7 @@ impl LayerWriter {
             self.max_key.extend_from_slice(key);
             self.key_hashes.push(key_hash(key));
         }
-        self.block.add(key, lsn, value);
+        self.block.add_ref(key, lsn, value);
         self.entries += 1;
         if self.block.len() >= self.block_size {
             self.finish_block()?;

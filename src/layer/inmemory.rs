@@ -27,14 +27,12 @@ use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
 
 use super::chunked::Chunked;
 use super::key_index::KeyIndex;
+use super::value_arena::{SMALL_VALUE, ValueArena};
 use super::versions::Versions;
 use crate::format::OrdKey;
 use crate::hint::prefetch;
 use crate::lsn::Lsn;
-use crate::value::Value;
-
-/// Bytes of bookkeeping counted per version on top of key and value bytes.
-const VERSION_OVERHEAD: usize = 48;
+use crate::value::{Value, ValueRef};
 
 /// No version: the end of a key's chain.
 const NONE: usize = usize::MAX;
@@ -51,8 +49,8 @@ pub(crate) struct InMemoryLayer {
     table: RwLock<Table>,
     /// Key order for scans, over a prefix of the keys. Locked after `table`.
     order: Mutex<Runs>,
-    /// Changed only under `table`'s write lock, so a plain load and store do: a put needs
-    /// no second locked instruction.
+    /// The memory the table holds ([`Table::memory`]), as of the last put; changed only under
+    /// `table`'s write lock.
     bytes: AtomicUsize,
     /// Set under `table`'s write lock when the next [`GROW_AHEAD`] new keys would make the
     /// index or the key vector grow; the next put grows them first, off the write lock (see
@@ -85,6 +83,12 @@ struct Table {
     /// Every version, in put order (so by LSN: puts never go backwards); in chunks, so a
     /// put that needs room never copies the versions while readers wait.
     versions: Chunked<Version>,
+    /// The values of up to [`SMALL_VALUE`] bytes, end to end.
+    values: ValueArena,
+    /// Longer values, each in its own buffer.
+    large: Chunked<Bytes>,
+    /// Bytes of the values in `large`.
+    large_bytes: usize,
     /// Puts taken by [`InMemoryLayer::put_pipelined`] and not yet in the table, oldest first;
     /// none below an LSN in the table.
     pending: VecDeque<Pending>,
@@ -162,21 +166,42 @@ impl KeyEntry {
     }
 }
 
+/// One version: 32 bytes, its value elsewhere ([`Table::value`]).
 struct Version {
     lsn: Lsn,
-    value: Value,
+    /// Where the value is: its location in `values`, or with [`LARGE`] its index in `large`.
+    at: u64,
+    len: u32,
     /// Index in `versions` of the key's previous version, or `OLDER_NONE`. A layer holds far
-    /// fewer than 4G versions (it is frozen at `freeze_bytes`, and each version counts
-    /// `VERSION_OVERHEAD` bytes), so 32 bits do, and leave room for `key` in the same size.
+    /// fewer than 4G versions (it is frozen at `freeze_bytes`, and each version counts its
+    /// 32 bytes), so 32 bits do, and leave room for `key` in the same size.
     older: u32,
     /// The key's id, for reading the layer in LSN order (the change feed).
     key: u32,
+    /// One of the `KIND_` values, with [`LARGE`] set for a value in `large`.
+    kind: u8,
 }
+
+const _: () = assert!(std::mem::size_of::<Version>() == 32);
+
+const KIND_TOMBSTONE: u8 = 0;
+const KIND_IMAGE: u8 = 1;
+const KIND_DELTA: u8 = 2;
+const KIND_DELTA_INIT: u8 = 3;
+/// Set in [`Version::kind`] when the value is in `large`.
+const LARGE: u8 = 4;
+/// Bytes a large value holds beyond its own: its `Bytes` and the allocator's header.
+const LARGE_OVERHEAD: usize = 48;
 
 /// No older version, in [`Version::older`].
 const OLDER_NONE: u32 = u32::MAX;
 
 impl Version {
+    /// Whether the value is in the arena (a tombstone has none).
+    fn in_arena(&self) -> bool {
+        self.kind != KIND_TOMBSTONE && self.kind & LARGE == 0
+    }
+
     fn older(&self) -> usize {
         match self.older {
             OLDER_NONE => NONE,
@@ -203,7 +228,95 @@ impl Table {
             keys: Vec::new(),
             arena: Vec::new(),
             versions: Chunked::default(),
+            values: ValueArena::default(),
+            large: Chunked::default(),
+            large_bytes: 0,
             pending: VecDeque::new(),
+        }
+    }
+
+    /// The memory the table holds, in bytes: its key entries, index and versions, and the
+    /// bytes of keys and values. Grown capacity not written yet is left out (the kernel backs
+    /// pages only once written), as are the short pipeline of pending puts and the key order
+    /// a scan builds.
+    fn memory(&self) -> usize {
+        self.keys.len() * std::mem::size_of::<KeyEntry>()
+            + self.index.memory()
+            + self.versions.len() * std::mem::size_of::<Version>()
+            + self.arena.len()
+            + self.values.memory()
+            + self.large_bytes
+    }
+
+    /// Stores `value`: returns where it is, its length and its kind for a [`Version`].
+    fn store(&mut self, value: Value) -> (u64, u32, u8) {
+        let (kind, bytes) = match value {
+            Value::Tombstone => return (0, 0, KIND_TOMBSTONE),
+            Value::Image(b) => (KIND_IMAGE, b),
+            Value::Delta {
+                record,
+                will_init: false,
+            } => (KIND_DELTA, record),
+            Value::Delta {
+                record,
+                will_init: true,
+            } => (KIND_DELTA_INIT, record),
+        };
+        // Values are at most `max_value_len`, which options keep far below 4 GiB.
+        let len = bytes.len() as u32;
+        if bytes.len() <= SMALL_VALUE {
+            (self.values.push(&bytes), len, kind)
+        } else {
+            // The buffer, and its `Bytes` and the allocator's header beside it.
+            self.large_bytes += bytes.len() + LARGE_OVERHEAD;
+            self.large.push(bytes);
+            (self.large.len() as u64 - 1, len, kind | LARGE)
+        }
+    }
+
+    /// The value of `v`, borrowed.
+    fn value_ref(&self, v: &Version) -> ValueRef<'_> {
+        let bytes = || {
+            if v.kind & LARGE != 0 {
+                &self.large[v.at as usize][..]
+            } else {
+                self.values.get(v.at, v.len as usize)
+            }
+        };
+        match v.kind & !LARGE {
+            KIND_IMAGE => ValueRef::Image(bytes()),
+            KIND_DELTA => ValueRef::Delta {
+                record: bytes(),
+                will_init: false,
+            },
+            KIND_DELTA_INIT => ValueRef::Delta {
+                record: bytes(),
+                will_init: true,
+            },
+            _ => ValueRef::Tombstone,
+        }
+    }
+
+    /// The value of `v`: a small value copied out of the arena, a large one shared.
+    fn value(&self, v: &Version) -> Value {
+        let bytes = || {
+            if v.kind & LARGE != 0 {
+                self.large[v.at as usize].clone()
+            } else {
+                Bytes::copy_from_slice(self.values.get(v.at, v.len as usize))
+            }
+        };
+        match v.kind & !LARGE {
+            KIND_IMAGE => Value::Image(bytes()),
+            KIND_DELTA => Value::Delta {
+                record: bytes(),
+                will_init: false,
+            },
+            KIND_DELTA_INIT => Value::Delta {
+                record: bytes(),
+                will_init: true,
+            },
+            _ => Value::Tombstone,
         }
     }
 
@@ -274,15 +387,18 @@ impl Table {
             }
         };
         debug_assert!(at < OLDER_NONE as usize && key_id < u32::MAX as usize);
+        let (value_at, len, kind) = self.store(value);
         self.versions.push(Version {
             lsn,
-            value,
+            at: value_at,
+            len,
             older: if older == NONE {
                 OLDER_NONE
             } else {
                 older as u32
             },
             key: key_id as u32,
+            kind,
         });
     }
 
@@ -428,13 +544,12 @@ impl InMemoryLayer {
         self.end.store(end.0, Ordering::Release);
     }
 
-    /// Adds `n` (wrapping) to the bytes held; the caller holds the table's write lock.
-    fn add_bytes(&self, n: usize) {
-        let b = self.bytes.load(Ordering::Relaxed);
-        self.bytes.store(b.wrapping_add(n), Ordering::Relaxed);
+    /// Notes the memory `t` holds; the caller holds the table's write lock.
+    fn note_memory(&self, t: &Table) {
+        self.bytes.store(t.memory(), Ordering::Relaxed);
     }
 
-    /// Approximate bytes held.
+    /// The memory the layer holds, in bytes, as of its last put: what `freeze_bytes` bounds.
     pub(crate) fn size(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -461,7 +576,6 @@ impl InMemoryLayer {
     /// Adds a version; the caller has checked that `(key, lsn)` is new and `lsn` is the newest
     /// LSN written to this layer so far.
     pub(crate) fn put(&self, key: &[u8], lsn: Lsn, value: Value) {
-        let add = key.len() + value.payload_len() + VERSION_OVERHEAD;
         if self.grow_soon.load(Ordering::Relaxed) {
             self.grow_ahead();
         }
@@ -470,7 +584,7 @@ impl InMemoryLayer {
         let hash = t.hasher.hash_one(key);
         t.apply(hash, key, lsn, value);
         self.note_room(&t);
-        self.add_bytes(add);
+        self.note_memory(&t);
     }
 
     /// As [`put`](Self::put), but the version may wait in a short pipeline, invisible to
@@ -482,7 +596,6 @@ impl InMemoryLayer {
         if key.len() > PIPELINE_KEY {
             return self.put(key, lsn, value);
         }
-        let add = key.len() + value.payload_len() + VERSION_OVERHEAD;
         if self.grow_soon.load(Ordering::Relaxed) {
             self.grow_ahead();
         }
@@ -500,7 +613,7 @@ impl InMemoryLayer {
             t.apply_one(p);
         }
         self.note_room(t);
-        self.add_bytes(add);
+        self.note_memory(t);
     }
 
     /// Applies the puts waiting in the pipeline: reads see them from now on.
@@ -516,7 +629,7 @@ impl InMemoryLayer {
             return false;
         };
         for v in t.chain(id).filter(|v| v.lsn < cont) {
-            if out.push(v.lsn, v.value.clone()) {
+            if out.push(v.lsn, t.value(v)) {
                 return true;
             }
         }
@@ -529,7 +642,7 @@ impl InMemoryLayer {
         let Some(id) = t.find(key) else {
             return Vec::new();
         };
-        let mut out: Vec<(Lsn, Value)> = t.chain(id).map(|v| (v.lsn, v.value.clone())).collect();
+        let mut out: Vec<(Lsn, Value)> = t.chain(id).map(|v| (v.lsn, t.value(v))).collect();
         out.reverse();
         out
     }
@@ -619,7 +732,7 @@ impl InMemoryLayer {
             out.push((
                 Bytes::copy_from_slice(t.key(v.key as usize)),
                 v.lsn,
-                v.value.clone(),
+                t.value(v),
             ));
         }
     }
@@ -643,12 +756,20 @@ impl InMemoryLayer {
             }
         }
         moved.sort_unstable();
-        let mut moved_bytes = 0;
         for &(v, id) in &moved {
-            let key = t.keys[id].key(&t.arena);
             let version = &t.versions[v];
-            moved_bytes += key.len() + version.value.payload_len() + VERSION_OVERHEAD;
-            next.put(key, version.lsn, version.value.clone());
+            next.put(t.key(id), version.lsn, t.value(version));
+        }
+        // Values are stored in version order: those of the moved versions are the last ones.
+        if let Some(first) = t.versions.iter_from(cut).find(|v| v.in_arena()) {
+            t.values.truncate(first.at);
+        }
+        if let Some(first) = t.versions.iter_from(cut).find(|v| v.kind & LARGE != 0) {
+            let first = first.at as usize;
+            for i in first..t.large.len() {
+                t.large_bytes -= t.large[i].len() + LARGE_OVERHEAD;
+            }
+            t.large.truncate(first);
         }
         t.versions.truncate(cut);
         // Keys first written above `lsn` are the newest ones: drop them.
@@ -664,14 +785,14 @@ impl InMemoryLayer {
         }
         order.runs.retain(|run| !run.is_empty());
         order.covered = order.covered.min(kept);
-        self.add_bytes(moved_bytes.wrapping_neg());
+        self.note_memory(t);
         next
     }
 
     /// Calls `f` for every version in `(key, lsn)` order.
     pub(crate) fn for_each(
         &self,
-        mut f: impl FnMut(&[u8], Lsn, &Value) -> crate::Result<()>,
+        mut f: impl FnMut(&[u8], Lsn, ValueRef<'_>) -> crate::Result<()>,
     ) -> crate::Result<()> {
         let t = self.table.read();
         let ids = t.sorted_ids();
@@ -687,18 +808,18 @@ impl InMemoryLayer {
             {
                 prefetch(v);
             }
-            if let Some(Value::Image(b)) = ids
+            if let Some(v) = ids
                 .get(i + 4)
                 .and_then(|&(_, a)| t.versions.get(t.keys[a].newest))
-                .map(|v| &v.value)
+                .filter(|v| v.in_arena())
             {
-                prefetch(b.as_ptr());
+                prefetch(t.values.get(v.at, v.len as usize).as_ptr());
             }
             chain.clear();
             chain.extend(t.chain(id));
             let key = t.key(id);
             for v in chain.iter().rev() {
-                f(key, v.lsn, &v.value)?;
+                f(key, v.lsn, t.value_ref(v))?;
             }
         }
         Ok(())
@@ -741,11 +862,22 @@ mod tests {
     }
 
     /// Everything `for_each` yields.
+    fn owned(v: ValueRef<'_>) -> Value {
+        match v {
+            ValueRef::Image(b) => Value::Image(Bytes::copy_from_slice(b)),
+            ValueRef::Delta { record, will_init } => Value::Delta {
+                record: Bytes::copy_from_slice(record),
+                will_init,
+            },
+            ValueRef::Tombstone => Value::Tombstone,
+        }
+    }
+
     fn dump(layer: &InMemoryLayer) -> Vec<(Vec<u8>, u64, Value)> {
         let mut all = Vec::new();
         layer
             .for_each(|k, l, v| {
-                all.push((k.to_vec(), l.0, v.clone()));
+                all.push((k.to_vec(), l.0, owned(v)));
                 Ok(())
             })
             .unwrap();
@@ -930,7 +1062,13 @@ mod tests {
             let high = split_model(&mut model, split_at);
             prop_assert_eq!(dump(&layer), flat(&model));
             prop_assert_eq!(dump(&above), flat(&high));
-            prop_assert_eq!(layer.size() + above.size(), size);
+            // Memory moves with the versions: the layer holds no more than before, and each
+            // side at least its versions and their values.
+            prop_assert!(layer.size() <= size, "{} > {}", layer.size(), size);
+            for (l, m) in [(&layer, &model), (&above, &high)] {
+                let least: usize = flat(m).iter().map(|(_, _, v)| 32 + v.payload_len()).sum();
+                prop_assert!(l.size() >= least, "{} < {}", l.size(), least);
+            }
             prop_assert_eq!(layer.is_empty(), model.is_empty());
             for (a, b, cont, kind) in &probes {
                 let (lo, hi) = bounds(a, b, *kind);

@@ -130,6 +130,11 @@ impl KeyIndex {
         *self = self.copied_into(self.slots.len(), keep);
     }
 
+    /// Bytes of the slots.
+    pub(crate) fn memory(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<u64>()
+    }
+
     /// Keys in the index.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

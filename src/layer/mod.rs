@@ -7,6 +7,7 @@ mod handle;
 mod inmemory;
 mod key_index;
 mod map;
+mod value_arena;
 mod versions;
 
 pub(crate) use cache::BlockCache;

@@ -120,7 +120,7 @@ impl TimelineInner {
                     lsn_range,
                     None,
                     compression,
-                    |w| layer.for_each(|k, l, v| w.add(k, l, v)),
+                    |w| layer.for_each(|k, l, v| w.add_ref(k, l, v)),
                 )?);
             }
             let bytes: u64 = change.added.iter().map(|d| d.file_size).sum();
