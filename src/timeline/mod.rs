@@ -312,9 +312,8 @@ impl TimelineInner {
             .time
             .lock()
             .index
-            .entries()
-            .iter()
-            .copied()
+            .to_vec()
+            .into_iter()
             .filter(|(l, _)| *l <= dcl)
             .collect();
         (m.clone(), layers, times)

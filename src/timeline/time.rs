@@ -53,8 +53,7 @@ impl TimelineInner {
         let entries: Vec<_> = t
             .index
             .entries_after(from)
-            .iter()
-            .copied()
+            .into_iter()
             .filter(|(l, _)| *l <= dcl)
             .collect();
         if !entries.is_empty() {
@@ -76,9 +75,8 @@ impl TimelineInner {
         let upto = t.persisted_upto;
         let on_disk = TimeIndex::from_entries(
             t.index
-                .entries()
-                .iter()
-                .copied()
+                .to_vec()
+                .into_iter()
                 .filter(|(l, _)| *l <= upto)
                 .collect(),
         );
