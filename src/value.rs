@@ -26,6 +26,20 @@ impl<'a> From<&'a Value> for ValueRef<'a> {
     }
 }
 
+impl ValueRef<'_> {
+    /// The value, its bytes (if any) made by `bytes` from the borrowed ones.
+    pub(crate) fn to_value_with(self, bytes: impl FnOnce(&[u8]) -> Bytes) -> Value {
+        match self {
+            ValueRef::Image(b) => Value::Image(bytes(b)),
+            ValueRef::Delta { record, will_init } => Value::Delta {
+                record: bytes(record),
+                will_init,
+            },
+            ValueRef::Tombstone => Value::Tombstone,
+        }
+    }
+}
+
 /// One version of a key, as written at an LSN.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
