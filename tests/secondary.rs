@@ -544,7 +544,9 @@ fn promotion_past_the_maximum_lag_is_refused_and_a_forced_one_fences_the_old_pri
     let primary = Store::open_blocking(
         primary_options(pdir.path(), backend.remote())
             .remote_wal_interval(Duration::from_secs(3600))
-            .background_period(None),
+            .background_period(None)
+            // Nothing may reach the remote: no layer is frozen and flushed either.
+            .freeze_bytes(1 << 20),
     )
     .unwrap();
     let tl = block_on(primary.create_timeline("main")).unwrap();
