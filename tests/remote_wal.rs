@@ -411,3 +411,148 @@ fn a_missing_or_damaged_chunk_fails_the_attach_naming_it() {
         assert!(e.to_string().contains(seq), "{damage}: {e} names {victim}");
     }
 }
+
+/// An object store whose listings under `hide_under` miss `hidden` while `misses` lasts, as a
+/// listing that ran beside the owner's deletions can (it showed a chunk deleted after it was
+/// listed and missed the next one, deleted before the listing reached it).
+#[derive(Debug)]
+struct ListingMisses {
+    inner: Arc<dyn object_store::ObjectStore>,
+    hidden: object_store::path::Path,
+    misses: std::sync::atomic::AtomicU32,
+}
+
+impl std::fmt::Display for ListingMisses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ListingMisses({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for ListingMisses {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering;
+        let covers = prefix.is_none_or(|p| self.hidden.prefix_matches(p));
+        let miss = covers
+            && self
+                .misses
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok();
+        let hidden = self.hidden.clone();
+        self.inner
+            .list(prefix)
+            .filter(move |m| {
+                let keep = !(miss && m.as_ref().is_ok_and(|m| m.location == hidden));
+                std::future::ready(keep)
+            })
+            .boxed()
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Given a node that shipped several chunks and died, when the WAL listings of the node that
+/// attaches miss a chunk in the middle (a listing is no snapshot: beside the owner's deletions
+/// it can), then the attach reads the chunks again and replays every commit while the miss
+/// is passing; and when every listing misses it, the attach fails with `Corruption` naming it.
+#[test]
+fn a_listing_that_misses_a_chunk_is_read_again() {
+    for (misses, passes) in [(1, true), (3, true), (u32::MAX, false)] {
+        let backend = Backend::local(unique_prefix("wal", "listing"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_blocking(
+            options(dir.path(), backend.remote(), "writer").background_period(None),
+        )
+        .unwrap();
+        let tl = block_on(store.create_timeline("t0")).unwrap();
+        let mut w = tl.writer().unwrap();
+        for lsn in 1..=5u64 {
+            w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
+                .unwrap();
+            w.finish_write(Lsn(lsn)).unwrap();
+        }
+        drop(w);
+        drop(store);
+        let chunks = on_tokio(backend.remote().list("wal")).unwrap();
+        assert!(chunks.len() >= 3, "chunks {chunks:?}");
+        let victim = chunks[chunks.len() / 2].0.clone();
+        let wrapped = Arc::new(ListingMisses {
+            inner: backend.store.clone(),
+            hidden: backend.remote().location(&victim).unwrap(),
+            misses: std::sync::atomic::AtomicU32::new(misses),
+        });
+        let other = tempfile::tempdir().unwrap();
+        let opened =
+            Store::open_blocking(options(other.path(), backend.remote_on(wrapped), "reader"));
+        if !passes {
+            let e = opened.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+            let seq = &victim.rsplit('/').next().unwrap()[..16];
+            assert!(e.to_string().contains(seq), "{e} names {victim}");
+            continue;
+        }
+        let reader = opened.unwrap_or_else(|e| panic!("{misses} missed listings: {e}"));
+        let tl = reader.timeline("t0").unwrap();
+        for lsn in 1..=5u64 {
+            assert_eq!(
+                tl.get_blocking(&key(lsn), Lsn(5)).unwrap().as_deref(),
+                Some(&value("t0", lsn)[..]),
+                "{misses} missed listings: LSN {lsn}"
+            );
+        }
+        block_on(reader.close()).unwrap();
+    }
+}

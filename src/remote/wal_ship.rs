@@ -30,7 +30,8 @@
 //! generation started at or below its sequence number (or wrote a chunk there): such a chunk
 //! was written by a fenced owner after its successor listed, so none of it was acknowledged,
 //! and it must not surface even when the successor has written no chunk yet. Valid chunks must form an unbroken run of
-//! sequence numbers; a gap, a torn chunk (its trailer fails) or a chunk that does not decode is
+//! sequence numbers; a gap that five listings in a row show (one listing can show one: it is no
+//! snapshot, and may list a chunk the owner deletes next and miss the one deleted after), a torn chunk (its trailer fails) or a chunk that does not decode is
 //! [`ErrorKind::Corruption`](crate::ErrorKind::Corruption) naming the object.
 //!
 //! # Deletion
@@ -59,6 +60,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::{WalRecord, decode_wal_segment, encode_wal_header};
 use crate::id::TimelineId;
 use crate::lsn::Lsn;
+
+/// How many times a listing with a gap in its run of chunks is read again before the gap is
+/// called corruption (a listing that ran beside the owner's deletions can show one).
+const GAP_RELISTS: u32 = 5;
 
 /// Covered chunks taken per pass of the deleter (each deleted after its own generation check).
 const DELETE_BATCH: usize = 256;
@@ -334,8 +339,25 @@ impl RemoteCtx {
                 .filter(|(g, _)| *g <= self.generation)
                 .collect();
             let (mut valid, stale) = valid_chunks(&listed, &starts);
+            if let Some(a) = after {
+                // A chunk after `a` that is not listed any more was deleted unread. (With
+                // nothing listed, chunks may have come and gone since: the follower compares
+                // what it applied with the owner's heartbeat.) The chunks it applied do not
+                // matter to it, gaps among them included.
+                valid.retain(|(seq, _)| *seq > a);
+                if valid.first().is_some_and(|(first, _)| *first > a + 1) {
+                    return Ok(Follow::Gap);
+                }
+            }
             for w in valid.windows(2) {
                 if w[1].0 != w[0].0 + 1 {
+                    if attempts < GAP_RELISTS {
+                        // A listing is no snapshot: it may show a chunk the owner deleted
+                        // (covered, oldest first) while it ran, and miss the next one it
+                        // deleted after. A second look shows an unbroken run.
+                        tokio::time::sleep(Duration::from_millis(10 * attempts as u64)).await;
+                        continue 'list;
+                    }
                     return Err(Error::new(
                         ErrorKind::Corruption,
                         format!(
@@ -349,15 +371,6 @@ impl RemoteCtx {
                 }
             }
             let last_seq = valid.last().map(|(seq, _)| *seq);
-            if let Some(a) = after {
-                // A chunk after `a` that is not listed any more was deleted unread. (With
-                // nothing listed, chunks may have come and gone since: the follower compares
-                // what it applied with the owner's heartbeat.)
-                if valid.first().is_some_and(|(first, _)| *first > a + 1) {
-                    return Ok(Follow::Gap);
-                }
-                valid.retain(|(seq, _)| *seq > a);
-            }
             let mut records = Vec::new();
             let mut chunks = Vec::new();
             let mut bytes_read = 0u64;
