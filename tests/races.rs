@@ -162,3 +162,141 @@ fn a_branch_at_the_gc_cutoff_racing_gc_keeps_its_branch_points_commit_time() {
     let store = Arc::into_inner(store).expect("one handle");
     rt.block_on(store.close()).unwrap();
 }
+
+/// A file system whose fsyncs of the time index file wait while `held` is set.
+struct HeldTimeIndexSync {
+    held: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    waiting: Arc<AtomicBool>,
+}
+
+struct HeldFile {
+    inner: Box<dyn stratakv::io::WritableFile>,
+    held: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    waiting: Arc<AtomicBool>,
+}
+
+impl std::io::Write for HeldFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl stratakv::io::WritableFile for HeldFile {
+    fn sync(&mut self) -> std::io::Result<()> {
+        let (lock, cv) = &*self.held;
+        let mut held = lock.lock().unwrap();
+        while *held {
+            self.waiting.store(true, Ordering::Release);
+            held = cv.wait(held).unwrap();
+        }
+        drop(held);
+        self.inner.sync()
+    }
+}
+
+impl stratakv::io::FileSystem for HeldTimeIndexSync {
+    fn create(&self, p: &std::path::Path) -> std::io::Result<Box<dyn stratakv::io::WritableFile>> {
+        stratakv::io::StdFs.create(p)
+    }
+    fn open_append(
+        &self,
+        p: &std::path::Path,
+    ) -> std::io::Result<Box<dyn stratakv::io::WritableFile>> {
+        let inner = stratakv::io::StdFs.open_append(p)?;
+        if p.file_name().is_some_and(|n| n == "timeindex") {
+            return Ok(Box::new(HeldFile {
+                inner,
+                held: self.held.clone(),
+                waiting: self.waiting.clone(),
+            }));
+        }
+        Ok(inner)
+    }
+    fn read(&self, p: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        stratakv::io::StdFs.read(p)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        stratakv::io::StdFs.rename(from, to)
+    }
+    fn remove_file(&self, p: &std::path::Path) -> std::io::Result<()> {
+        stratakv::io::StdFs.remove_file(p)
+    }
+    fn remove_dir_all(&self, p: &std::path::Path) -> std::io::Result<()> {
+        stratakv::io::StdFs.remove_dir_all(p)
+    }
+    fn create_dir_all(&self, p: &std::path::Path) -> std::io::Result<()> {
+        stratakv::io::StdFs.create_dir_all(p)
+    }
+    fn sync_dir(&self, p: &std::path::Path) -> std::io::Result<()> {
+        stratakv::io::StdFs.sync_dir(p)
+    }
+    fn list_dir(&self, p: &std::path::Path) -> std::io::Result<Vec<String>> {
+        stratakv::io::StdFs.list_dir(p)
+    }
+    fn truncate(&self, p: &std::path::Path, len: u64) -> std::io::Result<()> {
+        stratakv::io::StdFs.truncate(p, len)
+    }
+}
+
+/// A flush whose fsync of the time index file is slow: commits go on meanwhile (they record
+/// their times in the index the flush persists, and once waited for its fsync).
+#[test]
+fn a_commit_does_not_wait_for_the_time_index_fsync_of_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+    let waiting = Arc::new(AtomicBool::new(false));
+    let fs = HeldTimeIndexSync {
+        held: held.clone(),
+        waiting: waiting.clone(),
+    };
+    let store = Store::open_blocking(
+        StoreOptions::new(dir.path())
+            .file_system(Arc::new(fs))
+            .background_period(None)
+            .pitr_interval(None),
+    )
+    .unwrap();
+    let main = futures::executor::block_on(store.create_timeline("main")).unwrap();
+    let mut w = main.writer().unwrap();
+    w.put(b"k1", Lsn(1), Value::image(b"one".to_vec())).unwrap();
+    w.finish_write(Lsn(1)).unwrap();
+    let flusher = {
+        let main = main.clone();
+        std::thread::spawn(move || futures::executor::block_on(main.flush()))
+    };
+    let start = std::time::Instant::now();
+    while !waiting.load(Ordering::Acquire) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the flush never reached the time index fsync"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The flush waits in the fsync; a commit on another thread must finish regardless.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let committer = std::thread::spawn(move || {
+        let r = w
+            .put(b"k2", Lsn(2), Value::image(b"two".to_vec()))
+            .and_then(|()| w.finish_write(Lsn(2)));
+        done_tx.send(r).unwrap();
+    });
+    let committed = done_rx.recv_timeout(Duration::from_secs(20));
+    {
+        let (lock, cv) = &*held;
+        *lock.lock().unwrap() = false;
+        cv.notify_all();
+    }
+    committer.join().unwrap();
+    flusher.join().unwrap().unwrap();
+    committed
+        .expect("the commit waited for the flush's time index fsync")
+        .unwrap();
+    assert_eq!(
+        main.get_blocking(b"k2", Lsn(2)).unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    futures::executor::block_on(store.close()).unwrap();
+}

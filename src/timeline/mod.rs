@@ -134,6 +134,9 @@ pub(crate) struct TimelineInner {
     pub(crate) leases: Mutex<Vec<(Lsn, SystemTime)>>,
     /// The `lsn ↔ commit time` index.
     pub(crate) time: Mutex<time::TimeState>,
+    /// Held while the time index file is appended to or rewritten (the `time` lock only while
+    /// entries are taken or marked persisted, so a commit never waits for that fsync).
+    pub(crate) time_file: Mutex<()>,
     pub(crate) dir: PathBuf,
     pub(crate) env: Arc<Env>,
     /// What reads read. Replaced whole, under `snapshot_change`; loaded without a lock.
@@ -201,6 +204,7 @@ impl TimelineInner {
             gc_checked: Mutex::new(std::collections::HashMap::new()),
             leases: Mutex::new(Vec::new()),
             time: Mutex::new(time::TimeState::default()),
+            time_file: Mutex::new(()),
             dir,
             env,
             snapshot_change: Mutex::new(()),

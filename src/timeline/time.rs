@@ -47,18 +47,23 @@ impl TimelineInner {
 
     /// Appends the entries up to `dcl` that are not on disk yet. Called before the manifest
     /// that moves `disk_consistent_lsn` to `dcl` is written.
+    ///
+    /// Commits go on meanwhile: the `time` lock is held only to take the entries and to mark
+    /// them persisted, not across the append and its fsync.
     pub(crate) fn persist_time_index(&self, dcl: Lsn) -> Result<()> {
-        let mut t = self.time.lock();
-        let from = t.persisted_upto;
-        let entries: Vec<_> = t
-            .index
-            .entries_after(from)
-            .into_iter()
-            .filter(|(l, _)| *l <= dcl)
-            .collect();
+        let _file = self.time_file.lock();
+        let entries: Vec<_> = {
+            let t = self.time.lock();
+            t.index
+                .entries_after(t.persisted_upto)
+                .into_iter()
+                .filter(|(l, _)| *l <= dcl)
+                .collect()
+        };
         if !entries.is_empty() {
             time_index::append_durably(&self.env.io, &self.time_index_path(), &entries)?;
         }
+        let mut t = self.time.lock();
         t.persisted_upto = t.persisted_upto.max(dcl);
         Ok(())
     }
@@ -66,20 +71,23 @@ impl TimelineInner {
     /// Drops entries below the GC cutoff (keeping the one at or just below it) and rewrites
     /// the persisted part.
     pub(crate) fn trim_time_index(&self, cutoff: Lsn) -> Result<()> {
-        let mut t = self.time.lock();
-        let before = t.index.len();
-        t.index.trim_below(cutoff);
-        if t.index.len() == before {
-            return Ok(());
-        }
-        let upto = t.persisted_upto;
-        let on_disk = TimeIndex::from_entries(
-            t.index
-                .to_vec()
-                .into_iter()
-                .filter(|(l, _)| *l <= upto)
-                .collect(),
-        );
+        let _file = self.time_file.lock();
+        let on_disk = {
+            let mut t = self.time.lock();
+            let before = t.index.len();
+            t.index.trim_below(cutoff);
+            if t.index.len() == before {
+                return Ok(());
+            }
+            let upto = t.persisted_upto;
+            TimeIndex::from_entries(
+                t.index
+                    .to_vec()
+                    .into_iter()
+                    .filter(|(l, _)| *l <= upto)
+                    .collect(),
+            )
+        };
         time_index::rewrite(&self.env.io, &self.time_index_path(), &on_disk)
     }
 
@@ -90,6 +98,7 @@ impl TimelineInner {
         let Some(time) = time else {
             return Ok(());
         };
+        let _file = self.time_file.lock();
         let mut t = self.time.lock();
         t.index.record(lsn, time);
         time_index::append_durably(&self.env.io, &self.time_index_path(), &[(lsn, time)])?;
