@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use stratakv::internals::{TIME_INDEX_RECORD_LEN, WAL_HEADER_LEN};
+use stratakv::internals::{TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_OVERHEAD, WAL_HEADER_LEN};
 use stratakv::{
     ErrorKind, FsyncPolicy, LayerKind, Lsn, SimpleRedo, Store, StoreOptions, Timeline,
     TimelineWriter, Value,
@@ -310,6 +310,20 @@ struct Flip<'a> {
     kind: Kind,
     byte: usize,
     len: usize,
+    /// Where the file's last record starts (time indexes only).
+    last_record_at: usize,
+}
+
+/// Where the last record of a time index file starts (its header's end if it has none).
+fn last_time_index_record(bytes: &[u8]) -> usize {
+    let mut at = TIME_INDEX_HEADER_LEN;
+    let mut last = at;
+    while at + 4 <= bytes.len() {
+        last = at;
+        let body = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += TIME_INDEX_RECORD_OVERHEAD + body;
+    }
+    last
 }
 
 impl Flip<'_> {
@@ -318,7 +332,7 @@ impl Flip<'_> {
     /// rest is kept is checked by the reads).
     fn may_be_torn_tail(&self, last_wal: &Path) -> bool {
         match self.kind {
-            Kind::TimeIndex => self.byte >= self.len.saturating_sub(TIME_INDEX_RECORD_LEN),
+            Kind::TimeIndex => self.byte >= self.last_record_at,
             Kind::WalSegment => self.rel == last_wal && self.byte >= WAL_HEADER_LEN,
             _ => false,
         }
@@ -527,6 +541,7 @@ fn every_flipped_bit_is_reported_as_corruption_or_provably_harmless_never_wrong_
                     copy_dir(fixture, &dir);
                     let path = dir.join(rel);
                     let mut bytes = std::fs::read(&path).expect("read");
+                    let last_record_at = last_time_index_record(&bytes);
                     let bit = rng.below(bytes.len() as u64 * 8) as usize;
                     bytes[bit / 8] ^= 1 << (bit % 8);
                     std::fs::write(&path, &bytes).expect("write");
@@ -535,6 +550,7 @@ fn every_flipped_bit_is_reported_as_corruption_or_provably_harmless_never_wrong_
                         kind,
                         byte: bit / 8,
                         len: bytes.len(),
+                        last_record_at,
                     };
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         rt.block_on(async {

@@ -1,22 +1,28 @@
 //! The on-disk formats are pinned: stores written by earlier code keep reading exactly.
 //!
-//! `tests/fixtures/v1/` holds the first pinned set of formats (layer footer version 2, every
-//! other structure version 1): a store written by that code — layer files of
-//! each kind (L0 and L1 deltas, image layers, raw and zstd blocks), manifests, the catalog,
-//! time indexes, write-ahead log segments with commits never flushed, the owner record — and
-//! the object-storage folder it uploaded to (layers, indexes, catalog, generation claims).
+//! Each folder of `tests/fixtures/` is a store written by the code of one set of formats, with
+//! the object-storage folder it uploaded to: layer files of each kind (L0 and L1 deltas, image
+//! layers, raw and zstd blocks), manifests, the catalog, time indexes, write-ahead log segments
+//! with commits never flushed, the owner record; layers, indexes, catalog and generation claims
+//! in object storage.
 //!
-//! - [`the_v1_store_reads_exactly`] opens a copy of the store and reads every key at every LSN
-//!   of both timelines, including what only its write-ahead log holds.
-//! - [`the_v1_remote_attaches_and_reads_exactly`] attaches a new directory from a copy of the
-//!   object-storage folder and reads what it holds.
-//! - [`every_v1_file_re_encodes_to_its_bytes`] decodes every file with today's decoders and
-//!   encodes it again with today's encoders: an encoder that changes its bytes without a new
-//!   format version fails here.
+//! - `v1/`: layer footer version 2, every other structure version 1.
+//! - `v2/`: as `v1/`, with the time index at version 2 (entries packed as deltas).
+//!
+//! For each folder:
+//! - [`the_v1_store_reads_exactly`] (and `v2`) opens a copy of the store and reads every key at
+//!   every LSN of both timelines, including what only its write-ahead log holds, and the LSN of
+//!   every commit time.
+//! - [`the_v1_remote_attaches_and_reads_exactly`] (and `v2`) attaches a new directory from a copy
+//!   of the object-storage folder and reads what it holds.
+//! - [`every_v1_file_re_encodes_to_its_bytes`] (and `v2`) decodes every file with today's
+//!   decoders and encodes it again with today's encoders: an encoder that changes its bytes
+//!   without a new format version fails here. A structure of an older version than today's
+//!   (the time index of `v1/`) is decoded, and its entries re-encoded and decoded the same.
 //!
 //! A format change is a decision: bump the structure's version, keep decoding the old one (or
-//! refuse it with an error naming the version), and add `tests/fixtures/v2/` beside this one
-//! with `STRATAKV_WRITE_FIXTURES=tests/fixtures/v2 cargo test --test formats -- --ignored`.
+//! refuse it with an error naming the version), and add `tests/fixtures/v{N}/` beside these
+//! with `STRATAKV_WRITE_FIXTURES=tests/fixtures/v{N} cargo test --test formats -- --ignored`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,9 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::local::LocalFileSystem;
 use stratakv::internals::{
-    Catalog, Footer, Manifest, RemoteIndex, decode_block, decode_index, decode_time_index,
-    decode_wal_segment, encode_entries, encode_header, encode_index, encode_wal_header,
-    encode_wal_record,
+    Catalog, Footer, Manifest, RemoteIndex, TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_OVERHEAD,
+    decode_block, decode_index, decode_time_index, decode_wal_segment, encode_entries,
+    encode_header, encode_index, encode_wal_header, encode_wal_record,
 };
 use stratakv::remote::RemoteStorage;
 use stratakv::{Lsn, SimpleRedo, Store, StoreOptions, Timeline, Value};
@@ -36,8 +42,10 @@ const KEYS: u32 = 24;
 /// The prefix of the store in the fixture's object-storage folder.
 const PREFIX: &str = "tenant";
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+fn fixture_dir(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(version)
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -201,8 +209,17 @@ fn last_main_lsn() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_v1_store_reads_exactly() {
+    store_reads_exactly("v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v2_store_reads_exactly() {
+    store_reads_exactly("v2").await;
+}
+
+async fn store_reads_exactly(version: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&fixture_dir().join("store"), tmp.path());
+    copy_tree(&fixture_dir(version).join("store"), tmp.path());
     // Without its remote: the local files alone hold everything, the log's tail included.
     let store = Store::open(options(tmp.path())).await.unwrap();
     let m = model();
@@ -231,12 +248,41 @@ async fn the_v1_store_reads_exactly() {
         assert_eq!(t.lsn_at(commit_time(lsn)).unwrap(), Lsn(lsn), "{tl}");
     }
     store.close().await.unwrap();
+    // Open again: what the first open rewrote (an older time index, say) reads the same.
+    let store = Store::open(options(tmp.path())).await.unwrap();
+    for (tl, lsn, _) in history() {
+        let t = store.timeline(tl).unwrap();
+        assert_eq!(
+            t.lsn_at(commit_time(lsn)).unwrap(),
+            Lsn(lsn),
+            "{tl}, reopened"
+        );
+    }
+    for f in files(tmp.path()) {
+        if f.file_name().is_some_and(|n| n == "timeindex") {
+            let d = decode_time_index(&std::fs::read(&f).unwrap(), &f).unwrap();
+            assert!(d.is_current(), "{}: version {}", f.display(), d.version);
+        }
+    }
+    store.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_v1_remote_attaches_and_reads_exactly() {
+    remote_attaches_and_reads_exactly("v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v2_remote_attaches_and_reads_exactly() {
+    remote_attaches_and_reads_exactly("v2").await;
+}
+
+async fn remote_attaches_and_reads_exactly(version: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&fixture_dir().join("remote"), &tmp.path().join("remote"));
+    copy_tree(
+        &fixture_dir(version).join("remote"),
+        &tmp.path().join("remote"),
+    );
     let dir = tmp.path().join("node");
     let store = Store::open(options(&dir).remote(remote(&tmp.path().join("remote"))))
         .await
@@ -286,8 +332,17 @@ fn check_layer(bytes: &[u8], path: &Path) {
 
 #[test]
 fn every_v1_file_re_encodes_to_its_bytes() {
+    every_file_re_encodes_to_its_bytes("v1");
+}
+
+#[test]
+fn every_v2_file_re_encodes_to_its_bytes() {
+    every_file_re_encodes_to_its_bytes("v2");
+}
+
+fn every_file_re_encodes_to_its_bytes(version: &str) {
     let mut seen = BTreeMap::<&str, usize>::new();
-    for path in files(&fixture_dir()) {
+    for path in files(&fixture_dir(version)) {
         let bytes = std::fs::read(&path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let in_remote = path.components().any(|c| c.as_os_str() == "remote");
@@ -321,7 +376,28 @@ fn every_v1_file_re_encodes_to_its_bytes() {
             assert!(!t.torn_tail, "{}", path.display());
             let mut again = encode_header();
             encode_entries(&t.entries, &mut again);
-            assert_eq!(again, body, "{}", path.display());
+            if t.is_current() {
+                // Record by record (one per append): each decodes alone to the entries that
+                // encode to its bytes.
+                let mut at = TIME_INDEX_HEADER_LEN;
+                while at < body.len() {
+                    let len = u32::from_le_bytes(body[at..at + 4].try_into().unwrap()) as usize;
+                    let record = &body[at..at + TIME_INDEX_RECORD_OVERHEAD + len];
+                    let mut alone = encode_header();
+                    alone.extend_from_slice(record);
+                    let entries = decode_time_index(&alone, &path).unwrap().entries;
+                    let mut again = Vec::new();
+                    encode_entries(&entries, &mut again);
+                    assert_eq!(again, record, "{} at {at}", path.display());
+                    at += record.len();
+                }
+            } else {
+                // The first version, rewritten as today's when a store opens it.
+                assert_eq!((version, t.version), ("v1", 1), "{}", path.display());
+                let today = decode_time_index(&again, &path).unwrap();
+                assert_eq!(today.entries, t.entries, "{}", path.display());
+                assert!(again.len() < body.len(), "{}", path.display());
+            }
             "time index"
         } else if name.ends_with(".seg") {
             let seg = decode_wal_segment(body, &path).unwrap();

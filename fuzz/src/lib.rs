@@ -409,19 +409,51 @@ pub fn wal_segment(data: &[u8]) -> bool {
     }
 }
 
-/// Builds a time index from a structured input: 16-byte `(lsn, time)` chunks, each given its
-/// CRC; a last partial chunk is appended raw (a torn append).
+/// Builds a time index from a structured input: 16-byte `(lsn, time)` chunks, up to four to a
+/// record (both checksums right); a last partial chunk is appended raw (a torn append).
 fn time_index_from_structured(rest: &[u8]) -> Vec<u8> {
     let mut f = encode_header();
-    for c in rest.chunks(16) {
-        if c.len() < 16 {
-            f.extend_from_slice(c);
-            break;
+    let whole = rest.len() / 16 * 16;
+    let entries: Vec<(Lsn, u64)> = rest[..whole]
+        .chunks(16)
+        .map(|c| {
+            let word = |at: usize| u64::from_le_bytes(c[at..at + 8].try_into().unwrap());
+            (Lsn(word(0)), word(8))
+        })
+        .collect();
+    for record in entries.chunks(4) {
+        // Not through `encode_entries`: its LSNs must increase, these may not.
+        let mut body = Vec::new();
+        put_uvarint(&mut body, record.len() as u64);
+        let (mut lsn, mut time) = (0u64, 0u64);
+        for (i, &(l, t)) in record.iter().enumerate() {
+            if i == 0 {
+                put_uvarint(&mut body, l.0);
+                put_uvarint(&mut body, t);
+            } else {
+                put_uvarint(&mut body, l.0.wrapping_sub(lsn));
+                let d = t.wrapping_sub(time) as i64;
+                put_uvarint(&mut body, ((d << 1) ^ (d >> 63)) as u64);
+            }
+            (lsn, time) = (l.0, t);
         }
-        f.extend_from_slice(c);
-        f.extend_from_slice(&crc32fast::hash(c).to_le_bytes());
+        let len = (body.len() as u32).to_le_bytes();
+        f.extend_from_slice(&len);
+        f.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
+        f.extend_from_slice(&body);
+        f.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     }
+    f.extend_from_slice(&rest[whole..]);
     f
+}
+
+/// LEB128, as the time index writes it.
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 /// `decode_time_index`: entries strictly increasing in LSN and time; they re-encode and decode

@@ -23,6 +23,7 @@ mod manifest;
 mod owner;
 mod remote_index;
 mod time_index;
+pub(crate) mod varint;
 mod wal;
 
 pub use block::{Compression, CompressionProbe, decode_block, decode_block_ref, encode_block};
@@ -56,7 +57,7 @@ pub use footer::FOOTER_TRAILER_LEN;
 #[cfg(feature = "internals")]
 pub use time_index::DecodedTimeIndex;
 #[cfg(any(test, feature = "internals"))]
-pub use time_index::{TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_LEN};
+pub use time_index::{TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_OVERHEAD};
 #[cfg(feature = "internals")]
 pub use wal::DecodedSegment;
 #[cfg(any(test, feature = "internals"))]

@@ -5,41 +5,68 @@
 //! [`decode_time_index`] reports as a [torn tail](DecodedTimeIndex::torn_tail) rather than as
 //! corruption. Times are microseconds since the Unix epoch.
 //!
+//! # Version 2 (written today)
+//!
+//! An append is one record of up to 4,096 entries (more entries, more records), packed as
+//! deltas: a commit a microsecond after the one before takes two bytes.
+//!
 //! | field        | size | meaning |
 //! |--------------|------|---------|
 //! | **header**   |      | written once, atomically, when the file is created |
 //! | magic        | 8    | `STRKVTIX` |
-//! | version      | 2    | u16 format version, currently 1 |
+//! | version      | 2    | u16 format version, 2 |
 //! | **record**   |      | repeated to the end of the file |
-//! | lsn          | 8    | u64 LSN of a commit |
-//! | time_micros  | 8    | u64 commit time, microseconds since the Unix epoch |
-//! | crc32        | 4    | CRC32 of `lsn ‖ time_micros` |
+//! | body_len     | 4    | u32 length of the body |
+//! | head_crc     | 4    | CRC32 of `body_len` |
+//! | body         | body_len | the entries, below |
+//! | crc32        | 4    | CRC32 of the body |
+//! | **body**     |      | LEB128 varints |
+//! | count        | 1–10 | entries in the record, at least one |
+//! | lsn, time    | 2–20 | the first entry's LSN and time |
+//! | Δlsn, Δtime  | 2–20 | each further entry: its LSN less the one before (at least 1), and its time less the one before, zigzag-encoded (wrapping) |
 //!
-//! Records are replayed in order. Each record's LSN must be above the previous record's
-//! (otherwise the file is corrupt). A record whose time is not above the previous entry's time
-//! *supersedes* that entry: the entry takes the record's LSN and keeps the larger time. This is
-//! the rule the in-memory index applies when a commit shares the last entry's time slot (or the
+//! A torn append leaves the last record incomplete or failing a checksum. A record that is
+//! incomplete or fails either checksum is a torn tail when no intact record follows it (its
+//! length cannot be trusted, so the bytes after it are searched), and corruption otherwise.
+//!
+//! # Version 1 (read; a store rewrites it as version 2 when it opens it)
+//!
+//! After the same header (version 1), fixed records of 20 bytes: `lsn` u64, `time_micros` u64,
+//! and the CRC32 of both; only the last record may be torn.
+//!
+//! # Entries
+//!
+//! Entries are replayed in order. Each entry's LSN must be above the previous one's (otherwise
+//! the file is corrupt). An entry whose time is not above the previous entry's time
+//! *supersedes* that entry: the entry takes the new LSN and keeps the larger time. This is the
+//! rule the in-memory index applies when a commit shares the last entry's time slot (or the
 //! clock went backwards), so an entry that was already appended can be moved forward by a later
 //! append. The decoded entries are therefore strictly increasing in both LSN and time.
 
 use std::path::Path;
 
+use super::varint::{get_uvarint, put_uvarint, unzigzag, zigzag};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 
 const MAGIC: &[u8; 8] = b"STRKVTIX";
-const VERSION: u16 = 1;
+/// The version written.
+const VERSION: u16 = 2;
+/// The version of fixed 20-byte records, still read.
+const VERSION_FIXED: u16 = 1;
 
 const MAGIC_AT: usize = 0;
 const VERSION_AT: usize = MAGIC_AT + MAGIC.len();
 /// Size of the file header (magic and version) that precedes the records.
 pub const TIME_INDEX_HEADER_LEN: usize = VERSION_AT + 2;
 
-const LSN_AT: usize = 0;
-const TIME_AT: usize = LSN_AT + 8;
-const CRC_AT: usize = TIME_AT + 8;
-/// Size of one record: LSN, time and CRC32.
-pub const TIME_INDEX_RECORD_LEN: usize = CRC_AT + 4;
+/// Bytes of a version 2 record besides its body: length, head checksum, body checksum.
+pub const TIME_INDEX_RECORD_OVERHEAD: usize = 12;
+/// Entries in one version 2 record at most.
+const RECORD_ENTRIES: usize = 4096;
+
+/// Size of one version 1 record: LSN, time and CRC32.
+const FIXED_RECORD_LEN: usize = 20;
 
 /// What [`decode_time_index`] found in an index file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,9 +77,18 @@ pub struct DecodedTimeIndex {
     /// file to when [`torn_tail`](DecodedTimeIndex::torn_tail) is set, the file's length otherwise.
     pub valid_len: usize,
     /// The last record was incomplete or failed its checksum: an append torn by a crash. The
-    /// entries before it are kept; the torn record is not in
+    /// entries before it are kept; the torn record's are not in
     /// [`entries`](DecodedTimeIndex::entries).
     pub torn_tail: bool,
+    /// The file's format version: 2, or 1 for a file to rewrite before appending to it.
+    pub version: u16,
+}
+
+impl DecodedTimeIndex {
+    /// Whether the file is of the version written today (appends to it may follow).
+    pub fn is_current(&self) -> bool {
+        self.version == VERSION
+    }
 }
 
 /// The header that starts every index file.
@@ -64,34 +100,45 @@ pub fn encode_header() -> Vec<u8> {
     out
 }
 
-/// Appends one record per `(lsn, time_micros)` entry to `out`.
+/// Appends `(lsn, time_micros)` entries to `out` as version 2 records (none for no entries).
 ///
-/// The LSNs must be strictly increasing, and above the LSN of the last record already in the
+/// The LSNs must be strictly increasing, and above the LSN of the last entry already in the
 /// file the bytes are appended to; otherwise the file fails to decode.
 pub fn encode_entries(entries: &[(Lsn, u64)], out: &mut Vec<u8>) {
     debug_assert!(
         entries.windows(2).all(|w| w[0].0 < w[1].0),
         "time index entries must have strictly increasing LSNs"
     );
-    out.reserve(entries.len() * TIME_INDEX_RECORD_LEN);
-    for &(lsn, time) in entries {
+    for record in entries.chunks(RECORD_ENTRIES) {
         let start = out.len();
-        out.extend_from_slice(&lsn.0.to_le_bytes());
-        out.extend_from_slice(&time.to_le_bytes());
-        let crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&[0; 8]);
+        put_uvarint(out, record.len() as u64);
+        let (mut lsn, mut time) = record[0];
+        put_uvarint(out, lsn.0);
+        put_uvarint(out, time);
+        for &(l, t) in &record[1..] {
+            put_uvarint(out, l.0.wrapping_sub(lsn.0));
+            put_uvarint(out, zigzag(t.wrapping_sub(time) as i64));
+            (lsn, time) = (l, t);
+        }
+        let body_len = u32::try_from(out.len() - start - 8).expect("a record is under 4 GiB");
+        out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+        let head_crc = crc32fast::hash(&body_len.to_le_bytes());
+        out[start + 4..start + 8].copy_from_slice(&head_crc.to_le_bytes());
+        let crc = crc32fast::hash(&out[start + 8..]);
         out.extend_from_slice(&crc.to_le_bytes());
     }
 }
 
-/// Decodes the index file `file`, read from `path`.
+/// Decodes the index file `file`, read from `path` (version 2 or 1).
 ///
 /// A last record that is incomplete or fails its checksum is a torn tail: decoding succeeds
 /// with the entries before it and [`torn_tail`](DecodedTimeIndex::torn_tail) set.
 ///
 /// # Errors
 /// [`Corruption`](crate::ErrorKind::Corruption) naming `path` and the offset when the header is
-/// short or wrong, when a record that is not the last one fails its checksum, or when a
-/// record's LSN is not above the previous one's.
+/// short or wrong, when a record that is not the last one fails its checksum, when a record's
+/// body does not decode, or when an entry's LSN is not above the previous one's.
 pub fn decode_time_index(file: &[u8], path: &Path) -> Result<DecodedTimeIndex> {
     if file.len() < TIME_INDEX_HEADER_LEN {
         return Err(Error::corruption(
@@ -118,28 +165,146 @@ pub fn decode_time_index(file: &[u8], path: &Path) -> Result<DecodedTimeIndex> {
             .try_into()
             .expect("2 bytes"),
     );
-    if version != VERSION {
-        return Err(Error::corruption(
-            path,
-            VERSION_AT as u64,
-            format!("time index: unknown format version {version}"),
-        ));
-    }
+    let mut entries = Vec::new();
+    let torn_at = match version {
+        VERSION => decode_records(file, path, &mut entries)?,
+        VERSION_FIXED => decode_fixed_records(file, path, &mut entries)?,
+        _ => {
+            return Err(Error::corruption(
+                path,
+                VERSION_AT as u64,
+                format!("time index: unknown format version {version}"),
+            ));
+        }
+    };
+    Ok(DecodedTimeIndex {
+        entries,
+        valid_len: torn_at.unwrap_or(file.len()),
+        torn_tail: torn_at.is_some(),
+        version,
+    })
+}
 
-    let mut entries: Vec<(Lsn, u64)> =
-        Vec::with_capacity((file.len() - TIME_INDEX_HEADER_LEN) / TIME_INDEX_RECORD_LEN);
+/// Adds the entry at `offset` to `entries` by the rules of the module docs.
+fn apply(
+    entries: &mut Vec<(Lsn, u64)>,
+    (lsn, time): (Lsn, u64),
+    path: &Path,
+    offset: usize,
+) -> Result<()> {
+    match entries.last_mut() {
+        Some(last) if lsn <= last.0 => {
+            return Err(Error::corruption(
+                path,
+                offset as u64,
+                format!(
+                    "time index: LSN {lsn} does not follow the previous entry's LSN {}",
+                    last.0
+                ),
+            ));
+        }
+        // Same time slot, or the clock went backwards: the entry supersedes the last.
+        Some(last) if time <= last.1 => last.0 = lsn,
+        _ => entries.push((lsn, time)),
+    }
+    Ok(())
+}
+
+/// Version 2 records into `entries`; the offset of a torn tail, if any.
+fn decode_records(
+    file: &[u8],
+    path: &Path,
+    entries: &mut Vec<(Lsn, u64)>,
+) -> Result<Option<usize>> {
     let mut at = TIME_INDEX_HEADER_LEN;
     while at < file.len() {
-        let Some(rec) = file.get(at..at + TIME_INDEX_RECORD_LEN) else {
+        let Some(end) = intact_record_at(file, at) else {
+            // Torn by a crash, unless an intact record follows (the length of a damaged record
+            // cannot be trusted, so the bytes after it are searched).
+            if (at + 1..file.len()).any(|o| intact_record_at(file, o).is_some()) {
+                let head_ok = file
+                    .get(at..at + 8)
+                    .is_some_and(|h| crc32fast::hash(&h[..4]).to_le_bytes() == h[4..]);
+                let (offset, what) = if head_ok {
+                    let body_len = u32::from_le_bytes(file[at..at + 4].try_into().expect("4"));
+                    (at + 8 + body_len as usize, "record checksum mismatch")
+                } else {
+                    (at, "record header checksum mismatch")
+                };
+                return Err(Error::corruption(
+                    path,
+                    offset as u64,
+                    format!("time index: {what} before an intact record"),
+                ));
+            }
+            return Ok(Some(at));
+        };
+        let body_at = at + 8;
+        let body = &file[body_at..end - 4];
+        let bad = |offset: usize, what: &str| {
+            Error::corruption(
+                path,
+                (body_at + offset) as u64,
+                format!("time index: record body {what}"),
+            )
+        };
+        let mut pos = 0;
+        let count = get_uvarint(body, &mut pos).ok_or_else(|| bad(pos, "ends in its count"))?;
+        if count == 0 {
+            return Err(bad(0, "holds no entries"));
+        }
+        let mut prev: Option<(Lsn, u64)> = None;
+        for _ in 0..count {
+            let entry_at = pos;
+            let a = get_uvarint(body, &mut pos).ok_or_else(|| bad(entry_at, "ends in an entry"))?;
+            let b = get_uvarint(body, &mut pos).ok_or_else(|| bad(entry_at, "ends in an entry"))?;
+            let e = match prev {
+                None => (Lsn(a), b),
+                Some((l, t)) => (Lsn(l.0.wrapping_add(a)), t.wrapping_add(unzigzag(b) as u64)),
+            };
+            apply(entries, e, path, body_at + entry_at)?;
+            prev = Some(e);
+        }
+        if pos != body.len() {
+            return Err(bad(pos, "has bytes after its entries"));
+        }
+        at = end;
+    }
+    Ok(None)
+}
+
+/// The end of the version 2 record at `at` if it is whole and both its checksums hold.
+fn intact_record_at(file: &[u8], at: usize) -> Option<usize> {
+    let head = file.get(at..at + 8)?;
+    if crc32fast::hash(&head[..4]).to_le_bytes() != head[4..] {
+        return None;
+    }
+    let body_len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
+    let end = at.checked_add(8 + body_len + 4)?;
+    let body = file.get(at + 8..end - 4)?;
+    let stored = file.get(end - 4..end)?;
+    (crc32fast::hash(body).to_le_bytes() == stored).then_some(end)
+}
+
+/// Version 1 records into `entries`; the offset of a torn tail, if any.
+fn decode_fixed_records(
+    file: &[u8],
+    path: &Path,
+    entries: &mut Vec<(Lsn, u64)>,
+) -> Result<Option<usize>> {
+    const CRC_AT: usize = 16;
+    let mut at = TIME_INDEX_HEADER_LEN;
+    while at < file.len() {
+        let Some(rec) = file.get(at..at + FIXED_RECORD_LEN) else {
             // An incomplete record can only be the last one.
-            return Ok(torn(entries, at));
+            return Ok(Some(at));
         };
         let field = |from: usize| u64::from_le_bytes(rec[from..from + 8].try_into().expect("8"));
         let stored = u32::from_le_bytes(rec[CRC_AT..].try_into().expect("4 bytes"));
         let actual = crc32fast::hash(&rec[..CRC_AT]);
         if stored != actual {
-            if at + TIME_INDEX_RECORD_LEN == file.len() {
-                return Ok(torn(entries, at));
+            if at + FIXED_RECORD_LEN == file.len() {
+                return Ok(Some(at));
             }
             return Err(Error::corruption(
                 path,
@@ -149,38 +314,10 @@ pub fn decode_time_index(file: &[u8], path: &Path) -> Result<DecodedTimeIndex> {
                 ),
             ));
         }
-        let lsn = Lsn(field(LSN_AT));
-        let time = field(TIME_AT);
-        match entries.last_mut() {
-            Some(last) if lsn <= last.0 => {
-                return Err(Error::corruption(
-                    path,
-                    (at + LSN_AT) as u64,
-                    format!(
-                        "time index: LSN {lsn} does not follow the previous record's LSN {}",
-                        last.0
-                    ),
-                ));
-            }
-            // Same time slot, or the clock went backwards: the record supersedes the entry.
-            Some(last) if time <= last.1 => last.0 = lsn,
-            _ => entries.push((lsn, time)),
-        }
-        at += TIME_INDEX_RECORD_LEN;
+        apply(entries, (Lsn(field(0)), field(8)), path, at)?;
+        at += FIXED_RECORD_LEN;
     }
-    Ok(DecodedTimeIndex {
-        entries,
-        valid_len: file.len(),
-        torn_tail: false,
-    })
-}
-
-fn torn(entries: Vec<(Lsn, u64)>, valid_len: usize) -> DecodedTimeIndex {
-    DecodedTimeIndex {
-        entries,
-        valid_len,
-        torn_tail: true,
-    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -210,54 +347,144 @@ mod tests {
         f
     }
 
+    /// A file of one record per entry (as appends of one entry each write it).
+    fn file_of_single_records(entries: &[(Lsn, u64)]) -> Vec<u8> {
+        let mut f = encode_header();
+        for e in entries {
+            encode_entries(std::slice::from_ref(e), &mut f);
+        }
+        f
+    }
+
+    /// Where each record of a version 2 file starts.
+    fn record_starts(f: &[u8]) -> Vec<usize> {
+        let mut at = TIME_INDEX_HEADER_LEN;
+        let mut starts = Vec::new();
+        while at < f.len() {
+            starts.push(at);
+            let len = u32::from_le_bytes(f[at..at + 4].try_into().unwrap()) as usize;
+            at += TIME_INDEX_RECORD_OVERHEAD + len;
+        }
+        starts
+    }
+
+    fn decode(f: &[u8]) -> Result<DecodedTimeIndex> {
+        decode_time_index(f, Path::new("tl/time_index"))
+    }
+
     #[test]
     fn time_index_table_decodes_a_hand_built_example() {
         let mut b = Vec::new();
         b.extend_from_slice(b"STRKVTIX"); // header: magic
-        b.extend_from_slice(&1u16.to_le_bytes()); // header: version
-        for (lsn, time) in [
-            (10u64, 1_700_000_000_000_000u64),
-            (20, 1_700_000_000_000_500),
-        ] {
+        b.extend_from_slice(&2u16.to_le_bytes()); // header: version
+        let body: &[u8] = &[
+            3,  // count
+            10, // first lsn
+            0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, // first time: 2^57
+            10, 0x80, 0x08, // lsn + 10, time + 512 (zigzag 1024)
+            1, 3, // lsn + 1, time - 2 (zigzag 3): supersedes the entry before
+        ];
+        b.extend_from_slice(&(body.len() as u32).to_le_bytes()); // record: body_len
+        b.extend_from_slice(&crc32fast::hash(&(body.len() as u32).to_le_bytes()).to_le_bytes());
+        b.extend_from_slice(body);
+        b.extend_from_slice(&crc32fast::hash(body).to_le_bytes()); // record: crc32 of the body
+        assert_eq!(
+            (TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_OVERHEAD),
+            (10, 12)
+        );
+        assert_eq!(b.len(), 10 + 12 + body.len());
+
+        let t0 = 1u64 << 57;
+        assert_eq!(
+            decode(&b).unwrap(),
+            DecodedTimeIndex {
+                entries: vec![(Lsn(10), t0), (Lsn(21), t0 + 512)],
+                valid_len: b.len(),
+                torn_tail: false,
+                version: 2,
+            }
+        );
+        let mut encoded = encode_header();
+        encode_entries(
+            &[(Lsn(10), t0), (Lsn(20), t0 + 512), (Lsn(21), t0 + 510)],
+            &mut encoded,
+        );
+        assert_eq!(encoded, b);
+    }
+
+    /// The records of version 1, as the first pinned stores hold them.
+    fn version_1(entries: &[(u64, u64)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"STRKVTIX");
+        b.extend_from_slice(&1u16.to_le_bytes());
+        for &(lsn, time) in entries {
             let at = b.len();
             b.extend_from_slice(&lsn.to_le_bytes()); // record: lsn
             b.extend_from_slice(&time.to_le_bytes()); // record: time_micros
             let crc = crc32fast::hash(&b[at..]); // record: crc32 of lsn ‖ time_micros
             b.extend_from_slice(&crc.to_le_bytes());
         }
-        assert_eq!((TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_LEN), (10, 20));
-        assert_eq!(b.len(), 10 + 2 * 20);
+        b
+    }
 
-        let entries = vec![
-            (Lsn(10), 1_700_000_000_000_000),
-            (Lsn(20), 1_700_000_000_000_500),
-        ];
-        assert_eq!(
-            decode_time_index(&b, Path::new("t")).unwrap(),
-            DecodedTimeIndex {
-                entries: entries.clone(),
-                valid_len: 50,
-                torn_tail: false,
-            }
+    #[test]
+    fn version_1_decodes_with_its_torn_tail_and_corruption_rules() {
+        let b = version_1(&[(10, 1_000), (20, 1_500), (25, 1_500)]);
+        assert_eq!(b.len(), 10 + 3 * FIXED_RECORD_LEN);
+        let d = decode(&b).unwrap();
+        assert_eq!(d.entries, vec![(Lsn(10), 1_000), (Lsn(25), 1_500)]);
+        assert!(!d.torn_tail && !d.is_current() && d.version == 1);
+        let torn = decode(&b[..b.len() - 3]).unwrap();
+        assert!(torn.torn_tail);
+        assert_eq!(torn.valid_len, 10 + 2 * FIXED_RECORD_LEN);
+        let mut flipped = b.clone();
+        flipped[10 + FIXED_RECORD_LEN + 16] ^= 1;
+        let e = decode(&flipped).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corruption);
+        assert!(
+            e.to_string()
+                .contains(&format!("offset {}", 10 + FIXED_RECORD_LEN + 16)),
+            "{e}"
         );
-        let mut encoded = encode_header();
-        encode_entries(&entries, &mut encoded);
-        assert_eq!(encoded, b);
     }
 
     #[test]
     fn empty_file_is_just_the_header() {
         let f = file(&[]);
         assert_eq!(f.len(), TIME_INDEX_HEADER_LEN);
-        let d = decode_time_index(&f, Path::new("t")).unwrap();
+        let d = decode(&f).unwrap();
         assert_eq!(
             d,
             DecodedTimeIndex {
                 entries: vec![],
                 valid_len: TIME_INDEX_HEADER_LEN,
-                torn_tail: false
+                torn_tail: false,
+                version: 2,
             }
         );
+        assert!(d.is_current());
+    }
+
+    #[test]
+    fn a_commit_a_microsecond_takes_two_bytes() {
+        let e: Vec<_> = (1..=1000u64)
+            .map(|l| (Lsn(l), 1_700_000_000_000_000 + l))
+            .collect();
+        let f = file(&e);
+        assert!(
+            f.len() < TIME_INDEX_HEADER_LEN + 40 + 2 * 1000,
+            "{} bytes",
+            f.len()
+        );
+        assert_eq!(decode(&f).unwrap().entries, e);
+    }
+
+    #[test]
+    fn many_entries_split_into_records() {
+        let e: Vec<_> = (1..=10_000u64).map(|l| (Lsn(l * 3), l * 7)).collect();
+        let f = file(&e);
+        assert_eq!(record_starts(&f).len(), 3);
+        assert_eq!(decode(&f).unwrap().entries, e);
     }
 
     #[test]
@@ -266,7 +493,7 @@ mod tests {
         // Same slot as the last entry, then a clock that went backwards.
         encode_entries(&[(Lsn(25), 200)], &mut f);
         encode_entries(&[(Lsn(30), 150), (Lsn(40), 300)], &mut f);
-        let d = decode_time_index(&f, Path::new("t")).unwrap();
+        let d = decode(&f).unwrap();
         assert_eq!(
             d.entries,
             vec![(Lsn(10), 100), (Lsn(30), 200), (Lsn(40), 300)]
@@ -276,42 +503,78 @@ mod tests {
 
     #[test]
     fn lsn_going_backwards_is_corruption_naming_the_offset() {
-        let mut f = encode_header();
-        for rec in [(Lsn(10), 100), (Lsn(10), 200), (Lsn(30), 300)] {
-            encode_entries(&[rec], &mut f);
-        }
-        let err = decode_time_index(&f, Path::new("tl/time_index")).unwrap_err();
+        let f = file_of_single_records(&[(Lsn(10), 100), (Lsn(10), 200), (Lsn(30), 300)]);
+        let err = decode(&f).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption);
-        let at = TIME_INDEX_HEADER_LEN + TIME_INDEX_RECORD_LEN;
+        // The second record's entry: after its head and its count.
+        let at = record_starts(&f)[1] + 8 + 1;
         assert!(err.to_string().contains(&format!("offset {at}")), "{err}");
         assert!(err.to_string().contains("tl/time_index"), "{err}");
     }
 
     #[test]
     fn bad_checksum_before_the_last_record_is_corruption() {
-        let mut f = file(&[(Lsn(1), 1), (Lsn(2), 2), (Lsn(3), 3)]);
-        let crc_at = TIME_INDEX_HEADER_LEN + TIME_INDEX_RECORD_LEN + CRC_AT;
+        let mut f = file_of_single_records(&[(Lsn(1), 1), (Lsn(2), 2), (Lsn(3), 3)]);
+        let second = record_starts(&f)[1];
+        let crc_at = record_starts(&f)[2] - 4;
         f[crc_at] ^= 0x40;
-        let err = decode_time_index(&f, Path::new("tl/time_index")).unwrap_err();
+        let err = decode(&f).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption);
         assert!(
             err.to_string().contains(&format!("offset {crc_at}")),
             "{err}"
         );
+        f[crc_at] ^= 0x40;
+        f[second] ^= 0x01; // its length
+        let err = decode(&f).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("offset {second}")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_zeroed_tail_is_torn() {
+        let mut f = file_of_single_records(&[(Lsn(1), 1), (Lsn(2), 2)]);
+        let len = f.len();
+        f.extend_from_slice(&[0; 64]);
+        let d = decode(&f).unwrap();
+        assert!(d.torn_tail);
+        assert_eq!((d.valid_len, d.entries.len()), (len, 2));
+    }
+
+    #[test]
+    fn malformed_bodies_with_good_checksums_are_corruption() {
+        for body in [
+            &[][..],
+            &[0][..],
+            &[2, 1, 1][..],
+            &[1, 1, 1, 9][..],
+            &[1, 0xff][..],
+        ] {
+            let mut f = encode_header();
+            f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            f.extend_from_slice(&crc32fast::hash(&(body.len() as u32).to_le_bytes()).to_le_bytes());
+            f.extend_from_slice(body);
+            f.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            let e = decode(&f).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corruption, "{body:?}");
+            assert!(e.to_string().contains("record body"), "{body:?}: {e}");
+        }
     }
 
     #[test]
     fn bad_header_is_corruption() {
         let good = file(&[(Lsn(1), 1)]);
         let mut wrong_version = good.clone();
-        wrong_version[VERSION_AT] = 2;
+        wrong_version[VERSION_AT] = 3;
         for bad in [
             &good[..5],
-            &b"STRKVMAN\x01\x00"[..],
+            &b"STRKVMAN\x02\x00"[..],
             &wrong_version[..],
             &[][..],
         ] {
-            let err = decode_time_index(bad, Path::new("t")).unwrap_err();
+            let err = decode(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Corruption);
         }
     }
@@ -320,7 +583,7 @@ mod tests {
         #[test]
         fn round_trip(e in entries()) {
             let f = file(&e);
-            let d = decode_time_index(&f, Path::new("t")).unwrap();
+            let d = decode(&f).unwrap();
             prop_assert_eq!(d.valid_len, f.len());
             prop_assert!(!d.torn_tail);
             prop_assert_eq!(d.entries, e);
@@ -331,38 +594,57 @@ mod tests {
             let split = split % (e.len() + 1);
             let mut f = file(&e[..split]);
             encode_entries(&e[split..], &mut f);
-            prop_assert_eq!(decode_time_index(&f, Path::new("t")).unwrap().entries, e);
+            prop_assert_eq!(decode(&f).unwrap().entries, e);
         }
 
         #[test]
         fn truncation_is_a_torn_tail_keeping_the_prefix(e in entries(), cut in any::<usize>()) {
-            let f = file(&e);
+            let f = file_of_single_records(&e);
             let cut = TIME_INDEX_HEADER_LEN + cut % (f.len() - TIME_INDEX_HEADER_LEN + 1);
-            let d = decode_time_index(&f[..cut], Path::new("t")).unwrap();
-            let whole = (cut - TIME_INDEX_HEADER_LEN) / TIME_INDEX_RECORD_LEN;
+            let d = decode(&f[..cut]).unwrap();
+            let starts = record_starts(&f);
+            let ends: Vec<usize> = starts
+                .iter()
+                .skip(1)
+                .copied()
+                .chain((!starts.is_empty()).then_some(f.len()))
+                .collect();
+            let whole = ends.iter().filter(|end| **end <= cut).count();
             prop_assert_eq!(&d.entries[..], &e[..whole]);
-            prop_assert_eq!(d.valid_len, TIME_INDEX_HEADER_LEN + whole * TIME_INDEX_RECORD_LEN);
+            let valid = if whole == 0 { TIME_INDEX_HEADER_LEN } else { ends[whole - 1] };
+            prop_assert_eq!(d.valid_len, valid);
             prop_assert_eq!(d.torn_tail, d.valid_len != cut);
         }
 
         /// A flipped bit is corruption, except in the last record, where it is a torn tail that
         /// drops exactly that record.
         #[test]
-        fn every_bit_flip_is_detected(e in entries(), pick in any::<usize>()) {
-            let mut f = file(&e);
+        fn every_bit_flip_is_detected(e in entries(), split in any::<usize>(), pick in any::<usize>()) {
+            // Two appends, so that there is a record before the last.
+            let split = split % (e.len() + 1);
+            let mut f = file(&e[..split]);
+            encode_entries(&e[split..], &mut f);
+            let intact = f.clone();
             let bit = pick % (f.len() * 8);
             f[bit / 8] ^= 1 << (bit % 8);
-            match decode_time_index(&f, Path::new("tl/time_index")) {
+            match decode(&f) {
                 Err(err) => {
                     prop_assert_eq!(err.kind(), ErrorKind::Corruption);
                     prop_assert!(err.to_string().contains("tl/time_index"));
                 }
                 Ok(d) => {
-                    let last_at = f.len() - TIME_INDEX_RECORD_LEN;
-                    prop_assert!(!e.is_empty() && bit / 8 >= last_at, "flip at bit {} missed", bit);
+                    let last_at = record_starts(&intact).last().copied();
+                    prop_assert!(
+                        last_at.is_some_and(|l| bit / 8 >= l),
+                        "flip at bit {} missed",
+                        bit
+                    );
+                    let last_at = last_at.unwrap();
                     prop_assert!(d.torn_tail);
                     prop_assert_eq!(d.valid_len, last_at);
-                    prop_assert_eq!(&d.entries[..], &e[..e.len() - 1]);
+                    let kept = decode(&intact[..last_at]).unwrap().entries;
+                    prop_assert_eq!(&d.entries[..], &kept[..]);
+                    prop_assert!(kept.len() < e.len());
                 }
             }
         }
@@ -373,11 +655,10 @@ mod tests {
         fn arbitrary_records_decode_ordered_or_fail(
             recs in proptest::collection::vec((0u64..50, 0u64..50), 0..20),
         ) {
-            let mut f = encode_header();
-            for &(l, t) in &recs {
-                encode_entries(&[(Lsn(l), t)], &mut f);
-            }
-            match decode_time_index(&f, Path::new("t")) {
+            let f = file_of_single_records(
+                &recs.iter().map(|&(l, t)| (Lsn(l), t)).collect::<Vec<_>>(),
+            );
+            match decode(&f) {
                 Ok(d) => {
                     prop_assert!(recs.windows(2).all(|w| w[0].0 < w[1].0));
                     prop_assert!(!d.torn_tail);
@@ -390,10 +671,10 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode_time_index(&bytes, Path::new("t"));
+            let _ = decode(&bytes);
             let mut f = encode_header();
             f.extend_from_slice(&bytes);
-            if let Ok(d) = decode_time_index(&f, Path::new("t")) {
+            if let Ok(d) = decode(&f) {
                 prop_assert!(d.valid_len <= f.len());
                 prop_assert!(d.entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
             }
