@@ -608,6 +608,7 @@ impl InMemoryLayer {
     pub(crate) fn apply_pending(&self) {
         let mut t = self.table.write();
         t.apply_pending();
+        self.note_memory(&t);
     }
 
     /// Collects versions of `key` in `[start, cont)`, newest first; returns whether complete.
@@ -920,6 +921,22 @@ mod tests {
                 }
                 key
             })
+    }
+
+    /// A pipelined put counts in the layer's size once applied (found by `matches_a_model`: the
+    /// size stayed 0 until the next put, and a split at LSN 0 then "grew" the emptied layer).
+    #[test]
+    fn applying_pipelined_puts_counts_their_memory() {
+        let layer = InMemoryLayer::new(Lsn(1));
+        layer.put_pipelined(b"k", Lsn(1), value(1));
+        layer.apply_pending();
+        let applied = layer.size();
+        assert_eq!(applied, layer.table.read().memory());
+        assert!(applied >= 32, "{applied}");
+        let frozen = InMemoryLayer::new(Lsn(1));
+        frozen.put_pipelined(b"k", Lsn(1), value(1));
+        frozen.freeze(Lsn(2));
+        assert_eq!(frozen.size(), applied);
     }
 
     proptest! {
