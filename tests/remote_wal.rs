@@ -556,3 +556,66 @@ fn a_listing_that_misses_a_chunk_is_read_again() {
         block_on(reader.close()).unwrap();
     }
 }
+
+/// Given an owner `z` whose chunk lands after its successor `a` listed (stale: `a` started at
+/// its number), and `a`, itself superseded by `b`, whose chunk lands after `b` listed, when a
+/// fourth node attaches, then neither late chunk is replayed: `b` started at the first number
+/// after the last *valid* chunk, so `a`'s late chunk (numbered like `z`'s stale one) is below no
+/// start and counts as written after `b` began. (Starting above every chunk listed, stale ones
+/// included, `b` began above `a`'s late chunk, which then read as valid: CI's handover model
+/// saw an owner come up with a fenced node's commits.)
+#[test]
+fn a_fenced_owners_late_chunk_is_never_replayed_even_beside_an_older_stale_one() {
+    let backend = Backend::local(unique_prefix("wal", "late"));
+    let quiet = |dir: &std::path::Path, node: &str| {
+        options(dir, backend.remote(), node)
+            .background_period(None)
+            .remote_wal_interval(Duration::from_secs(3600))
+    };
+    let commit = |w: &mut stratakv::TimelineWriter, lsn: u64| {
+        w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
+            .unwrap();
+        w.finish_write_with(Lsn(lsn), Durability::Remote)
+    };
+    let (zdir, adir, bdir, cdir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let z = Store::open_blocking(quiet(zdir.path(), "z")).unwrap();
+    let ztl = block_on(z.create_timeline("t0")).unwrap();
+    let mut zw = ztl.writer().unwrap();
+    for lsn in 1..=2 {
+        commit(&mut zw, lsn).unwrap();
+    }
+    block_on(z.wait_for_upload()).unwrap();
+    let a = Store::open_blocking(quiet(adir.path(), "a")).unwrap();
+    block_on(a.wait_for_upload()).unwrap();
+    // z's next chunk lands after a's listing; z learns it is fenced.
+    assert_eq!(commit(&mut zw, 3).unwrap_err().kind(), ErrorKind::Fenced);
+    let b = Store::open_blocking(quiet(bdir.path(), "b")).unwrap();
+    block_on(b.wait_for_upload()).unwrap();
+    // a's first chunk lands after b's listing; a learns it is fenced.
+    let atl = a.timeline("t0").unwrap();
+    let mut aw = atl.writer().unwrap();
+    assert_eq!(commit(&mut aw, 100).unwrap_err().kind(), ErrorKind::Fenced);
+    let chunks = on_tokio(backend.remote().list("wal")).unwrap();
+    // (b deleted z's stale chunk when it started shipping.)
+    assert!(
+        chunks.iter().any(|(n, _)| n.ends_with("-00000002")),
+        "a's late chunk: {chunks:?}"
+    );
+    let blrl = b.timeline("t0").unwrap().last_record_lsn();
+    assert_eq!(blrl, Lsn(2));
+    drop((zw, aw));
+    drop((z, a, b));
+    let c = Store::open_blocking(quiet(cdir.path(), "c")).unwrap();
+    let ctl = c.timeline("t0").unwrap();
+    assert_eq!(ctl.last_record_lsn(), blrl, "chunks {chunks:?}");
+    assert_eq!(
+        ctl.get_blocking(&key(2), Lsn(2)).unwrap().as_deref(),
+        Some(&value("t0", 2)[..])
+    );
+    block_on(c.close()).unwrap();
+}

@@ -13,7 +13,7 @@
 //! one chunk is in flight at a time, so sequence order is commit order. A chunk whose upload or
 //! check failed is retried byte for byte under its name (a follower may have read it already);
 //! later commits wait for the next chunk. Sequence numbers continue across generations: a new
-//! owner starts above every chunk it listed.
+//! owner starts one past the last valid chunk it listed (at 1 if none is left).
 //!
 //! # Acknowledgement and takeover
 //!
@@ -26,8 +26,12 @@
 //! new owner may or may not replay it, as with any commit whose acknowledgement was lost.
 //!
 //! Before its first chunk, an owner records where its chunks start: `walstart/{gen}/{seq}`,
-//! one past every chunk it listed. A chunk of generation `g` is valid unless a newer
-//! generation started at or below its sequence number (or wrote a chunk there): such a chunk
+//! one past the last valid chunk it listed. Every chunk the previous owner writes after that
+//! listing has a number at or above it: the previous owner numbers its next chunk one past its
+//! last confirmed one, which the listing holds (or which was deleted, covered, with every
+//! chunk before it), and retries a failed chunk under its number. (Starting past every chunk
+//! listed, stale ones of older owners included, could start above such a late chunk, which
+//! then read as valid.) A chunk of generation `g` is valid unless a newer generation started at or below its sequence number (or wrote a chunk there): such a chunk
 //! was written by a fenced owner after its successor listed, so none of it was acknowledged,
 //! and it must not surface even when the successor has written no chunk yet. Valid chunks must form an unbroken run of
 //! sequence numbers; a gap that five listings in a row show (one listing can show one: it is no
@@ -328,7 +332,6 @@ impl RemoteCtx {
                 })
                 .collect();
             listed.sort();
-            let next_seq = listed.last().map_or(1, |(seq, _, _)| seq + 1);
             // Where each generation started its WAL (written before its first chunk).
             let starts: BTreeMap<Generation, u64> = self
                 .storage
@@ -339,6 +342,12 @@ impl RemoteCtx {
                 .filter(|(g, _)| *g <= self.generation)
                 .collect();
             let (mut valid, stale) = valid_chunks(&listed, &starts);
+            // One past the last valid chunk, not past every chunk listed: a fenced owner's
+            // chunk that lands after this listing is numbered above its last valid one (a
+            // ship that fails is retried under the same number), so it is at or above this
+            // owner's start, and never valid; a stale chunk numbered higher must not lift the
+            // start above it.
+            let next_seq = valid.last().map_or(1, |(seq, _)| seq + 1);
             if let Some(a) = after {
                 // A chunk after `a` that is not listed any more was deleted unread. (With
                 // nothing listed, chunks may have come and gone since: the follower compares
