@@ -280,7 +280,7 @@ fn intact_record_at(file: &[u8], at: usize) -> Option<usize> {
         return None;
     }
     let body_len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
-    let end = at.checked_add(8 + body_len + 4)?;
+    let end = at.checked_add(TIME_INDEX_RECORD_OVERHEAD + body_len)?;
     let body = file.get(at + 8..end - 4)?;
     let stored = file.get(end - 4..end)?;
     (crc32fast::hash(body).to_le_bytes() == stored).then_some(end)
