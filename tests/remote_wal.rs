@@ -367,27 +367,30 @@ fn crash_loop() {
     assert!(!acked.is_empty(), "no child acknowledged anything");
 }
 
+/// A writer on `backend` commits LSNs 1 to 5 of timeline `t0` at the remote level, one chunk
+/// per commit (each waits for its own), and is dropped without a close.
+fn five_chunks_of_a_dead_writer(backend: &Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_blocking(
+        options(dir.path(), backend.remote(), "writer").background_period(None),
+    )
+    .unwrap();
+    let tl = block_on(store.create_timeline("t0")).unwrap();
+    let mut w = tl.writer().unwrap();
+    for lsn in 1..=5u64 {
+        w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
+            .unwrap();
+        w.finish_write(Lsn(lsn)).unwrap();
+    }
+}
+
 /// Given a node that shipped several chunks and died, when a chunk in the middle is missing or
 /// one is damaged, then attaching fails with `Corruption` naming it, never a silent gap.
 #[test]
 fn a_missing_or_damaged_chunk_fails_the_attach_naming_it() {
     for damage in ["missing", "torn"] {
         let backend = Backend::local(unique_prefix("wal", damage));
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_blocking(
-            options(dir.path(), backend.remote(), "writer").background_period(None),
-        )
-        .unwrap();
-        let tl = block_on(store.create_timeline("t0")).unwrap();
-        let mut w = tl.writer().unwrap();
-        // One chunk per commit: each waits for its own.
-        for lsn in 1..=5u64 {
-            w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
-                .unwrap();
-            w.finish_write(Lsn(lsn)).unwrap();
-        }
-        drop(w);
-        drop(store);
+        five_chunks_of_a_dead_writer(&backend);
         let remote = backend.remote();
         let chunks = on_tokio(remote.list("wal")).unwrap();
         assert!(chunks.len() >= 3, "{damage}: chunks {chunks:?}");
@@ -512,20 +515,7 @@ impl object_store::ObjectStore for ListingMisses {
 fn a_listing_that_misses_a_chunk_is_read_again() {
     for (misses, passes) in [(1, true), (3, true), (u32::MAX, false)] {
         let backend = Backend::local(unique_prefix("wal", "listing"));
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_blocking(
-            options(dir.path(), backend.remote(), "writer").background_period(None),
-        )
-        .unwrap();
-        let tl = block_on(store.create_timeline("t0")).unwrap();
-        let mut w = tl.writer().unwrap();
-        for lsn in 1..=5u64 {
-            w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
-                .unwrap();
-            w.finish_write(Lsn(lsn)).unwrap();
-        }
-        drop(w);
-        drop(store);
+        five_chunks_of_a_dead_writer(&backend);
         let chunks = on_tokio(backend.remote().list("wal")).unwrap();
         assert!(chunks.len() >= 3, "chunks {chunks:?}");
         let victim = chunks[chunks.len() / 2].0.clone();
