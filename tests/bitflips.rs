@@ -8,10 +8,11 @@
 //! which reads every block of every layer below the LSN, and a get of every key), and its
 //! commit times. Each trial ends in one of:
 //! - **detected**: the open or a read reported [`ErrorKind::Corruption`] naming the file;
-//! - **torn tail**: the flip was in the last record of the last WAL segment or of a time index,
-//!   which the torn-tail rule drops as a write cut short by a crash (the one tolerated loss:
-//!   that commit, or that commit time); everything still read matches the model up to the new
-//!   `last_record_lsn`;
+//! - **torn tail**: the flip was in the last record of the last WAL segment, or in the head of
+//!   the last record of a time index (whose first LSN the head names: with it intact, a damaged
+//!   record of durable entries is detected), which the torn-tail rule drops as a write cut short
+//!   by a crash (the one tolerated loss: that commit, or that flush's commit times); everything
+//!   still read matches the model up to the new `last_record_lsn`;
 //! - **harmless**: the flip touched bytes nothing reads (a WAL segment header's sequence number,
 //!   which the file name carries), and every read returned exactly what it should;
 //! - **wrong**: anything else — a wrong value, another error kind, a corruption error that does
@@ -314,6 +315,9 @@ struct Flip<'a> {
     last_record_at: usize,
 }
 
+/// A time index record's head: body length, first LSN, checksum.
+const TIME_INDEX_RECORD_HEAD_LEN: usize = TIME_INDEX_RECORD_OVERHEAD - 4;
+
 /// Where the last record of a time index file starts (its header's end if it has none).
 fn last_time_index_record(bytes: &[u8]) -> usize {
     let mut at = TIME_INDEX_HEADER_LEN;
@@ -332,7 +336,9 @@ impl Flip<'_> {
     /// rest is kept is checked by the reads).
     fn may_be_torn_tail(&self, last_wal: &Path) -> bool {
         match self.kind {
-            Kind::TimeIndex => self.byte >= self.last_record_at,
+            Kind::TimeIndex => (self.last_record_at
+                ..self.last_record_at + TIME_INDEX_RECORD_HEAD_LEN)
+                .contains(&self.byte),
             Kind::WalSegment => self.rel == last_wal && self.byte >= WAL_HEADER_LEN,
             _ => false,
         }

@@ -428,7 +428,6 @@ fn time_index_from_structured(rest: &[u8]) -> Vec<u8> {
         let (mut lsn, mut time) = (0u64, 0u64);
         for (i, &(l, t)) in record.iter().enumerate() {
             if i == 0 {
-                put_uvarint(&mut body, l.0);
                 put_uvarint(&mut body, t);
             } else {
                 put_uvarint(&mut body, l.0.wrapping_sub(lsn));
@@ -437,9 +436,10 @@ fn time_index_from_structured(rest: &[u8]) -> Vec<u8> {
             }
             (lsn, time) = (l.0, t);
         }
-        let len = (body.len() as u32).to_le_bytes();
-        f.extend_from_slice(&len);
-        f.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
+        let mut head = (body.len() as u32).to_le_bytes().to_vec();
+        head.extend_from_slice(&record[0].0.0.to_le_bytes());
+        f.extend_from_slice(&head);
+        f.extend_from_slice(&crc32fast::hash(&head).to_le_bytes());
         f.extend_from_slice(&body);
         f.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     }

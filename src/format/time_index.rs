@@ -17,17 +17,22 @@
 //! | version      | 2    | u16 format version, 2 |
 //! | **record**   |      | repeated to the end of the file |
 //! | body_len     | 4    | u32 length of the body |
-//! | head_crc     | 4    | CRC32 of `body_len` |
+//! | first_lsn    | 8    | u64 LSN of the record's first entry |
+//! | head_crc     | 4    | CRC32 of `body_len ‖ first_lsn` |
 //! | body         | body_len | the entries, below |
 //! | crc32        | 4    | CRC32 of the body |
 //! | **body**     |      | LEB128 varints |
 //! | count        | 1–10 | entries in the record, at least one |
-//! | lsn, time    | 2–20 | the first entry's LSN and time |
+//! | time         | 1–10 | the first entry's time |
 //! | Δlsn, Δtime  | 2–20 | each further entry: its LSN less the one before (at least 1), and its time less the one before, zigzag-encoded (wrapping) |
 //!
 //! A torn append leaves the last record incomplete or failing a checksum. A record that is
 //! incomplete or fails either checksum is a torn tail when no intact record follows it (its
 //! length cannot be trusted, so the bytes after it are searched), and corruption otherwise.
+//! A torn record whose head is intact names its first LSN
+//! ([`torn_first_lsn`](DecodedTimeIndex::torn_first_lsn)): the store appends only entries it is
+//! about to make durable, so a torn tail at or below what a manifest says is durable is damage,
+//! not a crash.
 //!
 //! # Version 1 (read; a store rewrites it as version 2 when it opens it)
 //!
@@ -60,8 +65,11 @@ const VERSION_AT: usize = MAGIC_AT + MAGIC.len();
 /// Size of the file header (magic and version) that precedes the records.
 pub const TIME_INDEX_HEADER_LEN: usize = VERSION_AT + 2;
 
-/// Bytes of a version 2 record besides its body: length, head checksum, body checksum.
-pub const TIME_INDEX_RECORD_OVERHEAD: usize = 12;
+/// Bytes of a version 2 record besides its body: length, first LSN, head checksum, body
+/// checksum.
+pub const TIME_INDEX_RECORD_OVERHEAD: usize = HEAD_LEN + 4;
+/// A version 2 record's head: body length, first LSN, and their checksum.
+const HEAD_LEN: usize = 16;
 /// Entries in one version 2 record at most.
 const RECORD_ENTRIES: usize = 4096;
 
@@ -82,6 +90,8 @@ pub struct DecodedTimeIndex {
     pub torn_tail: bool,
     /// The file's format version: 2, or 1 for a file to rewrite before appending to it.
     pub version: u16,
+    /// The first LSN of the torn record, when its head is intact (version 2).
+    pub torn_first_lsn: Option<Lsn>,
 }
 
 impl DecodedTimeIndex {
@@ -111,21 +121,22 @@ pub fn encode_entries(entries: &[(Lsn, u64)], out: &mut Vec<u8>) {
     );
     for record in entries.chunks(RECORD_ENTRIES) {
         let start = out.len();
-        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&[0; HEAD_LEN]);
         put_uvarint(out, record.len() as u64);
         let (mut lsn, mut time) = record[0];
-        put_uvarint(out, lsn.0);
         put_uvarint(out, time);
         for &(l, t) in &record[1..] {
             put_uvarint(out, l.0.wrapping_sub(lsn.0));
             put_uvarint(out, zigzag(t.wrapping_sub(time) as i64));
             (lsn, time) = (l, t);
         }
-        let body_len = u32::try_from(out.len() - start - 8).expect("a record is under 4 GiB");
+        let body_len =
+            u32::try_from(out.len() - start - HEAD_LEN).expect("a record is under 4 GiB");
         out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
-        let head_crc = crc32fast::hash(&body_len.to_le_bytes());
-        out[start + 4..start + 8].copy_from_slice(&head_crc.to_le_bytes());
-        let crc = crc32fast::hash(&out[start + 8..]);
+        out[start + 4..start + 12].copy_from_slice(&record[0].0.0.to_le_bytes());
+        let head_crc = crc32fast::hash(&out[start..start + 12]);
+        out[start + 12..start + HEAD_LEN].copy_from_slice(&head_crc.to_le_bytes());
+        let crc = crc32fast::hash(&out[start + HEAD_LEN..]);
         out.extend_from_slice(&crc.to_le_bytes());
     }
 }
@@ -168,7 +179,7 @@ pub fn decode_time_index(file: &[u8], path: &Path) -> Result<DecodedTimeIndex> {
     let mut entries = Vec::new();
     let torn_at = match version {
         VERSION => decode_records(file, path, &mut entries)?,
-        VERSION_FIXED => decode_fixed_records(file, path, &mut entries)?,
+        VERSION_FIXED => decode_fixed_records(file, path, &mut entries)?.map(|at| (at, None)),
         _ => {
             return Err(Error::corruption(
                 path,
@@ -179,9 +190,10 @@ pub fn decode_time_index(file: &[u8], path: &Path) -> Result<DecodedTimeIndex> {
     };
     Ok(DecodedTimeIndex {
         entries,
-        valid_len: torn_at.unwrap_or(file.len()),
+        valid_len: torn_at.map_or(file.len(), |(at, _)| at),
         torn_tail: torn_at.is_some(),
         version,
+        torn_first_lsn: torn_at.and_then(|(_, lsn)| lsn),
     })
 }
 
@@ -210,26 +222,26 @@ fn apply(
     Ok(())
 }
 
-/// Version 2 records into `entries`; the offset of a torn tail, if any.
+/// Version 2 records into `entries`; the offset of a torn tail, if any, and its first LSN if
+/// its head is intact.
 fn decode_records(
     file: &[u8],
     path: &Path,
     entries: &mut Vec<(Lsn, u64)>,
-) -> Result<Option<usize>> {
+) -> Result<Option<(usize, Option<Lsn>)>> {
     let mut at = TIME_INDEX_HEADER_LEN;
     while at < file.len() {
         let Some(end) = intact_record_at(file, at) else {
             // Torn by a crash, unless an intact record follows (the length of a damaged record
             // cannot be trusted, so the bytes after it are searched).
+            let head = record_head(file, at);
             if (at + 1..file.len()).any(|o| intact_record_at(file, o).is_some()) {
-                let head_ok = file
-                    .get(at..at + 8)
-                    .is_some_and(|h| crc32fast::hash(&h[..4]).to_le_bytes() == h[4..]);
-                let (offset, what) = if head_ok {
-                    let body_len = u32::from_le_bytes(file[at..at + 4].try_into().expect("4"));
-                    (at + 8 + body_len as usize, "record checksum mismatch")
-                } else {
-                    (at, "record header checksum mismatch")
+                let (offset, what) = match head {
+                    Some((body_len, _)) => (
+                        at.saturating_add(HEAD_LEN).saturating_add(body_len),
+                        "record checksum mismatch",
+                    ),
+                    None => (at, "record header checksum mismatch"),
                 };
                 return Err(Error::corruption(
                     path,
@@ -237,9 +249,10 @@ fn decode_records(
                     format!("time index: {what} before an intact record"),
                 ));
             }
-            return Ok(Some(at));
+            return Ok(Some((at, head.map(|(_, lsn)| lsn))));
         };
-        let body_at = at + 8;
+        let first = record_head(file, at).expect("an intact record").1;
+        let body_at = at + HEAD_LEN;
         let body = &file[body_at..end - 4];
         let bad = |offset: usize, what: &str| {
             Error::corruption(
@@ -253,17 +266,19 @@ fn decode_records(
         if count == 0 {
             return Err(bad(0, "holds no entries"));
         }
-        let mut prev: Option<(Lsn, u64)> = None;
-        for _ in 0..count {
+        let time = get_uvarint(body, &mut pos).ok_or_else(|| bad(pos, "ends in its first time"))?;
+        let mut e = (first, time);
+        apply(entries, e, path, at + 4)?;
+        for _ in 1..count {
             let entry_at = pos;
-            let a = get_uvarint(body, &mut pos).ok_or_else(|| bad(entry_at, "ends in an entry"))?;
-            let b = get_uvarint(body, &mut pos).ok_or_else(|| bad(entry_at, "ends in an entry"))?;
-            let e = match prev {
-                None => (Lsn(a), b),
-                Some((l, t)) => (Lsn(l.0.wrapping_add(a)), t.wrapping_add(unzigzag(b) as u64)),
-            };
+            let mut next =
+                || get_uvarint(body, &mut pos).ok_or_else(|| bad(entry_at, "ends in an entry"));
+            let (dl, dt) = (next()?, next()?);
+            e = (
+                Lsn(e.0.0.wrapping_add(dl)),
+                e.1.wrapping_add(unzigzag(dt) as u64),
+            );
             apply(entries, e, path, body_at + entry_at)?;
-            prev = Some(e);
         }
         if pos != body.len() {
             return Err(bad(pos, "has bytes after its entries"));
@@ -273,15 +288,27 @@ fn decode_records(
     Ok(None)
 }
 
-/// The end of the version 2 record at `at` if it is whole and both its checksums hold.
-fn intact_record_at(file: &[u8], at: usize) -> Option<usize> {
-    let head = file.get(at..at + 8)?;
-    if crc32fast::hash(&head[..4]).to_le_bytes() != head[4..] {
+/// The body length and first LSN of the version 2 record at `at`, if its head is whole and
+/// its checksum holds.
+fn record_head(file: &[u8], at: usize) -> Option<(usize, Lsn)> {
+    let head = file.get(at..at.checked_add(HEAD_LEN)?)?;
+    if crc32fast::hash(&head[..12]).to_le_bytes() != head[12..] {
         return None;
     }
     let body_len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
-    let end = at.checked_add(TIME_INDEX_RECORD_OVERHEAD + body_len)?;
-    let body = file.get(at + 8..end - 4)?;
+    Some((
+        body_len,
+        Lsn(u64::from_le_bytes(head[4..12].try_into().expect("8"))),
+    ))
+}
+
+/// The end of the version 2 record at `at` if it is whole and both its checksums hold.
+fn intact_record_at(file: &[u8], at: usize) -> Option<usize> {
+    let (body_len, _) = record_head(file, at)?;
+    let end = at
+        .checked_add(TIME_INDEX_RECORD_OVERHEAD)?
+        .checked_add(body_len)?;
+    let body = file.get(at + HEAD_LEN..end - 4)?;
     let stored = file.get(end - 4..end)?;
     (crc32fast::hash(body).to_le_bytes() == stored).then_some(end)
 }
@@ -378,21 +405,23 @@ mod tests {
         b.extend_from_slice(b"STRKVTIX"); // header: magic
         b.extend_from_slice(&2u16.to_le_bytes()); // header: version
         let body: &[u8] = &[
-            3,  // count
-            10, // first lsn
+            3, // count
             0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, // first time: 2^57
             10, 0x80, 0x08, // lsn + 10, time + 512 (zigzag 1024)
             1, 3, // lsn + 1, time - 2 (zigzag 3): supersedes the entry before
         ];
+        let head_at = b.len();
         b.extend_from_slice(&(body.len() as u32).to_le_bytes()); // record: body_len
-        b.extend_from_slice(&crc32fast::hash(&(body.len() as u32).to_le_bytes()).to_le_bytes());
+        b.extend_from_slice(&10u64.to_le_bytes()); // record: first_lsn
+        let head_crc = crc32fast::hash(&b[head_at..]); // record: crc32 of body_len ‖ first_lsn
+        b.extend_from_slice(&head_crc.to_le_bytes());
         b.extend_from_slice(body);
         b.extend_from_slice(&crc32fast::hash(body).to_le_bytes()); // record: crc32 of the body
         assert_eq!(
             (TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_OVERHEAD),
-            (10, 12)
+            (10, 20)
         );
-        assert_eq!(b.len(), 10 + 12 + body.len());
+        assert_eq!(b.len(), 10 + 20 + body.len());
 
         let t0 = 1u64 << 57;
         assert_eq!(
@@ -402,6 +431,7 @@ mod tests {
                 valid_len: b.len(),
                 torn_tail: false,
                 version: 2,
+                torn_first_lsn: None,
             }
         );
         let mut encoded = encode_header();
@@ -460,6 +490,7 @@ mod tests {
                 valid_len: TIME_INDEX_HEADER_LEN,
                 torn_tail: false,
                 version: 2,
+                torn_first_lsn: None,
             }
         );
         assert!(d.is_current());
@@ -506,8 +537,8 @@ mod tests {
         let f = file_of_single_records(&[(Lsn(10), 100), (Lsn(10), 200), (Lsn(30), 300)]);
         let err = decode(&f).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption);
-        // The second record's entry: after its head and its count.
-        let at = record_starts(&f)[1] + 8 + 1;
+        // The second record's entry: its LSN is in the record's head.
+        let at = record_starts(&f)[1] + 4;
         assert!(err.to_string().contains(&format!("offset {at}")), "{err}");
         assert!(err.to_string().contains("tl/time_index"), "{err}");
     }
@@ -534,6 +565,21 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_record_with_an_intact_head_names_its_first_lsn() {
+        let mut f = file_of_single_records(&[(Lsn(1), 1)]);
+        let second = f.len();
+        encode_entries(&[(Lsn(7), 70), (Lsn(8), 80)], &mut f);
+        let last = f.len() - 1;
+        f[last] ^= 0x10; // the body's checksum
+        let d = decode(&f).unwrap();
+        assert!(d.torn_tail);
+        assert_eq!((d.valid_len, d.torn_first_lsn), (second, Some(Lsn(7))));
+        f.truncate(second + 5); // within the head: its first LSN is not known
+        let d = decode(&f).unwrap();
+        assert_eq!((d.valid_len, d.torn_first_lsn), (second, None));
+    }
+
+    #[test]
     fn a_zeroed_tail_is_torn() {
         let mut f = file_of_single_records(&[(Lsn(1), 1), (Lsn(2), 2)]);
         let len = f.len();
@@ -548,13 +594,16 @@ mod tests {
         for body in [
             &[][..],
             &[0][..],
-            &[2, 1, 1][..],
-            &[1, 1, 1, 9][..],
+            &[2, 1][..],
+            &[1, 1, 9][..],
             &[1, 0xff][..],
         ] {
             let mut f = encode_header();
+            let head_at = f.len();
             f.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            f.extend_from_slice(&crc32fast::hash(&(body.len() as u32).to_le_bytes()).to_le_bytes());
+            f.extend_from_slice(&7u64.to_le_bytes());
+            let head_crc = crc32fast::hash(&f[head_at..]);
+            f.extend_from_slice(&head_crc.to_le_bytes());
             f.extend_from_slice(body);
             f.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
             let e = decode(&f).unwrap_err();

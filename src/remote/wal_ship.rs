@@ -318,9 +318,10 @@ impl RemoteCtx {
     /// As [`read_wal_tail`](RemoteCtx::read_wal_tail), but only the chunks after sequence
     /// number `after` (every valid chunk with `None`).
     pub(crate) async fn read_wal_after(&self, after: Option<u64>) -> Result<Follow> {
-        let mut attempts = 0;
+        // Listings read again: for a gap in the run, and for an oldest chunk gone before
+        // its download (each with its own budget).
+        let (mut gap_relists, mut vanished_relists) = (0u32, 0u32);
         'list: loop {
-            attempts += 1;
             let mut listed: Vec<(u64, Generation, String)> = self
                 .storage
                 .list(WAL_DIR)
@@ -360,11 +361,13 @@ impl RemoteCtx {
             }
             for w in valid.windows(2) {
                 if w[1].0 != w[0].0 + 1 {
-                    if attempts < GAP_RELISTS {
+                    if gap_relists + 1 < GAP_RELISTS {
+                        gap_relists += 1;
                         // A listing is no snapshot: it may show a chunk the owner deleted
                         // (covered, oldest first) while it ran, and miss the next one it
                         // deleted after. A second look shows an unbroken run.
-                        tokio::time::sleep(Duration::from_millis(10 * attempts as u64)).await;
+                        tokio::time::sleep(Duration::from_millis(10 * u64::from(gap_relists)))
+                            .await;
                         continue 'list;
                     }
                     return Err(Error::new(
@@ -393,7 +396,8 @@ impl RemoteCtx {
                         // Deleted once an index covered it: reload from the indexes.
                         return Ok(Follow::Gap);
                     }
-                    Err(e) if e.kind() == ErrorKind::NotFound && n == 0 && attempts < 5 => {
+                    Err(e) if e.kind() == ErrorKind::NotFound && n == 0 && vanished_relists < 4 => {
+                        vanished_relists += 1;
                         // The oldest chunk went: an old owner deleted a covered prefix.
                         continue 'list;
                     }

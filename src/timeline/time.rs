@@ -31,8 +31,8 @@ impl TimelineInner {
     /// Loads the persisted index at open, dropping entries past `disk_consistent_lsn`.
     pub(crate) fn load_time_index(&self) -> Result<()> {
         let path = self.time_index_path();
-        let mut index = time_index::load(&self.env.io, &path)?;
         let dcl = self.disk_consistent_lsn();
+        let mut index = time_index::load(&self.env.io, &path, dcl)?;
         let before = index.len();
         index.truncate_above(dcl);
         if index.len() != before {

@@ -305,19 +305,33 @@ impl TimeIndex {
     }
 }
 
-/// Loads the index file at `path`. A missing file is an empty index. A torn tail (an append cut
-/// short by a crash) is cut off the file, durably, and the entries before it are kept.
+/// Loads the index file at `path`, of a timeline whose layers hold everything up to `durable`.
+/// A missing file is an empty index. A torn tail (an append cut short by a crash, so of entries
+/// above `durable`) is cut off the file, durably, and the entries before it are kept; an older
+/// format version is rewritten as today's.
 ///
 /// # Errors
 /// [`ErrorKind::Corruption`] naming the file and offset if the header or a record before the
-/// last is bad; [`ErrorKind::Io`] if reading or repairing the file fails.
-pub(crate) fn load(io: &Io, path: &Path) -> Result<TimeIndex> {
+/// last is bad, or the last is damaged and its head says it starts at or below `durable`;
+/// [`ErrorKind::Io`] if reading or repairing the file fails.
+pub(crate) fn load(io: &Io, path: &Path, durable: Lsn) -> Result<TimeIndex> {
     let file = match io.read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(TimeIndex::new()),
         Err(e) => return Err(e),
     };
     let decoded = decode_time_index(&file, path)?;
+    if let Some(first) = decoded.torn_first_lsn.filter(|l| *l <= durable) {
+        // A crash tears only an append whose flush never finished, of entries above what
+        // the manifest says is durable: this is damage.
+        return Err(Error::corruption(
+            path,
+            decoded.valid_len as u64,
+            format!(
+                "time index: the record of commit times from LSN {first} fails its checksum, yet the timeline's layers hold up to LSN {durable}"
+            ),
+        ));
+    }
     let index = TimeIndex::from_entries(decoded.entries.clone());
     if !decoded.is_current() {
         // Appends are of today's version: the file becomes one first.
@@ -526,7 +540,7 @@ mod tests {
                 }
             }
             flush(&index, &mut appended);
-            prop_assert_eq!(load(&Io::std(), &path).unwrap(), index);
+            prop_assert_eq!(load(&Io::std(), &path, Lsn::ZERO).unwrap(), index);
         }
     }
 
@@ -588,7 +602,10 @@ mod tests {
     fn persistence_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("time_index");
-        assert_eq!(load(&Io::std(), &path).unwrap(), TimeIndex::new());
+        assert_eq!(
+            load(&Io::std(), &path, Lsn::ZERO).unwrap(),
+            TimeIndex::new()
+        );
         append_durably(&Io::std(), &path, &[]).unwrap();
         assert!(!path.exists(), "no entries, no file");
 
@@ -597,21 +614,21 @@ mod tests {
             index.record(Lsn(i * 0x10), 1_700_000_000_000_000 + i * 1000);
         }
         append_durably(&Io::std(), &path, &index.entries_after(Lsn::ZERO)).unwrap();
-        assert_eq!(load(&Io::std(), &path).unwrap(), index);
+        assert_eq!(load(&Io::std(), &path, Lsn::ZERO).unwrap(), index);
 
         index.record(Lsn(0x200), 1_800_000_000_000_000);
         append_durably(&Io::std(), &path, &index.entries_after(Lsn(0xA0))).unwrap();
-        assert_eq!(load(&Io::std(), &path).unwrap(), index);
+        assert_eq!(load(&Io::std(), &path, Lsn::ZERO).unwrap(), index);
 
         index.trim_below(Lsn(0x55));
         rewrite(&Io::std(), &path, &index).unwrap();
-        assert_eq!(load(&Io::std(), &path).unwrap(), index);
+        assert_eq!(load(&Io::std(), &path, Lsn::ZERO).unwrap(), index);
         assert_eq!(index.time_of(Lsn(0x55)), Some(1_700_000_000_005_000));
         assert_eq!(index.time_of(Lsn(0x4F)), None);
 
         index.truncate_above(Lsn(0x80));
         rewrite(&Io::std(), &path, &index).unwrap();
-        let loaded = load(&Io::std(), &path).unwrap();
+        let loaded = load(&Io::std(), &path, Lsn::ZERO).unwrap();
         assert_eq!(loaded.last(), Some((Lsn(0x80), 1_700_000_000_008_000)));
         assert_eq!(loaded, index);
     }
@@ -629,16 +646,39 @@ mod tests {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(two + 7).unwrap();
         drop(f);
-        let loaded = load(&Io::std(), &path).unwrap();
+        let loaded = load(&Io::std(), &path, Lsn::ZERO).unwrap();
         assert_eq!(loaded.to_vec(), &entries[..2]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), two);
 
         // Appending after the repair continues the log.
         append_durably(&Io::std(), &path, &[(Lsn(4), 40)]).unwrap();
         assert_eq!(
-            load(&Io::std(), &path).unwrap().to_vec(),
+            load(&Io::std(), &path, Lsn::ZERO).unwrap().to_vec(),
             &[entries[0], entries[1], (Lsn(4), 40)]
         );
+    }
+
+    #[test]
+    fn a_damaged_last_record_of_durable_entries_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("time_index");
+        append_durably(&Io::std(), &path, &[(Lsn(1), 10)]).unwrap();
+        append_durably(&Io::std(), &path, &[(Lsn(5), 50), (Lsn(6), 60)]).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01; // the last record's body checksum
+        std::fs::write(&path, &bytes).unwrap();
+        // Its entries are durable (the flush that appended them finished): damage.
+        let err = load(&Io::std(), &path, Lsn(6)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption);
+        assert!(
+            err.to_string().contains(&format!("LSN {}", Lsn(5))),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "left for inspection");
+        // Above what is durable: a torn append, cut.
+        let loaded = load(&Io::std(), &path, Lsn(4)).unwrap();
+        assert_eq!(loaded.to_vec(), &[(Lsn(1), 10)]);
     }
 
     #[test]
@@ -652,7 +692,7 @@ mod tests {
         let at = TIME_INDEX_HEADER_LEN + 8 + 2;
         bytes[at] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        let err = load(&Io::std(), &path).unwrap_err();
+        let err = load(&Io::std(), &path, Lsn::ZERO).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption);
         assert!(err.to_string().contains("time_index"), "{err}");
         assert!(err.to_string().contains("offset"), "{err}");
