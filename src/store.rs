@@ -466,10 +466,12 @@ impl Store {
         if let Some(r) = &remote {
             let tail = rt.block_on(r.read_wal_tail())?;
             let known: Vec<TimelineId> = by_id.keys().copied().collect();
-            wal_records.extend(r.adopt_wal_tail(tail, &known));
+            let tail_records = r.adopt_wal_tail(tail, &known);
             if !r.read_only && env.wal.is_some() {
+                ship_local_commits(r, &by_id, &wal_records, &tail_records);
                 rt.block_on(r.mark_wal_start())?;
             }
+            wal_records.extend(tail_records);
             r.start(env.wal.is_some(), env.options.heartbeat_interval);
         }
         replay(&by_id, wal_records);
@@ -1290,6 +1292,48 @@ fn sweep_timelines(io: &Io, timelines_dir: &Path, catalog: &Catalog) -> Result<(
 }
 
 /// Replays logged commits, with their puts, above what each timeline's layers hold.
+/// Queues for shipping, ahead of any new commit, the commits replayed from the local log that
+/// object storage does not hold: above the timeline's layers and above what the remote log's
+/// chunks hold. A commit at the local level that never reached object storage before the
+/// node stopped is then shipped before the commits that follow it, so that a commit
+/// acknowledged at the remote level never has a hole below it.
+fn ship_local_commits(
+    r: &RemoteCtx,
+    by_id: &BTreeMap<TimelineId, Arc<TimelineInner>>,
+    local: &[WalRecord],
+    tail: &[WalRecord],
+) {
+    let mut held: BTreeMap<TimelineId, Lsn> = by_id
+        .iter()
+        .map(|(id, tl)| (*id, tl.disk_consistent_lsn()))
+        .collect();
+    for rec in tail {
+        if let Some(l) = held.get_mut(&rec.timeline) {
+            *l = (*l).max(rec.lsn);
+        }
+    }
+    let (mut puts, mut record) = (Vec::new(), Vec::new());
+    for rec in local {
+        if held.get(&rec.timeline).is_none_or(|l| rec.lsn <= *l) {
+            continue;
+        }
+        puts.clear();
+        for (key, lsn, value) in &rec.puts {
+            crate::format::encode_put(&mut puts, *lsn, key, value);
+        }
+        record.clear();
+        crate::format::encode_commit(
+            &mut record,
+            rec.timeline,
+            rec.lsn,
+            rec.time_micros,
+            u32::try_from(rec.puts.len()).expect("a commit's puts fit in u32"),
+            &puts,
+        );
+        r.wal().append(rec.timeline, rec.lsn, &record);
+    }
+}
+
 fn replay(by_id: &BTreeMap<TimelineId, Arc<TimelineInner>>, records: Vec<WalRecord>) {
     for r in records {
         if let Some(tl) = by_id.get(&r.timeline) {

@@ -609,3 +609,58 @@ fn a_fenced_owners_late_chunk_is_never_replayed_even_beside_an_older_stale_one()
     );
     block_on(c.close()).unwrap();
 }
+
+/// Given a node whose commits at the local level never reached object storage, restarted on
+/// its own directory (it replays them from its local log), when it commits at the remote level
+/// and dies, then a node that attaches holds the earlier commits too: an acknowledged remote
+/// commit means everything before it is in object storage. (The restart shipped only its new
+/// commits, and the attach came up with a hole below the acknowledged one — seen in CI's
+/// handover model on S3 as an older value read at an LSN the new owner claimed to hold.)
+#[test]
+fn commits_replayed_from_the_local_log_are_shipped_before_new_ones() {
+    let backend = Backend::local(unique_prefix("wal", "replayed"));
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = || {
+        options(dir.path(), backend.remote(), "n")
+            .durability(Durability::Local)
+            .background_period(None)
+            .remote_wal_interval(Duration::from_secs(3600))
+    };
+    {
+        let store = Store::open_blocking(quiet()).unwrap();
+        let tl = block_on(store.create_timeline("t0")).unwrap();
+        block_on(store.wait_for_upload()).unwrap();
+        let mut w = tl.writer().unwrap();
+        for lsn in 1..=3u64 {
+            w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
+                .unwrap();
+            w.finish_write(Lsn(lsn)).unwrap();
+        }
+        // Dropped without a close: 1 to 3 are in the local log only.
+    }
+    {
+        let store = Store::open_blocking(quiet()).unwrap();
+        let tl = store.timeline("t0").unwrap();
+        assert_eq!(tl.last_record_lsn(), Lsn(3), "replayed from the local log");
+        block_on(store.wait_for_upload()).unwrap();
+        let mut w = tl.writer().unwrap();
+        w.put(&key(4), Lsn(4), Value::image(value("t0", 4)))
+            .unwrap();
+        w.finish_write_with(Lsn(4), Durability::Remote).unwrap();
+        // Dropped without a close: the node is gone.
+    }
+    let other = tempfile::tempdir().unwrap();
+    let attached =
+        Store::open_blocking(options(other.path(), backend.remote(), "m").background_period(None))
+            .unwrap();
+    let tl = attached.timeline("t0").unwrap();
+    assert_eq!(tl.last_record_lsn(), Lsn(4));
+    for lsn in 1..=4u64 {
+        assert_eq!(
+            tl.get_blocking(&key(lsn), Lsn(4)).unwrap().as_deref(),
+            Some(&value("t0", lsn)[..]),
+            "commit {lsn}"
+        );
+    }
+    block_on(attached.close()).unwrap();
+}
