@@ -384,6 +384,13 @@ fn five_chunks_of_a_dead_writer(backend: &Backend) {
     }
 }
 
+/// The commits 1 to `n` of timeline `t0`, one key each, as the tests below write them.
+fn commits_of_t0(n: u64) -> Acked {
+    (1..=n)
+        .map(|lsn| (("t0".to_string(), lsn), value("t0", lsn)))
+        .collect()
+}
+
 /// Given a node that shipped several chunks and died, when a chunk in the middle is missing or
 /// one is damaged, then attaching fails with `Corruption` naming it, never a silent gap.
 #[test]
@@ -535,14 +542,11 @@ fn a_listing_that_misses_a_chunk_is_read_again() {
             continue;
         }
         let reader = opened.unwrap_or_else(|e| panic!("{misses} missed listings: {e}"));
-        let tl = reader.timeline("t0").unwrap();
-        for lsn in 1..=5u64 {
-            assert_eq!(
-                tl.get_blocking(&key(lsn), Lsn(5)).unwrap().as_deref(),
-                Some(&value("t0", lsn)[..]),
-                "{misses} missed listings: LSN {lsn}"
-            );
-        }
+        check_acked(
+            &reader,
+            &commits_of_t0(5),
+            &format!("{misses} missed listings"),
+        );
         block_on(reader.close()).unwrap();
     }
 }
@@ -653,14 +657,7 @@ fn commits_replayed_from_the_local_log_are_shipped_before_new_ones() {
     let attached =
         Store::open_blocking(options(other.path(), backend.remote(), "m").background_period(None))
             .unwrap();
-    let tl = attached.timeline("t0").unwrap();
-    assert_eq!(tl.last_record_lsn(), Lsn(4));
-    for lsn in 1..=4u64 {
-        assert_eq!(
-            tl.get_blocking(&key(lsn), Lsn(4)).unwrap().as_deref(),
-            Some(&value("t0", lsn)[..]),
-            "commit {lsn}"
-        );
-    }
+    assert_eq!(attached.timeline("t0").unwrap().last_record_lsn(), Lsn(4));
+    check_acked(&attached, &commits_of_t0(4), "attached after the restart");
     block_on(attached.close()).unwrap();
 }

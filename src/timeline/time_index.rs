@@ -332,12 +332,13 @@ pub(crate) fn load(io: &Io, path: &Path, durable: Lsn) -> Result<TimeIndex> {
             ),
         ));
     }
-    let index = TimeIndex::from_entries(decoded.entries.clone());
-    if !decoded.is_current() {
+    let (current, torn, valid_len) = (decoded.is_current(), decoded.torn_tail, decoded.valid_len);
+    let index = TimeIndex::from_entries(decoded.entries);
+    if !current {
         // Appends are of today's version: the file becomes one first.
         rewrite(io, path, &index)?;
-    } else if decoded.torn_tail {
-        io.truncate(path, decoded.valid_len as u64)?;
+    } else if torn {
+        io.truncate(path, valid_len as u64)?;
     }
     Ok(index)
 }
