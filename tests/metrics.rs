@@ -4,7 +4,8 @@
 //! subscriber checks the spans of background jobs and the slow-read warning.
 //!
 //! The recorder and the subscriber are process-wide, so the tests here take one lock and
-//! read deltas: each snapshot of the debugging recorder empties its counters and histograms.
+//! read deltas: each snapshot of the debugging recorder empties its counters and histograms
+//! (and its gauges too, so a gauge's current value is kept beside it: see [`Latest`]).
 
 mod common;
 
@@ -114,22 +115,141 @@ impl Capture {
 
 struct Observed {
     snapshotter: Snapshotter,
+    gauges: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
     capture: Arc<Capture>,
+}
+
+/// The debugging recorder, with each gauge's last value kept where a snapshot does not reset
+/// it: a gauge set by the uploader before an earlier snapshot reads as its value, not 0.
+struct Latest {
+    inner: DebuggingRecorder,
+    gauges: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
+}
+
+/// A gauge's bits before it is first set (a NaN no engine gauge carries).
+const UNSET: u64 = u64::MAX;
+
+struct LatestGauge {
+    inner: metrics::Gauge,
+    value: Arc<AtomicU64>,
+}
+
+impl LatestGauge {
+    fn update(&self, f: impl Fn(f64) -> f64) {
+        let _ = self
+            .value
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |bits| {
+                let old = if bits == UNSET {
+                    0.0
+                } else {
+                    f64::from_bits(bits)
+                };
+                Some(f(old).to_bits())
+            });
+    }
+}
+
+impl metrics::GaugeFn for LatestGauge {
+    fn increment(&self, v: f64) {
+        self.inner.increment(v);
+        self.update(|old| old + v);
+    }
+    fn decrement(&self, v: f64) {
+        self.inner.decrement(v);
+        self.update(|old| old - v);
+    }
+    fn set(&self, v: f64) {
+        self.inner.set(v);
+        self.update(|_| v);
+    }
+}
+
+impl metrics::Recorder for Latest {
+    fn describe_counter(
+        &self,
+        k: metrics::KeyName,
+        u: Option<metrics::Unit>,
+        d: metrics::SharedString,
+    ) {
+        self.inner.describe_counter(k, u, d)
+    }
+    fn describe_gauge(
+        &self,
+        k: metrics::KeyName,
+        u: Option<metrics::Unit>,
+        d: metrics::SharedString,
+    ) {
+        self.inner.describe_gauge(k, u, d)
+    }
+    fn describe_histogram(
+        &self,
+        k: metrics::KeyName,
+        u: Option<metrics::Unit>,
+        d: metrics::SharedString,
+    ) {
+        self.inner.describe_histogram(k, u, d)
+    }
+    fn register_counter(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Counter {
+        self.inner.register_counter(key, meta)
+    }
+    fn register_gauge(&self, key: &metrics::Key, meta: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let value = self
+            .gauges
+            .lock()
+            .unwrap()
+            .entry(display_key(key))
+            .or_insert_with(|| Arc::new(AtomicU64::new(UNSET)))
+            .clone();
+        metrics::Gauge::from_arc(Arc::new(LatestGauge {
+            inner: self.inner.register_gauge(key, meta),
+            value,
+        }))
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        self.inner.register_histogram(key, meta)
+    }
+}
+
+/// A metric's name with `label=value` pairs after it, sorted: how the tests name it.
+fn display_key(key: &metrics::Key) -> String {
+    let mut labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    labels.sort();
+    let mut name = key.name().to_string();
+    for l in labels {
+        name.push(' ');
+        name.push_str(&l);
+    }
+    name
 }
 
 fn observed() -> &'static Observed {
     static OBSERVED: OnceLock<Observed> = OnceLock::new();
     OBSERVED.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder
-            .install()
-            .expect("the only recorder of this process");
+        let inner = DebuggingRecorder::new();
+        let snapshotter = inner.snapshotter();
+        let gauges = Arc::default();
+        metrics::set_global_recorder(Latest {
+            inner,
+            gauges: Arc::clone(&gauges),
+        })
+        .expect("the only recorder of this process");
         let capture = Arc::new(Capture::default());
         tracing::subscriber::set_global_default(CaptureHandle(capture.clone()))
             .expect("the only subscriber of this process");
         Observed {
             snapshotter,
+            gauges,
             capture,
         }
     })
@@ -192,20 +312,7 @@ fn delta_only() -> HashMap<String, DebugValue> {
         .snapshot()
         .into_vec()
         .into_iter()
-        .map(|(ck, _, _, v)| {
-            let key = ck.key();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            labels.sort();
-            let mut name = key.name().to_string();
-            for l in labels {
-                name.push(' ');
-                name.push_str(&l);
-            }
-            (name, v)
-        })
+        .map(|(ck, _, _, v)| (display_key(ck.key()), v))
         .collect()
 }
 
@@ -217,9 +324,12 @@ fn counter(d: &HashMap<String, DebugValue>, name: &str) -> u64 {
     }
 }
 
-fn gauge(d: &HashMap<String, DebugValue>, name: &str) -> f64 {
-    match d.get(name) {
-        Some(DebugValue::Gauge(g)) => g.0,
+/// A gauge's current value (its last `set`, with what was added since), whichever snapshot saw
+/// it move.
+fn gauge(name: &str) -> f64 {
+    let gauges = observed().gauges.lock().unwrap();
+    match gauges.get(name).map(|v| v.load(Ordering::SeqCst)) {
+        Some(bits) if bits != UNSET => f64::from_bits(bits),
         other => panic!("{name} is not a gauge that was set: {other:?}"),
     }
 }
@@ -346,12 +456,9 @@ fn counters_and_gauges_move_as_the_table_says() {
         );
         assert_eq!(histogram(&d, &job(m::JOB_DURATION, "flush")).len(), 2);
         let lrl = tl.last_record_lsn().0 as f64;
+        assert_eq!(gauge(&per_timeline(m::TIMELINE_LAST_RECORD_LSN, &tl)), lrl);
         assert_eq!(
-            gauge(&d, &per_timeline(m::TIMELINE_LAST_RECORD_LSN, &tl)),
-            lrl
-        );
-        assert_eq!(
-            gauge(&d, &per_timeline(m::TIMELINE_DISK_CONSISTENT_LSN, &tl)),
+            gauge(&per_timeline(m::TIMELINE_DISK_CONSISTENT_LSN, &tl)),
             tl.disk_consistent_lsn().0 as f64
         );
 
@@ -438,13 +545,12 @@ fn counters_and_gauges_move_as_the_table_says() {
         assert_eq!(counter(&d, &job(m::JOBS, "gc")), 1);
         assert_eq!(counter(&d, m::GC_BYTES_REMOVED), gc.bytes_removed);
         assert_eq!(
-            gauge(&d, &per_timeline(m::TIMELINE_GC_CUTOFF, &tl)),
+            gauge(&per_timeline(m::TIMELINE_GC_CUTOFF, &tl)),
             gc.cutoff.0 as f64
         );
 
         // Uploads: every layer the timeline names was uploaded by this node, and its index.
         store.wait_for_upload().await.unwrap();
-        let d = delta();
         let (uploads, upload_bytes) = take_uploads_seen();
         let layer_bytes: u64 = tl.layers().iter().map(|l| l.file_size).sum();
         assert!(uploads > tl.layers().len() as u64, "{uploads} uploads");
@@ -452,14 +558,14 @@ fn counters_and_gauges_move_as_the_table_says() {
         let rcl = tl.remote_consistent_lsn();
         assert_eq!(rcl, tl.disk_consistent_lsn());
         assert_eq!(
-            gauge(&d, &per_timeline(m::TIMELINE_REMOTE_CONSISTENT_LSN, &tl)),
+            gauge(&per_timeline(m::TIMELINE_REMOTE_CONSISTENT_LSN, &tl)),
             rcl.0 as f64
         );
         assert_eq!(
-            gauge(&d, &per_timeline(m::TIMELINE_REMOTE_LAG_LSN, &tl)),
+            gauge(&per_timeline(m::TIMELINE_REMOTE_LAG_LSN, &tl)),
             (tl.last_record_lsn().0 - rcl.0) as f64
         );
-        assert_eq!(gauge(&d, m::REMOTE_UPLOAD_QUEUE_DEPTH), 0.0);
+        assert_eq!(gauge(m::REMOTE_UPLOAD_QUEUE_DEPTH), 0.0);
 
         // Downloads: evict every layer, then a read brings back those it needs.
         let evicted = store.evict_layers(0);
