@@ -319,6 +319,9 @@ impl Store {
         let mut hot_layers = BTreeMap::new();
         let mut discarded = None;
         let mut catalog = None;
+        // Per timeline, what its index in object storage holds, when the local state is kept
+        // beside it (a restart on this directory).
+        let mut indexed_at_open: Option<BTreeMap<TimelineId, Lsn>> = None;
         if !is_new {
             let c = Catalog::decode(&io.read(&catalog_path)?, &catalog_path)?;
             if let Some(r) = &remote {
@@ -338,9 +341,12 @@ impl Store {
                         discarded = Some(d);
                     }
                     None => {
+                        let mut indexed = BTreeMap::new();
                         for (id, (_, idx)) in indexes {
+                            indexed.insert(id, idx.manifest.disk_consistent_lsn);
                             remote_layers.insert(id, idx.layer_generations.into_iter().collect());
                         }
+                        indexed_at_open = Some(indexed);
                         catalog = Some(c);
                     }
                 }
@@ -418,6 +424,14 @@ impl Store {
             }
             if !r.read_only {
                 for tl in by_id.values() {
+                    let indexed = indexed_at_open.as_ref().map(|m| m.get(&tl.id));
+                    // Layers above the index (or a timeline object storage does not know):
+                    // commits shipped from now on are safe once the opening upload is done.
+                    if let Some(indexed) = indexed
+                        && indexed.is_none_or(|lsn| tl.disk_consistent_lsn() > *lsn)
+                    {
+                        tl.unindexed_at_open.store(true, Ordering::Release);
+                    }
                     r.mark_dirty(tl.id, tl.me.clone());
                 }
                 r.mark_catalog(catalog.encode());

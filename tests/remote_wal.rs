@@ -422,30 +422,59 @@ fn a_missing_or_damaged_chunk_fails_the_attach_naming_it() {
     }
 }
 
-/// An object store whose listings under `hide_under` miss `hidden` while `misses` lasts, as a
+/// An object store that meddles: its listings miss `hidden` while `misses` lasts, as a
 /// listing that ran beside the owner's deletions can (it showed a chunk deleted after it was
-/// listed and missed the next one, deleted before the listing reached it).
+/// listed and missed the next one, deleted before the listing reached it); and its puts of
+/// timeline indexes pass, wait or fail as `index_puts` says.
 #[derive(Debug)]
-struct ListingMisses {
+struct Meddling {
     inner: Arc<dyn object_store::ObjectStore>,
-    hidden: object_store::path::Path,
+    hidden: Option<object_store::path::Path>,
     misses: std::sync::atomic::AtomicU32,
+    index_puts: Arc<std::sync::atomic::AtomicU8>,
 }
 
-impl std::fmt::Display for ListingMisses {
+/// What [`Meddling`] does with a put of a timeline's index.
+const INDEX_PASSES: u8 = 0;
+const INDEX_WAITS: u8 = 1;
+const INDEX_FAILS: u8 = 2;
+
+impl Meddling {
+    fn new(inner: Arc<dyn object_store::ObjectStore>) -> Meddling {
+        Meddling {
+            inner,
+            hidden: None,
+            misses: std::sync::atomic::AtomicU32::new(0),
+            index_puts: Arc::default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Meddling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ListingMisses({})", self.inner)
+        write!(f, "Meddling({})", self.inner)
     }
 }
 
 #[async_trait::async_trait]
-impl object_store::ObjectStore for ListingMisses {
+impl object_store::ObjectStore for Meddling {
     async fn put_opts(
         &self,
         location: &object_store::path::Path,
         payload: object_store::PutPayload,
         opts: object_store::PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
+        use std::sync::atomic::Ordering;
+        let is_index = location.filename().is_some_and(|f| f.starts_with("index-"));
+        while is_index && self.index_puts.load(Ordering::Acquire) == INDEX_WAITS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if is_index && self.index_puts.load(Ordering::Acquire) == INDEX_FAILS {
+            return Err(object_store::Error::Generic {
+                store: "Meddling",
+                source: format!("index puts fail: {location}").into(),
+            });
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -481,13 +510,15 @@ impl object_store::ObjectStore for ListingMisses {
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
         use futures::StreamExt;
         use std::sync::atomic::Ordering;
-        let covers = prefix.is_none_or(|p| self.hidden.prefix_matches(p));
+        let Some(hidden) = self.hidden.clone() else {
+            return self.inner.list(prefix);
+        };
+        let covers = prefix.is_none_or(|p| hidden.prefix_matches(p));
         let miss = covers
             && self
                 .misses
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                 .is_ok();
-        let hidden = self.hidden.clone();
         self.inner
             .list(prefix)
             .filter(move |m| {
@@ -526,10 +557,10 @@ fn a_listing_that_misses_a_chunk_is_read_again() {
         let chunks = on_tokio(backend.remote().list("wal")).unwrap();
         assert!(chunks.len() >= 3, "chunks {chunks:?}");
         let victim = chunks[chunks.len() / 2].0.clone();
-        let wrapped = Arc::new(ListingMisses {
-            inner: backend.store.clone(),
-            hidden: backend.remote().location(&victim).unwrap(),
+        let wrapped = Arc::new(Meddling {
+            hidden: Some(backend.remote().location(&victim).unwrap()),
             misses: std::sync::atomic::AtomicU32::new(misses),
+            ..Meddling::new(backend.store.clone())
         });
         let other = tempfile::tempdir().unwrap();
         let opened =
@@ -659,5 +690,79 @@ fn commits_replayed_from_the_local_log_are_shipped_before_new_ones() {
             .unwrap();
     assert_eq!(attached.timeline("t0").unwrap().last_record_lsn(), Lsn(4));
     check_acked(&attached, &commits_of_t0(4), "attached after the restart");
+    block_on(attached.close()).unwrap();
+}
+
+/// Given a node that flushed commits 1 to 3 into layers whose index never reached object
+/// storage (its index puts failed) and stopped, when it restarts on its directory, then a
+/// commit at the remote level is acknowledged only once the opening upload has put those
+/// layers there: while that upload fails, the commit fails; while it waits, so does the
+/// commit; and a node that attaches after the restarted one dies reads every commit.
+/// (Acknowledged as soon as its own chunk landed, the attach came up with the new commits and
+/// without 1 to 3: a hole below an acknowledged commit.)
+#[test]
+fn a_remote_commit_after_a_restart_waits_for_the_layers_it_opened_with() {
+    use std::sync::atomic::Ordering;
+    let backend = Backend::local(unique_prefix("wal", "opening"));
+    let dir = tempfile::tempdir().unwrap();
+    let meddling = Arc::new(Meddling::new(backend.store.clone()));
+    let index_puts = meddling.index_puts.clone();
+    let quiet = || {
+        options(dir.path(), backend.remote_on(meddling.clone()), "n")
+            .durability(Durability::Local)
+            .background_period(None)
+            .remote_wal_interval(Duration::from_secs(3600))
+    };
+    let commit = |w: &mut stratakv::TimelineWriter, lsn: u64, durability| {
+        w.put(&key(lsn), Lsn(lsn), Value::image(value("t0", lsn)))
+            .unwrap();
+        w.finish_write_with(Lsn(lsn), durability)
+    };
+    {
+        let store = Store::open_blocking(quiet()).unwrap();
+        let tl = block_on(store.create_timeline("t0")).unwrap();
+        block_on(store.wait_for_upload()).unwrap();
+        index_puts.store(INDEX_FAILS, Ordering::Release);
+        let mut w = tl.writer().unwrap();
+        for lsn in 1..=3 {
+            commit(&mut w, lsn, Durability::Local).unwrap();
+        }
+        block_on(tl.flush()).unwrap();
+        // Dropped without a close: 1 to 3 are in local layers only.
+    }
+    {
+        let store = Store::open_blocking(quiet()).unwrap();
+        let tl = store.timeline("t0").unwrap();
+        assert_eq!(tl.disk_consistent_lsn(), Lsn(3));
+        let mut w = tl.writer().unwrap();
+        let e = commit(&mut w, 4, Durability::Remote).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+        assert!(e.to_string().contains("index puts fail"), "{e}");
+        assert_eq!(
+            tl.remote_wal_lsn(),
+            Lsn(0),
+            "4 shipped, but 1 to 3 are not safe"
+        );
+
+        index_puts.store(INDEX_WAITS, Ordering::Release);
+        std::thread::scope(|s| {
+            let acked = s.spawn(|| commit(&mut w, 5, Durability::Remote));
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                !acked.is_finished(),
+                "acknowledged while the opening upload waits"
+            );
+            index_puts.store(INDEX_PASSES, Ordering::Release);
+            acked.join().unwrap().unwrap();
+        });
+        assert!(tl.remote_wal_lsn() >= Lsn(5));
+        // Dropped without a close: the node is gone.
+    }
+    let other = tempfile::tempdir().unwrap();
+    let attached =
+        Store::open_blocking(options(other.path(), backend.remote(), "m").background_period(None))
+            .unwrap();
+    assert_eq!(attached.timeline("t0").unwrap().last_record_lsn(), Lsn(5));
+    check_acked(&attached, &commits_of_t0(5), "attached after the restart");
     block_on(attached.close()).unwrap();
 }

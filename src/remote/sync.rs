@@ -68,6 +68,8 @@ pub(crate) struct RemoteCtx {
     queue: Mutex<Queue>,
     notify: Notify,
     completed: watch::Sender<u64>,
+    /// The uploader's passes so far: how many succeeded, how many failed, and the last error.
+    passes: watch::Sender<Passes>,
     pub(super) fenced: AtomicBool,
     pub(super) stopped: AtomicBool,
     /// How many of the background loops (uploader, WAL shipper) are running: counted from
@@ -116,6 +118,7 @@ impl RemoteCtx {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             completed: watch::Sender::new(0),
+            passes: watch::Sender::new(Passes::default()),
             fenced: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             running: watch::Sender::new(0),
@@ -206,10 +209,56 @@ impl RemoteCtx {
         self.last_error.lock().clone()
     }
 
+    /// Whether a pass of the uploader has succeeded since the store opened: the first one
+    /// carries everything queued at open (each timeline's index and the catalog).
+    pub(crate) fn opening_upload_done(&self) -> bool {
+        self.passes.borrow().succeeded > 0
+    }
+
+    /// Waits until the uploader's first pass has succeeded (see
+    /// [`opening_upload_done`](Self::opening_upload_done)).
+    ///
+    /// # Errors
+    /// The error of a pass that failed after the call (the uploader retries it), `Fenced`,
+    /// or `Closed` when the store stops first.
+    pub(crate) async fn wait_opening_upload(&self) -> Result<()> {
+        let mut passes = self.passes.subscribe();
+        let failed_before = passes.borrow_and_update().failed;
+        loop {
+            {
+                let p = passes.borrow_and_update();
+                if p.succeeded > 0 {
+                    return Ok(());
+                }
+                if self.is_fenced() {
+                    return Err(fenced_error(self.generation));
+                }
+                if p.failed > failed_before {
+                    return Err(p.error.clone().unwrap_or_else(|| {
+                        Error::new(ErrorKind::Io, "uploading to object storage failed")
+                    }));
+                }
+            }
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(Error::new(
+                    ErrorKind::Closed,
+                    "the store closed before its opening upload finished",
+                ));
+            }
+            // No timer: `stop` wakes the wait, which must end even while the store's runtime
+            // shuts down.
+            if passes.changed().await.is_err() {
+                return Err(Error::new(ErrorKind::Closed, "store is closed"));
+            }
+        }
+    }
+
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.notify.notify_one();
         self.wal.close();
+        // Wakes the waits on the uploader's passes.
+        self.passes.send_modify(|_| {});
     }
 
     /// Stops the uploader, waits (up to `timeout`) for it to return, and then, when nothing it
@@ -327,6 +376,7 @@ impl RemoteCtx {
                 Ok(()) => {
                     backoff = Duration::from_millis(50);
                     *self.last_error.lock() = None;
+                    self.passes.send_modify(|p| p.succeeded += 1);
                     let idle = {
                         let q = self.queue.lock();
                         q.dirty.is_empty() && q.deleted.is_empty() && q.catalog.is_none()
@@ -340,8 +390,12 @@ impl RemoteCtx {
                         self.fenced.store(true, Ordering::Release);
                         self.wal.close();
                     }
-                    *self.last_error.lock() =
-                        Some(e.clone().context("uploading to object storage"));
+                    let e = e.context("uploading to object storage");
+                    *self.last_error.lock() = Some(e.clone());
+                    self.passes.send_modify(|p| {
+                        p.failed += 1;
+                        p.error = Some(e);
+                    });
                     // Put the work back (newer requests win) and retry later.
                     {
                         let mut q = self.queue.lock();
@@ -498,6 +552,15 @@ impl RemoteCtx {
         }
         Ok(())
     }
+}
+
+/// The uploader's passes so far.
+#[derive(Default)]
+struct Passes {
+    succeeded: u64,
+    failed: u64,
+    /// The error of the last pass that failed.
+    error: Option<Error>,
 }
 
 /// Counts a background loop as running until dropped (returned, or dropped with the runtime).

@@ -100,6 +100,10 @@ pub(crate) struct TimelineInner {
     pub(crate) me: Weak<TimelineInner>,
     /// The newest LSN whose writes are all in object storage.
     pub(crate) remote_consistent_lsn: AtomicU64,
+    /// Set at open when the local layers reach above the timeline's index in object storage
+    /// (a node restarted on its own directory): until the opening upload puts them there, a
+    /// WAL chunk shipped above them has a hole below it, so no commit counts as remote.
+    pub(crate) unindexed_at_open: AtomicBool,
     pub(crate) id: TimelineId,
     name: RwLock<String>,
     /// The timeline this one branched from, and the LSN it branched at.
@@ -191,6 +195,7 @@ impl TimelineInner {
         TimelineInner {
             me,
             remote_consistent_lsn: AtomicU64::new(0),
+            unindexed_at_open: AtomicBool::new(false),
             id: manifest.timeline_id,
             name: RwLock::new(name),
             ancestor: RwLock::new(ancestor.clone()),
@@ -321,6 +326,17 @@ impl TimelineInner {
             .filter(|(l, _)| *l <= dcl)
             .collect();
         (m.clone(), layers, times)
+    }
+
+    /// Whether the layers this timeline opened with are still not all in object storage
+    /// (see `unindexed_at_open`): commits shipped since are not safe until they are.
+    pub(crate) fn awaits_opening_upload(&self) -> bool {
+        self.unindexed_at_open.load(Ordering::Acquire)
+            && self
+                .env
+                .remote
+                .as_ref()
+                .is_some_and(|r| !r.opening_upload_done())
     }
 
     pub(crate) fn gc_cutoff(&self) -> Lsn {
@@ -571,12 +587,16 @@ impl Timeline {
     /// At least [`remote_consistent_lsn`](Timeline::remote_consistent_lsn); never moves
     /// backwards. Commits at [`Durability::Remote`](crate::Durability::Remote) are at or below
     /// it when acknowledged; others follow within
-    /// [`remote_wal_interval`](crate::StoreOptions::remote_wal_interval).
+    /// [`remote_wal_interval`](crate::StoreOptions::remote_wal_interval). On a node restarted
+    /// on its own directory with layers object storage does not hold yet, it stays at
+    /// `remote_consistent_lsn` until the opening upload is done.
     pub fn remote_wal_lsn(&self) -> Lsn {
         let indexed = self.remote_consistent_lsn();
         match &self.inner.env.remote {
-            Some(r) => r.wal().shipped_lsn(self.inner.id).max(indexed),
-            None => indexed,
+            Some(r) if !self.inner.awaits_opening_upload() => {
+                r.wal().shipped_lsn(self.inner.id).max(indexed)
+            }
+            _ => indexed,
         }
     }
 

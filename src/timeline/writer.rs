@@ -169,7 +169,10 @@ impl TimelineWriter {
     /// the store's default ([`StoreOptions::durability`](crate::StoreOptions::durability)).
     ///
     /// At [`Durability::Remote`] it returns once the WAL chunk holding the commit is in object
-    /// storage and the node still owns the store; it blocks the calling thread until then.
+    /// storage and the node still owns the store; it blocks the calling thread until then. On a
+    /// node restarted on its own directory whose layers reach above what object storage holds,
+    /// it also waits for the opening upload to put them there: before that, a node attaching
+    /// would find the new chunks without the commits below them.
     ///
     /// # Errors
     /// As [`finish_write`](TimelineWriter::finish_write); at [`Durability::Remote`] also
@@ -276,7 +279,16 @@ impl TimelineWriter {
                 // Nothing new: what was committed up to `lsn` is buffered or shipped already.
                 None => tl.env.block_on(r.ship_now()),
             };
-            shipped.map_err(|e| {
+            let indexed = || {
+                if tl.awaits_opening_upload() {
+                    // The layers this node opened with hold commits below this one that
+                    // object storage has neither in an index nor in a chunk.
+                    tl.env.block_on(r.wait_opening_upload())
+                } else {
+                    Ok(())
+                }
+            };
+            shipped.and_then(|()| indexed()).map_err(|e| {
                 e.context(format_args!(
                     "timeline {}: commit at LSN {lsn} not acknowledged at durability Remote",
                     tl.name()
