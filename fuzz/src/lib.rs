@@ -17,7 +17,7 @@ use std::path::Path;
 use bytes::Bytes;
 use stratakv::internals::{
     Catalog, CatalogEntry, Compression, DataBlock, DataBlockBuilder, FOOTER_TRAILER_LEN, Footer,
-    IndexEntry, KeyFilter, Manifest, TIME_INDEX_HEADER_LEN, WAL_HEADER_LEN, WalRecord,
+    IndexEntry, KeyFilter, Manifest, RemoteIndex, TIME_INDEX_HEADER_LEN, WAL_HEADER_LEN, WalRecord,
     decode_block, decode_index, decode_time_index, decode_wal_segment, encode_block,
     encode_entries, encode_header, encode_index, encode_wal_header, encode_wal_record, key_hash,
 };
@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("filter", filter),
     ("manifest", manifest),
     ("catalog", catalog),
+    ("remote_index", remote_index),
     ("wal_segment", wal_segment),
     ("time_index", time_index),
     ("ops", ops),
@@ -70,16 +71,58 @@ fn mode(data: &[u8]) -> Option<(bool, &[u8])> {
     data.split_first().map(|(m, rest)| (m & 1 == 1, rest))
 }
 
-/// The envelope of the manifest and catalog: magic, version, body length, body, CRC32.
+/// The envelope of the manifest and catalog: magic, version 1, body length, body, CRC32.
 fn envelope(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
+    envelope_of_version(magic, 1, body)
+}
+
+/// [`envelope`] of another version.
+fn envelope_of_version(magic: &[u8; 8], version: u16, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(18 + body.len());
     out.extend_from_slice(magic);
-    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(body);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Remote index
+// ---------------------------------------------------------------------------------------------
+
+/// `RemoteIndex::decode`. Odd mode: the next byte's low bit picks the version (1 or 2), the
+/// rest is the body; the envelope is added. A decoded version 2 index re-encodes to the same
+/// bytes; a version 1 index re-encodes as version 2 and decodes to the same index.
+pub fn remote_index(data: &[u8]) -> bool {
+    let Some((structured, rest)) = mode(data) else {
+        return false;
+    };
+    let file = if structured {
+        let Some((v, body)) = rest.split_first() else {
+            return false;
+        };
+        envelope_of_version(b"STRKVRIX", 1 + u16::from(v & 1), body)
+    } else {
+        rest.to_vec()
+    };
+    match RemoteIndex::decode(&file, path()) {
+        Ok(idx) => {
+            let again = idx.encode();
+            if file[8..10] == 2u16.to_le_bytes() {
+                assert_eq!(again, file, "remote index does not re-encode to its bytes");
+            } else {
+                let today = RemoteIndex::decode(&again, path()).expect("today's encoding decodes");
+                assert_eq!(today, idx, "version 1 index changed through version 2");
+            }
+            true
+        }
+        Err(e) => {
+            corruption(&e);
+            false
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -650,6 +693,32 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             };
             let f = c.encode();
             vec![with_mode(0, &f), with_mode(1, &f[14..f.len() - 4])]
+        }
+        "remote_index" => {
+            let manifest = sample_manifest();
+            let idx = RemoteIndex {
+                layer_generations: manifest
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l.file_name.clone(), i as u32 + 1))
+                    .collect(),
+                hot_layers: manifest
+                    .layers
+                    .iter()
+                    .map(|l| l.file_name.clone())
+                    .collect(),
+                manifest,
+                commit_times: vec![
+                    (Lsn(0x121), 1_700_000_000_000_000),
+                    (Lsn(0x150), 1_700_000_000_000_250),
+                    (Lsn(0x180), 1_700_000_000_000_249),
+                ],
+            };
+            let f = idx.encode();
+            let mut structured = vec![1, 1];
+            structured.extend_from_slice(&f[14..f.len() - 4]);
+            vec![with_mode(0, &f), structured]
         }
         "wal_segment" => {
             let tl = TimelineId::from(7);

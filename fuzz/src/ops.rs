@@ -371,7 +371,7 @@ async fn run(data: &[u8], dir: &Path) {
             }
             10 => cur = usize::from(inp.arg()) % model.tls.len(),
             11 => {
-                let crash = inp.arg() % 2 == 0;
+                let crash = inp.arg().is_multiple_of(2);
                 for t in 0..model.tls.len() {
                     let tl = &model.tls[t];
                     if tl.pending.is_empty() {
@@ -412,7 +412,7 @@ async fn run(data: &[u8], dir: &Path) {
                 let lrl = model.tls[t].lrl;
                 assert!(cutoff <= lrl, "cutoff {cutoff} above last_record_lsn {lrl}");
                 let lsn = cutoff + u64::from(b) % (lrl - cutoff + 1);
-                if a % 4 == 0 {
+                if a.is_multiple_of(4) {
                     check_scan(&open, &model, t, lsn).await;
                 } else {
                     check_read(&open, &model, t, a % KEYS, lsn).await;

@@ -56,6 +56,27 @@ impl<'a> Cursor<'a> {
         ))
     }
 
+    /// An unsigned LEB128 varint (see [`varint`](super::varint)) in its shortest form: a value
+    /// has one encoding, so a decoded structure re-encodes to its bytes.
+    pub(crate) fn uvarint(&mut self) -> Result<u64, String> {
+        let mut end = self.pos;
+        let v = super::varint::get_uvarint(self.buf, &mut end).ok_or_else(|| {
+            format!(
+                "truncated or too large varint at offset {} ({} bytes left)",
+                self.pos,
+                self.remaining()
+            )
+        })?;
+        if end - self.pos > 1 && self.buf[end - 1] == 0 {
+            return Err(format!(
+                "varint at offset {} is longer than its value needs",
+                self.pos
+            ));
+        }
+        self.pos = end;
+        Ok(v)
+    }
+
     /// A `u16` length followed by that many bytes.
     pub(crate) fn short_bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.u16()? as usize;

@@ -37,6 +37,17 @@ pub(crate) fn unseal<'a>(
     file: &'a [u8],
     path: &Path,
 ) -> Result<&'a [u8]> {
+    unseal_versions(magic, version..=version, file, path).map(|(_, body)| body)
+}
+
+/// Checks the envelope of `file` (read from `path`), of any version in `versions`, and returns
+/// its version and body.
+pub(crate) fn unseal_versions<'a>(
+    magic: &[u8; 8],
+    versions: std::ops::RangeInclusive<u16>,
+    file: &'a [u8],
+    path: &Path,
+) -> Result<(u16, &'a [u8])> {
     if file.len() < BODY_AT + CRC_LEN {
         return Err(Error::corruption(
             path,
@@ -68,14 +79,14 @@ pub(crate) fn unseal<'a>(
         return Err(Error::corruption(path, crc_at as u64, "checksum mismatch"));
     }
     let v = u16::from_le_bytes(file[VERSION_AT..BODY_LEN_AT].try_into().expect("2"));
-    if v != version {
+    if !versions.contains(&v) {
         return Err(Error::corruption(
             path,
             VERSION_AT as u64,
             format!("unknown format version {v}"),
         ));
     }
-    Ok(&file[BODY_AT..crc_at])
+    Ok((v, &file[BODY_AT..crc_at]))
 }
 
 /// Offset of the body inside an envelope, for error messages.
