@@ -76,7 +76,9 @@ pub enum Durability {
     Local,
     /// As `Local`, and in object storage: the WAL chunk holding the commit was uploaded and
     /// the node's generation checked after the upload. Survives the loss of the node: any node
-    /// that attaches afterwards reads it. Needs a remote and the local WAL. The call blocks
+    /// that attaches afterwards reads it. On a timeline object storage does not hold whole yet
+    /// (just created, or with layers a restarted node found above its index) it also waits for
+    /// the upload that puts it there. Needs a remote and the local WAL. The call blocks
     /// until then (a thread of its own; from async code, commit at `Local` and await
     /// [`Timeline::wait_remote_durable`](crate::Timeline::wait_remote_durable)).
     Remote,

@@ -430,7 +430,7 @@ impl Store {
                     if let Some(indexed) = indexed
                         && indexed.is_none_or(|lsn| tl.disk_consistent_lsn() > *lsn)
                     {
-                        tl.unindexed_at_open.store(true, Ordering::Release);
+                        r.note_unindexed_at_open(tl.id);
                     }
                     r.mark_dirty(tl.id, tl.me.clone());
                 }
@@ -761,9 +761,8 @@ impl Core {
             }
             st.by_id.insert(id, inner.clone());
             if let Some(r) = &self.env.remote {
-                r.mark_dirty(id, inner.me.clone());
+                r.mark_new_timeline(id, inner.me.clone(), st.catalog.encode());
             }
-            self.env.catalog_changed(&st.catalog);
             Ok(inner)
         })();
         if result.is_err() {

@@ -466,14 +466,20 @@ impl object_store::ObjectStore for Meddling {
     ) -> object_store::Result<object_store::PutResult> {
         use std::sync::atomic::Ordering;
         let is_index = location.filename().is_some_and(|f| f.starts_with("index-"));
-        while is_index && self.index_puts.load(Ordering::Acquire) == INDEX_WAITS {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if is_index && self.index_puts.load(Ordering::Acquire) == INDEX_FAILS {
-            return Err(object_store::Error::Generic {
-                store: "Meddling",
-                source: format!("index puts fail: {location}").into(),
-            });
+        // One reading of `index_puts` decides each step: waiting, then failing or passing.
+        if is_index {
+            loop {
+                match self.index_puts.load(Ordering::Acquire) {
+                    INDEX_WAITS => tokio::time::sleep(Duration::from_millis(5)).await,
+                    INDEX_FAILS => {
+                        return Err(object_store::Error::Generic {
+                            store: "Meddling",
+                            source: format!("index puts fail: {location}").into(),
+                        });
+                    }
+                    _ => break,
+                }
+            }
         }
         self.inner.put_opts(location, payload, opts).await
     }
@@ -699,7 +705,8 @@ fn commits_replayed_from_the_local_log_are_shipped_before_new_ones() {
 /// layers there: while that upload fails, the commit fails; while it waits, so does the
 /// commit; and a node that attaches after the restarted one dies reads every commit.
 /// (Acknowledged as soon as its own chunk landed, the attach came up with the new commits and
-/// without 1 to 3: a hole below an acknowledged commit.)
+/// without 1 to 3: a hole below an acknowledged commit.) `wait_remote_durable` fails as the
+/// commit does, instead of waiting for good.
 #[test]
 fn a_remote_commit_after_a_restart_waits_for_the_layers_it_opened_with() {
     use std::sync::atomic::Ordering;
@@ -738,11 +745,9 @@ fn a_remote_commit_after_a_restart_waits_for_the_layers_it_opened_with() {
         let e = commit(&mut w, 4, Durability::Remote).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Io, "{e}");
         assert!(e.to_string().contains("index puts fail"), "{e}");
-        assert_eq!(
-            tl.remote_wal_lsn(),
-            Lsn(0),
-            "4 shipped, but 1 to 3 are not safe"
-        );
+        assert_eq!(tl.remote_wal_lsn(), Lsn(0), "1 to 3 are not safe");
+        let e = block_on(tl.wait_remote_durable(Lsn(4))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
 
         index_puts.store(INDEX_WAITS, Ordering::Release);
         std::thread::scope(|s| {
@@ -765,4 +770,100 @@ fn a_remote_commit_after_a_restart_waits_for_the_layers_it_opened_with() {
     assert_eq!(attached.timeline("t0").unwrap().last_record_lsn(), Lsn(5));
     check_acked(&attached, &commits_of_t0(5), "attached after the restart");
     block_on(attached.close()).unwrap();
+}
+
+/// Given a store whose index puts wait, when a timeline is created at the local level and a
+/// commit on it asks for the remote level, then the commit is acknowledged only once the
+/// timeline's index and the catalog naming it are in object storage, and a node attaching
+/// after the first one dies finds the timeline and the commit. (Acknowledged when its chunk
+/// landed, the attach did not know the timeline and skipped the chunk.)
+#[test]
+fn a_remote_commit_on_a_new_timeline_waits_for_the_catalog_naming_it() {
+    use std::sync::atomic::Ordering;
+    let backend = Backend::local(unique_prefix("wal", "fresh"));
+    let dir = tempfile::tempdir().unwrap();
+    let meddling = Arc::new(Meddling::new(backend.store.clone()));
+    {
+        let store = Store::open_blocking(
+            options(dir.path(), backend.remote_on(meddling.clone()), "n")
+                .durability(Durability::Local)
+                .background_period(None),
+        )
+        .unwrap();
+        meddling.index_puts.store(INDEX_WAITS, Ordering::Release);
+        let tl = block_on(store.create_timeline("t0")).unwrap();
+        let mut w = tl.writer().unwrap();
+        w.put(&key(1), Lsn(1), Value::image(value("t0", 1)))
+            .unwrap();
+        std::thread::scope(|s| {
+            let acked = s.spawn(|| w.finish_write_with(Lsn(1), Durability::Remote));
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                !acked.is_finished(),
+                "acknowledged before object storage knew the timeline"
+            );
+            meddling.index_puts.store(INDEX_PASSES, Ordering::Release);
+            acked.join().unwrap().unwrap();
+        });
+        // Dropped without a close: the node is gone.
+    }
+    let other = tempfile::tempdir().unwrap();
+    let attached =
+        Store::open_blocking(options(other.path(), backend.remote(), "m").background_period(None))
+            .unwrap();
+    check_acked(
+        &attached,
+        &commits_of_t0(1),
+        "attached after the creator died",
+    );
+    block_on(attached.close()).unwrap();
+}
+
+/// Given a restarted node whose opening upload waits, when another node takes the store while
+/// a commit at the remote level waits for that upload, then the commit fails as fenced once the
+/// upload goes on, instead of waiting for good.
+#[test]
+fn a_commit_waiting_for_the_opening_upload_fails_when_the_node_is_fenced() {
+    use std::sync::atomic::Ordering;
+    let backend = Backend::local(unique_prefix("wal", "fenced-wait"));
+    let dir = tempfile::tempdir().unwrap();
+    let meddling = Arc::new(Meddling::new(backend.store.clone()));
+    let quiet = || {
+        options(dir.path(), backend.remote_on(meddling.clone()), "n")
+            .durability(Durability::Local)
+            .background_period(None)
+    };
+    {
+        let store = Store::open_blocking(quiet()).unwrap();
+        let tl = block_on(store.create_timeline("t0")).unwrap();
+        block_on(store.wait_for_upload()).unwrap();
+        meddling.index_puts.store(INDEX_FAILS, Ordering::Release);
+        let mut w = tl.writer().unwrap();
+        w.put(&key(1), Lsn(1), Value::image(value("t0", 1)))
+            .unwrap();
+        w.finish_write(Lsn(1)).unwrap();
+        block_on(tl.flush()).unwrap();
+    }
+    meddling.index_puts.store(INDEX_WAITS, Ordering::Release);
+    let store = Store::open_blocking(quiet()).unwrap();
+    let tl = store.timeline("t0").unwrap();
+    let mut w = tl.writer().unwrap();
+    w.put(&key(2), Lsn(2), Value::image(value("t0", 2)))
+        .unwrap();
+    std::thread::scope(|s| {
+        let acked = s.spawn(|| w.finish_write_with(Lsn(2), Durability::Remote));
+        let other = tempfile::tempdir().unwrap();
+        let taker = Store::open_blocking(
+            options(other.path(), backend.remote(), "m").background_period(None),
+        )
+        .unwrap();
+        assert!(
+            !acked.is_finished(),
+            "acknowledged before the opening upload"
+        );
+        meddling.index_puts.store(INDEX_PASSES, Ordering::Release);
+        let e = acked.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
+        block_on(taker.close()).unwrap();
+    });
 }

@@ -93,8 +93,9 @@ fn envelope_of_version(magic: &[u8; 8], version: u16, body: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 
 /// `RemoteIndex::decode`. Odd mode: the next byte's low bit picks the version (1 or 2), the
-/// rest is the body; the envelope is added. A decoded version 2 index re-encodes to the same
-/// bytes; a version 1 index re-encodes as version 2 and decodes to the same index.
+/// rest is the body; the envelope is added. A decoded index's commits strictly increase in LSN
+/// and time; version 2 re-encodes to the same bytes; version 1 re-encodes as version 2 and
+/// decodes to the same index.
 pub fn remote_index(data: &[u8]) -> bool {
     let Some((structured, rest)) = mode(data) else {
         return false;
@@ -109,6 +110,12 @@ pub fn remote_index(data: &[u8]) -> bool {
     };
     match RemoteIndex::decode(&file, path()) {
         Ok(idx) => {
+            assert!(
+                idx.commit_times
+                    .windows(2)
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+                "commit times decoded out of order"
+            );
             let again = idx.encode();
             if file[8..10] == 2u16.to_le_bytes() {
                 assert_eq!(again, file, "remote index does not re-encode to its bytes");
@@ -712,7 +719,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 commit_times: vec![
                     (Lsn(0x121), 1_700_000_000_000_000),
                     (Lsn(0x150), 1_700_000_000_000_250),
-                    (Lsn(0x180), 1_700_000_000_000_249),
+                    (Lsn(0x180), 1_700_000_000_000_251),
                 ],
             };
             let f = idx.encode();

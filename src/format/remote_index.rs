@@ -12,12 +12,12 @@
 //! | file_name      | 2 + n | u16 length and UTF-8 bytes |
 //! | generation     | 4    | u32: the generation in the layer object's name |
 //! | time_count     | 4    | u32: the `lsn ↔ commit time` index up to `disk_consistent_lsn`, times in microseconds since the Unix epoch |
-//! | per commit:    | varints | its LSN minus the previous commit's (unsigned LEB128, shortest form), then its time minus the previous commit's (zigzag, LEB128, shortest form), both modulo 2^64; the first commit's "previous" is LSN 0 at time 0 |
+//! | per commit:    | varints | its LSN minus the previous commit's, then its time minus the previous commit's: unsigned LEB128 in its shortest form, each at least 1 (LSNs and times strictly increase); the first commit's "previous" is LSN 0 at time 0 |
 //! | hot_count      | 4    | u32 |
 //! | per hot layer: | 2 + n | file name, u16 length and UTF-8 bytes: the heatmap, most recently read first, for prefetching |
 //!
 //! Version 1 differs only in the commit times: after `time_count`, each commit as two u64
-//! (LSN, time), 16 bytes a commit; a version 2 commit a microsecond after the one before takes
+//! (LSN, time), 16 bytes a commit, strictly increasing too; a version 2 commit a microsecond after the one before takes
 //! two bytes. Every upload of an index carries the commit times of the whole retention window,
 //! so their size is paid at each flush.
 
@@ -26,7 +26,7 @@ use std::path::Path;
 use super::cursor::{Cursor, put_short_bytes};
 use super::envelope::{BODY_OFFSET, seal, unseal_versions};
 use super::manifest::Manifest;
-use super::varint::{put_uvarint, unzigzag, zigzag};
+use super::varint::put_uvarint;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 
@@ -62,11 +62,17 @@ impl RemoteIndex {
             b.extend_from_slice(&g.to_le_bytes());
         }
         b.extend_from_slice(&(self.commit_times.len() as u32).to_le_bytes());
+        debug_assert!(
+            self.commit_times
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+            "commit times must strictly increase"
+        );
         // The first commit as itself, each next one as the difference from the one before.
         let mut previous = (0u64, 0u64);
         for &(Lsn(lsn), time) in &self.commit_times {
             put_uvarint(&mut b, lsn.wrapping_sub(previous.0));
-            put_uvarint(&mut b, zigzag(time.wrapping_sub(previous.1) as i64));
+            put_uvarint(&mut b, time.wrapping_sub(previous.1));
             previous = (lsn, time);
         }
         b.extend_from_slice(&(self.hot_layers.len() as u32).to_le_bytes());
@@ -115,24 +121,34 @@ impl RemoteIndex {
         if t > c.remaining() / per_commit {
             return Err(bad(&c, format!("commit count {t} does not fit")));
         }
-        let mut commit_times = Vec::with_capacity(t);
-        if version == VERSION_FIXED_TIMES {
-            for _ in 0..t {
-                let lsn = Lsn(c.u64().map_err(|e| bad(&c, e))?);
-                let time = c.u64().map_err(|e| bad(&c, e))?;
-                commit_times.push((lsn, time));
-            }
-        } else {
-            let mut previous = (0u64, 0u64);
-            for _ in 0..t {
+        // Bounded by what the body holds, not by the count alone: 16 bytes an entry in memory.
+        let mut commit_times = Vec::with_capacity(t.min(c.remaining() / 16));
+        for i in 0..t {
+            let (lsn, time) = if version == VERSION_FIXED_TIMES {
+                let lsn = c.u64().map_err(|e| bad(&c, e))?;
+                (lsn, c.u64().map_err(|e| bad(&c, e))?)
+            } else {
+                let (l0, t0) = commit_times
+                    .last()
+                    .map_or((0, 0), |&(l, t): &(Lsn, u64)| (l.0, t));
                 let dl = c.uvarint().map_err(|e| bad(&c, e))?;
                 let dt = c.uvarint().map_err(|e| bad(&c, e))?;
-                previous = (
-                    previous.0.wrapping_add(dl),
-                    previous.1.wrapping_add(unzigzag(dt) as u64),
-                );
-                commit_times.push((Lsn(previous.0), previous.1));
+                let sum = l0.checked_add(dl).zip(t0.checked_add(dt));
+                sum.ok_or_else(|| bad(&c, format!("commit {i} overflows 64 bits")))?
+            };
+            if let Some(&(Lsn(l0), t0)) = commit_times.last()
+                && (lsn <= l0 || time <= t0)
+            {
+                return Err(bad(
+                    &c,
+                    format!(
+                        "commit {i} (LSN {}, time {time}) does not follow LSN {} at time {t0}",
+                        Lsn(lsn),
+                        Lsn(l0)
+                    ),
+                ));
             }
+            commit_times.push((Lsn(lsn), time));
         }
         let h = c.u32().map_err(|e| bad(&c, e))? as usize;
         if h > c.remaining() / 2 {
@@ -278,9 +294,9 @@ mod tests {
     fn remote_index_table_decodes_a_hand_built_example() {
         let times = [
             0x01, // LSN 1: 1 above LSN 0
-            0xD0, 0x0F, // time 1000: zigzag 2000 = 0x7D0, LEB128 low seven bits first
+            0xE8, 0x07, // time 1000 = 0x3E8, LEB128: low seven bits first, high bit = more
             0x02, // LSN 3: 2 above LSN 1
-            0xF4, 0x03, // time 1250: 250 later, zigzag 500 = 0x1F4
+            0xFA, 0x01, // time 1250: 250 = 0xFA later
         ];
         let (b, want) = hand_built(2, &times);
         assert_eq!(RemoteIndex::decode(&b, Path::new("x")).unwrap(), want);
@@ -328,28 +344,71 @@ mod tests {
     #[test]
     fn a_varint_longer_than_its_value_is_corruption() {
         // LSN 1 as 0x81 0x00: the same value, one byte too many.
-        let (b, _) = hand_built(2, &[0x81, 0x00, 0xD0, 0x0F, 0x02, 0xF4, 0x03]);
+        let (b, _) = hand_built(2, &[0x81, 0x00, 0xE8, 0x07, 0x02, 0xFA, 0x01]);
         let e = RemoteIndex::decode(&b, Path::new("x")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
         assert!(e.to_string().contains("longer than its value needs"), "{e}");
     }
 
     #[test]
-    fn commit_times_that_end_inside_a_commit_are_corruption() {
-        // Counted two, but the bytes of the second commit stop after its LSN (the hot layers
-        // follow, so the count check passes and the varints run into them).
-        let (b, _) = hand_built(2, &[0x01, 0x02, 0x82]);
+    fn a_varint_past_64_bits_is_corruption() {
+        let (b, _) = hand_built(
+            2,
+            &[
+                0x01, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F,
+            ],
+        );
         let e = RemoteIndex::decode(&b, Path::new("x")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+        assert!(e.to_string().contains("too large varint"), "{e}");
+    }
+
+    #[test]
+    fn commit_times_that_do_not_increase_are_corruption() {
+        for (times, what) in [
+            (&[0x01, 0x01, 0x00, 0x01][..], "the same LSN"),
+            (&[0x01, 0x01, 0x01, 0x00][..], "the same time"),
+        ] {
+            let (b, _) = hand_built(2, times);
+            let e = RemoteIndex::decode(&b, Path::new("x")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corruption, "{what}: {e}");
+            assert!(e.to_string().contains("does not follow"), "{what}: {e}");
+        }
+        let mut v1 = Vec::new();
+        for (lsn, time) in [(3u64, 10u64), (2, 20)] {
+            v1.extend_from_slice(&lsn.to_le_bytes());
+            v1.extend_from_slice(&time.to_le_bytes());
+        }
+        let (b, _) = hand_built(1, &v1);
+        let e = RemoteIndex::decode(&b, Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("does not follow"), "version 1: {e}");
+    }
+
+    #[test]
+    fn a_commit_past_64_bits_is_corruption() {
+        let mut times = vec![0x01];
+        times.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]);
+        times.extend_from_slice(&[0x01, 0x01]);
+        let (b, _) = hand_built(2, &times);
+        let e = RemoteIndex::decode(&b, Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("overflows 64 bits"), "{e}");
     }
 
     proptest::proptest! {
         #[test]
-        fn any_commit_times_round_trip(
-            times in proptest::collection::vec((proptest::prelude::any::<u64>(), proptest::prelude::any::<u64>()), 0..50),
+        fn increasing_commit_times_round_trip(
+            steps in proptest::collection::vec((1u64..1 << 40, 1u64..1 << 40), 0..50),
+            first in (0u64..1 << 62, 0u64..1 << 62),
         ) {
             let mut i = index();
-            i.commit_times = times.into_iter().map(|(l, t)| (Lsn(l), t)).collect();
+            let (mut l, mut t) = first;
+            i.commit_times = steps
+                .into_iter()
+                .map(|(dl, dt)| {
+                    (l, t) = (l + dl, t + dt);
+                    (Lsn(l), t)
+                })
+                .collect();
             proptest::prop_assert_eq!(RemoteIndex::decode(&i.encode(), Path::new("x")).unwrap(), i);
         }
     }

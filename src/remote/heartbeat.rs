@@ -164,7 +164,7 @@ impl RemoteCtx {
             interval,
             catalog_version: self.catalog_uploads.load(Ordering::Acquire),
             stopped,
-            timelines: self.wal().safe_lsns(),
+            timelines: self.safe_lsns(),
             last_record: self
                 .last_record_lsns
                 .lock()

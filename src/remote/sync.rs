@@ -51,6 +51,9 @@ struct Queue {
     catalog: Option<Vec<u8>>,
     /// Bumped by every request; the uploader reports the value it has caught up with.
     requested: u64,
+    /// The number of the last pass that took the queue (passes are numbered from 1): what is
+    /// queued now goes in pass `passes_taken + 1`, or a later one if that pass fails.
+    passes_taken: u64,
 }
 
 /// Reads every timeline's `last_record_lsn`.
@@ -68,8 +71,17 @@ pub(crate) struct RemoteCtx {
     queue: Mutex<Queue>,
     notify: Notify,
     completed: watch::Sender<u64>,
-    /// The uploader's passes so far: how many succeeded, how many failed, and the last error.
+    /// The uploader's passes so far: the last that succeeded, how many failed, the last error.
     passes: watch::Sender<Passes>,
+    /// Timelines that object storage does not hold whole yet — layers found above the index at
+    /// open, a timeline not in the uploaded catalog — with the pass that carries them: until it
+    /// succeeds, no commit on them (or their branches) counts as safe in object storage.
+    unindexed: Mutex<BTreeMap<TimelineId, u64>>,
+    /// Set at open when a timeline had layers above its index: the WAL shipper waits for the
+    /// first pass, so that no chunk lands above commits object storage does not hold.
+    hold_shipping: AtomicBool,
+    /// The uploader's loop ended (stopped, fenced, or panicked).
+    uploader_exited: AtomicBool,
     pub(super) fenced: AtomicBool,
     pub(super) stopped: AtomicBool,
     /// How many of the background loops (uploader, WAL shipper) are running: counted from
@@ -119,6 +131,9 @@ impl RemoteCtx {
             notify: Notify::new(),
             completed: watch::Sender::new(0),
             passes: watch::Sender::new(Passes::default()),
+            unindexed: Mutex::new(BTreeMap::new()),
+            hold_shipping: AtomicBool::new(false),
+            uploader_exited: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             running: watch::Sender::new(0),
@@ -209,25 +224,57 @@ impl RemoteCtx {
         self.last_error.lock().clone()
     }
 
-    /// Whether a pass of the uploader has succeeded since the store opened: the first one
-    /// carries everything queued at open (each timeline's index and the catalog).
-    pub(crate) fn opening_upload_done(&self) -> bool {
-        self.passes.borrow().succeeded > 0
+    /// Records at open that `tl`'s local layers reach above its index in object storage (or
+    /// object storage has no index of it): the opening upload, the first pass, carries them.
+    /// The WAL shipper holds its chunks until then.
+    pub(crate) fn note_unindexed_at_open(&self, tl: TimelineId) {
+        let carrier = self.queue.lock().passes_taken + 1;
+        self.unindexed.lock().insert(tl, carrier);
+        self.hold_shipping.store(true, Ordering::Release);
     }
 
-    /// Waits until the uploader's first pass has succeeded (see
-    /// [`opening_upload_done`](Self::opening_upload_done)).
+    /// Queues a timeline just created (its index) and the catalog naming it, and records that
+    /// commits on it are safe in object storage only once the pass carrying both succeeds.
+    pub(crate) fn mark_new_timeline(
+        &self,
+        id: TimelineId,
+        tl: Weak<dyn UploadSource>,
+        catalog: Vec<u8>,
+    ) {
+        let mut q = self.queue.lock();
+        q.dirty.insert(id, tl);
+        q.catalog = Some(catalog);
+        q.requested += 1;
+        queue_depth(q.dirty.len());
+        // Read under the lock that queued them: the next pass to take the queue carries both.
+        let carrier = q.passes_taken + 1;
+        self.unindexed.lock().insert(id, carrier);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Whether object storage does not hold `tl` whole yet (see `unindexed`).
+    pub(crate) fn awaits_index(&self, tl: TimelineId) -> bool {
+        let carrier = self.unindexed.lock().get(&tl).copied();
+        carrier.is_some_and(|c| self.passes.borrow().succeeded_upto < c)
+    }
+
+    /// Waits until object storage holds `tl` whole (see
+    /// [`awaits_index`](Self::awaits_index)).
     ///
     /// # Errors
-    /// The error of a pass that failed after the call (the uploader retries it), `Fenced`,
-    /// or `Closed` when the store stops first.
-    pub(crate) async fn wait_opening_upload(&self) -> Result<()> {
+    /// The error of an upload pass that failed after the call (the uploader retries it),
+    /// `Fenced`, or `Closed` when the store stops first.
+    pub(crate) async fn wait_indexed(&self, tl: TimelineId) -> Result<()> {
+        let Some(carrier) = self.unindexed.lock().get(&tl).copied() else {
+            return Ok(());
+        };
         let mut passes = self.passes.subscribe();
         let failed_before = passes.borrow_and_update().failed;
         loop {
             {
                 let p = passes.borrow_and_update();
-                if p.succeeded > 0 {
+                if p.succeeded_upto >= carrier {
                     return Ok(());
                 }
                 if self.is_fenced() {
@@ -239,18 +286,45 @@ impl RemoteCtx {
                     }));
                 }
             }
-            if self.stopped.load(Ordering::Acquire) {
+            if self.stopped.load(Ordering::Acquire) || self.uploader_exited.load(Ordering::Acquire)
+            {
                 return Err(Error::new(
                     ErrorKind::Closed,
-                    "the store closed before its opening upload finished",
+                    "the store closed before object storage held the timeline",
                 ));
             }
-            // No timer: `stop` wakes the wait, which must end even while the store's runtime
-            // shuts down.
-            if passes.changed().await.is_err() {
-                return Err(Error::new(ErrorKind::Closed, "store is closed"));
+            // No timer: whatever ends the uploader (stop, fencing, a panic) wakes the wait,
+            // which must end even while the store's runtime shuts down. The sender lives as
+            // long as `self`.
+            let _ = passes.changed().await;
+        }
+    }
+
+    /// Whether the WAL shipper waits for the opening upload (see `hold_shipping`).
+    pub(super) fn shipping_held(&self) -> bool {
+        self.hold_shipping.load(Ordering::Acquire) && self.passes.borrow().succeeded_upto == 0
+    }
+
+    /// Per timeline, the highest LSN safe in object storage (for the heartbeat): as the WAL's,
+    /// except that a timeline object storage does not hold whole counts only its index.
+    pub(crate) fn safe_lsns(&self) -> BTreeMap<TimelineId, Lsn> {
+        let mut safe = self.wal.safe_lsns();
+        let unindexed: Vec<TimelineId> = self.unindexed.lock().keys().copied().collect();
+        for tl in unindexed {
+            if self.awaits_index(tl) {
+                match self.wal.indexed_lsn(tl) {
+                    Some(lsn) => safe.insert(tl, lsn),
+                    None => safe.remove(&tl),
+                };
             }
         }
+        safe
+    }
+
+    /// Records that this node lost its generation, and wakes whoever waits on the uploader.
+    pub(super) fn fence(&self) {
+        self.fenced.store(true, Ordering::Release);
+        self.passes.send_modify(|_| {});
     }
 
     pub(crate) fn stop(&self) {
@@ -350,33 +424,46 @@ impl RemoteCtx {
 
     /// The uploader: runs until stopped or fenced.
     async fn run(self: Arc<Self>) {
+        // However this loop ends (stopped, fenced, a panic), the waits on its passes wake.
+        let _exit = UploaderExit(self.clone());
         let mut backoff = Duration::from_millis(50);
         loop {
             if self.stopped.load(Ordering::Acquire) || self.is_fenced() {
                 return;
             }
-            let (requested, dirty, deleted, catalog) = {
+            let taken = {
                 let mut q = self.queue.lock();
                 queue_depth(0);
-                (
-                    q.requested,
-                    std::mem::take(&mut q.dirty),
-                    std::mem::take(&mut q.deleted),
-                    q.catalog.take(),
-                )
+                if q.dirty.is_empty() && q.deleted.is_empty() && q.catalog.is_none() {
+                    Err(q.requested)
+                } else {
+                    q.passes_taken += 1;
+                    Ok((
+                        q.passes_taken,
+                        q.requested,
+                        std::mem::take(&mut q.dirty),
+                        std::mem::take(&mut q.deleted),
+                        q.catalog.take(),
+                    ))
+                }
             };
-            if dirty.is_empty() && deleted.is_empty() && catalog.is_none() {
-                self.completed.send_replace(requested);
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(200), self.notify.notified()).await;
-                continue;
-            }
+            let (number, requested, dirty, deleted, catalog) = match taken {
+                Ok(work) => work,
+                Err(requested) => {
+                    self.completed.send_replace(requested);
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(200), self.notify.notified())
+                            .await;
+                    continue;
+                }
+            };
             let result = self.pass(&dirty, &deleted, catalog.as_deref()).await;
             match result {
                 Ok(()) => {
                     backoff = Duration::from_millis(50);
                     *self.last_error.lock() = None;
-                    self.passes.send_modify(|p| p.succeeded += 1);
+                    self.passes.send_modify(|p| p.succeeded_upto = number);
+                    self.unindexed.lock().retain(|_, carrier| *carrier > number);
                     let idle = {
                         let q = self.queue.lock();
                         q.dirty.is_empty() && q.deleted.is_empty() && q.catalog.is_none()
@@ -387,7 +474,7 @@ impl RemoteCtx {
                 }
                 Err(e) => {
                     if e.kind() == ErrorKind::Fenced {
-                        self.fenced.store(true, Ordering::Release);
+                        self.fence();
                         self.wal.close();
                     }
                     let e = e.context("uploading to object storage");
@@ -431,6 +518,10 @@ impl RemoteCtx {
             self.storage
                 .upload(&catalog_object(self.generation), Bytes::copy_from_slice(c))
                 .await?;
+            // Checked again after the put: a timeline it names counts as held by object
+            // storage (see `unindexed`) only if no newer owner could have read the catalog
+            // before this one landed.
+            self.storage.check_generation(self.generation).await?;
             self.catalog_uploads.fetch_add(1, Ordering::AcqRel);
         }
         for tl in deleted {
@@ -557,10 +648,22 @@ impl RemoteCtx {
 /// The uploader's passes so far.
 #[derive(Default)]
 struct Passes {
-    succeeded: u64,
+    /// The number of the last pass that succeeded (0: none yet). Passes run one at a time, so
+    /// every pass up to it either succeeded or had its work carried by a later one.
+    succeeded_upto: u64,
     failed: u64,
     /// The error of the last pass that failed.
     error: Option<Error>,
+}
+
+/// Marks the uploader as gone when its loop ends, and wakes the waits on its passes.
+struct UploaderExit(Arc<RemoteCtx>);
+
+impl Drop for UploaderExit {
+    fn drop(&mut self) {
+        self.0.uploader_exited.store(true, Ordering::Release);
+        self.0.passes.send_modify(|_| {});
+    }
 }
 
 /// Counts a background loop as running until dropped (returned, or dropped with the runtime).

@@ -197,6 +197,16 @@ impl WalShip {
         out
     }
 
+    /// The LSN `tl`'s uploaded index covers, if one was uploaded by this node or found at open.
+    pub(crate) fn indexed_lsn(&self, tl: TimelineId) -> Option<Lsn> {
+        self.state
+            .lock()
+            .indexed
+            .get(&tl)
+            .copied()
+            .filter(|l| *l != Lsn::MAX)
+    }
+
     /// Wakes every waiter for good: the store stops, or another node owns it.
     pub(crate) fn close(&self) {
         self.closed.send_replace(true);
@@ -554,6 +564,12 @@ impl RemoteCtx {
             if self.stopped.load(Ordering::Acquire) || self.is_fenced() {
                 return;
             }
+            if self.shipping_held() {
+                // Layers found above their index at open are not in object storage yet: a
+                // chunk landing now would lie above commits no node attaching could read.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
             let wait = {
                 let s = ship.state.lock();
                 if s.inflight.is_some() {
@@ -573,7 +589,7 @@ impl RemoteCtx {
                     Ok(()) => backoff = Duration::from_millis(20),
                     Err(e) => {
                         if e.kind() == ErrorKind::Fenced {
-                            self.fenced.store(true, Ordering::Release);
+                            self.fence();
                             ship.close();
                         }
                         tokio::time::sleep(backoff).await;
@@ -643,7 +659,7 @@ impl RemoteCtx {
             Err(e) => {
                 if e.kind() == ErrorKind::Fenced {
                     // Before the waiters hear of it: whoever they tell finds the store fenced.
-                    self.fenced.store(true, Ordering::Release);
+                    self.fence();
                 }
                 let e = e.context("shipping the WAL to object storage");
                 *self.last_error.lock() = Some(e.clone());

@@ -14,7 +14,6 @@ use parking_lot::Mutex;
 
 use super::TimelineInner;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::Catalog;
 use crate::io::Io;
 use crate::layer::BlockCache;
 use crate::options::StoreOptions;
@@ -83,13 +82,6 @@ impl Env {
             return Err(Error::new(ErrorKind::Closed, "store is closed"));
         }
         Ok(())
-    }
-
-    /// Tells the uploader that the catalog changed.
-    pub(crate) fn catalog_changed(&self, catalog: &Catalog) {
-        if let Some(r) = &self.remote {
-            r.mark_catalog(catalog.encode());
-        }
     }
 
     /// Marks the store unusable after a failure that leaves its state uncertain.

@@ -100,10 +100,6 @@ pub(crate) struct TimelineInner {
     pub(crate) me: Weak<TimelineInner>,
     /// The newest LSN whose writes are all in object storage.
     pub(crate) remote_consistent_lsn: AtomicU64,
-    /// Set at open when the local layers reach above the timeline's index in object storage
-    /// (a node restarted on its own directory): until the opening upload puts them there, a
-    /// WAL chunk shipped above them has a hole below it, so no commit counts as remote.
-    pub(crate) unindexed_at_open: AtomicBool,
     pub(crate) id: TimelineId,
     name: RwLock<String>,
     /// The timeline this one branched from, and the LSN it branched at.
@@ -195,7 +191,6 @@ impl TimelineInner {
         TimelineInner {
             me,
             remote_consistent_lsn: AtomicU64::new(0),
-            unindexed_at_open: AtomicBool::new(false),
             id: manifest.timeline_id,
             name: RwLock::new(name),
             ancestor: RwLock::new(ancestor.clone()),
@@ -328,15 +323,41 @@ impl TimelineInner {
         (m.clone(), layers, times)
     }
 
-    /// Whether the layers this timeline opened with are still not all in object storage
-    /// (see `unindexed_at_open`): commits shipped since are not safe until they are.
-    pub(crate) fn awaits_opening_upload(&self) -> bool {
-        self.unindexed_at_open.load(Ordering::Acquire)
-            && self
-                .env
-                .remote
+    /// Whether object storage does not hold this timeline, or an ancestor, whole yet: layers
+    /// found above its index at open, or a timeline not in the uploaded catalog. Until it does,
+    /// a commit shipped in a WAL chunk is not safe: a node attaching would find the chunk
+    /// without the commits below it.
+    pub(crate) fn awaits_index(&self) -> bool {
+        let Some(r) = &self.env.remote else {
+            return false;
+        };
+        r.awaits_index(self.id)
+            || self
+                .ancestor
+                .read()
                 .as_ref()
-                .is_some_and(|r| !r.opening_upload_done())
+                .is_some_and(|(a, _)| a.awaits_index())
+    }
+
+    /// Waits until object storage holds this timeline and its ancestors whole (see
+    /// [`awaits_index`](Self::awaits_index)).
+    ///
+    /// # Errors
+    /// An upload that failed after the call, `Fenced`, `Closed`.
+    pub(crate) async fn wait_indexed(&self) -> Result<()> {
+        let Some(r) = &self.env.remote else {
+            return Ok(());
+        };
+        let mut chain = vec![self.id];
+        let mut next = self.ancestor.read().as_ref().map(|(a, _)| a.clone());
+        while let Some(a) = next {
+            chain.push(a.id);
+            next = a.ancestor.read().as_ref().map(|(a, _)| a.clone());
+        }
+        for id in chain {
+            r.wait_indexed(id).await?;
+        }
+        Ok(())
     }
 
     pub(crate) fn gc_cutoff(&self) -> Lsn {
@@ -587,13 +608,13 @@ impl Timeline {
     /// At least [`remote_consistent_lsn`](Timeline::remote_consistent_lsn); never moves
     /// backwards. Commits at [`Durability::Remote`](crate::Durability::Remote) are at or below
     /// it when acknowledged; others follow within
-    /// [`remote_wal_interval`](crate::StoreOptions::remote_wal_interval). On a node restarted
-    /// on its own directory with layers object storage does not hold yet, it stays at
-    /// `remote_consistent_lsn` until the opening upload is done.
+    /// [`remote_wal_interval`](crate::StoreOptions::remote_wal_interval). While object storage
+    /// does not hold the timeline (or an ancestor) whole — just created, or with layers a
+    /// restarted node found above its index — it stays at `remote_consistent_lsn`.
     pub fn remote_wal_lsn(&self) -> Lsn {
         let indexed = self.remote_consistent_lsn();
         match &self.inner.env.remote {
-            Some(r) if !self.inner.awaits_opening_upload() => {
+            Some(r) if !self.inner.awaits_index() => {
                 r.wal().shipped_lsn(self.inner.id).max(indexed)
             }
             _ => indexed,
@@ -625,6 +646,13 @@ impl Timeline {
         }
         if self.remote_wal_lsn() >= lsn {
             return Ok(());
+        }
+        if self.inner.awaits_index() {
+            let inner = self.inner.clone();
+            self.inner
+                .env
+                .on_runtime("uploading", async move { inner.wait_indexed().await })
+                .await?;
         }
         if self.inner.env.wal.is_some() {
             let shipping = r.clone();

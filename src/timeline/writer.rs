@@ -170,9 +170,10 @@ impl TimelineWriter {
     ///
     /// At [`Durability::Remote`] it returns once the WAL chunk holding the commit is in object
     /// storage and the node still owns the store; it blocks the calling thread until then. On a
-    /// node restarted on its own directory whose layers reach above what object storage holds,
-    /// it also waits for the opening upload to put them there: before that, a node attaching
-    /// would find the new chunks without the commits below them.
+    /// timeline object storage does not hold whole yet — just created and not in the uploaded
+    /// catalog, or (on a node restarted on its own directory) with layers above its index — it
+    /// also waits for the upload that puts it there: before that, a node attaching would find
+    /// the chunk without the commits below it.
     ///
     /// # Errors
     /// As [`finish_write`](TimelineWriter::finish_write); at [`Durability::Remote`] also
@@ -274,21 +275,20 @@ impl TimelineWriter {
         if durability == Durability::Remote
             && let Some(r) = shipper
         {
-            let shipped = match shipped_at {
+            // First what lies below the commit: layers this node opened with above their
+            // index, or a timeline object storage does not know yet (the WAL shipper holds
+            // chunks for the former, and fails nobody while it does).
+            let indexed = if tl.awaits_index() {
+                tl.env.block_on(tl.wait_indexed())
+            } else {
+                Ok(())
+            };
+            let shipped = || match shipped_at {
                 Some(pos) => tl.env.block_on(r.wait_shipped(pos)),
                 // Nothing new: what was committed up to `lsn` is buffered or shipped already.
                 None => tl.env.block_on(r.ship_now()),
             };
-            let indexed = || {
-                if tl.awaits_opening_upload() {
-                    // The layers this node opened with hold commits below this one that
-                    // object storage has neither in an index nor in a chunk.
-                    tl.env.block_on(r.wait_opening_upload())
-                } else {
-                    Ok(())
-                }
-            };
-            shipped.and_then(|()| indexed()).map_err(|e| {
+            indexed.and_then(|()| shipped()).map_err(|e| {
                 e.context(format_args!(
                     "timeline {}: commit at LSN {lsn} not acknowledged at durability Remote",
                     tl.name()
