@@ -331,7 +331,8 @@ impl Store {
                         indexes.insert(e.id, found);
                     }
                 }
-                match reconcile(&io, &options, r, &c, &indexes)? {
+                let remote_catalog = r.runtime.block_on(r.storage.latest_catalog(r.generation))?;
+                match reconcile(&io, &options, &c, &indexes, remote_catalog.as_ref())? {
                     Some(d) => {
                         // Stale: marked first, so that a crash from here on finishes as an
                         // attach at the next open instead of reading a half-wiped directory.
@@ -341,9 +342,24 @@ impl Store {
                         discarded = Some(d);
                     }
                     None => {
+                        // A timeline the uploaded catalog does not name is unknown to a node
+                        // attaching, index or not: it counts as not indexed.
+                        let named = match &remote_catalog {
+                            Some((g, bytes)) => {
+                                let path = PathBuf::from(crate::remote::catalog_object(*g));
+                                Catalog::decode(bytes, &path)?
+                                    .timelines
+                                    .into_iter()
+                                    .map(|e| e.id)
+                                    .collect()
+                            }
+                            None => std::collections::BTreeSet::new(),
+                        };
                         let mut indexed = BTreeMap::new();
                         for (id, (_, idx)) in indexes {
-                            indexed.insert(id, idx.manifest.disk_consistent_lsn);
+                            if named.contains(&id) {
+                                indexed.insert(id, idx.manifest.disk_consistent_lsn);
+                            }
                             remote_layers.insert(id, idx.layer_generations.into_iter().collect());
                         }
                         indexed_at_open = Some(indexed);
@@ -1591,9 +1607,9 @@ fn latest_remote_index(r: &RemoteCtx, tl: TimelineId) -> Result<Option<(Generati
 fn reconcile(
     io: &Io,
     options: &StoreOptions,
-    r: &RemoteCtx,
     catalog: &Catalog,
     indexes: &BTreeMap<TimelineId, (Generation, RemoteIndex)>,
+    remote_catalog: Option<&(Generation, bytes::Bytes)>,
 ) -> Result<Option<Discarded>> {
     let owner_path = options.path.join(OWNER_FILE);
     let local = match io.read(&owner_path) {
@@ -1601,11 +1617,10 @@ fn reconcile(
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let remote_catalog = r.runtime.block_on(r.storage.latest_catalog(r.generation))?;
     let newest = indexes
         .values()
         .map(|(g, _)| *g)
-        .chain(remote_catalog.map(|(g, _)| g))
+        .chain(remote_catalog.map(|(g, _)| *g))
         .max();
     let Some(newest) = newest.filter(|g| Some(*g) > local) else {
         return Ok(None);

@@ -425,16 +425,18 @@ fn a_missing_or_damaged_chunk_fails_the_attach_naming_it() {
 /// An object store that meddles: its listings miss `hidden` while `misses` lasts, as a
 /// listing that ran beside the owner's deletions can (it showed a chunk deleted after it was
 /// listed and missed the next one, deleted before the listing reached it); and its puts of
-/// timeline indexes pass, wait or fail as `index_puts` says.
+/// objects named `meddled_stem-…` (timeline indexes unless told) pass, wait or fail as
+/// `index_puts` says.
 #[derive(Debug)]
 struct Meddling {
     inner: Arc<dyn object_store::ObjectStore>,
     hidden: Option<object_store::path::Path>,
     misses: std::sync::atomic::AtomicU32,
+    meddled_stem: &'static str,
     index_puts: Arc<std::sync::atomic::AtomicU8>,
 }
 
-/// What [`Meddling`] does with a put of a timeline's index.
+/// What [`Meddling`] does with a put of a meddled object.
 const INDEX_PASSES: u8 = 0;
 const INDEX_WAITS: u8 = 1;
 const INDEX_FAILS: u8 = 2;
@@ -445,6 +447,7 @@ impl Meddling {
             inner,
             hidden: None,
             misses: std::sync::atomic::AtomicU32::new(0),
+            meddled_stem: "index-",
             index_puts: Arc::default(),
         }
     }
@@ -465,7 +468,9 @@ impl object_store::ObjectStore for Meddling {
         opts: object_store::PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
         use std::sync::atomic::Ordering;
-        let is_index = location.filename().is_some_and(|f| f.starts_with("index-"));
+        let is_index = location
+            .filename()
+            .is_some_and(|f| f.starts_with(self.meddled_stem));
         // One reading of `index_puts` decides each step: waiting, then failing or passing.
         if is_index {
             loop {
@@ -866,4 +871,71 @@ fn a_commit_waiting_for_the_opening_upload_fails_when_the_node_is_fenced() {
         assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
         block_on(taker.close()).unwrap();
     });
+}
+
+/// Given a node whose catalog puts failed after it created a timeline (the timeline's index
+/// is in object storage, the catalog naming it is not) and that then stopped, when it restarts
+/// on its directory, then a commit at the remote level on that timeline waits for the catalog
+/// upload, and a node attaching after it dies finds the timeline and both commits. (The
+/// timeline had an index as new as its layers, so the restart did not count it as missing:
+/// the commit was acknowledged while a node attaching would skip its chunk.)
+#[test]
+fn a_timeline_the_uploaded_catalog_does_not_name_waits_after_a_restart() {
+    use std::sync::atomic::Ordering;
+    let backend = Backend::local(unique_prefix("wal", "unnamed"));
+    let dir = tempfile::tempdir().unwrap();
+    let meddling = Arc::new(Meddling {
+        meddled_stem: "catalog-",
+        ..Meddling::new(backend.store.clone())
+    });
+    let quiet = || {
+        options(dir.path(), backend.remote_on(meddling.clone()), "n")
+            .durability(Durability::Local)
+            .background_period(None)
+    };
+    {
+        let store = Store::open_blocking(quiet()).unwrap();
+        block_on(store.wait_for_upload()).unwrap();
+        meddling.index_puts.store(INDEX_FAILS, Ordering::Release);
+        let tl = block_on(store.create_timeline("t0")).unwrap();
+        let mut w = tl.writer().unwrap();
+        w.put(&key(1), Lsn(1), Value::image(value("t0", 1)))
+            .unwrap();
+        w.finish_write(Lsn(1)).unwrap();
+        block_on(tl.flush()).unwrap();
+        // The index (uploaded before the catalog in each pass) holds the flushed layer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tl.remote_consistent_lsn() < Lsn(1) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the index never caught up"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Dropped without a close: the node is gone.
+    }
+    meddling.index_puts.store(INDEX_WAITS, Ordering::Release);
+    {
+        let store = Store::open_blocking(quiet()).unwrap();
+        let tl = store.timeline("t0").unwrap();
+        let mut w = tl.writer().unwrap();
+        w.put(&key(2), Lsn(2), Value::image(value("t0", 2)))
+            .unwrap();
+        std::thread::scope(|s| {
+            let acked = s.spawn(|| w.finish_write_with(Lsn(2), Durability::Remote));
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                !acked.is_finished(),
+                "acknowledged before the catalog named the timeline"
+            );
+            meddling.index_puts.store(INDEX_PASSES, Ordering::Release);
+            acked.join().unwrap().unwrap();
+        });
+    }
+    let other = tempfile::tempdir().unwrap();
+    let attached =
+        Store::open_blocking(options(other.path(), backend.remote(), "m").background_period(None))
+            .unwrap();
+    check_acked(&attached, &commits_of_t0(2), "attached after the restart");
+    block_on(attached.close()).unwrap();
 }

@@ -12,7 +12,7 @@
 //! | file_name      | 2 + n | u16 length and UTF-8 bytes |
 //! | generation     | 4    | u32: the generation in the layer object's name |
 //! | time_count     | 4    | u32: the `lsn ↔ commit time` index up to `disk_consistent_lsn`, times in microseconds since the Unix epoch |
-//! | per commit:    | varints | its LSN minus the previous commit's, then its time minus the previous commit's: unsigned LEB128 in its shortest form, each at least 1 (LSNs and times strictly increase); the first commit's "previous" is LSN 0 at time 0 |
+//! | per commit:    | varints | its LSN minus the previous commit's, then its time minus the previous commit's: unsigned LEB128 in its shortest form, each after the first commit at least 1 (LSNs and times strictly increase); the first commit's "previous" is LSN 0 at time 0 |
 //! | hot_count      | 4    | u32 |
 //! | per hot layer: | 2 + n | file name, u16 length and UTF-8 bytes: the heatmap, most recently read first, for prefetching |
 //!

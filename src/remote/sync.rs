@@ -228,6 +228,8 @@ impl RemoteCtx {
     /// object storage has no index of it): the opening upload, the first pass, carries them.
     /// The WAL shipper holds its chunks until then.
     pub(crate) fn note_unindexed_at_open(&self, tl: TimelineId) {
+        // Before the uploader starts, so that its first pass takes what open queued.
+        debug_assert_eq!(*self.running.borrow(), 0, "the uploader has started");
         let carrier = self.queue.lock().passes_taken + 1;
         self.unindexed.lock().insert(tl, carrier);
         self.hold_shipping.store(true, Ordering::Release);
@@ -253,10 +255,22 @@ impl RemoteCtx {
         self.notify.notify_one();
     }
 
-    /// Whether object storage does not hold `tl` whole yet (see `unindexed`).
+    /// Whether object storage does not hold `tl` whole yet (see `unindexed`), or the WAL
+    /// shipper holds every chunk (see `hold_shipping`): no commit of `tl` is safe there yet.
     pub(crate) fn awaits_index(&self, tl: TimelineId) -> bool {
-        let carrier = self.unindexed.lock().get(&tl).copied();
-        carrier.is_some_and(|c| self.passes.borrow().succeeded_upto < c)
+        let carrier = self.carrier(tl);
+        carrier > 0 && self.passes.borrow().succeeded_upto < carrier
+    }
+
+    /// The pass `tl`'s commits wait for: the one carrying its index, or while the shipper
+    /// holds the chunks, at least the first; 0 for none.
+    fn carrier(&self, tl: TimelineId) -> u64 {
+        let own = self.unindexed.lock().get(&tl).copied().unwrap_or(0);
+        if self.shipping_held() {
+            own.max(1)
+        } else {
+            own
+        }
     }
 
     /// Waits until object storage holds `tl` whole (see
@@ -266,9 +280,10 @@ impl RemoteCtx {
     /// The error of an upload pass that failed after the call (the uploader retries it),
     /// `Fenced`, or `Closed` when the store stops first.
     pub(crate) async fn wait_indexed(&self, tl: TimelineId) -> Result<()> {
-        let Some(carrier) = self.unindexed.lock().get(&tl).copied() else {
+        let carrier = self.carrier(tl);
+        if carrier == 0 {
             return Ok(());
-        };
+        }
         let mut passes = self.passes.subscribe();
         let failed_before = passes.borrow_and_update().failed;
         loop {
@@ -300,9 +315,12 @@ impl RemoteCtx {
         }
     }
 
-    /// Whether the WAL shipper waits for the opening upload (see `hold_shipping`).
-    pub(super) fn shipping_held(&self) -> bool {
-        self.hold_shipping.load(Ordering::Acquire) && self.passes.borrow().succeeded_upto == 0
+    /// Whether the WAL shipper waits for the opening upload (see `hold_shipping`); not once
+    /// the uploader is gone (the waits on it fail then).
+    pub(crate) fn shipping_held(&self) -> bool {
+        self.hold_shipping.load(Ordering::Acquire)
+            && self.passes.borrow().succeeded_upto == 0
+            && !self.uploader_exited.load(Ordering::Acquire)
     }
 
     /// Per timeline, the highest LSN safe in object storage (for the heartbeat): as the WAL's,

@@ -9,8 +9,10 @@
 //! Commits of every timeline go into one stream, so one request carries every commit waiting at
 //! that moment (group commit). A chunk is shipped when a committer waits for it, when the
 //! buffer reaches [`StoreOptions::remote_wal_chunk_bytes`](crate::StoreOptions::remote_wal_chunk_bytes),
-//! or [`remote_wal_interval`](crate::StoreOptions::remote_wal_interval) after its first record;
-//! one chunk is in flight at a time, so sequence order is commit order. A chunk whose upload or
+//! or [`remote_wal_interval`](crate::StoreOptions::remote_wal_interval) after its first record
+//! — but not before the uploader's first pass when a node restarted with layers above their
+//! index (see `RemoteCtx::note_unindexed_at_open`): no chunk lands above commits object storage
+//! does not hold. One chunk is in flight at a time, so sequence order is commit order. A chunk whose upload or
 //! check failed is retried byte for byte under its name (a follower may have read it already);
 //! later commits wait for the next chunk. Sequence numbers continue across generations: a new
 //! owner starts one past the last valid chunk it listed (at 1 if none is left).

@@ -622,9 +622,11 @@ impl Timeline {
     }
 
     /// Waits until every commit at or below `lsn` is safe in object storage
-    /// ([`remote_wal_lsn`](Timeline::remote_wal_lsn) reaches it): ships the WAL buffered now
-    /// at once, and if that does not cover `lsn` (commits replayed from the local WAL at open
-    /// were never shipped), flushes and uploads. The async way to commit at
+    /// ([`remote_wal_lsn`](Timeline::remote_wal_lsn) reaches it): waits for the upload of a
+    /// timeline object storage does not hold whole yet (see
+    /// [`Durability::Remote`](crate::Durability::Remote)), ships the WAL buffered now at once,
+    /// and if that does not cover `lsn` (commits replayed from the local WAL at open were never
+    /// shipped), flushes and uploads. The async way to commit at
     /// [`Durability::Remote`](crate::Durability::Remote): commit at `Local`, then await this.
     ///
     /// # Errors
