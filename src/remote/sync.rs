@@ -259,7 +259,7 @@ impl RemoteCtx {
     /// shipper holds every chunk (see `hold_shipping`): no commit of `tl` is safe there yet.
     pub(crate) fn awaits_index(&self, tl: TimelineId) -> bool {
         let carrier = self.carrier(tl);
-        carrier > 0 && self.passes.borrow().succeeded_upto < carrier
+        carrier > 0 && self.passes.borrow().carried_upto < carrier
     }
 
     /// The pass `tl`'s commits wait for: the one carrying its index, or while the shipper
@@ -289,13 +289,15 @@ impl RemoteCtx {
         loop {
             {
                 let p = passes.borrow_and_update();
-                if p.succeeded_upto >= carrier {
+                if p.carried_upto >= carrier {
                     return Ok(());
                 }
                 if self.is_fenced() {
                     return Err(fenced_error(self.generation));
                 }
-                if p.failed > failed_before {
+                // A pass that failed before it carried its uploads, since the wait began: the
+                // carrier, or a later pass the carrier's work went back to.
+                if p.failed > failed_before && p.last_failed >= carrier {
                     return Err(p.error.clone().unwrap_or_else(|| {
                         Error::new(ErrorKind::Io, "uploading to object storage failed")
                     }));
@@ -319,7 +321,7 @@ impl RemoteCtx {
     /// the uploader is gone (the waits on it fail then).
     pub(crate) fn shipping_held(&self) -> bool {
         self.hold_shipping.load(Ordering::Acquire)
-            && self.passes.borrow().succeeded_upto == 0
+            && self.passes.borrow().carried_upto == 0
             && !self.uploader_exited.load(Ordering::Acquire)
     }
 
@@ -475,13 +477,13 @@ impl RemoteCtx {
                     continue;
                 }
             };
-            let result = self.pass(&dirty, &deleted, catalog.as_deref()).await;
+            let result = self
+                .pass(number, &dirty, &deleted, catalog.as_deref())
+                .await;
             match result {
                 Ok(()) => {
                     backoff = Duration::from_millis(50);
                     *self.last_error.lock() = None;
-                    self.passes.send_modify(|p| p.succeeded_upto = number);
-                    self.unindexed.lock().retain(|_, carrier| *carrier > number);
                     let idle = {
                         let q = self.queue.lock();
                         q.dirty.is_empty() && q.deleted.is_empty() && q.catalog.is_none()
@@ -499,7 +501,10 @@ impl RemoteCtx {
                     *self.last_error.lock() = Some(e.clone());
                     self.passes.send_modify(|p| {
                         p.failed += 1;
-                        p.error = Some(e);
+                        if p.carried_upto < number {
+                            p.last_failed = number;
+                            p.error = Some(e);
+                        }
                     });
                     // Put the work back (newer requests win) and retry later.
                     {
@@ -520,15 +525,19 @@ impl RemoteCtx {
         }
     }
 
+    /// Pass `number`: the dirty timelines' layers and indexes, the catalog, then the objects
+    /// they no longer name and the deleted timelines' objects.
     async fn pass(
         &self,
+        number: u64,
         dirty: &BTreeMap<TimelineId, Weak<dyn UploadSource>>,
         deleted: &BTreeSet<TimelineId>,
         catalog: Option<&[u8]>,
     ) -> Result<()> {
+        let mut garbage = Vec::new();
         for tl in dirty.values().filter_map(Weak::upgrade) {
             if !tl.is_deleted() {
-                self.upload_timeline(&tl).await?;
+                garbage.extend(self.upload_timeline(&tl).await?);
             }
         }
         if let Some(c) = catalog {
@@ -542,6 +551,18 @@ impl RemoteCtx {
             self.storage.check_generation(self.generation).await?;
             self.catalog_uploads.fetch_add(1, Ordering::AcqRel);
         }
+        // What this pass carries is in object storage: the waits on it end, whatever the
+        // deletions below meet (a failed one fails the pass, which is retried).
+        self.passes
+            .send_modify(|p| p.carried_upto = p.carried_upto.max(number));
+        self.unindexed.lock().retain(|_, carrier| *carrier > number);
+        for (tl, object) in garbage {
+            self.delete_checked(&object).await.map_err(|e| {
+                e.context(format_args!(
+                    "removing a layer timeline {tl}'s index no longer names"
+                ))
+            })?;
+        }
         for tl in deleted {
             let objects = self.storage.list(&format!("timelines/{tl}")).await?;
             for (name, _) in objects {
@@ -554,9 +575,13 @@ impl RemoteCtx {
         Ok(())
     }
 
-    /// Uploads the layers `tl`'s manifest names that are not uploaded yet, then its index,
-    /// then deletes what the previous index named and this one does not.
-    async fn upload_timeline(&self, tl: &Arc<dyn UploadSource>) -> Result<()> {
+    /// Uploads the layers `tl`'s manifest names that are not uploaded yet, then its index;
+    /// returns the objects the previous index named and this one does not, for the pass to
+    /// delete.
+    async fn upload_timeline(
+        &self,
+        tl: &Arc<dyn UploadSource>,
+    ) -> Result<Vec<(TimelineId, String)>> {
         let (manifest, layers, commit_times) = tl.remote_state();
         let span = tracing::info_span!(
             "upload",
@@ -577,7 +602,7 @@ impl RemoteCtx {
         layers: Vec<Arc<Layer>>,
         commit_times: Vec<(Lsn, u64)>,
         span: &tracing::Span,
-    ) -> Result<()> {
+    ) -> Result<Vec<(TimelineId, String)>> {
         let (mut uploaded_layers, mut uploaded_bytes) = (0u64, 0u64);
         let mut generations = BTreeMap::new();
         for d in &manifest.layers {
@@ -653,24 +678,27 @@ impl RemoteCtx {
             .lock()
             .insert(tl.id(), generations.clone())
             .unwrap_or_default();
+        let mut garbage = Vec::new();
         for (name, g) in previous {
             if generations.get(&name) != Some(&g) {
-                let object = layer_object(tl.id(), &name, Generation(g))?;
-                self.delete_checked(&object).await?;
+                garbage.push((tl.id(), layer_object(tl.id(), &name, Generation(g))?));
             }
         }
-        Ok(())
+        Ok(garbage)
     }
 }
 
 /// The uploader's passes so far.
 #[derive(Default)]
 struct Passes {
-    /// The number of the last pass that succeeded (0: none yet). Passes run one at a time, so
-    /// every pass up to it either succeeded or had its work carried by a later one.
-    succeeded_upto: u64,
+    /// The number of the last pass whose layers, indexes and catalog are all in object storage
+    /// (0: none yet). Passes run one at a time, so every pass up to it either carried its work
+    /// or had it carried by a later one.
+    carried_upto: u64,
+    /// Passes that failed.
     failed: u64,
-    /// The error of the last pass that failed.
+    /// The number of the last pass that failed before it carried its work, and its error.
+    last_failed: u64,
     error: Option<Error>,
 }
 
