@@ -293,7 +293,14 @@ impl Secondary {
             stop: AtomicBool::new(false),
             options,
         });
-        shared.reload(None)?;
+        // What the open runs under, read before it (as every reload does), so that the first
+        // catch-up does not open again.
+        let (_, _, under) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting a runtime for the secondary in", &base, e))?
+            .block_on(owner(&shared.storage))?;
+        shared.reload(under)?;
         shared.catch_up()?;
         let poll = shared.clone();
         // Dropping the sender wakes the poller at once, however long its interval.
@@ -340,14 +347,7 @@ impl Secondary {
         let Some(store) = cache.store.as_ref() else {
             return Err(Error::new(ErrorKind::Closed, "the secondary is stopped"));
         };
-        let current = store.block_on(self.shared.storage.current_generation())?;
-        let heartbeat = match &current {
-            Some((g, _)) => store.block_on(self.shared.storage.read_heartbeat(*g))?,
-            None => None,
-        };
-        let under = current
-            .as_ref()
-            .map(|(g, _)| (*g, heartbeat.as_ref().map_or(0, |h| h.catalog_version)));
+        let (_, _, under) = store.block_on(owner(&self.shared.storage))?;
         self.shared.reload(under)?;
         self.shared.catch_up()?;
         Ok(self.status())
@@ -499,6 +499,27 @@ impl Drop for Secondary {
     }
 }
 
+/// Who owns the store now, what its heartbeat says, and the generation and catalog version a
+/// store opened after this read runs under.
+type Owner = (
+    Option<(Generation, String)>,
+    Option<Heartbeat>,
+    Option<(Generation, u64)>,
+);
+
+/// Reads the owner's generation and heartbeat (see [`Owner`]).
+async fn owner(storage: &RemoteStorage) -> Result<Owner> {
+    let current = storage.current_generation().await?;
+    let heartbeat = match &current {
+        Some((g, _)) => storage.read_heartbeat(*g).await?,
+        None => None,
+    };
+    let under = current
+        .as_ref()
+        .map(|(g, _)| (*g, heartbeat.as_ref().map_or(0, |h| h.catalog_version)));
+    Ok((current, heartbeat, under))
+}
+
 impl Shared {
     /// Opens a fresh read-only store from the newest indexes and switches to it. `under` is
     /// the generation and catalog version read before the open.
@@ -546,20 +567,13 @@ impl Shared {
         let Some(store) = cache.store.as_ref() else {
             return Err(Error::new(ErrorKind::Closed, "the secondary is stopped"));
         };
-        let current = store.block_on(self.storage.current_generation())?;
-        let heartbeat = match &current {
-            Some((g, _)) => store.block_on(self.storage.read_heartbeat(*g))?,
-            None => None,
-        };
-        let under = current
-            .as_ref()
-            .map(|(g, _)| (*g, heartbeat.as_ref().map_or(0, |h| h.catalog_version)));
+        let (current, heartbeat, under) = store.block_on(owner(&self.storage))?;
         let opened_under = self.follower.lock().opened_under;
         let (mut lag_chunks, mut lag_bytes) = (0u64, 0u64);
         let mut reload = opened_under.is_none() && under.is_some()
             || matches!((opened_under, under), (Some(a), Some(b)) if a != b);
         if !reload {
-            match store.follow_wal()? {
+            match store.follow_wal(opened_under.map(|(g, _)| g))? {
                 Followed::Reload => reload = true,
                 Followed::Applied { chunks, bytes } => {
                     lag_chunks = chunks as u64;

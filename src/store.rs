@@ -315,6 +315,15 @@ impl Store {
                 ))
             }
         };
+        // A read-only store reads its owner's WAL chunks before the indexes: a chunk the owner
+        // deleted before this listing was covered by an index uploaded before it, which the
+        // reads below find. (Read after the indexes, the chunks left could lie above commits
+        // whose chunks were deleted meanwhile, covered only by an index newer than the one
+        // read.) The records below what the indexes cover are skipped at replay.
+        let mut early_tail = match remote.as_ref().filter(|r| r.read_only) {
+            Some(r) => Some(rt.block_on(r.read_wal_tail())?),
+            None => None,
+        };
         let mut remote_layers = BTreeMap::new();
         let mut hot_layers = BTreeMap::new();
         let mut discarded = None;
@@ -494,7 +503,10 @@ impl Store {
         // by an owner that is gone, acknowledged perhaps only there.
         let mut wal_records = wal_records;
         if let Some(r) = &remote {
-            let tail = rt.block_on(r.read_wal_tail())?;
+            let tail = match early_tail.take() {
+                Some(t) => t,
+                None => rt.block_on(r.read_wal_tail())?,
+            };
             let known: Vec<TimelineId> = by_id.keys().copied().collect();
             let tail_records = r.adopt_wal_tail(tail, &known);
             if !r.read_only && env.wal.is_some() {
@@ -1113,8 +1125,9 @@ impl Store {
     }
 
     /// For a read-only store that follows its owner: reads the WAL chunks after the ones it
-    /// applied and applies them. Blocking.
-    pub(crate) fn follow_wal(&self) -> Result<Followed> {
+    /// applied and applies them, or says to reload; `under` is the owner generation it
+    /// opened under (`None`: no owner then). Blocking.
+    pub(crate) fn follow_wal(&self, under: Option<crate::remote::Generation>) -> Result<Followed> {
         let Some(r) = self.env.remote.as_ref().filter(|r| r.read_only) else {
             return Err(Error::invalid(
                 "only a read-only store follows its owner's WAL",
@@ -1122,7 +1135,8 @@ impl Store {
         };
         self.env.check()?;
         let after = *r.applied_seq.lock();
-        let tail = match self.env.block_on(r.read_wal_after(after))? {
+        let under = under.unwrap_or(crate::remote::Generation(0));
+        let tail = match self.env.block_on(r.read_wal_after(after, Some(under)))? {
             crate::remote::Follow::Gap => return Ok(Followed::Reload),
             crate::remote::Follow::Tail(t) => t,
         };

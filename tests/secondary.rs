@@ -673,3 +673,221 @@ fn failover_loop() {
         recoveries[recoveries.len() / 2]
     );
 }
+
+/// An object store that runs `hook` once, on this side of the first listing of the WAL's
+/// chunks: what another node does while the lister is between its reads.
+struct BeforeWalListing {
+    inner: Arc<dyn object_store::ObjectStore>,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for BeforeWalListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BeforeWalListing({})", self.inner)
+    }
+}
+
+impl std::fmt::Display for BeforeWalListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BeforeWalListing({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for BeforeWalListing {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        if prefix.is_some_and(|p| p.as_ref().ends_with("/wal"))
+            && let Some(hook) = self.hook.lock().unwrap().take()
+        {
+            // On a thread of its own: the hook drives another store's runtime.
+            std::thread::spawn(hook).join().unwrap();
+        }
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A primary for the chunk-deletion tests: commits at the remote level, no background work,
+/// layers only when flushed.
+fn idle_primary(dir: &std::path::Path, backend: &Backend) -> Store {
+    Store::open_blocking(
+        primary_options(dir, backend.remote())
+            .durability(Durability::Remote)
+            .freeze_bytes(64 << 20)
+            .background_period(None),
+    )
+    .unwrap()
+}
+
+/// Commits `lsns` on `w`, each writing key `lsn % 3`, into `model`.
+fn commit_each(
+    w: &mut stratakv::TimelineWriter,
+    lsns: std::ops::RangeInclusive<u64>,
+    model: &mut BTreeMap<(u64, u64), Vec<u8>>,
+) {
+    for lsn in lsns {
+        let k = lsn % 3;
+        w.put(&key(k), Lsn(lsn), Value::image(value("main", k, lsn)))
+            .unwrap();
+        w.finish_write(Lsn(lsn)).unwrap();
+        model.insert((k, lsn), value("main", k, lsn));
+    }
+}
+
+/// Flushes `tl`, uploads, and waits until the owner has deleted every WAL chunk (all covered).
+fn flush_until_no_chunk_is_left(primary: &Store, tl: &stratakv::Timeline, remote: &RemoteStorage) {
+    block_on(tl.flush()).unwrap();
+    block_on(primary.wait_for_upload()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !common::backends::on_tokio(remote.list("wal"))
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the covered chunks were never deleted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every key at every LSN up to `upto` on the secondary's `main` matches `model`.
+fn check_main(secondary: &Secondary, model: &BTreeMap<(u64, u64), Vec<u8>>, upto: u64) {
+    let tl = secondary.timeline("main").unwrap();
+    assert_eq!(tl.last_record_lsn(), Lsn(upto));
+    for at in 1..=upto {
+        for k in 0..3 {
+            assert_eq!(
+                tl.get_blocking(&key(k), Lsn(at))
+                    .unwrap()
+                    .map(|b| b.to_vec()),
+                model_get(model, k, at),
+                "key {k} at {at}"
+            );
+        }
+    }
+}
+
+/// Given a secondary opening while its owner flushes, uploads the index and deletes the chunks
+/// it covers between the secondary's reads, when the secondary has opened, then it reads every
+/// commit: it never lays the chunks left after a deletion on an index older than it.
+#[test]
+fn a_secondary_opening_beside_a_chunk_deletion_misses_no_commit() {
+    let backend = Backend::local(unique_prefix("secondary", "open-beside-deletion"));
+    let (pdir, sdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Arc::new(idle_primary(pdir.path(), &backend));
+    let tl = block_on(primary.create_timeline("main")).unwrap();
+    let w = Arc::new(Mutex::new(tl.writer().unwrap()));
+    let model = Arc::new(Mutex::new(BTreeMap::new()));
+    commit_each(&mut w.lock().unwrap(), 1..=5, &mut model.lock().unwrap());
+    block_on(primary.wait_for_upload()).unwrap();
+    let hook = {
+        let (primary, tl, w, model, remote) = (
+            primary.clone(),
+            tl.clone(),
+            w.clone(),
+            model.clone(),
+            backend.remote(),
+        );
+        move || {
+            // Commits 1–5 go into the layers and their chunks are deleted; 6–7 are shipped.
+            flush_until_no_chunk_is_left(&primary, &tl, &remote);
+            commit_each(&mut w.lock().unwrap(), 6..=7, &mut model.lock().unwrap());
+        }
+    };
+    let store = Arc::new(BeforeWalListing {
+        inner: backend.store.clone(),
+        hook: Mutex::new(Some(Box::new(hook))),
+    });
+    let secondary = Secondary::open(
+        secondary_options(sdir.path(), backend.remote_on(store))
+            .poll_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    check_main(&secondary, &model.lock().unwrap(), 7);
+    secondary.close();
+    drop(w);
+    block_on(Arc::into_inner(primary).unwrap().close()).unwrap();
+}
+
+/// Given a secondary that opened when no chunk was left (all covered and deleted), when its
+/// owner ships chunks, indexes and deletes them, then ships one more before the next poll,
+/// then the poll reloads instead of laying that last chunk on the index it opened with.
+#[test]
+fn a_secondary_that_opened_on_no_chunk_misses_no_commit_deleted_before_its_poll() {
+    let backend = Backend::local(unique_prefix("secondary", "opened-on-no-chunk"));
+    let (pdir, sdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = idle_primary(pdir.path(), &backend);
+    let tl = block_on(primary.create_timeline("main")).unwrap();
+    let mut w = tl.writer().unwrap();
+    let mut model = BTreeMap::new();
+    commit_each(&mut w, 1..=5, &mut model);
+    flush_until_no_chunk_is_left(&primary, &tl, &backend.remote());
+    let secondary = Secondary::open(
+        secondary_options(sdir.path(), backend.remote()).poll_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    check_main(&secondary, &model, 5);
+    commit_each(&mut w, 6..=7, &mut model);
+    flush_until_no_chunk_is_left(&primary, &tl, &backend.remote());
+    commit_each(&mut w, 8..=8, &mut model);
+    let status = secondary.catch_up().unwrap();
+    assert_eq!(status.applied.get("main"), Some(&Lsn(8)), "{status:?}");
+    check_main(&secondary, &model, 8);
+    secondary.close();
+    drop(w);
+    block_on(primary.close()).unwrap();
+}

@@ -48,6 +48,12 @@
 //! an old owner just before a claim removes only records covered by an index that was uploaded
 //! before its check, which the new owner reads; a chunk that vanishes between the listing and
 //! its download was such a prefix, and the listing is read again.
+//!
+//! A follower (a read-only store) lists and reads the chunks *before* the indexes, so that
+//! every chunk deleted before its listing is covered by an index it reads; afterwards it reads
+//! only the chunks after the last one it applied (after where the newest owner started, when
+//! none was left), and reloads from the indexes when the next one is gone or a newer owner has
+//! started its WAL.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -313,7 +319,7 @@ impl RemoteCtx {
     /// module docs). Retries the listing when a chunk vanishes between listing and download
     /// (an old owner's deletion of a covered prefix).
     pub(crate) async fn read_wal_tail(&self) -> Result<Tail> {
-        match self.read_wal_after(None).await? {
+        match self.read_wal_after(None, None).await? {
             Follow::Tail(t) => Ok(t),
             // Only a read-only store sees this: its owner indexed and deleted a chunk while
             // it read them, so the indexes it read are older than what is left.
@@ -328,8 +334,14 @@ impl RemoteCtx {
     }
 
     /// As [`read_wal_tail`](RemoteCtx::read_wal_tail), but only the chunks after sequence
-    /// number `after` (every valid chunk with `None`).
-    pub(crate) async fn read_wal_after(&self, after: Option<u64>) -> Result<Follow> {
+    /// number `after` (every valid chunk with `None`). A follower that read them under owner
+    /// generation `under` (`Generation(0)`: no owner) gets [`Follow::Gap`] once a newer
+    /// generation has started its WAL: a new owner may number its chunks anew.
+    pub(crate) async fn read_wal_after(
+        &self,
+        after: Option<u64>,
+        under: Option<Generation>,
+    ) -> Result<Follow> {
         // Listings read again: for a gap in the run, and for an oldest chunk gone before
         // its download (each with its own budget).
         let (mut gap_relists, mut vanished_relists) = (0u32, 0u32);
@@ -354,6 +366,10 @@ impl RemoteCtx {
                 .filter_map(|(name, _)| parse_wal_start(&name))
                 .filter(|(g, _)| *g <= self.generation)
                 .collect();
+            // (Its start is written before its first chunk, so it is listed when they are.)
+            if under.is_some_and(|u| starts.keys().next_back().is_some_and(|g| *g > u)) {
+                return Ok(Follow::Gap);
+            }
             let (mut valid, stale) = valid_chunks(&listed, &starts);
             // One past the last valid chunk, not past every chunk listed: a fenced owner's
             // chunk that lands after this listing is numbered above its last valid one (a
@@ -454,7 +470,18 @@ impl RemoteCtx {
                 chunks,
                 stale,
                 next_seq,
-                last_seq: last_seq.or(after),
+                // With nothing listed, the chunks to come are numbered at or above where the
+                // newest owner started: a follower expects the next one there, and reloads on
+                // a gap (chunks shipped and deleted before it listed again, perhaps above what
+                // its indexes cover).
+                last_seq: last_seq.or(after).or_else(|| {
+                    self.read_only.then(|| {
+                        starts
+                            .values()
+                            .next_back()
+                            .map_or(0, |s| s.saturating_sub(1))
+                    })
+                }),
                 bytes: bytes_read,
             }));
         }
