@@ -674,10 +674,11 @@ fn failover_loop() {
     );
 }
 
-/// An object store that runs `hook` once, on this side of the first listing of the WAL's
-/// chunks: what another node does while the lister is between its reads.
+/// An object store that runs `hook` once, before the listing of the WAL's chunks that follows
+/// `skip` others: what another node does while the lister is between its reads.
 struct BeforeWalListing {
     inner: Arc<dyn object_store::ObjectStore>,
+    skip: std::sync::atomic::AtomicU32,
     hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -734,7 +735,12 @@ impl object_store::ObjectStore for BeforeWalListing {
         &self,
         prefix: Option<&object_store::path::Path>,
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        use std::sync::atomic::Ordering;
         if prefix.is_some_and(|p| p.as_ref().ends_with("/wal"))
+            && self
+                .skip
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_err()
             && let Some(hook) = self.hook.lock().unwrap().take()
         {
             // On a thread of its own: the hook drives another store's runtime.
@@ -762,9 +768,9 @@ impl object_store::ObjectStore for BeforeWalListing {
 
 /// A primary for the chunk-deletion tests: commits at the remote level, no background work,
 /// layers only when flushed.
-fn idle_primary(dir: &std::path::Path, backend: &Backend) -> Store {
+fn idle_primary(dir: &std::path::Path, remote: RemoteStorage) -> Store {
     Store::open_blocking(
-        primary_options(dir, backend.remote())
+        primary_options(dir, remote)
             .durability(Durability::Remote)
             .freeze_bytes(64 << 20)
             .background_period(None),
@@ -828,7 +834,7 @@ fn check_main(secondary: &Secondary, model: &BTreeMap<(u64, u64), Vec<u8>>, upto
 fn a_secondary_opening_beside_a_chunk_deletion_misses_no_commit() {
     let backend = Backend::local(unique_prefix("secondary", "open-beside-deletion"));
     let (pdir, sdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let primary = Arc::new(idle_primary(pdir.path(), &backend));
+    let primary = Arc::new(idle_primary(pdir.path(), backend.remote()));
     let tl = block_on(primary.create_timeline("main")).unwrap();
     let w = Arc::new(Mutex::new(tl.writer().unwrap()));
     let model = Arc::new(Mutex::new(BTreeMap::new()));
@@ -850,6 +856,7 @@ fn a_secondary_opening_beside_a_chunk_deletion_misses_no_commit() {
     };
     let store = Arc::new(BeforeWalListing {
         inner: backend.store.clone(),
+        skip: 0.into(),
         hook: Mutex::new(Some(Box::new(hook))),
     });
     let secondary = Secondary::open(
@@ -870,7 +877,7 @@ fn a_secondary_opening_beside_a_chunk_deletion_misses_no_commit() {
 fn a_secondary_that_opened_on_no_chunk_misses_no_commit_deleted_before_its_poll() {
     let backend = Backend::local(unique_prefix("secondary", "opened-on-no-chunk"));
     let (pdir, sdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let primary = idle_primary(pdir.path(), &backend);
+    let primary = idle_primary(pdir.path(), backend.remote());
     let tl = block_on(primary.create_timeline("main")).unwrap();
     let mut w = tl.writer().unwrap();
     let mut model = BTreeMap::new();
@@ -890,4 +897,59 @@ fn a_secondary_that_opened_on_no_chunk_misses_no_commit_deleted_before_its_poll(
     secondary.close();
     drop(w);
     block_on(primary.close()).unwrap();
+}
+
+/// Given a secondary following an owner whose chunks were all covered and deleted, when a new
+/// owner takes over between the secondary's reading of the owner and its listing of the chunks
+/// (numbering its chunks from 1 again, below the last one the secondary applied), then the
+/// secondary reloads instead of reading only the new chunks numbered above it.
+#[test]
+fn a_secondary_reloads_when_a_new_owner_numbers_its_chunks_anew() {
+    let backend = Backend::local(unique_prefix("secondary", "numbered-anew"));
+    let (pdir, qdir, sdir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let first = idle_primary(pdir.path(), backend.remote());
+    let tl = block_on(first.create_timeline("main")).unwrap();
+    let mut w = tl.writer().unwrap();
+    let model = Arc::new(Mutex::new(BTreeMap::new()));
+    commit_each(&mut w, 1..=3, &mut model.lock().unwrap());
+    let second = Arc::new(Mutex::new(None));
+    let hook = {
+        let (remote, model, second) = (backend.remote(), model.clone(), second.clone());
+        let qdir = qdir.path().to_path_buf();
+        move || {
+            // The first owner's chunks are all deleted; it closes; the next owner lists none,
+            // starts at 1 and ships five chunks, two above the last the secondary applied.
+            flush_until_no_chunk_is_left(&first, &tl, &remote);
+            drop((w, tl));
+            block_on(first.close()).unwrap();
+            let next = idle_primary(&qdir, remote);
+            let mut w = next.timeline("main").unwrap().writer().unwrap();
+            commit_each(&mut w, 4..=8, &mut model.lock().unwrap());
+            drop(w);
+            *second.lock().unwrap() = Some(next);
+        }
+    };
+    let store = Arc::new(BeforeWalListing {
+        inner: backend.store.clone(),
+        // The open's listing and its first catch-up's pass; the hook runs in the next one.
+        skip: 2.into(),
+        hook: Mutex::new(Some(Box::new(hook))),
+    });
+    let secondary = Secondary::open(
+        secondary_options(sdir.path(), backend.remote_on(store))
+            .poll_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    check_main(&secondary, &model.lock().unwrap(), 3);
+    let status = secondary.catch_up().unwrap();
+    assert!(second.lock().unwrap().is_some(), "the hook ran");
+    assert_eq!(status.applied.get("main"), Some(&Lsn(8)), "{status:?}");
+    check_main(&secondary, &model.lock().unwrap(), 8);
+    secondary.close();
+    let next = second.lock().unwrap().take().unwrap();
+    block_on(next.close()).unwrap();
 }
