@@ -31,6 +31,14 @@ pub trait FileSystem: Send + Sync + 'static {
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>>;
     /// Opens an existing `path` for appending.
     fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>>;
+    /// Opens an existing write-ahead log segment for appending. By default
+    /// [`open_append`](FileSystem::open_append); [`StdFs`] writes it through a memory map on
+    /// Linux (an append is then a copy, with no system call; a process crash loses nothing,
+    /// as with `write(2)`), allocating ahead and leaving zeros past the last write until the
+    /// file is dropped, which reading a segment takes as its end.
+    fn open_log(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
+        self.open_append(path)
+    }
     /// Reads the whole of `path`.
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
     /// Renames `from` to `to`, replacing `to`.
@@ -83,6 +91,10 @@ impl FileSystem for StdFs {
         Ok(Box::new(StdFile(
             OpenOptions::new().append(true).open(path)?,
         )))
+    }
+    #[cfg(target_os = "linux")]
+    fn open_log(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
+        Ok(Box::new(crate::wal::mapped::MappedLog::open(path)?))
     }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         fs::read(path)
@@ -352,6 +364,13 @@ impl Io {
     pub(crate) fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         self.fs
             .open_append(path)
+            .map_err(|e| Error::io("opening for append", path, e))
+    }
+
+    /// Opens a write-ahead log segment for appending ([`FileSystem::open_log`]).
+    pub(crate) fn open_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        self.fs
+            .open_log(path)
             .map_err(|e| Error::io("opening for append", path, e))
     }
 

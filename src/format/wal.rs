@@ -160,7 +160,9 @@ pub struct DecodedSegment {
     pub seq: u64,
     /// Every whole, checked record, in order.
     pub records: Vec<WalRecord>,
-    /// Bytes up to the end of the last good record.
+    /// Bytes up to the end of the last good record. Less than the file's length when it
+    /// ends in zeros (allocated ahead of the writes, not written: the end, not a tear) as well
+    /// as when it is torn.
     pub valid_len: usize,
     /// Whether the segment ends in a torn record: one cut short, or the last record with a
     /// bad checksum — what a crash mid-write leaves. Replay stops there.
@@ -198,6 +200,11 @@ pub fn decode_wal_segment(file: &[u8], path: &Path) -> Result<DecodedSegment> {
     let mut records = Vec::new();
     while at < file.len() {
         let rest = &file[at..];
+        if rest.iter().all(|b| *b == 0) {
+            // Allocated ahead of the writes and not written yet (see `FileSystem::open_log`):
+            // the end of the segment. (No record starts with a zero length and checksum.)
+            break;
+        }
         // A crash tears only the last write: if any whole record follows the bad spot, the bad
         // spot is damage, not a tear.
         let torn = |records| {

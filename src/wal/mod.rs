@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+#[cfg(target_os = "linux")]
+pub(crate) mod mapped;
+
 use crate::error::{Error, Result};
 use crate::format::{WalRecord, decode_wal_segment, encode_commit, encode_wal_header};
 use crate::id::TimelineId;
@@ -139,6 +142,10 @@ impl Wal {
                     offset = d.valid_len,
                     "the write-ahead log ends in a torn record; replay stops there"
                 );
+                io.truncate(&path, d.valid_len as u64)?;
+            } else if d.valid_len < bytes.len() {
+                // Zeros allocated ahead of the writes (a crash before the segment was cut to
+                // its length): cut now, so the tail never lies between records.
                 io.truncate(&path, d.valid_len as u64)?;
             }
             let mut max_lsn = MaxLsns::new();
@@ -403,13 +410,55 @@ fn note(m: &mut MaxLsns, tl: TimelineId, lsn: Lsn) {
 fn create_segment(io: &Io, dir: &Path, seq: u64) -> Result<(Box<dyn WritableFile>, PathBuf)> {
     let path = dir.join(format!("{seq:016X}.seg"));
     io.write_atomic(&path, &encode_wal_header(seq))?;
-    let file = io.open_append(&path)?;
+    let file = io.open_log(&path)?;
     Ok((file, path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a process killed mid-run leaves of a segment written through a map — its records,
+    /// then zeros allocated ahead, perhaps with a newer segment after it — replays every
+    /// record, and the zeros are cut.
+    #[test]
+    fn a_segment_left_with_zeros_allocated_ahead_replays_whole() {
+        let (dir, copy) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (wal, _) = Wal::open(&Io::std(), dir.path(), FsyncPolicy::Never, 64 << 20).unwrap();
+        let tl = TimelineId::generate();
+        for lsn in 1..=100 {
+            wal.commit(tl, Lsn(lsn), lsn, 0, &[], true).unwrap();
+        }
+        // Copied while open: the file as a kill would leave it.
+        let mut longer = false;
+        for name in Io::std().list_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(dir.path().join(&name)).unwrap();
+            longer |= bytes.ends_with(&[0; 64]);
+            std::fs::write(copy.path().join(&name), bytes).unwrap();
+        }
+        if cfg!(target_os = "linux") {
+            assert!(longer, "the segment is allocated ahead of its writes");
+        }
+        // Killed as it rolled over: the next segment was made before this one was cut.
+        std::fs::write(
+            copy.path().join(format!("{:016X}.seg", 2)),
+            encode_wal_header(2),
+        )
+        .unwrap();
+        let (_, records) =
+            Wal::open(&Io::std(), copy.path(), FsyncPolicy::Never, 64 << 20).unwrap();
+        let lsns: Vec<u64> = records.iter().map(|r| r.lsn.0).collect();
+        assert_eq!(lsns, (1..=100).collect::<Vec<_>>());
+        // Dropped, the writer cuts its file to what it wrote: the copy is cut to the same.
+        drop(wal);
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let first = format!("{:016X}.seg", 1);
+        assert_eq!(
+            len(&copy.path().join(&first)),
+            len(&dir.path().join(&first)),
+            "the zeros are cut"
+        );
+    }
 
     /// Deleted timelines leave the log's bookkeeping once no segment holds their records, and
     /// segments go once nothing needs them.
