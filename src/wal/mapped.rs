@@ -79,6 +79,7 @@ impl MappedLog {
             MmapOptions::new()
                 .offset(start)
                 .len(len)
+                .populate()
                 .map_mut(&self.file)?
         };
         self.map = Some((map, start));
