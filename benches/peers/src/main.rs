@@ -391,8 +391,9 @@ impl Floor {
 /// so it is off for the published figures.
 struct Slowest {
     on: bool,
-    /// (wall µs, CPU µs, voluntary switches, involuntary switches), the slowest few.
-    worst: Vec<(f64, f64, i64, i64)>,
+    /// (wall µs, CPU µs, of which in the kernel, voluntary switches, involuntary switches),
+    /// the slowest few.
+    worst: Vec<(f64, f64, f64, i64, i64)>,
 }
 
 impl Slowest {
@@ -420,11 +421,13 @@ impl Slowest {
         };
         let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
         let cpu = us(b.ru_utime) + us(b.ru_stime) - us(a.ru_utime) - us(a.ru_stime);
+        let sys = us(b.ru_stime) - us(a.ru_stime);
         let wall = took.as_secs_f64() * 1e6;
         if self.worst.len() < 10 || wall > self.worst[self.worst.len() - 1].0 {
             self.worst.push((
                 wall,
                 cpu,
+                sys,
                 b.ru_nvcsw - a.ru_nvcsw,
                 b.ru_nivcsw - a.ru_nivcsw,
             ));
@@ -434,10 +437,10 @@ impl Slowest {
     }
 
     fn print(&self, name: &str) {
-        for (wall, cpu, vol, invol) in &self.worst {
+        for (wall, cpu, sys, vol, invol) in &self.worst {
             eprintln!(
-                "  {name}: slow get under ingest: {wall:.0} µs wall, {cpu:.0} µs CPU, {vol} \
-                 voluntary and {invol} involuntary context switches"
+                "  {name}: slow get under ingest: {wall:.0} µs wall, {cpu:.0} µs CPU ({sys:.0} in \
+                 the kernel), {vol} voluntary and {invol} involuntary context switches"
             );
         }
     }
@@ -645,6 +648,10 @@ fn measure<E: Engine>(open: impl Fn(&Path) -> E, d: &Data, cfg: &Cfg, name: &str
     row.set("under_p99_ns", quantile(&ulat, 0.99));
     row.set("under_p999_ns", quantile(&ulat, 0.999));
     row.set("under_max_ns", ulat.last().copied().unwrap_or(0));
+    row.set(
+        "under_over_1ms",
+        ulat.len() - ulat.partition_point(|l| *l <= 1_000_000),
+    );
     eprintln!(
         "  {name}: under ingest ({:.0} puts/s): {} gets p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.0} µs",
         tail.len() as f64 / ingest_s,
@@ -1704,7 +1711,7 @@ fn report(
         "| engine | median (µs) | p99 (µs) | p99.9 (µs) | engine ÷ StrataKV (median) | gets/s, 1 thread | gets/s, 2 threads | 2 ÷ 1 |\n|---|---|---|---|---|---|---|---|\n",
     );
     let mut under = String::from(
-        "| engine | ingest beside the reader (puts/s) | gets | p50 (µs) | p99 (µs) | p99.9 (µs) | max (µs) | floor probe: largest stall outside the engine (µs) | stalls over 1 ms outside the engine |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| engine | ingest beside the reader (puts/s) | gets | p50 (µs) | p99 (µs) | p99.9 (µs) | max (µs) | gets over 1 ms | floor probe: largest stall outside the engine (µs) | stalls over 1 ms outside the engine |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut mem = String::from(
         "| engine | peak RSS (MB) | harness before the engine opened (MB) | peak − harness (MB) | ÷ RocksDB | RSS after the reads: anonymous / file-backed (MB) | on disk after the main rounds (MB) | ÷ RocksDB | layout at read time |\n|---|---|---|---|---|---|---|---|---|\n",
@@ -1734,13 +1741,14 @@ fn report(
         );
         let _ = writeln!(
             under,
-            "| {name} | {:.0}k | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {:.0}k | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.num("under_puts_s") / 1e3,
             r.text("under_n"),
             us(r.num("under_p50_ns")),
             us(r.num("under_p99_ns")),
             us(r.num("under_p999_ns")),
             us(r.num("under_max_ns")),
+            r.text("under_over_1ms"),
             us(r.num("floor_max_ns")),
             r.text("floor_over_1ms"),
         );
