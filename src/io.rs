@@ -19,6 +19,9 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
 
+#[cfg(target_os = "linux")]
+mod mapped;
+
 /// A file open for writing.
 pub trait WritableFile: Write + Send {
     /// Makes what was written durable (`fsync`).
@@ -94,7 +97,7 @@ impl FileSystem for StdFs {
     }
     #[cfg(target_os = "linux")]
     fn open_log(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
-        Ok(Box::new(crate::wal::mapped::MappedLog::open(path)?))
+        Ok(Box::new(mapped::MappedLog::open(path)?))
     }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         fs::read(path)

@@ -65,9 +65,12 @@ struct Arena {
     /// evicts as fast as it fills would otherwise unmap a chunk and map, fault in and zero a
     /// new one for every chunk's worth of blocks it caches.
     spares: Arc<Mutex<Vec<MmapMut>>>,
-    /// Chunks mapped from the kernel, recycled ones not counted.
+    /// Asks the thread that maps and faults in chunks ahead of need for one (started with the
+    /// first chunk; it ends when the arena is dropped).
+    preparer: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Chunks mapped from the kernel, by the arena or its preparer; recycled ones not counted.
     #[cfg(test)]
-    mapped: usize,
+    mapped: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Spare chunk mappings an arena keeps at most: memory beyond the cache's capacity.
@@ -81,8 +84,9 @@ impl Arena {
             chunk: None,
             size: (capacity / 32).clamp(64 << 10, 8 << 20),
             spares: Arc::default(),
+            preparer: None,
             #[cfg(test)]
-            mapped: 0,
+            mapped: Arc::default(),
         }
     }
 
@@ -119,20 +123,59 @@ impl Arena {
         })
     }
 
-    /// A spare chunk, or a new one.
+    /// A spare chunk, or a new one; then, if no spare is left, asks for one to be made ready.
     fn next_chunk(&mut self) -> std::io::Result<Chunk> {
         let spare = self.spares.lock().pop();
         let map = match spare {
             Some(map) => map,
             None => {
                 #[cfg(test)]
-                {
-                    self.mapped += 1;
-                }
+                self.mapped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Chunk::map(self.size)?
             }
         };
+        if self.spares.lock().is_empty() {
+            self.prepare_spare();
+        }
         Ok(Chunk::new(map, self.spares.clone()))
+    }
+
+    /// Has a chunk mapped and faulted in on a thread of its own, for the spares. A chunk
+    /// fresh from the kernel is zeroed when first written, 2 MiB at a time on huge pages: in
+    /// the read that caches a block there, under the cache's lock, that was milliseconds every
+    /// reader waited while ingest moved the reads onto new blocks.
+    fn prepare_spare(&mut self) {
+        if self.preparer.is_none() {
+            // One request waits at most: a second while one is pending adds nothing.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            let (spares, size) = (self.spares.clone(), self.size);
+            #[cfg(test)]
+            let mapped = self.mapped.clone();
+            let started = std::thread::Builder::new()
+                .name("stratakv-cache".into())
+                .spawn(move || {
+                    while rx.recv().is_ok() {
+                        if !spares.lock().is_empty() {
+                            continue;
+                        }
+                        let Ok(map) = Chunk::map(size) else { continue };
+                        #[cfg(test)]
+                        mapped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let map = Chunk::fault_in(map);
+                        let mut spares = spares.lock();
+                        if spares.len() < SPARE_CHUNKS {
+                            spares.push(map);
+                        }
+                    }
+                });
+            // Without the thread, chunks are mapped and faulted in where needed, as before.
+            let Ok(_) = started else { return };
+            self.preparer = Some(tx);
+        }
+        if let Some(tx) = &self.preparer {
+            let _ = tx.try_send(());
+        }
     }
 }
 
@@ -162,6 +205,21 @@ impl Chunk {
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
         Ok(map)
+    }
+
+    /// Writes every page of `map` now, so that none faults (and is zeroed) when a block is
+    /// copied there.
+    fn fault_in(mut map: MmapMut) -> MmapMut {
+        #[cfg(target_os = "linux")]
+        if map.advise(memmap2::Advice::PopulateWrite).is_ok() {
+            return map;
+        }
+        // The mapping is fresh and zeroed: writing a zero to each page changes nothing but
+        // faults it in.
+        for i in (0..map.len()).step_by(4096) {
+            map[i] = 0;
+        }
+        map
     }
 
     fn new(mut map: MmapMut, spares: Arc<Mutex<Vec<MmapMut>>>) -> Chunk {
@@ -397,8 +455,8 @@ mod tests {
         // whose last block is on its way out.
         let bound = capacity / size + 1 + SPARE_CHUNKS + 1;
         assert!(
-            fifo.arena.mapped <= bound,
-            "{} chunks mapped, at most {bound} expected",
+            fifo.arena.mapped.load(std::sync::atomic::Ordering::Relaxed) <= bound,
+            "{:?} chunks mapped, at most {bound} expected",
             fifo.arena.mapped
         );
         assert!(fifo.bytes <= capacity);

@@ -492,8 +492,10 @@ impl InMemoryLayer {
     }
 
     /// Grows the key index and the key vector ahead of need, when a put found them close to
-    /// full. The larger copies are built under an upgradable read lock, so reads go on
-    /// meanwhile; only the swap takes the write lock. Rebuilding the index inside a put, under
+    /// full, and maps and faults in the value arena's next chunk (a mapping and its page
+    /// faults under the write lock were the commonest place a reader found the writer
+    /// preempted while it waited). The larger copies are built under an upgradable read lock,
+    /// so reads go on meanwhile; only the swap takes the write lock. Rebuilding the index inside a put, under
     /// the write lock, kept reads of a layer of a million keys waiting for milliseconds. (The
     /// versions are never copied: they grow by a chunk, see [`Chunked`].)
     fn grow_ahead(&self) {
@@ -501,9 +503,16 @@ impl InMemoryLayer {
         let index = t.index.needs_room_for(GROW_AHEAD).then(|| t.index.grown());
         let keys = (t.keys.len() + GROW_AHEAD > t.keys.capacity())
             .then(|| larger_copy(&t.keys, 2 * t.keys.len() + GROW_AHEAD));
+        let values = t
+            .values
+            .needs_spare()
+            .then(super::value_arena::Chunk::faulted_in);
         let mut t = RwLockUpgradableReadGuard::upgrade(t);
         if let Some(i) = index {
             t.index = i;
+        }
+        if let Some(c) = values {
+            t.values.set_spare(c);
         }
         let old_keys = keys.map(|k| std::mem::replace(&mut t.keys, k));
         self.grow_soon.store(false, Ordering::Relaxed);
@@ -513,7 +522,10 @@ impl InMemoryLayer {
 
     /// Notes, under the write lock, whether the table should grow before the next put.
     fn note_room(&self, t: &Table) {
-        if t.index.needs_room_for(GROW_AHEAD) || t.keys.len() + GROW_AHEAD > t.keys.capacity() {
+        if t.index.needs_room_for(GROW_AHEAD)
+            || t.keys.len() + GROW_AHEAD > t.keys.capacity()
+            || t.values.needs_spare()
+        {
             self.grow_soon.store(true, Ordering::Relaxed);
         }
     }

@@ -18,7 +18,7 @@ pub(crate) const CHUNK_BYTES: usize = 1 << 20;
 pub(crate) const SMALL_VALUE: usize = 1024;
 
 /// Memory of one chunk: a private anonymous mapping, or the heap where the kernel refused one.
-enum Chunk {
+pub(crate) enum Chunk {
     Mapped(MmapMut),
     Heap(Box<[u8]>),
 }
@@ -29,6 +29,19 @@ impl Chunk {
             Ok(m) => Chunk::Mapped(m),
             Err(_) => Chunk::Heap(vec![0; CHUNK_BYTES].into_boxed_slice()),
         }
+    }
+
+    /// A new chunk whose pages are backed already: writing values into it faults nothing.
+    pub(crate) fn faulted_in() -> Chunk {
+        let c = Chunk::new();
+        if let Chunk::Mapped(m) = &c {
+            // Only a hint: where the kernel lacks it, the pages fault in as they are written.
+            #[cfg(target_os = "linux")]
+            let _ = m.advise(memmap2::Advice::PopulateWrite);
+            #[cfg(not(target_os = "linux"))]
+            let _ = m;
+        }
+        c
     }
 
     fn bytes(&self) -> &[u8] {
@@ -52,7 +65,14 @@ pub(crate) struct ValueArena {
     chunks: Vec<Chunk>,
     /// Bytes used in the last chunk.
     used: usize,
+    /// The next chunk, mapped and faulted in ahead by the writer outside the layer's write
+    /// lock ([`needs_spare`](Self::needs_spare)), so that readers waiting on that lock never
+    /// wait for a mapping and its page faults.
+    spare: Option<Chunk>,
 }
+
+/// Room left in the last chunk below which the next one is prepared.
+const SPARE_AT: usize = 64 << 10;
 
 /// Where a value starts: the chunk in the upper 32 bits, the offset in the lower.
 pub(crate) type Location = u64;
@@ -62,7 +82,8 @@ impl ValueArena {
     pub(crate) fn push(&mut self, value: &[u8]) -> Location {
         debug_assert!(value.len() <= CHUNK_BYTES);
         if self.chunks.is_empty() || self.used + value.len() > CHUNK_BYTES {
-            self.chunks.push(Chunk::new());
+            self.chunks
+                .push(self.spare.take().unwrap_or_else(Chunk::new));
             self.used = 0;
         }
         let c = self.chunks.len() - 1;
@@ -70,6 +91,17 @@ impl ValueArena {
         self.chunks[c].bytes_mut()[start..start + value.len()].copy_from_slice(value);
         self.used += value.len();
         ((c as u64) << 32) | start as u64
+    }
+
+    /// Whether the next chunk should be prepared ([`Chunk::faulted_in`]) and handed to
+    /// [`set_spare`](Self::set_spare): the last one is nearly full and none is ready.
+    pub(crate) fn needs_spare(&self) -> bool {
+        self.spare.is_none() && (self.chunks.is_empty() || self.used + SPARE_AT > CHUNK_BYTES)
+    }
+
+    /// The chunk the next push that needs one takes.
+    pub(crate) fn set_spare(&mut self, chunk: Chunk) {
+        self.spare = Some(chunk);
     }
 
     /// The `len` bytes at `at`, as [`push`](Self::push) returned.

@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-#[cfg(target_os = "linux")]
-pub(crate) mod mapped;
-
 use crate::error::{Error, Result};
 use crate::format::{WalRecord, decode_wal_segment, encode_commit, encode_wal_header};
 use crate::id::TimelineId;

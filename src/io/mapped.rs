@@ -1,7 +1,7 @@
 //! A WAL segment written through a shared memory map: an append is a copy into the page
 //! cache, with no system call, and survives the process as a `write(2)` does (the pages are
-//! the file's). Used by [`StdFs`](crate::io::StdFs) on Linux for [`FileSystem::open_log`]
-//! (crate::io::FileSystem::open_log).
+//! the file's). Used by [`StdFs`](super::StdFs) on Linux for
+//! [`FileSystem::open_log`](super::FileSystem::open_log).
 //!
 //! An append of [`WRITE_MIN`] bytes or more (a batch of commits) is written with `pwrite`
 //! instead: one system call then costs less than making its pages writable through the map.
@@ -20,7 +20,7 @@ use std::path::Path;
 
 use memmap2::{MmapMut, MmapOptions};
 
-use crate::io::WritableFile;
+use super::WritableFile;
 
 /// Bytes mapped and allocated ahead at a time.
 const WINDOW: u64 = 4 << 20;
