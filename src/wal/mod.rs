@@ -153,7 +153,7 @@ impl Wal {
             segments.push(Segment { seq, path, max_lsn });
         }
         let next_seq = segments.last().map_or(1, |s| s.seq + 1);
-        let (file, path) = create_segment(io, dir, next_seq, policy)?;
+        let (file, path) = create_segment(io, dir, next_seq)?;
         segments.push(Segment {
             seq: next_seq,
             path: path.clone(),
@@ -298,17 +298,11 @@ impl Wal {
     }
 
     fn roll(&self, a: &mut Active) -> Result<()> {
-        // The segment being closed is made durable, unless the store never fsyncs the log: the
-        // interval's sync and a waiting commit's reach only the active segment. (Under
-        // `Never` it would be an fsync of a whole segment on the committer's path; the new
-        // segment is not made durable either.)
-        if self.policy != FsyncPolicy::Never {
-            self.io.sync(a.file.as_mut(), &a.path)?;
-            self.fsyncs.increment(1);
-            self.synced.store(a.written, Ordering::Release);
-        }
+        self.io.sync(a.file.as_mut(), &a.path)?;
+        self.fsyncs.increment(1);
+        self.synced.store(a.written, Ordering::Release);
         let seq = a.segments.last().map_or(1, |s| s.seq + 1);
-        let (file, path) = create_segment(&self.io, &self.dir, seq, self.policy)?;
+        let (file, path) = create_segment(&self.io, &self.dir, seq)?;
         a.file = file;
         a.path = path.clone();
         a.len = crate::format::WAL_HEADER_LEN as u64;
@@ -410,22 +404,9 @@ fn note(m: &mut MaxLsns, tl: TimelineId, lsn: Lsn) {
     *e = (*e).max(lsn);
 }
 
-/// Creates segment `seq` with its header, durably unless `policy` never fsyncs the log (a
-/// crash may then leave it short, which reads as empty).
-fn create_segment(
-    io: &Io,
-    dir: &Path,
-    seq: u64,
-    policy: FsyncPolicy,
-) -> Result<(Box<dyn WritableFile>, PathBuf)> {
+fn create_segment(io: &Io, dir: &Path, seq: u64) -> Result<(Box<dyn WritableFile>, PathBuf)> {
     let path = dir.join(format!("{seq:016X}.seg"));
-    if policy == FsyncPolicy::Never {
-        io.create(&path)?
-            .write_all(&encode_wal_header(seq))
-            .map_err(|e| Error::io("writing WAL segment", &path, e))?;
-    } else {
-        io.write_atomic(&path, &encode_wal_header(seq))?;
-    }
+    io.write_atomic(&path, &encode_wal_header(seq))?;
     let file = io.open_log(&path)?;
     Ok((file, path))
 }
@@ -433,33 +414,6 @@ fn create_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A segment closed at a roll-over is fsynced unless the store never fsyncs the log.
-    #[test]
-    fn a_roll_over_fsyncs_the_closed_segment_unless_the_policy_is_never() {
-        for (policy, synced) in [
-            (FsyncPolicy::Never, false),
-            (FsyncPolicy::Interval(Duration::from_secs(3600)), true),
-        ] {
-            let dir = tempfile::tempdir().unwrap();
-            let fs = crate::io::FaultyFs::new(std::sync::Arc::new(crate::io::StdFs));
-            let io = Io::new(std::sync::Arc::new(fs.clone()));
-            // One byte: every write after the first starts a new segment.
-            let (wal, _) = Wal::open(&io, dir.path(), policy, 1).unwrap();
-            let tl = TimelineId::generate();
-            wal.commit(tl, Lsn(1), 0, 0, &[], true).unwrap();
-            let before = fs.count(crate::io::FaultOp::Sync);
-            for lsn in 2..=5 {
-                wal.commit(tl, Lsn(lsn), 0, 0, &[], true).unwrap();
-            }
-            assert!(wal.segment_count() >= 5, "{policy:?}: rolled over");
-            assert_eq!(
-                fs.count(crate::io::FaultOp::Sync) > before,
-                synced,
-                "{policy:?}"
-            );
-        }
-    }
 
     /// What a process killed mid-run leaves of a segment written through a map — its records,
     /// then zeros allocated ahead, perhaps with a newer segment after it — replays every
