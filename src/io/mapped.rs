@@ -42,6 +42,9 @@ pub(crate) struct MappedLog {
     len: u64,
     /// Bytes allocated (the file's length meanwhile).
     allocated: u64,
+    /// The file system cannot allocate ahead (`fallocate` unsupported): every append is a
+    /// `pwrite`, since a mapped page of a sparse file on a full disk would fault (`SIGBUS`).
+    plain: bool,
 }
 
 impl MappedLog {
@@ -54,10 +57,12 @@ impl MappedLog {
             map: None,
             len,
             allocated: len,
+            plain: false,
         })
     }
 
-    /// Maps a window holding `[self.len, self.len + need)`, allocating the file to its end.
+    /// Maps a window holding `[self.len, self.len + need)`, allocating the file to its end;
+    /// maps nothing and turns [`plain`](Self::plain) on where allocation is unsupported.
     fn remap(&mut self, need: u64) -> std::io::Result<()> {
         self.map = None;
         let start = self.len / PAGE * PAGE;
@@ -74,7 +79,12 @@ impl MappedLog {
                 )
             };
             if r != 0 {
-                return Err(std::io::Error::last_os_error());
+                let e = std::io::Error::last_os_error();
+                if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) {
+                    self.plain = true;
+                    return Ok(());
+                }
+                return Err(e);
             }
             self.allocated = end;
         }
@@ -99,7 +109,14 @@ impl MappedLog {
 impl Write for MappedLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = buf.len() as u64;
-        if n >= WRITE_MIN {
+        let fits = self
+            .map
+            .as_ref()
+            .is_some_and(|(m, start)| self.len + n <= start + m.len() as u64);
+        if !fits && n < WRITE_MIN && !self.plain {
+            self.remap(n)?;
+        }
+        if n >= WRITE_MIN || self.plain {
             // Large: one `pwrite` costs less than mapping its pages (the map and the file
             // are the same page cache, so the two mix).
             use std::os::unix::fs::FileExt;
@@ -107,13 +124,6 @@ impl Write for MappedLog {
             self.len += n;
             self.allocated = self.allocated.max(self.len);
             return Ok(buf.len());
-        }
-        let fits = self
-            .map
-            .as_ref()
-            .is_some_and(|(m, start)| self.len + n <= start + m.len() as u64);
-        if !fits {
-            self.remap(n)?;
         }
         let (map, start) = self.map.as_mut().expect("mapped above");
         let at = (self.len - *start) as usize;
@@ -153,12 +163,23 @@ mod tests {
     /// Writes of every size across windows read back in order, and the file is cut to them.
     #[test]
     fn writes_across_windows_read_back_and_the_file_is_cut_to_them() {
+        write_and_read_back(false);
+    }
+
+    /// The same where the file system cannot allocate ahead: every write a `pwrite`.
+    #[test]
+    fn writes_read_back_where_allocation_is_unsupported() {
+        write_and_read_back(true);
+    }
+
+    fn write_and_read_back(plain: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seg");
         std::fs::write(&path, b"header").unwrap();
         let mut expect = b"header".to_vec();
         {
             let mut log = MappedLog::open(&path).unwrap();
+            log.plain = plain;
             let mut rng = 0x2545_f491_4f6c_dd1du64;
             for i in 0..2_000u64 {
                 rng ^= rng << 13;
@@ -182,6 +203,7 @@ mod tests {
                 std::fs::metadata(&path).unwrap().len() >= expect.len() as u64,
                 "allocated ahead"
             );
+            assert_eq!(log.map.is_some(), !plain);
         }
         assert_eq!(std::fs::read(&path).unwrap(), expect);
     }

@@ -193,6 +193,8 @@ struct Chunk {
 // SAFETY: a chunk's bytes are written only by the arena, under the cache's mutex, before any
 // piece covers them; pieces only read, and only bytes already written. A recycled mapping has
 // no pieces left: it is reused only after its chunk, and so every piece of it, was dropped.
+// The preparer thread writes only a mapping it owns, before it is in the spares and so before
+// any chunk holds it.
 unsafe impl Send for Chunk {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Chunk {}

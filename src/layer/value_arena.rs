@@ -94,9 +94,11 @@ impl ValueArena {
     }
 
     /// Whether the next chunk should be prepared ([`Chunk::faulted_in`]) and handed to
-    /// [`set_spare`](Self::set_spare): the last one is nearly full and none is ready.
+    /// [`set_spare`](Self::set_spare): the last one is nearly full and none is ready. An
+    /// arena with no chunk yet needs none: a layer that takes a few puts (one per timeline, one
+    /// after each freeze) would otherwise hold a whole faulted-in chunk it may never use.
     pub(crate) fn needs_spare(&self) -> bool {
-        self.spare.is_none() && (self.chunks.is_empty() || self.used + SPARE_AT > CHUNK_BYTES)
+        self.spare.is_none() && !self.chunks.is_empty() && self.used + SPARE_AT > CHUNK_BYTES
     }
 
     /// The chunk the next push that needs one takes.
@@ -122,9 +124,12 @@ impl ValueArena {
     }
 
     /// Bytes of the chunks in use: full ones whole, the last as far as it is written (the
-    /// kernel backs a mapping's pages only once they are written).
+    /// kernel backs a mapping's pages only once they are written), and the spare whole (its
+    /// pages are faulted in).
     pub(crate) fn memory(&self) -> usize {
-        self.chunks.len().saturating_sub(1) * CHUNK_BYTES + self.used
+        self.chunks.len().saturating_sub(1) * CHUNK_BYTES
+            + self.used
+            + if self.spare.is_some() { CHUNK_BYTES } else { 0 }
     }
 }
 
@@ -166,5 +171,30 @@ mod tests {
                 prop_assert!(arena.memory() <= total + arena.chunks.len() * (64 * (SMALL_VALUE + 1)));
             }
         }
+    }
+
+    /// A new arena asks for no spare; a nearly full one does, once; the spare is counted
+    /// whole until a push takes it as the next chunk.
+    #[test]
+    fn a_spare_is_asked_for_only_near_a_chunk_end_and_counted() {
+        let mut arena = ValueArena::default();
+        assert!(!arena.needs_spare(), "an empty arena asked for a spare");
+        let value = vec![7u8; 4096];
+        arena.push(&value);
+        assert!(!arena.needs_spare(), "a fresh chunk asked for a spare");
+        while arena.used + value.len() <= CHUNK_BYTES - SPARE_AT {
+            arena.push(&value);
+        }
+        arena.push(&value);
+        assert!(arena.needs_spare());
+        let before = arena.memory();
+        arena.set_spare(Chunk::faulted_in());
+        assert!(!arena.needs_spare());
+        assert_eq!(arena.memory(), before + CHUNK_BYTES);
+        while arena.chunks.len() == 1 {
+            arena.push(&value);
+        }
+        assert!(arena.spare.is_none());
+        assert_eq!(arena.memory(), CHUNK_BYTES + value.len());
     }
 }
