@@ -201,6 +201,14 @@ struct Shared {
 ///
 /// It never writes, uploads or deletes anything in object storage, and never fences the owner.
 ///
+/// During a takeover — between a new owner's claim and its first chunk's start record
+/// (`walstart`) — a fenced owner's last chunk can land after the new owner listed the chunks.
+/// That chunk's commits were never acknowledged (the old owner's generation check after the
+/// upload fails), and the new owner does not replay them, but a secondary that reads the WAL
+/// in that window applies them. Once the new owner's start record appears, the secondary
+/// reloads and those commits are gone from it: a read may see such a commit and then not. No
+/// acknowledged commit is ever missed or hidden.
+///
 /// A branch the owner makes is picked up by a reload. Its branch point may be above what the
 /// secondary has applied of the parent (the parent's last commits not shipped yet): a read on
 /// the branch then waits for the parent as a read above `last_record_lsn` waits, and
@@ -573,7 +581,7 @@ impl Shared {
         let mut reload = opened_under.is_none() && under.is_some()
             || matches!((opened_under, under), (Some(a), Some(b)) if a != b);
         if !reload {
-            match store.follow_wal(opened_under.map(|(g, _)| g))? {
+            match store.follow_wal()? {
                 Followed::Reload => reload = true,
                 Followed::Applied { chunks, bytes } => {
                     lag_chunks = chunks as u64;

@@ -1125,18 +1125,16 @@ impl Store {
     }
 
     /// For a read-only store that follows its owner: reads the WAL chunks after the ones it
-    /// applied and applies them, or says to reload; `under` is the owner generation it
-    /// opened under (`None`: no owner then). Blocking.
-    pub(crate) fn follow_wal(&self, under: Option<crate::remote::Generation>) -> Result<Followed> {
+    /// applied and applies them, or says to reload. Blocking.
+    pub(crate) fn follow_wal(&self) -> Result<Followed> {
         let Some(r) = self.env.remote.as_ref().filter(|r| r.read_only) else {
             return Err(Error::invalid(
                 "only a read-only store follows its owner's WAL",
             ));
         };
         self.env.check()?;
-        let after = *r.applied_seq.lock();
-        let under = under.unwrap_or(crate::remote::Generation(0));
-        let tail = match self.env.block_on(r.read_wal_after(after, Some(under)))? {
+        let applied = *r.applied.lock();
+        let tail = match self.env.block_on(r.read_wal_after(Some(applied)))? {
             crate::remote::Follow::Gap => return Ok(Followed::Reload),
             crate::remote::Follow::Tail(t) => t,
         };
@@ -1149,7 +1147,11 @@ impl Store {
             // A timeline created since the catalog this store opened with.
             return Ok(Followed::Reload);
         }
-        let (chunks, bytes, last_seq) = (tail.chunk_count(), tail.bytes, tail.last_seq);
+        let (chunks, bytes) = (tail.chunk_count(), tail.bytes);
+        let now = crate::remote::Applied {
+            seq: tail.last_seq,
+            start: tail.newest_start,
+        };
         for rec in tail.records {
             let tl = &by_id[&rec.timeline];
             for (key, lsn, value) in rec.puts {
@@ -1157,7 +1159,7 @@ impl Store {
             }
             tl.replay_commit(rec.lsn, rec.time_micros);
         }
-        *r.applied_seq.lock() = last_seq;
+        *r.applied.lock() = now;
         Ok(Followed::Applied { chunks, bytes })
     }
 

@@ -674,34 +674,54 @@ fn failover_loop() {
     );
 }
 
-/// An object store that runs `hook` once, before the listing of the WAL's chunks that follows
-/// `skip` others: what another node does while the lister is between its reads.
-struct BeforeWalListing {
+/// An object store that runs `hook` once, at the point `at` names: what another node does
+/// while this one is between its reads, or between its steps.
+struct Hooked {
     inner: Arc<dyn object_store::ObjectStore>,
-    skip: std::sync::atomic::AtomicU32,
+    at: HookAt,
     hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
-impl std::fmt::Debug for BeforeWalListing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BeforeWalListing({})", self.inner)
+/// Where [`Hooked`] runs its hook.
+enum HookAt {
+    /// Before the listing of the WAL's chunks that follows this many others.
+    WalListing(std::sync::atomic::AtomicU32),
+    /// Before the upload of a WAL start (an owner's, after it listed the chunks).
+    WalStartUpload,
+}
+
+impl Hooked {
+    fn run_hook(&self) {
+        if let Some(hook) = self.hook.lock().unwrap().take() {
+            // On a thread of its own: the hook drives other stores' runtimes.
+            std::thread::spawn(hook).join().unwrap();
+        }
     }
 }
 
-impl std::fmt::Display for BeforeWalListing {
+impl std::fmt::Debug for Hooked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BeforeWalListing({})", self.inner)
+        write!(f, "Hooked({})", self.inner)
+    }
+}
+
+impl std::fmt::Display for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hooked({})", self.inner)
     }
 }
 
 #[async_trait::async_trait]
-impl object_store::ObjectStore for BeforeWalListing {
+impl object_store::ObjectStore for Hooked {
     async fn put_opts(
         &self,
         location: &object_store::path::Path,
         payload: object_store::PutPayload,
         opts: object_store::PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
+        if matches!(self.at, HookAt::WalStartUpload) && location.as_ref().contains("/walstart/") {
+            self.run_hook();
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -736,15 +756,13 @@ impl object_store::ObjectStore for BeforeWalListing {
         prefix: Option<&object_store::path::Path>,
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
         use std::sync::atomic::Ordering;
-        if prefix.is_some_and(|p| p.as_ref().ends_with("/wal"))
-            && self
-                .skip
+        if let HookAt::WalListing(skip) = &self.at
+            && prefix.is_some_and(|p| p.as_ref().ends_with("/wal"))
+            && skip
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                 .is_err()
-            && let Some(hook) = self.hook.lock().unwrap().take()
         {
-            // On a thread of its own: the hook drives another store's runtime.
-            std::thread::spawn(hook).join().unwrap();
+            self.run_hook();
         }
         self.inner.list(prefix)
     }
@@ -854,9 +872,9 @@ fn a_secondary_opening_beside_a_chunk_deletion_misses_no_commit() {
             commit_each(&mut w.lock().unwrap(), 6..=7, &mut model.lock().unwrap());
         }
     };
-    let store = Arc::new(BeforeWalListing {
+    let store = Arc::new(Hooked {
         inner: backend.store.clone(),
-        skip: 0.into(),
+        at: HookAt::WalListing(0.into()),
         hook: Mutex::new(Some(Box::new(hook))),
     });
     let secondary = Secondary::open(
@@ -933,10 +951,10 @@ fn a_secondary_reloads_when_a_new_owner_numbers_its_chunks_anew() {
             *second.lock().unwrap() = Some(next);
         }
     };
-    let store = Arc::new(BeforeWalListing {
+    let store = Arc::new(Hooked {
         inner: backend.store.clone(),
         // The open's listing and its first catch-up's pass; the hook runs in the next one.
-        skip: 2.into(),
+        at: HookAt::WalListing(2.into()),
         hook: Mutex::new(Some(Box::new(hook))),
     });
     let secondary = Secondary::open(
@@ -951,5 +969,70 @@ fn a_secondary_reloads_when_a_new_owner_numbers_its_chunks_anew() {
     check_main(&secondary, &model.lock().unwrap(), 8);
     secondary.close();
     let next = second.lock().unwrap().take().unwrap();
+    block_on(next.close()).unwrap();
+}
+
+/// Given an owner that dies (without releasing) and a new owner that claims and lists the
+/// chunks, when the old owner ships a chunk after that listing (its commit fails, fenced) and
+/// a secondary reloads before the new owner records where its chunks start, then once the new
+/// owner commits the secondary reads the new owner's commits: not the late chunk the new owner
+/// numbered over, and not without the new owner's chunk of the same number.
+#[test]
+fn a_secondary_that_reloaded_during_a_takeover_follows_the_new_owner() {
+    let backend = Backend::local(unique_prefix("secondary", "takeover-reload"));
+    let (adir, bdir, sdir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let first = idle_primary(adir.path(), backend.remote());
+    let tl = block_on(first.create_timeline("main")).unwrap();
+    let mut w = tl.writer().unwrap();
+    let mut model = BTreeMap::new();
+    commit_each(&mut w, 1..=3, &mut model);
+    let secondary = Arc::new(
+        Secondary::open(
+            secondary_options(sdir.path(), backend.remote())
+                .poll_interval(Duration::from_secs(3600)),
+        )
+        .unwrap(),
+    );
+    check_main(&secondary, &model, 3);
+    let late = Arc::new(Mutex::new(None));
+    let hook = {
+        let (secondary, late) = (secondary.clone(), late.clone());
+        move || {
+            // The new owner listed chunks 1-3 and is about to record that its own start at 4.
+            // The old owner's next commit lands as chunk 4 of generation 1, then fails.
+            w.put(&key(1), Lsn(4), Value::image(b"late".to_vec()))
+                .unwrap();
+            let err = w.finish_write(Lsn(4)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+            // The secondary sees the new owner and reloads, reading the late chunk.
+            secondary.catch_up().unwrap();
+            *late.lock().unwrap() = secondary
+                .timeline("main")
+                .unwrap()
+                .get_blocking(&key(1), Lsn(4))
+                .unwrap();
+            drop((w, tl, first));
+        }
+    };
+    let store = Arc::new(Hooked {
+        inner: backend.store.clone(),
+        at: HookAt::WalStartUpload,
+        hook: Mutex::new(Some(Box::new(hook))),
+    });
+    let next = idle_primary(bdir.path(), backend.remote_on(store));
+    assert!(late.lock().unwrap().is_some(), "the hook ran");
+    let mut w = next.timeline("main").unwrap().writer().unwrap();
+    commit_each(&mut w, 4..=5, &mut model);
+    let status = secondary.catch_up().unwrap();
+    assert_eq!(status.applied.get("main"), Some(&Lsn(5)), "{status:?}");
+    check_main(&secondary, &model, 5);
+    drop(w);
+    Arc::try_unwrap(secondary)
+        .unwrap_or_else(|_| panic!("the hook is gone"))
+        .close();
     block_on(next.close()).unwrap();
 }

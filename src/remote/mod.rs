@@ -138,7 +138,7 @@ pub use mirror::{Mirror, MirrorOptions, MirrorPass, MirrorState, MirrorStatus, M
 pub use names::{catalog_object, index_object, layer_object};
 pub use retry::RetryPolicy;
 pub use storage::RemoteStorage;
-pub(crate) use sync::{RemoteCtx, UploadSource, fenced_error};
+pub(crate) use sync::{Applied, RemoteCtx, UploadSource, fenced_error};
 pub(crate) use wal_ship::{Follow, ShipOptions};
 
 #[cfg(test)]

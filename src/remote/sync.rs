@@ -107,8 +107,19 @@ pub(crate) struct RemoteCtx {
     heartbeat_interval: Mutex<Option<Duration>>,
     /// Each timeline's `last_record_lsn`, for the heartbeat (set by the store at open).
     pub(crate) last_record_lsns: Mutex<Option<LastRecordLsns>>,
-    /// A read-only store's last applied WAL chunk (its sequence number).
-    pub(crate) applied_seq: Mutex<Option<u64>>,
+    /// What a read-only store has applied of its owner's WAL.
+    pub(crate) applied: Mutex<Applied>,
+}
+
+/// A follower's place in its owner's WAL.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Applied {
+    /// The last chunk applied (its sequence number).
+    pub(crate) seq: Option<u64>,
+    /// The newest generation whose WAL start was listed when it read them (`Generation(0)`:
+    /// none). A newer one means a new owner may have numbered its chunks anew, and may have
+    /// declared stale a late chunk of its predecessor that the follower applied: it reloads.
+    pub(crate) start: Generation,
 }
 
 impl RemoteCtx {
@@ -146,7 +157,7 @@ impl RemoteCtx {
             catalog_uploads: AtomicU64::new(0),
             beats: AtomicU64::new(0),
             heartbeat_interval: Mutex::new(None),
-            applied_seq: Mutex::new(None),
+            applied: Mutex::default(),
             last_record_lsns: Mutex::new(None),
         })
     }

@@ -67,7 +67,7 @@ use tokio::sync::{Notify, watch};
 use super::names::{
     WAL_DIR, WAL_STARTS_DIR, parse_wal_chunk, parse_wal_start, wal_chunk_object, wal_start_object,
 };
-use super::{Generation, RemoteCtx};
+use super::{Applied, Generation, RemoteCtx};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{WalRecord, decode_wal_segment, encode_wal_header};
 use crate::id::TimelineId;
@@ -287,6 +287,8 @@ pub(crate) struct Tail {
     pub(crate) last_seq: Option<u64>,
     /// Bytes of the chunks read.
     pub(crate) bytes: u64,
+    /// The newest generation whose WAL start was listed.
+    pub(crate) newest_start: Generation,
 }
 
 impl Tail {
@@ -319,7 +321,7 @@ impl RemoteCtx {
     /// module docs). Retries the listing when a chunk vanishes between listing and download
     /// (an old owner's deletion of a covered prefix).
     pub(crate) async fn read_wal_tail(&self) -> Result<Tail> {
-        match self.read_wal_after(None, None).await? {
+        match self.read_wal_after(None).await? {
             Follow::Tail(t) => Ok(t),
             // Only a read-only store sees this: its owner indexed and deleted a chunk while
             // it read them, so the indexes it read are older than what is left.
@@ -333,15 +335,12 @@ impl RemoteCtx {
         }
     }
 
-    /// As [`read_wal_tail`](RemoteCtx::read_wal_tail), but only the chunks after sequence
-    /// number `after` (every valid chunk with `None`). A follower that read them under owner
-    /// generation `under` (`Generation(0)`: no owner) gets [`Follow::Gap`] once a newer
-    /// generation has started its WAL: a new owner may number its chunks anew.
-    pub(crate) async fn read_wal_after(
-        &self,
-        after: Option<u64>,
-        under: Option<Generation>,
-    ) -> Result<Follow> {
+    /// As [`read_wal_tail`](RemoteCtx::read_wal_tail), but only the chunks after the ones a
+    /// follower applied (every valid chunk with `None`). A follower gets [`Follow::Gap`] once a
+    /// generation newer than the newest start it listed has started its WAL (see
+    /// [`Applied::start`](super::sync::Applied::start)).
+    pub(crate) async fn read_wal_after(&self, applied: Option<Applied>) -> Result<Follow> {
+        let after = applied.and_then(|a| a.seq);
         // Listings read again: for a gap in the run, and for an oldest chunk gone before
         // its download (each with its own budget).
         let (mut gap_relists, mut vanished_relists) = (0u32, 0u32);
@@ -367,7 +366,8 @@ impl RemoteCtx {
                 .filter(|(g, _)| *g <= self.generation)
                 .collect();
             // (Its start is written before its first chunk, so it is listed when they are.)
-            if under.is_some_and(|u| starts.keys().next_back().is_some_and(|g| *g > u)) {
+            let newest_start = starts.keys().next_back().copied().unwrap_or(Generation(0));
+            if applied.is_some_and(|a| newest_start > a.start) {
                 return Ok(Follow::Gap);
             }
             let (mut valid, stale) = valid_chunks(&listed, &starts);
@@ -483,6 +483,7 @@ impl RemoteCtx {
                     })
                 }),
                 bytes: bytes_read,
+                newest_start,
             }));
         }
     }
@@ -494,7 +495,10 @@ impl RemoteCtx {
     /// Returns the records, to replay.
     pub(crate) fn adopt_wal_tail(&self, tail: Tail, known: &[TimelineId]) -> Vec<WalRecord> {
         if self.read_only {
-            *self.applied_seq.lock() = tail.last_seq;
+            *self.applied.lock() = Applied {
+                seq: tail.last_seq,
+                start: tail.newest_start,
+            };
             return tail.records;
         }
         let mut s = self.ship().state.lock();
