@@ -315,7 +315,10 @@ pub(crate) struct LayerFile {
 
 impl Drop for LayerFile {
     fn drop(&mut self) {
-        self.cache.release(&self.blocks);
+        // Whoever drops the last reference (a reader's snapshot, often) hands the emptying of
+        // the file's cached blocks over (see `super::reaper`).
+        let (cache, blocks) = (self.cache.clone(), self.blocks.clone());
+        super::reaper::later(move || cache.release(&blocks));
     }
 }
 

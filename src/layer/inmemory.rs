@@ -58,6 +58,22 @@ pub(crate) struct InMemoryLayer {
     grow_soon: AtomicBool,
 }
 
+impl Drop for InMemoryLayer {
+    fn drop(&mut self) {
+        // A frozen layer's last reference is often a reader's snapshot, taken before the
+        // flush published the layer file that replaced it: its memory (a layer's worth of
+        // mapped chunks and vectors) is freed on the reaper thread, not in that get.
+        let table = self.table.get_mut();
+        if table.memory() >= REAP_BYTES {
+            let table = std::mem::replace(table, Table::new());
+            super::reaper::later(move || drop(table));
+        }
+    }
+}
+
+/// Tables holding at least this much are freed on the reaper thread when dropped.
+const REAP_BYTES: usize = 1 << 20;
+
 /// How far ahead of need the table grows: more than the puts one write-lock section applies
 /// (a put and the pipeline it drains).
 const GROW_AHEAD: usize = 4 * PIPELINE_LAG + 4;

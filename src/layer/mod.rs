@@ -7,6 +7,7 @@ mod handle;
 mod inmemory;
 mod key_index;
 mod map;
+mod reaper;
 mod value_arena;
 mod versions;
 
