@@ -166,6 +166,9 @@ struct Follower {
     beat: Option<(u64, Instant)>,
     /// Since when the secondary has been behind, if it is.
     behind_since: Option<Instant>,
+    /// Since when a new owner has been seen that has not started (see
+    /// [`Shared::catch_up`]), if one has.
+    new_owner_since: Option<Instant>,
 }
 
 struct Shared {
@@ -201,13 +204,16 @@ struct Shared {
 ///
 /// It never writes, uploads or deletes anything in object storage, and never fences the owner.
 ///
-/// During a takeover — between a new owner's claim and its first chunk's start record
-/// (`walstart`) — a fenced owner's last chunk can land after the new owner listed the chunks.
-/// That chunk's commits were never acknowledged (the old owner's generation check after the
-/// upload fails), and the new owner does not replay them, but a secondary that reads the WAL
-/// in that window applies them. Once the new owner's start record appears, the secondary
-/// reloads and those commits are gone from it: a read may see such a commit and then not. No
-/// acknowledged commit is ever missed or hidden.
+/// During a takeover — between a new owner's claim and its record of where its WAL chunks
+/// start (`walstart`, written once it has listed the chunks before it) — a fenced owner's last
+/// chunk can land after the new owner listed the chunks. That chunk's commits were never
+/// acknowledged (the old owner's generation check after the upload fails) and the new owner
+/// does not replay them. So a secondary that sees a new owner with neither that record nor a
+/// heartbeat yet keeps what it has applied and waits, for at most
+/// [`confirm_after`](SecondaryOptions::confirm_after) (an owner without a WAL or heartbeats
+/// writes neither); then it reloads. A secondary that reads the WAL in that window anyway — one
+/// opening then, or one whose wait ran out — may apply such a commit; when the record appears
+/// it reloads, and the commit is gone from it. No acknowledged commit is ever missed or hidden.
 ///
 /// A branch the owner makes is picked up by a reload. Its branch point may be above what the
 /// secondary has applied of the parent (the parent's last commits not shipped yet): a read on
@@ -282,6 +288,7 @@ impl Secondary {
                 opened_under: None,
                 beat: None,
                 behind_since: None,
+                new_owner_since: None,
             }),
             status: watch::Sender::new(SecondaryStatus {
                 state: SecondaryState::Initializing,
@@ -559,6 +566,7 @@ impl Shared {
             old.supersede();
         }
         f.opened_under = under;
+        f.new_owner_since = None;
         drop(f);
         if n > 0 {
             self.status.send_modify(|s| s.reloads += 1);
@@ -577,6 +585,26 @@ impl Shared {
         };
         let (current, heartbeat, under) = store.block_on(owner(&self.storage))?;
         let opened_under = self.follower.lock().opened_under;
+        // A new owner that has neither recorded where its chunks start nor written a
+        // heartbeat is still opening: a fenced owner's late chunk (never acknowledged) may
+        // still land and read as valid until that start record exists. The secondary keeps
+        // what it has until then, for at most `confirm_after` (an owner without a WAL or a
+        // heartbeat writes neither).
+        if let Some((g, _)) = under
+            && opened_under.is_none_or(|(a, _)| g > a)
+            && heartbeat.is_none()
+            && !store.block_on(self.storage.wal_started(g))?
+        {
+            let since = *self
+                .follower
+                .lock()
+                .new_owner_since
+                .get_or_insert_with(Instant::now);
+            if since.elapsed() < self.options.confirm_after {
+                self.publish(current, None, 0, 0);
+                return Ok(());
+            }
+        }
         let (mut lag_chunks, mut lag_bytes) = (0u64, 0u64);
         let mut reload = opened_under.is_none() && under.is_some()
             || matches!((opened_under, under), (Some(a), Some(b)) if a != b);

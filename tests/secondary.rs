@@ -974,12 +974,25 @@ fn a_secondary_reloads_when_a_new_owner_numbers_its_chunks_anew() {
 
 /// Given an owner that dies (without releasing) and a new owner that claims and lists the
 /// chunks, when the old owner ships a chunk after that listing (its commit fails, fenced) and
-/// a secondary reloads before the new owner records where its chunks start, then once the new
-/// owner commits the secondary reads the new owner's commits: not the late chunk the new owner
-/// numbered over, and not without the new owner's chunk of the same number.
+/// the secondary polls before the new owner records where its chunks start, then it holds what
+/// it had (never shows the late chunk) and, once the new owner commits, reads the new owner's
+/// commits.
+#[test]
+fn a_secondary_polling_during_a_takeover_holds_until_the_new_owner_starts() {
+    takeover_poll(false);
+}
+
+/// As above, with no wait for the new owner (`confirm_after` zero): the secondary reloads in
+/// the window and reads the late chunk; once the new owner commits, it reads the new owner's
+/// commits, not the late chunk the new owner numbered over, and not without the new owner's
+/// chunk of the same number.
 #[test]
 fn a_secondary_that_reloaded_during_a_takeover_follows_the_new_owner() {
-    let backend = Backend::local(unique_prefix("secondary", "takeover-reload"));
+    takeover_poll(true);
+}
+
+fn takeover_poll(reload_at_once: bool) {
+    let backend = Backend::local(unique_prefix("secondary", "takeover-poll"));
     let (adir, bdir, sdir) = (
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
@@ -990,31 +1003,35 @@ fn a_secondary_that_reloaded_during_a_takeover_follows_the_new_owner() {
     let mut w = tl.writer().unwrap();
     let mut model = BTreeMap::new();
     commit_each(&mut w, 1..=3, &mut model);
-    let secondary = Arc::new(
-        Secondary::open(
-            secondary_options(sdir.path(), backend.remote())
-                .poll_interval(Duration::from_secs(3600)),
-        )
-        .unwrap(),
-    );
+    let mut options =
+        secondary_options(sdir.path(), backend.remote()).poll_interval(Duration::from_secs(3600));
+    if reload_at_once {
+        options = options.confirm_after(Duration::ZERO);
+    }
+    let secondary = Arc::new(Secondary::open(options).unwrap());
     check_main(&secondary, &model, 3);
-    let late = Arc::new(Mutex::new(None));
+    let seen = Arc::new(Mutex::new(None));
     let hook = {
-        let (secondary, late) = (secondary.clone(), late.clone());
+        let (secondary, seen, model) = (secondary.clone(), seen.clone(), model.clone());
         move || {
-            // The new owner listed chunks 1-3 and is about to record that its own start at 4.
+            // The new owner listed chunks 1-3 and is about to record its own start at 4.
             // The old owner's next commit lands as chunk 4 of generation 1, then fails.
             w.put(&key(1), Lsn(4), Value::image(b"late".to_vec()))
                 .unwrap();
             let err = w.finish_write(Lsn(4)).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
-            // The secondary sees the new owner and reloads, reading the late chunk.
             secondary.catch_up().unwrap();
-            *late.lock().unwrap() = secondary
-                .timeline("main")
-                .unwrap()
-                .get_blocking(&key(1), Lsn(4))
-                .unwrap();
+            let main = secondary.timeline("main").unwrap();
+            *seen.lock().unwrap() = Some(main.last_record_lsn());
+            if reload_at_once {
+                // It reloaded and read the late chunk.
+                assert_eq!(
+                    main.get_blocking(&key(1), Lsn(4)).unwrap().as_deref(),
+                    Some(&b"late"[..])
+                );
+            } else {
+                check_main(&secondary, &model, 3);
+            }
             drop((w, tl, first));
         }
     };
@@ -1024,7 +1041,8 @@ fn a_secondary_that_reloaded_during_a_takeover_follows_the_new_owner() {
         hook: Mutex::new(Some(Box::new(hook))),
     });
     let next = idle_primary(bdir.path(), backend.remote_on(store));
-    assert!(late.lock().unwrap().is_some(), "the hook ran");
+    let expect_seen = if reload_at_once { Lsn(4) } else { Lsn(3) };
+    assert_eq!(*seen.lock().unwrap(), Some(expect_seen), "the hook ran");
     let mut w = next.timeline("main").unwrap().writer().unwrap();
     commit_each(&mut w, 4..=5, &mut model);
     let status = secondary.catch_up().unwrap();

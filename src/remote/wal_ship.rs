@@ -67,7 +67,7 @@ use tokio::sync::{Notify, watch};
 use super::names::{
     WAL_DIR, WAL_STARTS_DIR, parse_wal_chunk, parse_wal_start, wal_chunk_object, wal_start_object,
 };
-use super::{Applied, Generation, RemoteCtx};
+use super::{Applied, Generation, RemoteCtx, RemoteStorage};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{WalRecord, decode_wal_segment, encode_wal_header};
 use crate::id::TimelineId;
@@ -295,6 +295,18 @@ impl Tail {
     /// How many chunks were read.
     pub(crate) fn chunk_count(&self) -> usize {
         self.chunks.len()
+    }
+}
+
+impl RemoteStorage {
+    /// Whether `generation` has recorded where its WAL chunks start (an owner does, with a
+    /// local WAL, once it has listed the chunks before it and before its first chunk).
+    pub(crate) async fn wal_started(&self, generation: Generation) -> Result<bool> {
+        Ok(self
+            .list(WAL_STARTS_DIR)
+            .await?
+            .iter()
+            .any(|(name, _)| parse_wal_start(name).is_some_and(|(g, _)| g == generation)))
     }
 }
 
