@@ -166,9 +166,8 @@ struct Follower {
     beat: Option<(u64, Instant)>,
     /// Since when the secondary has been behind, if it is.
     behind_since: Option<Instant>,
-    /// Since when a new owner has been seen that has not started (see
-    /// [`Shared::catch_up`]), if one has.
-    new_owner_since: Option<Instant>,
+    /// A new owner seen that has not started (see [`Shared::catch_up`]), and since when.
+    new_owner_since: Option<(Generation, Instant)>,
 }
 
 struct Shared {
@@ -208,12 +207,15 @@ struct Shared {
 /// start (`walstart`, written once it has listed the chunks before it) — a fenced owner's last
 /// chunk can land after the new owner listed the chunks. That chunk's commits were never
 /// acknowledged (the old owner's generation check after the upload fails) and the new owner
-/// does not replay them. So a secondary that sees a new owner with neither that record nor a
-/// heartbeat yet keeps what it has applied and waits, for at most
-/// [`confirm_after`](SecondaryOptions::confirm_after) (an owner without a WAL or heartbeats
-/// writes neither); then it reloads. A secondary that reads the WAL in that window anyway — one
-/// opening then, or one whose wait ran out — may apply such a commit; when the record appears
-/// it reloads, and the commit is gone from it. No acknowledged commit is ever missed or hidden.
+/// does not replay them. So a secondary holds — keeps what it has applied and applies nothing —
+/// while the newest claim is newer than every start record it lists and (for a reload) the new
+/// owner has written no heartbeat: a poll checks the claim again after listing the chunks, so
+/// one that read the old owner before the claim holds too. It holds for at most
+/// [`confirm_after`](SecondaryOptions::confirm_after) per new owner (an owner without a WAL
+/// writes no start record), then reloads. A secondary that reads the WAL in that window
+/// anyway — one opening then, or one whose hold ran out — may apply such a commit; when the
+/// record appears it reloads, and the commit is gone from it. No acknowledged commit is ever
+/// missed or hidden.
 ///
 /// A branch the owner makes is picked up by a reload. Its branch point may be above what the
 /// secondary has applied of the parent (the parent's last commits not shipped yet): a read on
@@ -594,16 +596,10 @@ impl Shared {
             && opened_under.is_none_or(|(a, _)| g > a)
             && heartbeat.is_none()
             && !store.block_on(self.storage.wal_started(g))?
+            && self.holds_for(g)
         {
-            let since = *self
-                .follower
-                .lock()
-                .new_owner_since
-                .get_or_insert_with(Instant::now);
-            if since.elapsed() < self.options.confirm_after {
-                self.publish(current, None, 0, 0);
-                return Ok(());
-            }
+            self.publish(current, heartbeat.as_ref(), 0, 0);
+            return Ok(());
         }
         let (mut lag_chunks, mut lag_bytes) = (0u64, 0u64);
         let mut reload = opened_under.is_none() && under.is_some()
@@ -611,6 +607,12 @@ impl Shared {
         if !reload {
             match store.follow_wal()? {
                 Followed::Reload => reload = true,
+                // The owner changed while the chunks were listed (the poll read the old one).
+                Followed::Hold(g) if self.holds_for(g) => {
+                    self.publish(current, heartbeat.as_ref(), 0, 0);
+                    return Ok(());
+                }
+                Followed::Hold(_) => reload = true,
                 Followed::Applied { chunks, bytes } => {
                     lag_chunks = chunks as u64;
                     lag_bytes = bytes;
@@ -634,6 +636,21 @@ impl Shared {
         }
         self.publish(current, heartbeat.as_ref(), lag_chunks, lag_bytes);
         Ok(())
+    }
+
+    /// Whether to keep holding for new owner `g`, which has not started: until
+    /// `confirm_after` has passed since it was first seen.
+    fn holds_for(&self, g: Generation) -> bool {
+        let mut f = self.follower.lock();
+        let since = match f.new_owner_since {
+            Some((h, since)) if h == g => since,
+            _ => {
+                let now = Instant::now();
+                f.new_owner_since = Some((g, now));
+                now
+            }
+        };
+        since.elapsed() < self.options.confirm_after
     }
 
     /// Publishes the status after a poll.

@@ -78,6 +78,10 @@ pub(crate) enum Followed {
     Applied { chunks: usize, bytes: u64 },
     /// Cannot continue from what it applied: reopen from the indexes.
     Reload,
+    /// Applied nothing: chunks were listed while an owner of this generation had claimed the
+    /// store without recording where its chunks start, so some may be a fenced owner's late
+    /// ones (see [`Store::follow_wal`]).
+    Hold(crate::remote::Generation),
 }
 
 /// What a restore did.
@@ -1133,8 +1137,10 @@ impl Store {
             ));
         };
         self.env.check()?;
-        let applied = *r.applied.lock();
-        let tail = match self.env.block_on(r.read_wal_after(Some(applied)))? {
+        // Held to the end: one catch-up at a time (the poller's and an explicit one would
+        // otherwise apply the same chunks twice, or move `applied` back).
+        let mut applied = r.applied.lock();
+        let tail = match self.env.block_on(r.read_wal_after(Some(*applied)))? {
             crate::remote::Follow::Gap => return Ok(Followed::Reload),
             crate::remote::Follow::Tail(t) => t,
         };
@@ -1146,6 +1152,18 @@ impl Store {
         {
             // A timeline created since the catalog this store opened with.
             return Ok(Followed::Reload);
+        }
+        if !tail.records.is_empty() {
+            // A fenced owner's late chunk lands only after its successor's claim, so a claim
+            // read after the listing shows it: one newer than every WAL start listed means a
+            // successor that has not recorded where its chunks start, and so has not yet
+            // settled which of the chunks listed are valid.
+            let claim = self.env.block_on(r.storage.current_generation())?;
+            if let Some((g, _)) = claim
+                && g > tail.newest_start
+            {
+                return Ok(Followed::Hold(g));
+            }
         }
         let (chunks, bytes) = (tail.chunk_count(), tail.bytes);
         let now = crate::remote::Applied {
@@ -1159,7 +1177,7 @@ impl Store {
             }
             tl.replay_commit(rec.lsn, rec.time_micros);
         }
-        *r.applied.lock() = now;
+        *applied = now;
         Ok(Followed::Applied { chunks, bytes })
     }
 

@@ -1054,3 +1054,78 @@ fn takeover_poll(reload_at_once: bool) {
         .close();
     block_on(next.close()).unwrap();
 }
+
+/// Given a poll that reads the owner before a new owner's claim but lists the WAL after the
+/// old owner's late chunk landed (the new owner claimed, listed chunks 1-3, and the old
+/// owner's next commit landed as chunk 4, then failed, fenced), when the poll runs, then it
+/// applies nothing (it finds the claim newer than every WAL start listed); once the new owner
+/// has started and committed, the secondary reads the new owner's commits.
+#[test]
+fn a_poll_straddling_a_new_owners_claim_does_not_apply_the_late_chunk() {
+    let backend = Backend::local(unique_prefix("secondary", "straddle"));
+    let (adir, bdir, sdir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let first = idle_primary(adir.path(), backend.remote());
+    let tl = block_on(first.create_timeline("main")).unwrap();
+    let mut w = tl.writer().unwrap();
+    let mut model = BTreeMap::new();
+    commit_each(&mut w, 1..=3, &mut model);
+    let (landed_tx, landed_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let next_thread: Arc<Mutex<Option<std::thread::JoinHandle<Store>>>> = Arc::default();
+    let hook = {
+        let next_thread = next_thread.clone();
+        let remote = backend.remote_on(Arc::new(Hooked {
+            inner: backend.store.clone(),
+            at: HookAt::WalStartUpload,
+            hook: Mutex::new(Some(Box::new(move || {
+                // The new owner claimed and listed chunks 1-3; the old owner's next commit
+                // lands as chunk 4 of generation 1, then fails.
+                w.put(&key(1), Lsn(4), Value::image(b"late".to_vec()))
+                    .unwrap();
+                let err = w.finish_write(Lsn(4)).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+                landed_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                drop((w, tl, first));
+            }))),
+        }));
+        let bpath = bdir.path().to_path_buf();
+        move || {
+            // Between this poll's owner read and its listing: the new owner opens up to its
+            // start record, and the late chunk lands.
+            let h = std::thread::spawn(move || idle_primary(&bpath, remote));
+            *next_thread.lock().unwrap() = Some(h);
+            landed_rx.recv().unwrap();
+        }
+    };
+    let store = Arc::new(Hooked {
+        inner: backend.store.clone(),
+        // The open's listing and its first catch-up's; the hook runs in the next one.
+        at: HookAt::WalListing(2.into()),
+        hook: Mutex::new(Some(Box::new(hook))),
+    });
+    let secondary = Secondary::open(
+        secondary_options(sdir.path(), backend.remote_on(store))
+            .poll_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    check_main(&secondary, &model, 3);
+    secondary.catch_up().unwrap();
+    let status = secondary.catch_up().unwrap();
+    assert_eq!(status.applied.get("main"), Some(&Lsn(3)), "{status:?}");
+    check_main(&secondary, &model, 3);
+    go_tx.send(()).unwrap();
+    let next = next_thread.lock().unwrap().take().unwrap().join().unwrap();
+    let mut w = next.timeline("main").unwrap().writer().unwrap();
+    commit_each(&mut w, 4..=5, &mut model);
+    let status = secondary.catch_up().unwrap();
+    assert_eq!(status.applied.get("main"), Some(&Lsn(5)), "{status:?}");
+    check_main(&secondary, &model, 5);
+    drop(w);
+    secondary.close();
+    block_on(next.close()).unwrap();
+}
