@@ -356,26 +356,23 @@ impl BlockCache {
         Ok(true)
     }
 
-    /// Empties the slots of a file being closed, so its blocks are freed now, and drops its
-    /// entries from the queue. The blocks leave their slots without the cache's lock (nothing
-    /// caches into a closed file's slots, and an eviction that finds a slot empty counts
-    /// nothing) and are freed after it: readers caching a block meanwhile wait only for the
-    /// counts and one pass over the queue, not for thousands of blocks to be freed.
+    /// Empties the slots of a file being closed and drops its entries from the queue; its
+    /// blocks are freed after the cache's lock is let go, so readers caching a block meanwhile
+    /// wait only for the slots to be emptied and one pass over the queue, not for thousands of
+    /// blocks to be freed.
     pub(crate) fn release(&self, slots: &Arc<BlockSlots>) {
         if self.capacity == 0 {
             return;
         }
         let mut taken = Vec::new();
-        let mut bytes = 0;
+        let mut fifo = self.fifo.lock();
         for slot in &slots.0 {
             if let Some(b) = slot.0.write().take() {
-                bytes += b.byte_len();
+                fifo.bytes -= b.byte_len();
+                fifo.blocks -= 1;
                 taken.push(b);
             }
         }
-        let mut fifo = self.fifo.lock();
-        fifo.bytes -= bytes;
-        fifo.blocks -= taken.len();
         fifo.order.retain(|(s, _)| !Arc::ptr_eq(s, slots));
         drop(fifo);
         drop(taken);

@@ -556,7 +556,18 @@ impl InMemoryLayer {
 
     /// Ends the layer at `end`, its pending puts applied.
     pub(crate) fn freeze(&self, end: Lsn) {
-        self.apply_pending();
+        let spare = {
+            let mut t = self.table.write();
+            t.apply_pending();
+            // Nothing is pushed any more: the chunk prepared for the next values goes.
+            let spare = t.values.take_spare();
+            self.note_memory(&t);
+            spare
+        };
+        if let Some(chunk) = spare {
+            // Unmapped off the writer's path, which freezes.
+            super::reaper::later(move || drop(chunk));
+        }
         self.end.store(end.0, Ordering::Release);
     }
 

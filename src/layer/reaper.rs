@@ -32,7 +32,7 @@ pub(crate) fn later(job: impl FnOnce() + Send + 'static) {
     let job = match queue.as_ref() {
         Some(tx) => match tx.send(job) {
             Ok(()) => return,
-            // The thread ended without clearing the queue (a job panicked): start another.
+            // The thread ended without clearing the queue: start another.
             Err(e) => e.0,
         },
         None => job,
@@ -54,17 +54,23 @@ pub(crate) fn later(job: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Runs a job; a panic in one (a drop) is not allowed to end the thread and drop the jobs
+/// queued behind it.
+fn run_one(job: Job) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+}
+
 /// The reaper thread: runs jobs until it has waited [`IDLE`] for one and none came.
 fn run(rx: &Receiver<Job>) {
     loop {
         match rx.recv_timeout(IDLE) {
-            Ok(job) => job(),
+            Ok(job) => run_one(job),
             Err(RecvTimeoutError::Timeout) => {
                 let mut queue = QUEUE.lock();
                 match rx.try_recv() {
                     Ok(job) => {
                         drop(queue);
-                        job();
+                        run_one(job);
                     }
                     Err(_) => {
                         *queue = None;

@@ -106,6 +106,11 @@ impl ValueArena {
         self.spare = Some(chunk);
     }
 
+    /// Takes the spare chunk out, if one is ready (a layer that takes no more values).
+    pub(crate) fn take_spare(&mut self) -> Option<Chunk> {
+        self.spare.take()
+    }
+
     /// The `len` bytes at `at`, as [`push`](Self::push) returned.
     pub(crate) fn get(&self, at: Location, len: usize) -> &[u8] {
         let (c, start) = ((at >> 32) as usize, at as u32 as usize);
@@ -195,6 +200,9 @@ mod tests {
             arena.push(&value);
         }
         assert!(arena.spare.is_none());
+        assert_eq!(arena.memory(), CHUNK_BYTES + value.len());
+        arena.set_spare(Chunk::faulted_in());
+        assert!(arena.take_spare().is_some());
         assert_eq!(arena.memory(), CHUNK_BYTES + value.len());
     }
 }
