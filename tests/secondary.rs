@@ -972,6 +972,50 @@ fn a_secondary_reloads_when_a_new_owner_numbers_its_chunks_anew() {
     block_on(next.close()).unwrap();
 }
 
+/// What the takeover tests expect of "main": `(key, lsn)` → value.
+type MainModel = BTreeMap<(u64, u64), Vec<u8>>;
+
+/// An owner in `dir` with timeline "main" and commits 1-3 (each a chunk), and their model.
+fn owner_with_three_commits(
+    dir: &std::path::Path,
+    backend: &Backend,
+) -> (
+    Store,
+    stratakv::Timeline,
+    stratakv::TimelineWriter,
+    MainModel,
+) {
+    let owner = idle_primary(dir, backend.remote());
+    let tl = block_on(owner.create_timeline("main")).unwrap();
+    let mut w = tl.writer().unwrap();
+    let mut model = BTreeMap::new();
+    commit_each(&mut w, 1..=3, &mut model);
+    (owner, tl, w, model)
+}
+
+/// A fenced owner's commit at LSN 4: its chunk lands, then the commit fails, never
+/// acknowledged (it stays out of the model).
+fn late_fenced_commit(w: &mut stratakv::TimelineWriter) {
+    w.put(&key(1), Lsn(4), Value::image(b"late".to_vec()))
+        .unwrap();
+    let err = w.finish_write(Lsn(4)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+}
+
+/// The new owner commits 4 and 5; the secondary's next poll applies them and reads every
+/// commit as the model says, none of the late one.
+fn new_owner_commits_and_secondary_follows(
+    next: &Store,
+    secondary: &Secondary,
+    model: &mut MainModel,
+) {
+    let mut w = next.timeline("main").unwrap().writer().unwrap();
+    commit_each(&mut w, 4..=5, model);
+    let status = secondary.catch_up().unwrap();
+    assert_eq!(status.applied.get("main"), Some(&Lsn(5)), "{status:?}");
+    check_main(secondary, model, 5);
+}
+
 /// Given an owner that dies (without releasing) and a new owner that claims and lists the
 /// chunks, when the old owner ships a chunk after that listing (its commit fails, fenced) and
 /// the secondary polls before the new owner records where its chunks start, then it holds what
@@ -998,11 +1042,7 @@ fn takeover_poll(reload_at_once: bool) {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let first = idle_primary(adir.path(), backend.remote());
-    let tl = block_on(first.create_timeline("main")).unwrap();
-    let mut w = tl.writer().unwrap();
-    let mut model = BTreeMap::new();
-    commit_each(&mut w, 1..=3, &mut model);
+    let (first, tl, mut w, mut model) = owner_with_three_commits(adir.path(), &backend);
     let mut options =
         secondary_options(sdir.path(), backend.remote()).poll_interval(Duration::from_secs(3600));
     if reload_at_once {
@@ -1016,10 +1056,7 @@ fn takeover_poll(reload_at_once: bool) {
         move || {
             // The new owner listed chunks 1-3 and is about to record its own start at 4.
             // The old owner's next commit lands as chunk 4 of generation 1, then fails.
-            w.put(&key(1), Lsn(4), Value::image(b"late".to_vec()))
-                .unwrap();
-            let err = w.finish_write(Lsn(4)).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+            late_fenced_commit(&mut w);
             secondary.catch_up().unwrap();
             let main = secondary.timeline("main").unwrap();
             *seen.lock().unwrap() = Some(main.last_record_lsn());
@@ -1043,12 +1080,7 @@ fn takeover_poll(reload_at_once: bool) {
     let next = idle_primary(bdir.path(), backend.remote_on(store));
     let expect_seen = if reload_at_once { Lsn(4) } else { Lsn(3) };
     assert_eq!(*seen.lock().unwrap(), Some(expect_seen), "the hook ran");
-    let mut w = next.timeline("main").unwrap().writer().unwrap();
-    commit_each(&mut w, 4..=5, &mut model);
-    let status = secondary.catch_up().unwrap();
-    assert_eq!(status.applied.get("main"), Some(&Lsn(5)), "{status:?}");
-    check_main(&secondary, &model, 5);
-    drop(w);
+    new_owner_commits_and_secondary_follows(&next, &secondary, &mut model);
     Arc::try_unwrap(secondary)
         .unwrap_or_else(|_| panic!("the hook is gone"))
         .close();
@@ -1068,11 +1100,7 @@ fn a_poll_straddling_a_new_owners_claim_does_not_apply_the_late_chunk() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let first = idle_primary(adir.path(), backend.remote());
-    let tl = block_on(first.create_timeline("main")).unwrap();
-    let mut w = tl.writer().unwrap();
-    let mut model = BTreeMap::new();
-    commit_each(&mut w, 1..=3, &mut model);
+    let (first, tl, mut w, mut model) = owner_with_three_commits(adir.path(), &backend);
     let (landed_tx, landed_rx) = std::sync::mpsc::channel::<()>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let next_thread: Arc<Mutex<Option<std::thread::JoinHandle<Store>>>> = Arc::default();
@@ -1084,10 +1112,7 @@ fn a_poll_straddling_a_new_owners_claim_does_not_apply_the_late_chunk() {
             hook: Mutex::new(Some(Box::new(move || {
                 // The new owner claimed and listed chunks 1-3; the old owner's next commit
                 // lands as chunk 4 of generation 1, then fails.
-                w.put(&key(1), Lsn(4), Value::image(b"late".to_vec()))
-                    .unwrap();
-                let err = w.finish_write(Lsn(4)).unwrap_err();
-                assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+                late_fenced_commit(&mut w);
                 landed_tx.send(()).unwrap();
                 go_rx.recv().unwrap();
                 drop((w, tl, first));
@@ -1120,12 +1145,7 @@ fn a_poll_straddling_a_new_owners_claim_does_not_apply_the_late_chunk() {
     check_main(&secondary, &model, 3);
     go_tx.send(()).unwrap();
     let next = next_thread.lock().unwrap().take().unwrap().join().unwrap();
-    let mut w = next.timeline("main").unwrap().writer().unwrap();
-    commit_each(&mut w, 4..=5, &mut model);
-    let status = secondary.catch_up().unwrap();
-    assert_eq!(status.applied.get("main"), Some(&Lsn(5)), "{status:?}");
-    check_main(&secondary, &model, 5);
-    drop(w);
+    new_owner_commits_and_secondary_follows(&next, &secondary, &mut model);
     secondary.close();
     block_on(next.close()).unwrap();
 }
