@@ -1,14 +1,24 @@
 //! The in-memory layer: the open one takes writes, frozen ones wait to be flushed.
 //!
-//! Each key is stored once (its bytes in its entry, or in an arena when long) and found through
-//! a hash table; versions are appended to one chunked vector in put order, each linking to the previous
-//! version of its key. A put is a hash lookup and two appends; a point read is a hash lookup and
-//! a walk down the key's versions, newest first. Nothing keeps the keys in order as they are
-//! written, which is what a tree would spend a put on (a cache miss per node on the way down):
-//! only scans and flushes need the order. A flush sorts the keys once. A scan sorts the keys
-//! added since the previous scan into a run and merges runs of similar size, so each key is
+//! Each key is stored once (its bytes in its entry, or in the value arena when long) and found
+//! through a hash table; versions are appended to one vector in put order, each linking to the
+//! previous version of its key. A put is a hash lookup and two appends; a point read is a hash
+//! lookup and a walk down the key's versions, newest first. Nothing keeps the keys in order as
+//! they are written, which is what a tree would spend a put on (a cache miss per node on the way
+//! down): only scans and flushes need the order. A flush sorts the keys once. A scan sorts the
+//! keys added since the previous scan into a run and merges runs of similar size, so each key is
 //! moved O(log n) times however scans and puts interleave, and a scan binary-searches O(log n)
 //! runs.
+//!
+//! **Readers take no lock.** One writer at a time changes a layer (under its writer lock), and
+//! only by appending: a key entry, a version or a value, once written, is never written again
+//! (but for a key's `newest`, an atomic) and never freed while the layer lives. Each is
+//! published with a `Release` store after it is written: a vector's length, an index slot, a
+//! key's `newest`. A reader that finds it through one of those sees it whole. The index is the
+//! one thing that grows by copying: the writer builds the larger copy, publishes it, and keeps
+//! the old one until the layer is dropped, since a reader may still be probing it. So a reader
+//! never waits for the writer — on a machine with fewer cores than busy threads, the writer
+//! preempted inside a lock held readers for milliseconds.
 //!
 //! The writer's puts go through a short pipeline ([`InMemoryLayer::put_pipelined`]): the hash
 //! lookup's two cache misses (the index slot, then the key's entry) are fetched ahead while
@@ -19,15 +29,15 @@ use std::cmp::Ordering as KeyOrdering;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use hashbrown::DefaultHashBuilder;
-use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
+use parking_lot::Mutex;
 
-use super::chunked::Chunked;
+use super::append_vec::AppendVec;
 use super::key_index::KeyIndex;
-use super::value_arena::{SMALL_VALUE, ValueArena};
+use super::value_arena::{ArenaCursor, SMALL_VALUE, ValueArena};
 use super::versions::Versions;
 use crate::format::OrdKey;
 use crate::hint::prefetch;
@@ -46,16 +56,15 @@ pub(crate) struct InMemoryLayer {
     start: Lsn,
     /// `u64::MAX` while open; the exclusive end once frozen.
     end: AtomicU64,
-    table: RwLock<Table>,
-    /// Key order for scans, over a prefix of the keys. Locked after `table`.
+    /// What readers read, without a lock.
+    table: Table,
+    /// The writer's side: held for every change to `table`.
+    writer: Mutex<Writer>,
+    /// Key order for scans, over a prefix of the keys.
     order: Mutex<Runs>,
     /// The memory the table holds ([`Table::memory`]), as of the last put; changed only under
-    /// `table`'s write lock.
+    /// the writer lock.
     bytes: AtomicUsize,
-    /// Set under `table`'s write lock when the next [`GROW_AHEAD`] new keys would make the
-    /// index or the key vector grow; the next put grows them first, off the write lock (see
-    /// [`grow_ahead`](InMemoryLayer::grow_ahead)).
-    grow_soon: AtomicBool,
 }
 
 impl Drop for InMemoryLayer {
@@ -63,10 +72,10 @@ impl Drop for InMemoryLayer {
         // A frozen layer's last reference is often a reader's snapshot, taken before the
         // flush published the layer file that replaced it: its memory (a layer's worth of
         // mapped chunks and vectors) is freed on the reaper thread, not in that get.
-        let table = self.table.get_mut();
-        if table.memory() >= REAP_BYTES {
-            let table = std::mem::replace(table, Table::new());
-            super::reaper::later(move || drop(table));
+        if *self.bytes.get_mut() >= REAP_BYTES {
+            let table = std::mem::replace(&mut self.table, Table::new());
+            let writer = std::mem::take(self.writer.get_mut());
+            super::reaper::later(move || drop((table, writer)));
         }
     }
 }
@@ -74,40 +83,50 @@ impl Drop for InMemoryLayer {
 /// Tables holding at least this much are freed on the reaper thread when dropped.
 const REAP_BYTES: usize = 1 << 20;
 
-/// How far ahead of need the table grows: more than the puts one write-lock section applies
-/// (a put and the pipeline it drains).
-const GROW_AHEAD: usize = 4 * PIPELINE_LAG + 4;
-
-/// A copy of `v` with room for `cap` elements. Only for plain data: the versions hold `Bytes`,
-/// which a reader's clone may change in place (promoting it to shared), so a bitwise copy of
-/// them taken beside readers would disagree with the original about who frees the buffer.
-fn larger_copy<T: Copy>(v: &[T], cap: usize) -> Vec<T> {
-    let mut n = Vec::with_capacity(cap.max(v.len()));
-    n.extend_from_slice(v);
-    n
-}
-
-/// The keys and versions of a layer.
+/// The keys and versions of a layer, as readers see them.
 struct Table {
     hasher: DefaultHashBuilder,
-    /// Every key's id, by the hash of the key's bytes.
-    index: KeyIndex,
+    /// Every key's id, by the hash of the key's bytes; owned (see [`Table::index`]).
+    index: AtomicPtr<KeyIndex>,
     /// By key id, in the order keys were first written (so by the LSN of their oldest version).
-    keys: Vec<KeyEntry>,
-    /// Every key's bytes, end to end.
-    arena: Vec<u8>,
-    /// Every version, in put order (so by LSN: puts never go backwards); in chunks, so a
-    /// put that needs room never copies the versions while readers wait.
-    versions: Chunked<Version>,
-    /// The values of up to [`SMALL_VALUE`] bytes, end to end.
+    keys: AppendVec<KeyEntry>,
+    /// Every version, in put order (so by LSN: puts never go backwards).
+    versions: AppendVec<Version>,
+    /// The values of up to [`SMALL_VALUE`] bytes, and keys longer than [`INLINE`] up to that,
+    /// end to end.
     values: ValueArena,
-    /// Longer values, each in its own buffer.
-    large: Chunked<Bytes>,
-    /// Bytes of the values in `large`.
-    large_bytes: usize,
+    /// Longer values and keys, each in its own buffer.
+    large: AppendVec<Bytes>,
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::into_raw` and is owned by the table; no reader
+        // outlives `&mut self`.
+        drop(unsafe { Box::from_raw(*self.index.get_mut()) });
+    }
+}
+
+/// What only the writer touches, under the writer lock.
+#[derive(Default)]
+struct Writer {
     /// Puts taken by [`InMemoryLayer::put_pipelined`] and not yet in the table, oldest first;
     /// none below an LSN in the table.
     pending: VecDeque<Pending>,
+    /// Where the next value goes in `values`.
+    cursor: ArenaCursor,
+    /// Bytes of the values and keys in `large`.
+    large_bytes: usize,
+    /// Indexes the table replaced by larger copies: a reader that loaded one before may still
+    /// be probing it, so they are freed with the layer. Boxed: a reader holds a reference to
+    /// the `KeyIndex` itself, which must not move.
+    #[allow(clippy::vec_box)]
+    retired: Vec<Box<KeyIndex>>,
+    /// Bytes of the `retired` indexes.
+    retired_bytes: usize,
+    /// Set by [`InMemoryLayer::split_off_above`]: the versions it moved out are hidden, not
+    /// freed, so the layer takes no more puts.
+    sealed: bool,
 }
 
 /// Puts a pipelined put runs ahead of the one it applies, per stage: a put's index slot is
@@ -148,19 +167,19 @@ impl Pending {
     }
 }
 
-/// Keys up to this long are stored in their [`KeyEntry`], longer ones in the arena.
+/// Keys up to this long are stored in their [`KeyEntry`], longer ones with the values.
 const INLINE: usize = 28;
 
 /// One cache line: a point read that finds a short key reads its bytes here.
 #[repr(align(64))]
-#[derive(Clone, Copy)]
 struct KeyEntry {
     head: u64,
-    /// Index in `versions` of the newest version.
-    newest: usize,
+    /// Index in `versions` of the newest version; stored with `Release` after it is written.
+    newest: AtomicUsize,
     oldest_lsn: Lsn,
-    /// Where the key's bytes start in the arena, when it is longer than `INLINE`.
-    at: usize,
+    /// Where a key longer than `INLINE` is: its location in `values`, or, when longer than
+    /// [`SMALL_VALUE`], its index in `large`.
+    at: u64,
     len: u32,
     /// A short key's bytes, then zeros (which [`Table::find_padded`] relies on).
     inline: [u8; INLINE],
@@ -170,17 +189,6 @@ const _: () = assert!(
     std::mem::size_of::<KeyEntry>() == 64,
     "a key entry fills one line"
 );
-
-impl KeyEntry {
-    fn key<'a>(&'a self, arena: &'a [u8]) -> &'a [u8] {
-        let len = self.len as usize;
-        if len <= INLINE {
-            &self.inline[..len]
-        } else {
-            &arena[self.at..self.at + len]
-        }
-    }
-}
 
 /// One version: 32 bytes, its value elsewhere ([`Table::value`]).
 struct Version {
@@ -240,32 +248,53 @@ impl Table {
     fn new() -> Table {
         Table {
             hasher: DefaultHashBuilder::default(),
-            index: KeyIndex::new(),
-            keys: Vec::new(),
-            arena: Vec::new(),
-            versions: Chunked::default(),
+            index: AtomicPtr::new(Box::into_raw(Box::new(KeyIndex::new()))),
+            keys: AppendVec::default(),
+            versions: AppendVec::default(),
             values: ValueArena::default(),
-            large: Chunked::default(),
-            large_bytes: 0,
-            pending: VecDeque::new(),
+            large: AppendVec::default(),
         }
     }
 
-    /// The memory the table holds, in bytes: its key entries, index and versions, and the
+    /// The key index readers probe.
+    fn index(&self) -> &KeyIndex {
+        // SAFETY: the pointer is always one from `Box::into_raw`, stored with `Release` after
+        // the index was built; an index it stops naming is kept (`Writer::retired`) until the
+        // layer is dropped, and the current one is freed only with the table.
+        unsafe { &*self.index.load(Ordering::Acquire) }
+    }
+
+    /// The memory the table holds, in bytes: its key entries, indexes and versions, and the
     /// bytes of keys and values. Grown capacity not written yet is left out (the kernel backs
     /// pages only once written), as are the short pipeline of pending puts and the key order
     /// a scan builds.
-    fn memory(&self) -> usize {
+    fn memory(&self, w: &Writer) -> usize {
         self.keys.len() * std::mem::size_of::<KeyEntry>()
-            + self.index.memory()
+            + self.index().memory()
+            + w.retired_bytes
             + self.versions.len() * std::mem::size_of::<Version>()
-            + self.arena.len()
-            + self.values.memory()
-            + self.large_bytes
+            + self.values.memory(&w.cursor)
+            + w.large_bytes
+    }
+
+    /// Stores `bytes` where a reader finds them by the returned location: in the arena, or
+    /// when longer than [`SMALL_VALUE`] in `large`. The caller is the writer.
+    fn store_bytes(&self, w: &mut Writer, bytes: Bytes) -> u64 {
+        if bytes.len() <= SMALL_VALUE {
+            // SAFETY: the writer lock (held by the caller, whose `Writer` this is) makes this
+            // the only pusher, and the cursor is the one every push to `values` used.
+            unsafe { self.values.push(&mut w.cursor, &bytes) }
+        } else {
+            // The buffer, and its `Bytes` and the allocator's header beside it.
+            w.large_bytes += bytes.len() + LARGE_OVERHEAD;
+            // SAFETY: the only pusher, under the writer lock.
+            unsafe { self.large.push(bytes) };
+            self.large.len() as u64 - 1
+        }
     }
 
     /// Stores `value`: returns where it is, its length and its kind for a [`Version`].
-    fn store(&mut self, value: Value) -> (u64, u32, u8) {
+    fn store(&self, w: &mut Writer, value: Value) -> (u64, u32, u8) {
         let (kind, bytes) = match value {
             Value::Tombstone => return (0, 0, KIND_TOMBSTONE),
             Value::Image(b) => (KIND_IMAGE, b),
@@ -280,25 +309,22 @@ impl Table {
         };
         // Values are at most `max_value_len`, which options keep far below 4 GiB.
         let len = bytes.len() as u32;
-        if bytes.len() <= SMALL_VALUE {
-            (self.values.push(&bytes), len, kind)
+        let large = if bytes.len() > SMALL_VALUE { LARGE } else { 0 };
+        (self.store_bytes(w, bytes), len, kind | large)
+    }
+
+    /// The bytes stored at `at` ([`store_bytes`](Self::store_bytes)), `len` long.
+    fn stored(&self, at: u64, len: usize) -> &[u8] {
+        if len > SMALL_VALUE {
+            &self.large.get(at as usize).expect("a stored buffer")[..]
         } else {
-            // The buffer, and its `Bytes` and the allocator's header beside it.
-            self.large_bytes += bytes.len() + LARGE_OVERHEAD;
-            self.large.push(bytes);
-            (self.large.len() as u64 - 1, len, kind | LARGE)
+            self.values.get(at, len)
         }
     }
 
     /// The value of `v`, borrowed.
     fn value_ref(&self, v: &Version) -> ValueRef<'_> {
-        let bytes = || {
-            if v.kind & LARGE != 0 {
-                &self.large[v.at as usize][..]
-            } else {
-                self.values.get(v.at, v.len as usize)
-            }
-        };
+        let bytes = || self.stored(v.at, v.len as usize);
         match v.kind & !LARGE {
             KIND_IMAGE => ValueRef::Image(bytes()),
             KIND_DELTA => ValueRef::Delta {
@@ -317,7 +343,10 @@ impl Table {
     fn value(&self, v: &Version) -> Value {
         self.value_ref(v).to_value_with(|b| {
             if v.kind & LARGE != 0 {
-                self.large[v.at as usize].clone()
+                self.large
+                    .get(v.at as usize)
+                    .expect("a stored buffer")
+                    .clone()
             } else {
                 Bytes::copy_from_slice(b)
             }
@@ -326,26 +355,26 @@ impl Table {
 
     /// Fetches the key entry the index most likely holds for `hash` into the CPU cache.
     fn prefetch_entry(&self, hash: u64) {
-        if let Some(k) = self.index.likely(hash).and_then(|id| self.keys.get(id)) {
+        if let Some(k) = self.index().likely(hash).and_then(|id| self.keys.get(id)) {
             prefetch(k);
         }
     }
 
     /// Applies every pending put, in order.
-    fn apply_pending(&mut self) {
-        if self.pending.is_empty() {
+    fn apply_pending(&self, w: &mut Writer) {
+        if w.pending.is_empty() {
             return;
         }
         // Entries of the puts that arrived last were not fetched yet: ask for them all first.
-        for p in &self.pending {
+        for p in &w.pending {
             self.prefetch_entry(p.hash);
         }
-        while let Some(p) = self.pending.pop_front() {
-            self.apply_one(p);
+        while let Some(p) = w.pending.pop_front() {
+            self.apply_one(w, p);
         }
     }
 
-    fn apply_one(&mut self, p: Pending) {
+    fn apply_one(&self, w: &mut Writer, p: Pending) {
         let Pending {
             hash,
             lsn,
@@ -355,67 +384,118 @@ impl Table {
         } = p;
         let len = usize::from(len);
         let found = self.find_padded(hash, len, &key);
-        self.apply_found(found, hash, &key[..len], lsn, value);
+        self.apply_found(w, found, hash, &key[..len], lsn, value);
     }
 
     /// Adds a version to the table: the key's newest, at the newest LSN.
-    fn apply(&mut self, hash: u64, key: &[u8], lsn: Lsn, value: Value) {
+    fn apply(&self, w: &mut Writer, hash: u64, key: &[u8], lsn: Lsn, value: Value) {
         let found = self.find_hashed(hash, key);
-        self.apply_found(found, hash, key, lsn, value);
+        self.apply_found(w, found, hash, key, lsn, value);
     }
 
     /// As [`apply`](Self::apply), where `found` is the key's id if the table has the key.
-    fn apply_found(&mut self, found: Option<usize>, hash: u64, key: &[u8], lsn: Lsn, value: Value) {
+    /// Writes the version, then publishes it (a new key's entry, then its index slot; an
+    /// existing key's `newest`), each with `Release`.
+    fn apply_found(
+        &self,
+        w: &mut Writer,
+        found: Option<usize>,
+        hash: u64,
+        key: &[u8],
+        lsn: Lsn,
+        value: Value,
+    ) {
+        assert!(!w.sealed, "a put to an in-memory layer after a split");
         let at = self.versions.len();
-        let (older, key_id) = match found {
-            Some(id) => (std::mem::replace(&mut self.keys[id].newest, at), id),
-            None => {
-                let id = self.keys.len();
-                let mut entry = KeyEntry {
-                    head: OrdKey::new(key).head(),
-                    newest: at,
-                    oldest_lsn: lsn,
-                    at: self.arena.len(),
-                    // Keys are at most `max_key_len`, which options keep far below 4 GiB.
-                    len: key.len() as u32,
-                    inline: [0; INLINE],
-                };
-                if key.len() <= INLINE {
-                    entry.inline[..key.len()].copy_from_slice(key);
-                } else {
-                    self.arena.extend_from_slice(key);
-                }
-                self.keys.push(entry);
-                self.index.insert(hash, id);
-                (NONE, id)
-            }
+        let id = found.unwrap_or(self.keys.len());
+        let older = match found {
+            Some(id) => self.entry(id).newest.load(Ordering::Relaxed),
+            None => NONE,
         };
-        debug_assert!(at < OLDER_NONE as usize && key_id < u32::MAX as usize);
-        let (value_at, len, kind) = self.store(value);
-        self.versions.push(Version {
-            lsn,
-            at: value_at,
-            len,
-            older: if older == NONE {
-                OLDER_NONE
-            } else {
-                older as u32
-            },
-            key: key_id as u32,
-            kind,
-        });
+        debug_assert!(at < OLDER_NONE as usize && id < u32::MAX as usize);
+        let (value_at, len, kind) = self.store(w, value);
+        // SAFETY: the only pusher, under the writer lock (the caller's `Writer`).
+        unsafe {
+            self.versions.push(Version {
+                lsn,
+                at: value_at,
+                len,
+                older: if older == NONE {
+                    OLDER_NONE
+                } else {
+                    older as u32
+                },
+                key: id as u32,
+                kind,
+            });
+        }
+        if let Some(id) = found {
+            self.entry(id).newest.store(at, Ordering::Release);
+            return;
+        }
+        let mut entry = KeyEntry {
+            head: OrdKey::new(key).head(),
+            newest: AtomicUsize::new(at),
+            oldest_lsn: lsn,
+            at: 0,
+            // Keys are at most `max_key_len`, which options keep below 64 KiB.
+            len: key.len() as u32,
+            inline: [0; INLINE],
+        };
+        if key.len() <= INLINE {
+            entry.inline[..key.len()].copy_from_slice(key);
+        } else {
+            entry.at = self.store_bytes(w, Bytes::copy_from_slice(key));
+        }
+        // SAFETY: the only pusher, under the writer lock.
+        unsafe { self.keys.push(entry) };
+        if self.index().needs_room_for(1) {
+            let grown = Box::into_raw(Box::new(self.index().grown()));
+            let old = self.index.swap(grown, Ordering::AcqRel);
+            // SAFETY: `old` came from `Box::into_raw`; it is kept, not freed (see `index`).
+            let old = unsafe { Box::from_raw(old) };
+            w.retired_bytes += old.memory();
+            w.retired.push(old);
+        }
+        self.index().insert(hash, id);
+    }
+
+    /// Key entry `id`, which the caller knows was written (hidden by a split or not: a
+    /// reader may hold an id from before the split).
+    fn entry(&self, id: usize) -> &KeyEntry {
+        self.keys
+            .get_written(id)
+            .expect("a key id the table handed out")
+    }
+
+    /// The newest version of key `id`.
+    fn newest(&self, id: usize) -> Option<&Version> {
+        self.versions
+            .get_written(self.entry(id).newest.load(Ordering::Acquire))
+    }
+
+    fn entry_key<'a>(&'a self, k: &'a KeyEntry) -> &'a [u8] {
+        let len = k.len as usize;
+        if len <= INLINE {
+            &k.inline[..len]
+        } else {
+            self.stored(k.at, len)
+        }
     }
 
     fn key(&self, id: usize) -> &[u8] {
-        self.keys[id].key(&self.arena)
+        self.entry_key(self.entry(id))
     }
 
     fn find(&self, key: &[u8]) -> Option<usize> {
         self.find_hashed(self.hasher.hash_one(key), key)
     }
 
+    /// The id of `key`, if a reader may see it: a key a split hid is not found.
     fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
-        self.index.find(hash, |id| self.key(id) == key)
+        self.index().find(hash, |id| {
+            self.keys.get(id).is_some_and(|k| self.entry_key(k) == key)
+        })
     }
 
     /// As [`find_hashed`](Self::find_hashed) for a key of `len` bytes given zero-padded: a
@@ -425,17 +505,20 @@ impl Table {
         let Some(short) = padded.first_chunk::<INLINE>().filter(|_| len <= INLINE) else {
             return self.find_hashed(hash, &padded[..len]);
         };
-        self.index.find(hash, |id| {
-            let k = &self.keys[id];
-            k.len as usize == len && k.inline == *short
+        self.index().find(hash, |id| {
+            self.keys
+                .get(id)
+                .is_some_and(|k| k.len as usize == len && k.inline == *short)
         })
     }
 
-    /// The key's versions, newest first.
+    /// The key's versions, newest first. Follows the links it loads, hidden versions
+    /// included: a reader that loaded `newest` before a split unlinked it still reaches the
+    /// key's older versions through them.
     fn chain(&self, id: usize) -> impl Iterator<Item = &Version> {
-        let mut v = self.keys[id].newest;
+        let mut v = self.entry(id).newest.load(Ordering::Acquire);
         std::iter::from_fn(move || {
-            let version = self.versions.get(v)?;
+            let version = self.versions.get_written(v)?;
             v = version.older();
             Some(version)
         })
@@ -450,9 +533,14 @@ impl Table {
         s.0.cmp(&head).then_with(|| self.key(s.1).cmp(key))
     }
 
+    /// Keys with ids `from..to`, unsorted.
+    fn unsorted(&self, from: usize, to: usize) -> Vec<Sorted> {
+        (from..to).map(|id| (self.entry(id).head, id)).collect()
+    }
+
     /// Every key id, sorted by key.
     fn sorted_ids(&self) -> Vec<Sorted> {
-        let mut ids: Vec<Sorted> = self.keys.iter().map(|k| k.head).zip(0..).collect();
+        let mut ids = self.unsorted(0, self.keys.len());
         ids.sort_unstable_by(|a, b| self.cmp_sorted(a, b));
         ids
     }
@@ -462,16 +550,13 @@ impl Runs {
     /// Sorts keys added since the last run into a new run when there are enough of them, then
     /// merges the newest runs while the older of the two is at most twice the size of the newer.
     fn catch_up(&mut self, t: &Table) {
-        if t.keys.len() - self.covered < RUN_MIN {
+        let len = t.keys.len();
+        if len < self.covered + RUN_MIN {
             return;
         }
-        let mut run: Vec<Sorted> = t.keys[self.covered..]
-            .iter()
-            .map(|k| k.head)
-            .zip(self.covered..)
-            .collect();
+        let mut run = t.unsorted(self.covered, len);
         run.sort_unstable_by(|a, b| t.cmp_sorted(a, b));
-        self.covered = t.keys.len();
+        self.covered = len;
         self.runs.push(run);
         while let [.., older, newer] = &self.runs[..]
             && older.len() <= 2 * newer.len()
@@ -500,49 +585,10 @@ impl InMemoryLayer {
         InMemoryLayer {
             start,
             end: AtomicU64::new(u64::MAX),
-            table: RwLock::new(Table::new()),
+            table: Table::new(),
+            writer: Mutex::new(Writer::default()),
             order: Mutex::new(Runs::default()),
             bytes: AtomicUsize::new(0),
-            grow_soon: AtomicBool::new(false),
-        }
-    }
-
-    /// Grows the key index and the key vector ahead of need, when a put found them close to
-    /// full, and maps and faults in the value arena's next chunk (a mapping and its page
-    /// faults under the write lock were the commonest place a reader found the writer
-    /// preempted while it waited). The larger copies are built under an upgradable read lock,
-    /// so reads go on meanwhile; only the swap takes the write lock. Rebuilding the index inside a put, under
-    /// the write lock, kept reads of a layer of a million keys waiting for milliseconds. (The
-    /// versions are never copied: they grow by a chunk, see [`Chunked`].)
-    fn grow_ahead(&self) {
-        let t = self.table.upgradable_read();
-        let index = t.index.needs_room_for(GROW_AHEAD).then(|| t.index.grown());
-        let keys = (t.keys.len() + GROW_AHEAD > t.keys.capacity())
-            .then(|| larger_copy(&t.keys, 2 * t.keys.len() + GROW_AHEAD));
-        let values = t
-            .values
-            .needs_spare()
-            .then(super::value_arena::Chunk::faulted_in);
-        let mut t = RwLockUpgradableReadGuard::upgrade(t);
-        if let Some(i) = index {
-            t.index = i;
-        }
-        if let Some(c) = values {
-            t.values.set_spare(c);
-        }
-        let old_keys = keys.map(|k| std::mem::replace(&mut t.keys, k));
-        self.grow_soon.store(false, Ordering::Relaxed);
-        drop(t);
-        drop(old_keys);
-    }
-
-    /// Notes, under the write lock, whether the table should grow before the next put.
-    fn note_room(&self, t: &Table) {
-        if t.index.needs_room_for(GROW_AHEAD)
-            || t.keys.len() + GROW_AHEAD > t.keys.capacity()
-            || t.values.needs_spare()
-        {
-            self.grow_soon.store(true, Ordering::Relaxed);
         }
     }
 
@@ -556,24 +602,17 @@ impl InMemoryLayer {
 
     /// Ends the layer at `end`, its pending puts applied.
     pub(crate) fn freeze(&self, end: Lsn) {
-        let spare = {
-            let mut t = self.table.write();
-            t.apply_pending();
-            // Nothing is pushed any more: the chunk prepared for the next values goes.
-            let spare = t.values.take_spare();
-            self.note_memory(&t);
-            spare
-        };
-        if let Some(chunk) = spare {
-            // Unmapped off the writer's path, which freezes.
-            super::reaper::later(move || drop(chunk));
+        {
+            let mut w = self.writer.lock();
+            self.table.apply_pending(&mut w);
+            self.note_memory(&w);
         }
         self.end.store(end.0, Ordering::Release);
     }
 
-    /// Notes the memory `t` holds; the caller holds the table's write lock.
-    fn note_memory(&self, t: &Table) {
-        self.bytes.store(t.memory(), Ordering::Relaxed);
+    /// Notes the memory the table holds; the caller holds the writer lock.
+    fn note_memory(&self, w: &Writer) {
+        self.bytes.store(self.table.memory(w), Ordering::Relaxed);
     }
 
     /// The memory the layer holds, in bytes, as of its last put: what `freeze_bytes` bounds.
@@ -582,16 +621,17 @@ impl InMemoryLayer {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        let t = self.table.read();
-        t.versions.is_empty() && t.pending.is_empty()
+        let w = self.writer.lock();
+        self.table.versions.is_empty() && w.pending.is_empty()
     }
 
     /// Whether `(key, lsn)` is already written here, pending puts included.
     pub(crate) fn contains(&self, key: &[u8], lsn: Lsn) -> bool {
-        let t = self.table.read();
-        if t.pending.iter().any(|p| p.lsn == lsn && p.key() == key) {
+        let w = self.writer.lock();
+        if w.pending.iter().any(|p| p.lsn == lsn && p.key() == key) {
             return true;
         }
+        let t = &self.table;
         let Some(id) = t.find(key) else {
             return false;
         };
@@ -603,15 +643,12 @@ impl InMemoryLayer {
     /// Adds a version; the caller has checked that `(key, lsn)` is new and `lsn` is the newest
     /// LSN written to this layer so far.
     pub(crate) fn put(&self, key: &[u8], lsn: Lsn, value: Value) {
-        if self.grow_soon.load(Ordering::Relaxed) {
-            self.grow_ahead();
-        }
-        let mut t = self.table.write();
-        t.apply_pending();
+        let mut w = self.writer.lock();
+        let t = &self.table;
+        t.apply_pending(&mut w);
         let hash = t.hasher.hash_one(key);
-        t.apply(hash, key, lsn, value);
-        self.note_room(&t);
-        self.note_memory(&t);
+        t.apply(&mut w, hash, key, lsn, value);
+        self.note_memory(&w);
     }
 
     /// As [`put`](Self::put), but the version may wait in a short pipeline, invisible to
@@ -623,36 +660,33 @@ impl InMemoryLayer {
         if key.len() > PIPELINE_KEY {
             return self.put(key, lsn, value);
         }
-        if self.grow_soon.load(Ordering::Relaxed) {
-            self.grow_ahead();
-        }
-        let mut guard = self.table.write();
-        let t = &mut *guard;
+        let mut guard = self.writer.lock();
+        let w = &mut *guard;
+        let t = &self.table;
         let hash = t.hasher.hash_one(key);
-        t.index.prefetch(hash);
-        t.pending.push_back(Pending::new(hash, key, lsn, value));
-        if let Some(mid) = t.pending.len().checked_sub(PIPELINE_LAG + 1) {
-            t.prefetch_entry(t.pending[mid].hash);
+        t.index().prefetch(hash);
+        w.pending.push_back(Pending::new(hash, key, lsn, value));
+        if let Some(mid) = w.pending.len().checked_sub(PIPELINE_LAG + 1) {
+            t.prefetch_entry(w.pending[mid].hash);
         }
-        if t.pending.len() > 2 * PIPELINE_LAG
-            && let Some(p) = t.pending.pop_front()
+        if w.pending.len() > 2 * PIPELINE_LAG
+            && let Some(p) = w.pending.pop_front()
         {
-            t.apply_one(p);
+            t.apply_one(w, p);
         }
-        self.note_room(t);
-        self.note_memory(t);
+        self.note_memory(w);
     }
 
     /// Applies the puts waiting in the pipeline: reads see them from now on.
     pub(crate) fn apply_pending(&self) {
-        let mut t = self.table.write();
-        t.apply_pending();
-        self.note_memory(&t);
+        let mut w = self.writer.lock();
+        self.table.apply_pending(&mut w);
+        self.note_memory(&w);
     }
 
     /// Collects versions of `key` in `[start, cont)`, newest first; returns whether complete.
     pub(crate) fn collect(&self, key: &[u8], cont: Lsn, out: &mut Versions) -> bool {
-        let t = self.table.read();
+        let t = &self.table;
         let Some(id) = t.find(key) else {
             return false;
         };
@@ -666,7 +700,7 @@ impl InMemoryLayer {
 
     /// Every version of `key` in the layer, oldest first.
     pub(crate) fn versions_of(&self, key: &[u8]) -> Vec<(Lsn, Value)> {
-        let t = self.table.read();
+        let t = &self.table;
         let Some(id) = t.find(key) else {
             return Vec::new();
         };
@@ -674,7 +708,6 @@ impl InMemoryLayer {
         out.reverse();
         out
     }
-
     /// Keys in the bounds that have a version below `cont`, appended to `out` (in no
     /// particular order).
     pub(crate) fn keys_in(
@@ -697,9 +730,9 @@ impl InMemoryLayer {
         cont: Lsn,
         out: &mut Vec<Bytes>,
     ) {
-        let t = self.table.read();
+        let t = &self.table;
         let mut order = self.order.lock();
-        order.catch_up(&t);
+        order.catch_up(t);
         let below_hi = |key: &[u8]| match hi {
             Bound::Included(h) => key <= h,
             Bound::Excluded(h) => key < h,
@@ -707,7 +740,7 @@ impl InMemoryLayer {
         };
         let mut take = |id: usize| {
             let changed = if from == Lsn::ZERO {
-                t.keys[id].oldest_lsn < cont
+                t.entry(id).oldest_lsn < cont
             } else {
                 t.chain(id)
                     .find(|v| v.lsn < cont)
@@ -746,7 +779,7 @@ impl InMemoryLayer {
     /// The LSN of the `n`-th version (counting from 1) at or above `from`, if the layer holds
     /// that many: where a reader taking at most `n` versions in LSN order stops.
     pub(crate) fn nth_lsn_from(&self, from: Lsn, n: usize) -> Option<Lsn> {
-        let t = self.table.read();
+        let t = &self.table;
         let first = t.versions.partition_point(|v| v.lsn < from);
         t.versions.get(first + n.checked_sub(1)?).map(|v| v.lsn)
     }
@@ -754,7 +787,7 @@ impl InMemoryLayer {
     /// Appends every version at LSNs in `[from, to]`, in LSN order (puts at one LSN in put
     /// order), found by binary search: the cost follows the versions taken, not the layer.
     pub(crate) fn versions_between(&self, from: Lsn, to: Lsn, out: &mut Vec<(Bytes, Lsn, Value)>) {
-        let t = self.table.read();
+        let t = &self.table;
         let first = t.versions.partition_point(|v| v.lsn < from);
         for v in t.versions.iter_from(first).take_while(|v| v.lsn <= to) {
             out.push((
@@ -765,56 +798,62 @@ impl InMemoryLayer {
         }
     }
 
-    /// Moves every version above `lsn` into a new layer starting at `lsn + 1`.
+    /// Moves every version above `lsn` into a new layer starting at `lsn + 1`. This layer
+    /// takes no more puts: the moved versions (and keys first written above `lsn`) are
+    /// unlinked and hidden from readers, not freed, since a reader may be reading them.
     pub(crate) fn split_off_above(&self, lsn: Lsn) -> InMemoryLayer {
         let next = InMemoryLayer::new(lsn.next());
-        let mut t = self.table.write();
-        let t = &mut *t;
-        t.apply_pending();
+        let mut w = self.writer.lock();
+        let t = &self.table;
+        t.apply_pending(&mut w);
         let cut = t.versions.partition_point(|v| v.lsn <= lsn);
         if cut == t.versions.len() {
             return next;
         }
         // Unlink the versions from `cut` on, noting whose they were.
         let mut moved = Vec::with_capacity(t.versions.len() - cut);
-        for (id, k) in t.keys.iter_mut().enumerate() {
-            while k.newest != NONE && k.newest >= cut {
-                moved.push((k.newest, id));
-                k.newest = t.versions[k.newest].older();
+        for id in 0..t.keys.len() {
+            let k = t.entry(id);
+            let mut newest = k.newest.load(Ordering::Relaxed);
+            while newest != NONE && newest >= cut {
+                moved.push((newest, id));
+                newest = t.versions.get(newest).expect("a version").older();
             }
+            k.newest.store(newest, Ordering::Release);
         }
         moved.sort_unstable();
         for &(v, id) in &moved {
-            let version = &t.versions[v];
+            let version = t.versions.get(v).expect("a version");
             next.put(t.key(id), version.lsn, t.value(version));
         }
-        // Values are stored in version order: those of the moved versions are the last ones.
-        if let Some(first) = t.versions.iter_from(cut).find(|v| v.in_arena()) {
-            t.values.truncate(first.at);
-        }
-        if let Some(first) = t.versions.iter_from(cut).find(|v| v.kind & LARGE != 0) {
-            let first = first.at as usize;
-            for i in first..t.large.len() {
-                t.large_bytes -= t.large[i].len() + LARGE_OVERHEAD;
-            }
-            t.large.truncate(first);
-        }
-        t.versions.truncate(cut);
-        // Keys first written above `lsn` are the newest ones: drop them.
+        // Keys first written above `lsn` are the newest ones: hidden from scans first (under
+        // the order lock scans hold), then from point reads.
         let kept = t.keys.partition_point(|k| k.oldest_lsn <= lsn);
-        if let Some(first_dropped) = t.keys.get(kept) {
-            t.arena.truncate(first_dropped.at);
-        }
-        t.keys.truncate(kept);
-        t.index.retain(|id| id < kept);
         let mut order = self.order.lock();
         for run in &mut order.runs {
             run.retain(|&(_, id)| id < kept);
         }
         order.runs.retain(|run| !run.is_empty());
         order.covered = order.covered.min(kept);
-        self.note_memory(t);
+        t.keys.hide_from(kept);
+        t.versions.hide_from(cut);
+        drop(order);
+        w.sealed = true;
+        self.note_memory(&w);
         next
+    }
+
+    /// A new layer with the same start holding this one's versions at or below `lsn`, put in
+    /// the same order.
+    pub(crate) fn copy_up_to(&self, lsn: Lsn) -> InMemoryLayer {
+        self.apply_pending();
+        let copy = InMemoryLayer::new(self.start);
+        let mut versions = Vec::new();
+        self.versions_between(self.start, lsn, &mut versions);
+        for (key, lsn, value) in versions {
+            copy.put(&key, lsn, value);
+        }
+        copy
     }
 
     /// Calls `f` for every version in `(key, lsn)` order.
@@ -822,23 +861,20 @@ impl InMemoryLayer {
         &self,
         mut f: impl FnMut(&[u8], Lsn, ValueRef<'_>) -> crate::Result<()>,
     ) -> crate::Result<()> {
-        let t = self.table.read();
+        let t = &self.table;
         let ids = t.sorted_ids();
         let mut chain = Vec::new();
         for (i, &(_, id)) in ids.iter().enumerate() {
             // Key order visits keys and versions in no order in memory: ask for them ahead.
             if let Some(&(_, ahead)) = ids.get(i + 16) {
-                prefetch(&t.keys[ahead]);
+                prefetch(t.entry(ahead));
             }
-            if let Some(v) = ids
-                .get(i + 8)
-                .and_then(|&(_, a)| t.versions.get(t.keys[a].newest))
-            {
+            if let Some(v) = ids.get(i + 8).and_then(|&(_, a)| t.newest(a)) {
                 prefetch(v);
             }
             if let Some(v) = ids
                 .get(i + 4)
-                .and_then(|&(_, a)| t.versions.get(t.keys[a].newest))
+                .and_then(|&(_, a)| t.newest(a))
                 .filter(|v| v.in_arena())
             {
                 prefetch(t.values.get(v.at, v.len as usize).as_ptr());
@@ -970,7 +1006,7 @@ mod tests {
         layer.put_pipelined(b"k", Lsn(1), value(1));
         layer.apply_pending();
         let applied = layer.size();
-        assert_eq!(applied, layer.table.read().memory());
+        assert_eq!(applied, layer.table.memory(&layer.writer.lock()));
         assert!(applied >= 32, "{applied}");
         let frozen = InMemoryLayer::new(Lsn(1));
         frozen.put_pipelined(b"k", Lsn(1), value(1));
@@ -1006,9 +1042,11 @@ mod tests {
                     prop_assert_eq!(dump(&layer), flat(&model));
                 }
                 Some(split_at) => {
+                    let below = layer.copy_up_to(Lsn(split_at));
                     let above = layer.split_off_above(Lsn(split_at));
                     let high = split_model(&mut model, split_at);
                     prop_assert_eq!(dump(&layer), flat(&model));
+                    prop_assert_eq!(dump(&below), flat(&model));
                     prop_assert_eq!(dump(&above), flat(&high));
                 }
             }
@@ -1020,15 +1058,16 @@ mod tests {
         fn colliding_keys_are_told_apart(
             puts in proptest::collection::vec((key_strategy(), any::<bool>()), 1..100),
         ) {
-            let mut t = Table::new();
+            let t = Table::new();
+            let mut w = Writer::default();
             let mut model: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
             for (lsn, (key, pipelined)) in (1..).zip(puts) {
                 // One hash for every key: each lookup compares keys.
                 let hash = 7;
                 if pipelined && key.len() <= PIPELINE_KEY {
-                    t.apply_one(Pending::new(hash, &key, Lsn(lsn), value(lsn)));
+                    t.apply_one(&mut w, Pending::new(hash, &key, Lsn(lsn), value(lsn)));
                 } else {
-                    t.apply(hash, &key, Lsn(lsn), value(lsn));
+                    t.apply(&mut w, hash, &key, Lsn(lsn), value(lsn));
                 }
                 model.entry(key).or_default().insert(0, lsn);
             }
@@ -1114,10 +1153,76 @@ mod tests {
                 check_keys_in(&layer, &model, lo, hi, *cont);
                 check_keys_in(&above, &high, lo, hi, *cont);
             }
-            // The split layer still takes puts after its old newest LSN.
-            let key = vec![7u8; 3];
-            layer.put(&key, Lsn(split_at.max(lsn) + 1), value(0));
-            prop_assert!(layer.contains(&key, Lsn(split_at.max(lsn) + 1)));
         }
+    }
+
+    /// Readers on two threads read while the writer puts, publishes and finally splits the
+    /// layer: every read at a published LSN finds the newest version at or below it, whole.
+    /// Key `l % KEYS` is written at LSN `l` (so a reader knows the answer), its value
+    /// [`value`]`(l)`; one key in four is longer than `INLINE`.
+    #[test]
+    fn readers_see_every_published_put_while_the_writer_puts_and_splits() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        const KEYS: u64 = 5000;
+        const PUTS: u64 = 300_000;
+        let key = |k: u64| {
+            let mut key = k.to_be_bytes().to_vec();
+            if k.is_multiple_of(4) {
+                key.resize(INLINE + 9, b'x');
+            }
+            key
+        };
+        let layer = Arc::new(InMemoryLayer::new(Lsn(1)));
+        let published = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2u64)
+            .map(|seed| {
+                let (layer, published, done) = (layer.clone(), published.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut rng = seed * 7919 + 1;
+                    let mut reads = 0u64;
+                    while !done.load(Ordering::Acquire) {
+                        let p = published.load(Ordering::Acquire);
+                        rng = rng
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let k = (rng >> 33) % KEYS;
+                        let cont = 1 + (rng >> 13) % (p + 1);
+                        let mut got = Versions::default();
+                        layer.collect(&key(k), Lsn(cont), &mut got);
+                        // The newest LSN below `cont` at which key `k` was written.
+                        let want = (cont > k.max(1))
+                            .then(|| cont - 1 - (cont - 1 - k) % KEYS)
+                            .filter(|&l| l >= 1);
+                        let newest = got.collected().first().cloned();
+                        assert_eq!(
+                            newest,
+                            want.map(|l| (Lsn(l), value(l))),
+                            "key {k} below {cont} (published {p})"
+                        );
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for l in 1..=PUTS {
+            layer.put_pipelined(&key(l % KEYS), Lsn(l), value(l));
+            if l % 100 == 0 {
+                layer.apply_pending();
+                published.store(l, Ordering::Release);
+            }
+        }
+        // Split below the newest puts while the readers read at published LSNs.
+        let above = layer.split_off_above(Lsn(PUTS - 50));
+        published.store(PUTS - 50, Ordering::Release);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        done.store(true, Ordering::Release);
+        for r in readers {
+            assert!(r.join().expect("reader") > 0);
+        }
+        assert_eq!(above.table.versions.len(), 50);
+        assert_eq!(layer.table.versions.len() as u64, PUTS - 50);
     }
 }

@@ -4,7 +4,9 @@
 //! placed by linear probing from the slot the tag names. A lookup reads one slot, usually in one
 //! cache line, and then the key entry of the id whose tag matches: two memory reads where a
 //! table with separate control bytes (`hashbrown`) takes three. The table is kept at most half
-//! full, so probe sequences stay short. Keys are never removed one by one; `retain` rebuilds.
+//! full, so probe sequences stay short. Keys are never removed.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A slot that holds no key.
 const EMPTY: u64 = u64::MAX;
@@ -12,16 +14,22 @@ const EMPTY: u64 = u64::MAX;
 /// Slots a table has when the first key arrives.
 const MIN_SLOTS: usize = 16;
 
+/// Slots are atomics, so that readers look keys up while the writer inserts: a slot is
+/// written once, with `Release`, after the key entry it names.
 pub(crate) struct KeyIndex {
-    slots: Box<[u64]>,
-    len: usize,
+    slots: Box<[AtomicU64]>,
+    len: AtomicUsize,
 }
 
 impl KeyIndex {
     pub(crate) fn new() -> KeyIndex {
+        KeyIndex::with_slots(0)
+    }
+
+    fn with_slots(n: usize) -> KeyIndex {
         KeyIndex {
-            slots: Box::new([]),
-            len: 0,
+            slots: (0..n).map(|_| AtomicU64::new(EMPTY)).collect(),
+            len: AtomicUsize::new(0),
         }
     }
 
@@ -38,7 +46,7 @@ impl KeyIndex {
         let tag = Self::tag(hash);
         let mut i = tag as usize & mask;
         loop {
-            let s = self.slots[i];
+            let s = self.slots[i].load(Ordering::Acquire);
             if s == EMPTY {
                 return None;
             }
@@ -65,69 +73,49 @@ impl KeyIndex {
         self.find(hash, |_| true)
     }
 
-    /// Adds a key that is not in the index.
+    /// Adds a key that is not in the index; the index has room for it
+    /// ([`needs_room_for`](Self::needs_room_for)`(1)` is false). One inserter at a time (two
+    /// at once could take the same slot; nothing unsafe, but a key would be lost).
     ///
     /// # Panics
-    /// If `id` does not fit in 32 bits (an in-memory layer of four billion keys).
-    pub(crate) fn insert(&mut self, hash: u64, id: usize) {
+    /// If `id` does not fit in 32 bits (an in-memory layer of four billion keys), or the index
+    /// has no room.
+    pub(crate) fn insert(&self, hash: u64, id: usize) {
         let id = u32::try_from(id)
             .ok()
             .filter(|&id| id != u32::MAX)
             .expect("fewer than 2^32 - 1 keys in one in-memory layer");
-        if (self.len + 1) * 2 > self.slots.len() {
-            self.grow();
-        }
+        assert!(!self.needs_room_for(1), "key index full");
         self.place((u64::from(Self::tag(hash)) << 32) | u64::from(id));
-        self.len += 1;
+        self.len.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Puts a slot value in the first free slot of its probe sequence.
-    fn place(&mut self, slot: u64) {
+    fn place(&self, slot: u64) {
         let mask = self.slots.len() - 1;
         let mut i = (slot >> 32) as usize & mask;
-        while self.slots[i] != EMPTY {
+        while self.slots[i].load(Ordering::Relaxed) != EMPTY {
             i = (i + 1) & mask;
         }
-        self.slots[i] = slot;
+        self.slots[i].store(slot, Ordering::Release);
     }
 
-    /// Whether inserting `more` keys would make the index grow.
+    /// Whether inserting `more` keys would leave the index more than half full.
     pub(crate) fn needs_room_for(&self, more: usize) -> bool {
-        (self.len + more) * 2 > self.slots.len()
+        (self.len.load(Ordering::Relaxed) + more) * 2 > self.slots.len()
     }
 
-    /// A copy with twice the slots (at least [`MIN_SLOTS`]): what [`insert`](Self::insert)
-    /// would grow into, built from a shared reference so that readers of this one go on.
+    /// A copy with twice the slots (at least [`MIN_SLOTS`]), built while readers go on
+    /// reading this one; the writer then publishes it in this one's place.
     pub(crate) fn grown(&self) -> KeyIndex {
-        self.copied_into(self.grown_len(), |_| true)
-    }
-
-    fn grown_len(&self) -> usize {
-        (self.slots.len() * 2).max(MIN_SLOTS)
-    }
-
-    fn grow(&mut self) {
-        *self = self.grown();
-    }
-
-    /// A table of `n` slots holding the keys whose id passes `keep`.
-    fn copied_into(&self, n: usize, mut keep: impl FnMut(usize) -> bool) -> KeyIndex {
-        let mut to = KeyIndex {
-            slots: vec![EMPTY; n].into_boxed_slice(),
-            len: 0,
-        };
-        for s in self.slots.iter().copied().filter(|&s| s != EMPTY) {
-            if keep(s as u32 as usize) {
+        let to = KeyIndex::with_slots((self.slots.len() * 2).max(MIN_SLOTS));
+        for s in self.slots.iter().map(|s| s.load(Ordering::Relaxed)) {
+            if s != EMPTY {
                 to.place(s);
-                to.len += 1;
+                to.len.fetch_add(1, Ordering::Relaxed);
             }
         }
         to
-    }
-
-    /// Keeps only the keys whose id passes `keep`.
-    pub(crate) fn retain(&mut self, keep: impl FnMut(usize) -> bool) {
-        *self = self.copied_into(self.slots.len(), keep);
     }
 
     /// Bytes of the slots.
@@ -138,7 +126,7 @@ impl KeyIndex {
     /// Keys in the index.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len.load(Ordering::Relaxed)
     }
 }
 
@@ -152,8 +140,7 @@ mod tests {
 
     proptest! {
         /// Against a `HashMap` of hash to ids: every inserted id is found under its hash, and a
-        /// probe offers exactly the ids whose hashes share its tag, across growth (in place or
-        /// into a copy) and retain.
+        /// probe offers exactly the ids whose hashes share its tag, across growth into copies.
         #[test]
         fn finds_what_was_inserted(
             hashes in proptest::collection::vec(
@@ -161,14 +148,12 @@ mod tests {
                 (0u64..8, 0u64..64).prop_map(|(tag, low)| (tag << 32) | low),
                 0..300,
             ),
-            cut in 0usize..300,
-            grow_at in 0usize..300,
         ) {
             let mut index = KeyIndex::new();
             let mut model: HashMap<u64, Vec<usize>> = HashMap::new();
             for (id, &h) in hashes.iter().enumerate() {
-                // Grown ahead of need once, as the in-memory layer does off its write lock.
-                if id == grow_at {
+                // Grown as the in-memory layer grows it: into a copy, before the insert.
+                if index.needs_room_for(1) {
                     let before = index.slots.len();
                     index = index.grown();
                     prop_assert_eq!(index.slots.len(), (before * 2).max(super::MIN_SLOTS));
@@ -176,14 +161,9 @@ mod tests {
                 index.insert(h, id);
                 model.entry(h).or_default().push(id);
             }
-            index.retain(|id| id < cut);
-            for ids in model.values_mut() {
-                ids.retain(|&id| id < cut);
-            }
-            prop_assert_eq!(index.len(), model.values().map(Vec::len).sum::<usize>());
+            prop_assert_eq!(index.len(), hashes.len());
             for (id, &h) in hashes.iter().enumerate() {
-                let found = index.find(h, |i| i == id);
-                prop_assert_eq!(found, (id < cut).then_some(id), "id {} hash {:x}", id, h);
+                prop_assert_eq!(index.find(h, |i| i == id), Some(id), "id {} hash {:x}", id, h);
                 // Only the upper 32 bits are kept: a probe offers every id whose hash shares
                 // them, and only those.
                 let mut offered = Vec::new();

@@ -1,7 +1,7 @@
 //! Layers: the open and frozen in-memory layers, layer files, the block cache and the layer map.
 
+mod append_vec;
 mod cache;
-mod chunked;
 mod file;
 mod handle;
 mod inmemory;

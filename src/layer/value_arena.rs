@@ -10,6 +10,8 @@
 
 use memmap2::MmapMut;
 
+use super::append_vec::AppendVec;
+
 /// Bytes per chunk.
 pub(crate) const CHUNK_BYTES: usize = 1 << 20;
 
@@ -18,123 +20,106 @@ pub(crate) const CHUNK_BYTES: usize = 1 << 20;
 pub(crate) const SMALL_VALUE: usize = 1024;
 
 /// Memory of one chunk: a private anonymous mapping, or the heap where the kernel refused one.
-pub(crate) enum Chunk {
-    Mapped(MmapMut),
-    Heap(Box<[u8]>),
+/// Read and written only through `base`, never through a reference to the whole chunk: the
+/// writer fills one part while readers read others.
+struct Chunk {
+    base: *mut u8,
+    /// Owns the mapping (unmapped on drop); `None` for a heap chunk, freed in `drop`.
+    map: Option<MmapMut>,
 }
+
+// SAFETY: a chunk is plain bytes owned through a raw pointer; which thread writes which bytes
+// is the arena's contract (one writer, and readers only of bytes written before they were
+// published).
+unsafe impl Send for Chunk {}
+// SAFETY: as above.
+unsafe impl Sync for Chunk {}
 
 impl Chunk {
     fn new() -> Chunk {
         match MmapMut::map_anon(CHUNK_BYTES) {
-            Ok(m) => Chunk::Mapped(m),
-            Err(_) => Chunk::Heap(vec![0; CHUNK_BYTES].into_boxed_slice()),
-        }
-    }
-
-    /// A new chunk whose pages are backed already: writing values into it faults nothing.
-    pub(crate) fn faulted_in() -> Chunk {
-        let c = Chunk::new();
-        if let Chunk::Mapped(m) = &c {
-            // Only a hint: where the kernel lacks it, the pages fault in as they are written.
-            #[cfg(target_os = "linux")]
-            let _ = m.advise(memmap2::Advice::PopulateWrite);
-            #[cfg(not(target_os = "linux"))]
-            let _ = m;
-        }
-        c
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Chunk::Mapped(m) => m,
-            Chunk::Heap(b) => b,
-        }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        match self {
-            Chunk::Mapped(m) => m,
-            Chunk::Heap(b) => b,
+            Ok(mut m) => Chunk {
+                base: m.as_mut_ptr(),
+                map: Some(m),
+            },
+            Err(_) => Chunk {
+                base: Box::into_raw(vec![0u8; CHUNK_BYTES].into_boxed_slice()).cast::<u8>(),
+                map: None,
+            },
         }
     }
 }
 
-/// Values appended end to end; a value never spans two chunks.
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if self.map.is_none() {
+            // SAFETY: `base` came from `Box::into_raw` of a boxed slice of `CHUNK_BYTES`.
+            drop(unsafe {
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base, CHUNK_BYTES))
+            });
+        }
+    }
+}
+
+/// Values appended end to end; a value never spans two chunks. One writer pushes (keeping its
+/// place in [`ArenaCursor`]) while readers read values pushed before.
 #[derive(Default)]
 pub(crate) struct ValueArena {
-    chunks: Vec<Chunk>,
-    /// Bytes used in the last chunk.
-    used: usize,
-    /// The next chunk, mapped and faulted in ahead by the writer outside the layer's write
-    /// lock ([`needs_spare`](Self::needs_spare)), so that readers waiting on that lock never
-    /// wait for a mapping and its page faults.
-    spare: Option<Chunk>,
+    chunks: AppendVec<Chunk>,
 }
 
-/// Room left in the last chunk below which the next one is prepared.
-const SPARE_AT: usize = 64 << 10;
+/// The writer's place in a [`ValueArena`]: bytes used in its last chunk.
+#[derive(Default)]
+pub(crate) struct ArenaCursor {
+    used: usize,
+}
 
 /// Where a value starts: the chunk in the upper 32 bits, the offset in the lower.
 pub(crate) type Location = u64;
 
 impl ValueArena {
-    /// Copies `value` (at most [`CHUNK_BYTES`] long) in; returns where it starts.
-    pub(crate) fn push(&mut self, value: &[u8]) -> Location {
+    /// Copies `value` (at most [`CHUNK_BYTES`] long) in; returns where it starts. Readers may
+    /// read it once its location is published to them (with `Release`).
+    ///
+    /// # Safety
+    /// No other thread pushes meanwhile, and `cursor` is this arena's (it was passed to every
+    /// earlier push).
+    pub(crate) unsafe fn push(&self, cursor: &mut ArenaCursor, value: &[u8]) -> Location {
         debug_assert!(value.len() <= CHUNK_BYTES);
-        if self.chunks.is_empty() || self.used + value.len() > CHUNK_BYTES {
-            self.chunks
-                .push(self.spare.take().unwrap_or_else(Chunk::new));
-            self.used = 0;
+        if self.chunks.is_empty() || cursor.used + value.len() > CHUNK_BYTES {
+            // SAFETY: one pusher at a time, as this function requires.
+            unsafe { self.chunks.push(Chunk::new()) };
+            cursor.used = 0;
         }
         let c = self.chunks.len() - 1;
-        let start = self.used;
-        self.chunks[c].bytes_mut()[start..start + value.len()].copy_from_slice(value);
-        self.used += value.len();
+        let start = cursor.used;
+        let chunk = self.chunks.get(c).expect("just pushed");
+        // SAFETY: `start..start + len` is inside the chunk and above every byte handed out
+        // (the cursor is this arena's), so no reader reads it and no one else writes it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(value.as_ptr(), chunk.base.add(start), value.len())
+        };
+        cursor.used += value.len();
         ((c as u64) << 32) | start as u64
     }
 
-    /// Whether the next chunk should be prepared ([`Chunk::faulted_in`]) and handed to
-    /// [`set_spare`](Self::set_spare): the last one is nearly full and none is ready. An
-    /// arena with no chunk yet needs none: a layer that takes a few puts (one per timeline, one
-    /// after each freeze) would otherwise hold a whole faulted-in chunk it may never use.
-    pub(crate) fn needs_spare(&self) -> bool {
-        self.spare.is_none() && !self.chunks.is_empty() && self.used + SPARE_AT > CHUNK_BYTES
-    }
-
-    /// The chunk the next push that needs one takes.
-    pub(crate) fn set_spare(&mut self, chunk: Chunk) {
-        self.spare = Some(chunk);
-    }
-
-    /// Takes the spare chunk out, if one is ready (a layer that takes no more values).
-    pub(crate) fn take_spare(&mut self) -> Option<Chunk> {
-        self.spare.take()
-    }
-
-    /// The `len` bytes at `at`, as [`push`](Self::push) returned.
+    /// The `len` bytes at `at`, as [`push`](Self::push) returned for a value of that length.
+    ///
+    /// # Panics
+    /// If no chunk `at` names was pushed, or the bytes run past its end.
     pub(crate) fn get(&self, at: Location, len: usize) -> &[u8] {
         let (c, start) = ((at >> 32) as usize, at as u32 as usize);
-        &self.chunks[c].bytes()[start..start + len]
+        let chunk = self.chunks.get(c).expect("a value in a pushed chunk");
+        assert!(start + len <= CHUNK_BYTES, "value past its chunk's end");
+        // SAFETY: inside the chunk, which lives as long as `self`; the bytes were written
+        // before their location was published, and are never written again.
+        unsafe { std::slice::from_raw_parts(chunk.base.add(start), len) }
     }
 
-    /// Forgets every value from `at` on (values pushed at or after it), unmapping the chunks
-    /// that held only those.
-    pub(crate) fn truncate(&mut self, at: Location) {
-        let (c, start) = ((at >> 32) as usize, at as u32 as usize);
-        if c >= self.chunks.len() {
-            return;
-        }
-        self.chunks.truncate(c + 1);
-        self.used = start;
-    }
-
-    /// Bytes of the chunks in use: full ones whole, the last as far as it is written (the
-    /// kernel backs a mapping's pages only once they are written), and the spare whole (its
-    /// pages are faulted in).
-    pub(crate) fn memory(&self) -> usize {
-        self.chunks.len().saturating_sub(1) * CHUNK_BYTES
-            + self.used
-            + if self.spare.is_some() { CHUNK_BYTES } else { 0 }
+    /// Bytes of the chunks in use: full ones whole, the last as far as `cursor` says it is
+    /// written (the kernel backs a mapping's pages only once they are written).
+    pub(crate) fn memory(&self, cursor: &ArenaCursor) -> usize {
+        self.chunks.len().saturating_sub(1) * CHUNK_BYTES + cursor.used
     }
 }
 
@@ -145,64 +130,33 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
-        /// The arena against a list of the values pushed: lengths that cross chunk ends,
-        /// truncations back to a value pushed earlier, every value read back after each step.
+        /// The arena against a list of the values pushed: lengths that cross chunk ends, empty
+        /// values, every value read back after each step, memory at least the values' bytes.
         #[test]
         fn arena_gives_back_what_was_pushed(
-            steps in proptest::collection::vec((0usize..3, 1usize..400, 0usize..SMALL_VALUE + 1), 1..12),
+            steps in proptest::collection::vec((any::<bool>(), 1usize..400, 0usize..SMALL_VALUE + 1), 1..12),
         ) {
-            let mut arena = ValueArena::default();
+            let arena = ValueArena::default();
+            let mut cursor = ArenaCursor::default();
             let mut model: Vec<(Location, Vec<u8>)> = Vec::new();
             let mut seed = 0u8;
-            for (kind, count, len) in steps {
-                if kind == 0 && !model.is_empty() {
-                    let keep = count % model.len();
-                    arena.truncate(model[keep].0);
-                    model.truncate(keep);
-                } else {
-                    // Long values so that a step of a few hundred crosses chunk ends.
-                    let len = if kind == 1 { len * 64 } else { len };
-                    for _ in 0..count {
-                        seed = seed.wrapping_add(1);
-                        let v: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
-                        model.push((arena.push(&v), v));
-                    }
+            for (long, count, len) in steps {
+                // Long values so that a step of a few hundred crosses chunk ends.
+                let len = if long { len * 64 } else { len };
+                for _ in 0..count {
+                    seed = seed.wrapping_add(1);
+                    let v: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
+                    // SAFETY: this thread is the only pusher, and the cursor is the arena's.
+                    model.push((unsafe { arena.push(&mut cursor, &v) }, v));
                 }
                 for (at, v) in &model {
                     prop_assert_eq!(arena.get(*at, v.len()), &v[..]);
                 }
                 let total: usize = model.iter().map(|(_, v)| v.len()).sum();
-                prop_assert!(arena.memory() >= total, "{} < {}", arena.memory(), total);
-                prop_assert!(arena.memory() <= total + arena.chunks.len() * (64 * (SMALL_VALUE + 1)));
+                let memory = arena.memory(&cursor);
+                prop_assert!(memory >= total, "{} < {}", memory, total);
+                prop_assert!(memory <= total + arena.chunks.len() * (64 * (SMALL_VALUE + 1)));
             }
         }
-    }
-
-    /// A new arena asks for no spare; a nearly full one does, once; the spare is counted
-    /// whole until a push takes it as the next chunk.
-    #[test]
-    fn a_spare_is_asked_for_only_near_a_chunk_end_and_counted() {
-        let mut arena = ValueArena::default();
-        assert!(!arena.needs_spare(), "an empty arena asked for a spare");
-        let value = vec![7u8; 4096];
-        arena.push(&value);
-        assert!(!arena.needs_spare(), "a fresh chunk asked for a spare");
-        while arena.used + value.len() <= CHUNK_BYTES - SPARE_AT {
-            arena.push(&value);
-        }
-        arena.push(&value);
-        assert!(arena.needs_spare());
-        let before = arena.memory();
-        arena.set_spare(Chunk::faulted_in());
-        assert!(!arena.needs_spare());
-        assert_eq!(arena.memory(), before + CHUNK_BYTES);
-        while arena.chunks.len() == 1 {
-            arena.push(&value);
-        }
-        assert!(arena.spare.is_none());
-        assert_eq!(arena.memory(), CHUNK_BYTES + value.len());
-        arena.set_spare(Chunk::faulted_in());
-        assert!(arena.take_spare().is_some());
-        assert_eq!(arena.memory(), CHUNK_BYTES + value.len());
     }
 }

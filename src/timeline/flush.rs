@@ -30,22 +30,32 @@ impl TimelineInner {
             InMemoryLayer::new(lrl.next())
         };
         old.freeze(lrl.next());
-        let new = Arc::new(new);
+        self.replace_open(ws, Arc::new(new), Some(old));
+        self.env.request_flush(self.clone());
+    }
+
+    /// Makes `new` the open layer, for the writer and in the snapshot readers load; `frozen`,
+    /// the layer it replaces once frozen, goes first among the frozen layers.
+    pub(crate) fn replace_open(
+        &self,
+        ws: &mut WriteState,
+        new: Arc<InMemoryLayer>,
+        frozen: Option<Arc<InMemoryLayer>>,
+    ) {
         {
             let _change = self.snapshot_change.lock();
             let snap = self.snapshot.load();
-            let mut frozen = Vec::with_capacity(snap.frozen.len() + 1);
-            frozen.push(old);
-            frozen.extend(snap.frozen.iter().cloned());
+            let mut layers = Vec::with_capacity(snap.frozen.len() + 1);
+            layers.extend(frozen);
+            layers.extend(snap.frozen.iter().cloned());
             self.snapshot.store(Arc::new(Snapshot {
                 ancestor: snap.ancestor.clone(),
                 open: new.clone(),
-                frozen,
+                frozen: layers,
                 map: snap.map.clone(),
             }));
         }
         ws.open = new;
-        self.env.request_flush(self.clone());
     }
 
     /// Blocks the writer while more than `max` frozen layers wait for flushing.

@@ -365,7 +365,10 @@ impl TimelineInner {
         let mut ws = self.write.lock();
         let lrl = self.last_record_lsn();
         if ws.last_put > lrl {
-            drop(ws.open.split_off_above(lrl));
+            // A layer takes no puts after a split (readers may be reading what it hid): a
+            // copy of the published versions replaces it, and readers still in it finish there.
+            let kept = Arc::new(ws.open.copy_up_to(lrl));
+            self.replace_open(&mut ws, kept, None);
             ws.last_put = lrl;
         }
     }
