@@ -13,12 +13,17 @@
 //! - A store promoted in the destination while the primary still writes fences the mirror,
 //!   which copies nothing more.
 //! - A corrupt layer or WAL chunk in the source is reported, naming it, and not copied.
+//! - A pass during a takeover never copies the fenced owner's late WAL chunk (never
+//!   acknowledged) where a store attached from the destination would read it.
 
 mod common;
-use common::follow::{Model, key, model_get, primary_options, value};
+use common::follow::{
+    Model, commit_each, idle_primary, key, late_fenced_commit, model_get, primary_options, value,
+};
+use common::hooked::{HookAt, Hooked};
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::backends::{Backend, on_tokio, unique_prefix};
@@ -722,6 +727,185 @@ fn a_corrupt_source_object_is_reported_and_not_copied() {
     mirror.stop();
     drop(writers);
     block_on(primary.close()).unwrap();
+}
+
+/// The chunk names under `wal/` in `storage`.
+fn wal_chunks(storage: &RemoteStorage) -> BTreeSet<String> {
+    on_tokio(storage.list("wal"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// Every key of "main" (`tl`, attached from the destination) at every LSN up to `upto`
+/// matches `model`, and `tl` holds exactly `upto`.
+fn check_main(
+    tl: &stratakv::Timeline,
+    model: &BTreeMap<(u64, u64), Vec<u8>>,
+    upto: u64,
+    what: &str,
+) {
+    assert_eq!(tl.last_record_lsn(), Lsn(upto), "{what}");
+    for at in 1..=upto {
+        for k in 0..3 {
+            assert_eq!(
+                tl.get_blocking(&key(k), Lsn(at))
+                    .unwrap()
+                    .map(|b| b.to_vec()),
+                model_get(model, k, at),
+                "{what}: key {k} at {at}"
+            );
+        }
+    }
+}
+
+/// Given a mirror in sync with an owner of "main" (commits 1-3, a chunk each), when, between
+/// a pass's read of the source's claim and its listing of the WAL chunks, a new owner claims
+/// the source and lists chunks 1-3, and the old owner's next commit lands as chunk 4 of the
+/// old generation and then fails, fenced (never acknowledged), then that pass copies no chunk
+/// (it reads the claim again after the listings and finds it moved): the destination does not
+/// hold the late chunk, and a store attached from it and a secondary following it hold LSN 3.
+/// Once the new owner has recorded where its chunks start and committed 4 and 5, the mirror
+/// copies them, and both read the new owner's commits, never the late one.
+#[test]
+fn a_pass_straddling_a_new_owners_claim_does_not_copy_the_late_chunk() {
+    let (source, dest) = (
+        Backend::local(unique_prefix("mirror", "source")),
+        Backend::local(unique_prefix("mirror", "copy")),
+    );
+    let (adir, bdir, sdir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let first = idle_primary(adir.path(), source.remote());
+    let tl = block_on(first.create_timeline("main")).unwrap();
+    let mut w = tl.writer().unwrap();
+    let mut model = BTreeMap::new();
+    commit_each(&mut w, 1..=3, &mut model);
+    let (landed_tx, landed_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let next_thread: Arc<Mutex<Option<std::thread::JoinHandle<Store>>>> = Arc::default();
+    let hook = {
+        let next_thread = next_thread.clone();
+        let remote = source.remote_on(Arc::new(Hooked {
+            inner: source.store.clone(),
+            at: HookAt::WalStartUpload,
+            hook: Mutex::new(Some(Box::new(move || {
+                // The new owner claimed and listed chunks 1-3; the old owner's next commit
+                // lands as chunk 4 of its generation, then fails.
+                late_fenced_commit(&mut w);
+                landed_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                drop((w, tl, first));
+            }))),
+        }));
+        let bpath = bdir.path().to_path_buf();
+        move || {
+            // Between this pass's claim read and its listing: the new owner opens up to its
+            // start record, and the late chunk lands.
+            let h = std::thread::spawn(move || idle_primary(&bpath, remote));
+            *next_thread.lock().unwrap() = Some(h);
+            landed_rx.recv().unwrap();
+        }
+    };
+    let mirror_source = source.remote_on(Arc::new(Hooked {
+        inner: source.store.clone(),
+        // The first pass's listing; the hook runs in the second one's.
+        at: HookAt::WalListing(1.into()),
+        hook: Mutex::new(Some(Box::new(hook))),
+    }));
+    let mirror = Mirror::start(
+        mirror_source,
+        dest.remote(),
+        MirrorOptions::new().interval(None),
+    )
+    .unwrap();
+    let pass = mirror.sync_now().unwrap();
+    assert!(pass.complete, "{pass:?}");
+    let acknowledged = wal_chunks(&dest.remote());
+    assert_eq!(acknowledged, wal_chunks(&source.remote()));
+    let secondary = Secondary::open(
+        SecondaryOptions::new(
+            StoreOptions::new(sdir.path())
+                .remote(dest.remote())
+                .node_id("secondary")
+                .wait_lsn_timeout(Duration::from_secs(5)),
+        )
+        .poll_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    check_main(
+        &secondary.timeline("main").unwrap(),
+        &model,
+        3,
+        "secondary at open",
+    );
+
+    // The pass that straddles the new owner's claim.
+    let pass = mirror.sync_now().unwrap();
+    assert!(next_thread.lock().unwrap().is_some(), "the hook ran");
+    let late: Vec<String> = wal_chunks(&source.remote())
+        .difference(&acknowledged)
+        .cloned()
+        .collect();
+    assert_eq!(late.len(), 1, "the late chunk landed: {late:?}");
+    let in_dest = wal_chunks(&dest.remote());
+    assert!(
+        !in_dest.contains(&late[0]),
+        "the mirror copied the fenced owner's late chunk {} (never acknowledged) to the destination: {in_dest:?}, {pass:?}",
+        late[0]
+    );
+    assert!(!pass.complete, "{pass:?}");
+    assert_eq!(mirror.status().state, MirrorState::CatchingUp);
+    let cache = tempfile::tempdir().unwrap();
+    let ro = read_only(cache.path(), dest.remote());
+    check_main(
+        &ro.timeline("main").unwrap(),
+        &model,
+        3,
+        "attached after the straddling pass",
+    );
+    block_on(ro.close()).unwrap();
+    let status = secondary.catch_up().unwrap();
+    assert_eq!(status.applied.get("main"), Some(&Lsn(3)), "{status:?}");
+
+    // The new owner records its start (at 4, over the late chunk) and commits 4 and 5.
+    go_tx.send(()).unwrap();
+    let next = next_thread.lock().unwrap().take().unwrap().join().unwrap();
+    let mut w = next.timeline("main").unwrap().writer().unwrap();
+    commit_each(&mut w, 4..=5, &mut model);
+    let mut passes = 0;
+    while !mirror.sync_now().unwrap().complete {
+        passes += 1;
+        assert!(passes < 10, "{:?}", mirror.status());
+    }
+    // The late chunk is copied now, but after the new owner's start record at its number,
+    // which makes every reader of the destination skip it.
+    let starts = |r: RemoteStorage| on_tokio(r.list("walstart")).unwrap();
+    assert_eq!(starts(dest.remote()), starts(source.remote()));
+    let cache = tempfile::tempdir().unwrap();
+    let ro = read_only(cache.path(), dest.remote());
+    check_main(
+        &ro.timeline("main").unwrap(),
+        &model,
+        5,
+        "attached after the takeover",
+    );
+    block_on(ro.close()).unwrap();
+    let status = secondary.catch_up().unwrap();
+    assert_eq!(status.applied.get("main"), Some(&Lsn(5)), "{status:?}");
+    check_main(
+        &secondary.timeline("main").unwrap(),
+        &model,
+        5,
+        "secondary after the takeover",
+    );
+    secondary.close();
+    mirror.stop();
+    drop(w);
+    block_on(next.close()).unwrap();
 }
 
 /// Bad options and a destination that is the source are refused with a clear error.

@@ -12,7 +12,10 @@
 //!   through and the old primary, still running, is fenced and changes nothing.
 
 mod common;
-use common::follow::{Model, key, model_get, primary_options, value};
+use common::follow::{
+    Model, commit_each, idle_primary, key, late_fenced_commit, model_get, primary_options, value,
+};
+use common::hooked::{HookAt, Hooked};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -674,143 +677,6 @@ fn failover_loop() {
     );
 }
 
-/// An object store that runs `hook` once, at the point `at` names: what another node does
-/// while this one is between its reads, or between its steps.
-struct Hooked {
-    inner: Arc<dyn object_store::ObjectStore>,
-    at: HookAt,
-    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-}
-
-/// Where [`Hooked`] runs its hook.
-enum HookAt {
-    /// Before the listing of the WAL's chunks that follows this many others.
-    WalListing(std::sync::atomic::AtomicU32),
-    /// Before the upload of a WAL start (an owner's, after it listed the chunks).
-    WalStartUpload,
-}
-
-impl Hooked {
-    fn run_hook(&self) {
-        if let Some(hook) = self.hook.lock().unwrap().take() {
-            // On a thread of its own: the hook drives other stores' runtimes.
-            std::thread::spawn(hook).join().unwrap();
-        }
-    }
-}
-
-impl std::fmt::Debug for Hooked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hooked({})", self.inner)
-    }
-}
-
-impl std::fmt::Display for Hooked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hooked({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl object_store::ObjectStore for Hooked {
-    async fn put_opts(
-        &self,
-        location: &object_store::path::Path,
-        payload: object_store::PutPayload,
-        opts: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        if matches!(self.at, HookAt::WalStartUpload) && location.as_ref().contains("/walstart/") {
-            self.run_hook();
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &object_store::path::Path,
-        opts: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &object_store::path::Path,
-        options: object_store::GetOptions,
-    ) -> object_store::Result<object_store::GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<
-            'static,
-            object_store::Result<object_store::path::Path>,
-        >,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(
-        &self,
-        prefix: Option<&object_store::path::Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        use std::sync::atomic::Ordering;
-        if let HookAt::WalListing(skip) = &self.at
-            && prefix.is_some_and(|p| p.as_ref().ends_with("/wal"))
-            && skip
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_err()
-        {
-            self.run_hook();
-        }
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&object_store::path::Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &object_store::path::Path,
-        to: &object_store::path::Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
-/// A primary for the chunk-deletion tests: commits at the remote level, no background work,
-/// layers only when flushed.
-fn idle_primary(dir: &std::path::Path, remote: RemoteStorage) -> Store {
-    Store::open_blocking(
-        primary_options(dir, remote)
-            .durability(Durability::Remote)
-            .freeze_bytes(64 << 20)
-            .background_period(None),
-    )
-    .unwrap()
-}
-
-/// Commits `lsns` on `w`, each writing key `lsn % 3`, into `model`.
-fn commit_each(
-    w: &mut stratakv::TimelineWriter,
-    lsns: std::ops::RangeInclusive<u64>,
-    model: &mut BTreeMap<(u64, u64), Vec<u8>>,
-) {
-    for lsn in lsns {
-        let k = lsn % 3;
-        w.put(&key(k), Lsn(lsn), Value::image(value("main", k, lsn)))
-            .unwrap();
-        w.finish_write(Lsn(lsn)).unwrap();
-        model.insert((k, lsn), value("main", k, lsn));
-    }
-}
-
 /// Flushes `tl`, uploads, and waits until the owner has deleted every WAL chunk (all covered).
 fn flush_until_no_chunk_is_left(primary: &Store, tl: &stratakv::Timeline, remote: &RemoteStorage) {
     block_on(tl.flush()).unwrap();
@@ -991,15 +857,6 @@ fn owner_with_three_commits(
     let mut model = BTreeMap::new();
     commit_each(&mut w, 1..=3, &mut model);
     (owner, tl, w, model)
-}
-
-/// A fenced owner's commit at LSN 4: its chunk lands, then the commit fails, never
-/// acknowledged (it stays out of the model).
-fn late_fenced_commit(w: &mut stratakv::TimelineWriter) {
-    w.put(&key(1), Lsn(4), Value::image(b"late".to_vec()))
-        .unwrap();
-    let err = w.finish_write(Lsn(4)).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
 }
 
 /// The new owner commits 4 and 5; the secondary's next poll applies them and reads every

@@ -1,12 +1,13 @@
 //! What the follower tests (`secondary.rs`, `mirror.rs`) share: keys and values that name
 //! their timeline and LSN, a primary's options with small layers and busy background work,
-//! and the per-timeline model.
+//! the per-timeline model, and the pieces of a takeover (an idle primary, commits on "main",
+//! a fenced owner's late commit).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use stratakv::StoreOptions;
 use stratakv::remote::RemoteStorage;
+use stratakv::{Durability, ErrorKind, Lsn, Store, StoreOptions, Value};
 
 /// The key of number `k`.
 pub fn key(k: u64) -> Vec<u8> {
@@ -42,4 +43,40 @@ pub fn model_get(versions: &BTreeMap<(u64, u64), Vec<u8>>, k: u64, lsn: u64) -> 
         .range((k, 0)..=(k, lsn))
         .next_back()
         .map(|(_, v)| v.clone())
+}
+
+/// A primary for the chunk-deletion and takeover tests: commits at the remote level, no
+/// background work, layers only when flushed.
+pub fn idle_primary(dir: &std::path::Path, remote: RemoteStorage) -> Store {
+    Store::open_blocking(
+        primary_options(dir, remote)
+            .durability(Durability::Remote)
+            .freeze_bytes(64 << 20)
+            .background_period(None),
+    )
+    .unwrap()
+}
+
+/// Commits `lsns` on `w`, each writing key `lsn % 3`, into `model`.
+pub fn commit_each(
+    w: &mut stratakv::TimelineWriter,
+    lsns: std::ops::RangeInclusive<u64>,
+    model: &mut BTreeMap<(u64, u64), Vec<u8>>,
+) {
+    for lsn in lsns {
+        let k = lsn % 3;
+        w.put(&key(k), Lsn(lsn), Value::image(value("main", k, lsn)))
+            .unwrap();
+        w.finish_write(Lsn(lsn)).unwrap();
+        model.insert((k, lsn), value("main", k, lsn));
+    }
+}
+
+/// A fenced owner's commit at LSN 4: its chunk lands, then the commit fails, never
+/// acknowledged (it stays out of the model).
+pub fn late_fenced_commit(w: &mut stratakv::TimelineWriter) {
+    w.put(&key(1), Lsn(4), Value::image(b"late".to_vec()))
+        .unwrap();
+    let err = w.finish_write(Lsn(4)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
 }

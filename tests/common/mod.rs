@@ -15,5 +15,6 @@ pub mod backends;
 pub mod env;
 pub mod fixture;
 pub mod follow;
+pub mod hooked;
 pub mod model;
 pub mod rng;

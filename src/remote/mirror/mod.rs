@@ -3,10 +3,10 @@
 //! # The protocol
 //!
 //! Each pass **surveys** the source without writing to it — the claim (read, never probed),
-//! the owner's heartbeat, the WAL chunk listing, the WAL start records, the `timelines/`
-//! listing, each timeline's newest index, the newest catalog, in that order — and then brings
-//! the destination up to that survey in an order that keeps the destination a consistent store
-//! after every single request:
+//! the owner's heartbeat, the WAL chunk listing, the WAL start records, the claim again, the
+//! `timelines/` listing, each timeline's newest index, the newest catalog, in that order — and
+//! then brings the destination up to that survey in an order that keeps the destination a
+//! consistent store after every single request:
 //!
 //! 1. **claim**: the destination's claim is set to the source's generation `G` (a conditional
 //!    write matched on the mirror's previous claim; on create-only backends every generation
@@ -24,7 +24,12 @@
 //!    uploaded, and the indexes copied were read after the chunk listing, so they cover it);
 //! 5. **WAL chunks** the destination lacks, in sequence order, each decoded and checked before
 //!    its upload; without step 4 only as a continuation of the chunks already there, so the
-//!    run never has a gap;
+//!    run never has a gap. None when the survey's second read of the claim found it moved: a
+//!    new owner claimed after the first, and the old owner, fenced, may have landed a late
+//!    chunk (never acknowledged) that the listing shows under the old claim with nothing yet
+//!    to mark it invalid. The next pass surveys under the new claim, and copies the new
+//!    owner's WAL start record (step 2) before any chunk, which makes such a chunk invalid to
+//!    every reader of the destination;
 //! 6. only when everything is current: **layer objects** no copied index names and the source
 //!    no longer has, and the objects of **timelines** the copied catalog dropped;
 //! 7. when the pass copied everything: the **heartbeat** `heartbeats/{G}`, carrying the

@@ -211,6 +211,7 @@ impl Inner {
         }
         let all_current = catalog_current
             && !survey.newer
+            && !survey.claim_moved
             && survey.unreadable.is_empty()
             && current.len() == survey.indexes.len()
             && work
@@ -239,7 +240,8 @@ impl Inner {
             }
         }
 
-        // New chunks, in order, never leaving a gap.
+        // New chunks, in order, never leaving a gap; none when the claim moved during the
+        // survey (one listed may be a fenced owner's late chunk, see `Survey::claim_moved`).
         let mut chunks_current = true;
         let last_here = listing.chunks.values().map(|(seq, _)| *seq).max();
         let missing: Vec<(u64, Generation, String, u64)> = survey
@@ -250,6 +252,7 @@ impl Inner {
             .collect();
         let continues = match (missing.first(), last_here) {
             (None, _) => true,
+            (Some(_), _) if survey.claim_moved => false,
             (Some(_), _) if all_current => true,
             (Some((seq, ..)), Some(last)) => *seq <= last + 1,
             (Some(_), None) => false,

@@ -39,10 +39,17 @@ pub(super) struct Survey {
     pub(super) catalog: Option<(Generation, Bytes, Catalog)>,
     /// Objects of a generation above `generation` were listed: the source moved on meanwhile.
     pub(super) newer: bool,
+    /// The claim, read again after the WAL chunks and starts were listed, was no longer
+    /// `(generation, node)`: a new owner claimed meanwhile. A chunk of `generation` listed then
+    /// may be the fenced owner's late one, uploaded after that claim and never acknowledged,
+    /// and no start record of the new owner lists yet to mark it invalid. A pass copies no new
+    /// chunk from such a survey; the next one starts from the new claim.
+    pub(super) claim_moved: bool,
 }
 
 /// Reads the source, in the order the protocol needs: claim, heartbeat, WAL chunks, WAL
-/// starts, `timelines/`, indexes, catalog. `None` if nothing was ever claimed there.
+/// starts, the claim again, `timelines/`, indexes, catalog. `None` if nothing was ever claimed
+/// there.
 pub(super) async fn survey(source: &RemoteStorage) -> Result<Option<Survey>> {
     let Some((generation, node)) = source.peek_generation().await? else {
         return Ok(None);
@@ -70,6 +77,15 @@ pub(super) async fn survey(source: &RemoteStorage) -> Result<Option<Survey>> {
             }
         }
     }
+    // The claim again. A chunk the old owner uploaded before a new owner's claim is in the new
+    // owner's listing, and the new owner starts past it; one that lands after the claim (never
+    // acknowledged: the old owner checks the claim after each upload) is invalid only once the
+    // new owner's start record is written. If the listings above show such a chunk, the claim
+    // was made before they ended, so this read sees it.
+    let claim_moved = !source
+        .peek_generation()
+        .await?
+        .is_some_and(|(g, n)| g == generation && n == node);
     let objects: BTreeMap<String, u64> = source.list("timelines").await?.into_iter().collect();
     let mut timelines: BTreeSet<TimelineId> = BTreeSet::new();
     for name in objects.keys() {
@@ -134,6 +150,7 @@ pub(super) async fn survey(source: &RemoteStorage) -> Result<Option<Survey>> {
         unreadable,
         catalog,
         newer,
+        claim_moved,
     }))
 }
 
