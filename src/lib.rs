@@ -65,6 +65,7 @@ mod layout;
 mod lsn;
 pub mod metrics;
 mod options;
+mod pages;
 mod random;
 mod redo;
 pub mod remote;
@@ -89,10 +90,10 @@ pub use object_store;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::format::{
-        Catalog, CatalogEntry, Compression, DataBlock, DataBlockBuilder, DecodedSegment,
+        BlockBuf, Catalog, CatalogEntry, Compression, DataBlock, DataBlockBuilder, DecodedSegment,
         DecodedTimeIndex, Entry, FOOTER_TRAILER_LEN, Footer, IndexEntry, KeyFilter, Manifest,
-        RemoteIndex, TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_OVERHEAD, WAL_HEADER_LEN, WalRecord,
-        decode_block, decode_index, decode_time_index, decode_wal_segment, encode_block,
+        Pinned, RemoteIndex, TIME_INDEX_HEADER_LEN, TIME_INDEX_RECORD_OVERHEAD, WAL_HEADER_LEN,
+        WalRecord, decode_block, decode_index, decode_time_index, decode_wal_segment, encode_block,
         encode_entries, encode_header, encode_index, encode_wal_header, encode_wal_record,
         key_hash,
     };

@@ -135,7 +135,7 @@ pub const SMALL_VALUE: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct DataBlock {
     /// The raw block (entries, offset table, count), then a native-endian `u64` head per entry.
-    buf: Bytes,
+    buf: BlockBuf,
     /// Where the entries end and the offset table begins.
     entries_end: u32,
     /// Number of entries.
@@ -238,7 +238,85 @@ pub(crate) fn partition_near(lo: usize, hi: usize, pred: impl Fn(usize) -> bool)
 
 /// Memory for a block in the block cache: given a length and a function that fills that
 /// many bytes, returns them.
-pub type Alloc<'a> = dyn FnMut(usize, &mut dyn FnMut(&mut [u8])) -> Bytes + 'a;
+pub type Alloc<'a> = dyn FnMut(usize, &mut dyn FnMut(&mut [u8])) -> BlockBuf + 'a;
+
+/// The memory of a decoded block: shared bytes, or bytes another owner keeps alive (a chunk of
+/// the block cache's arena), reached without an allocation of their own.
+#[derive(Clone)]
+pub enum BlockBuf {
+    /// Bytes values can be lent from.
+    Shared(Bytes),
+    /// Bytes inside memory that `owner` keeps alive; values are copied out of them.
+    Pinned(Pinned),
+}
+
+impl From<Bytes> for BlockBuf {
+    fn from(b: Bytes) -> BlockBuf {
+        BlockBuf::Shared(b)
+    }
+}
+
+impl std::fmt::Debug for BlockBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockBuf::Shared(b) => write!(f, "Shared({} bytes)", b.len()),
+            BlockBuf::Pinned(p) => write!(f, "Pinned({} bytes)", p.len),
+        }
+    }
+}
+
+impl std::ops::Deref for BlockBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            BlockBuf::Shared(b) => b,
+            BlockBuf::Pinned(p) => p.bytes(),
+        }
+    }
+}
+
+/// Bytes inside memory an owner keeps alive. Making one allocates nothing: the owner is an
+/// `Arc` the caller holds already (a block cache chunk), cloned. A thread that cached a block
+/// used to allocate a `Bytes` owner for it, which grew that thread's heap now and then: an
+/// `mprotect`, waiting on the process's memory-map lock (see `crate::pages`).
+#[derive(Clone)]
+pub struct Pinned {
+    /// Keeps the bytes alive; never read.
+    _owner: std::sync::Arc<dyn Send + Sync>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the bytes are never written while a `Pinned` covers them (see `Pinned::new`), and
+// the owner, which keeps them alive, is `Send + Sync`.
+unsafe impl Send for Pinned {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Pinned {}
+
+impl Pinned {
+    /// The `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    /// They are initialised, stay valid as long as `owner` lives, and no one writes them while
+    /// this or a clone of it lives.
+    pub unsafe fn new(
+        owner: std::sync::Arc<dyn Send + Sync>,
+        ptr: *const u8,
+        len: usize,
+    ) -> Pinned {
+        Pinned {
+            _owner: owner,
+            ptr,
+            len,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: as `new` requires, for as long as `self` holds `owner`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
 
 /// What checking a raw block found: where its parts are and what its keys share.
 struct Layout {
@@ -340,11 +418,11 @@ impl Layout {
         for h in self.heads(raw) {
             buf.extend_from_slice(&h.to_ne_bytes());
         }
-        self.block(buf.into(), false)
+        self.block(Bytes::from(buf).into(), false)
     }
 
     /// The block over `buf`, the raw block and its heads.
-    fn block(&self, buf: Bytes, in_arena: bool) -> DataBlock {
+    fn block(&self, buf: BlockBuf, in_arena: bool) -> DataBlock {
         DataBlock {
             buf,
             entries_end: self.entries_end,
@@ -452,12 +530,9 @@ impl DataBlock {
         let at = start + c.pos();
         c.take(len)?;
         c.expect_end()?;
-        let body = || {
-            if self.in_arena {
-                Bytes::copy_from_slice(&self.buf[at..at + len])
-            } else {
-                self.buf.slice(at..at + len)
-            }
+        let body = || match &self.buf {
+            BlockBuf::Shared(b) if !self.in_arena => b.slice(at..at + len),
+            _ => Bytes::copy_from_slice(&self.buf[at..at + len]),
         };
         let value = match tag {
             TAG_IMAGE => Value::Image(body()),
@@ -650,13 +725,13 @@ mod tests {
             let mut alloc = |len: usize, fill: &mut dyn FnMut(&mut [u8])| {
                 let mut v = vec![0xa5; len];
                 fill(&mut v);
-                Bytes::from(v)
+                BlockBuf::from(Bytes::from(v))
             };
             let cached = block.cached_copy(&mut alloc);
             let direct = DataBlock::parse_with(&raw, Path::new("f"), 0, &mut alloc).unwrap();
             for c in [&cached, &direct] {
                 prop_assert_eq!(c.in_arena, entries.iter().all(|(k, _, v)| 15 + k.len() + body(v).len() <= SMALL_VALUE));
-                prop_assert_eq!(&c.buf, &block.buf);
+                prop_assert_eq!(&c.buf[..], &block.buf[..]);
                 let memory = c.buf.as_ptr_range();
                 for (i, (k, l, v)) in entries.iter().enumerate() {
                     let e = c.entry(i).unwrap();

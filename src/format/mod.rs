@@ -32,7 +32,7 @@ pub use block::{Compression, CompressionProbe, decode_block, decode_block_ref, e
 /// plus one entry of this size stays under [`MAX_RAW_BLOCK`](block::MAX_RAW_BLOCK).
 pub const MAX_VALUE_LEN: usize = 32 << 20;
 pub use catalog::{Catalog, CatalogEntry};
-pub use data_block::{Alloc, DataBlock, DataBlockBuilder};
+pub use data_block::{Alloc, BlockBuf, DataBlock, DataBlockBuilder, Pinned};
 pub(crate) use data_block::{Side, common_prefix, partition_near};
 pub use filter::{KeyFilter, key_hash};
 pub(crate) use footer::FOOTER_MAX_LEN;

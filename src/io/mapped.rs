@@ -64,7 +64,7 @@ impl MappedLog {
     /// Maps a window holding `[self.len, self.len + need)`, allocating the file to its end;
     /// maps nothing and turns [`plain`](Self::plain) on where allocation is unsupported.
     fn remap(&mut self, need: u64) -> std::io::Result<()> {
-        self.map = None;
+        self.unmap();
         let start = self.len / PAGE * PAGE;
         let size = (self.len - start + need).div_ceil(WINDOW) * WINDOW;
         let end = start + size;
@@ -98,11 +98,21 @@ impl MappedLog {
                 .len(len)
                 .map_mut(&self.file)?
         };
-        // Every page made writable in one call, instead of a fault or two per page on first
-        // write. Only a hint: a kernel without it faults them in as they are written.
-        let _ = map.advise(memmap2::Advice::PopulateWrite);
+        // Every page made writable ahead (in steps, see `crate::pages`), instead of a fault or
+        // two per page on first write. Only a hint: a kernel without it faults them in as
+        // they are written.
+        crate::pages::populate_write(&map);
         self.map = Some((map, start));
         Ok(())
+    }
+}
+
+impl MappedLog {
+    /// Unmaps the window, its pages dropped first a step at a time (see `crate::pages`).
+    fn unmap(&mut self) {
+        if let Some((map, _)) = self.map.take() {
+            crate::pages::release_shared(&map);
+        }
     }
 }
 
@@ -148,7 +158,7 @@ impl WritableFile for MappedLog {
 
 impl Drop for MappedLog {
     fn drop(&mut self) {
-        self.map = None;
+        self.unmap();
         if self.allocated > self.len {
             // Best effort: a tail left by a failure here reads as the segment's end.
             let _ = self.file.set_len(self.len);

@@ -23,6 +23,9 @@ const BUCKETS: usize = 40;
 /// Bytes of the first bucket, about: later buckets double.
 const FIRST_BUCKET_BYTES: usize = 16 << 10;
 
+/// Buckets of at least this many bytes give their pages back in steps before they are freed.
+const RELEASE_FIRST: usize = 1 << 20;
+
 /// Elements of `T` that one writer appends and any thread reads.
 pub(crate) struct AppendVec<T> {
     /// Bucket `b` holds `first() << b` elements; null until the writer needs it.
@@ -170,11 +173,18 @@ impl<T> Drop for AppendVec<T> {
             }
             let size = 1usize << (b as u32 + Self::FIRST_BITS);
             let n = left.min(size);
+            let layout = Self::bucket_layout(b);
             // SAFETY: the first `n` elements of the bucket were written and not dropped; the
             // bucket was allocated with this layout, and no reference outlives `&mut self`.
+            // Its pages are heap memory nothing reads again: a large bucket gives them back a
+            // step at a time first, so that freeing it holds the process's memory-map lock
+            // only briefly (see `crate::pages`).
             unsafe {
                 ptr::drop_in_place(ptr::slice_from_raw_parts_mut(bucket, n));
-                dealloc(bucket.cast(), Self::bucket_layout(b));
+                if layout.size() >= RELEASE_FIRST {
+                    crate::pages::release_private(bucket.cast(), layout.size());
+                }
+                dealloc(bucket.cast(), layout);
             }
             left -= n;
         }

@@ -22,7 +22,7 @@ use memmap2::MmapMut;
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 
 use crate::error::Result;
-use crate::format::{Alloc, DataBlock};
+use crate::format::{Alloc, BlockBuf, DataBlock, Pinned};
 
 /// A cache line holding one block's slot.
 #[repr(align(64))]
@@ -92,11 +92,11 @@ impl Arena {
 
     /// `len` bytes written by `fill`, in the arena; of their own when they are a large part of a
     /// chunk, or when no chunk can be mapped.
-    fn alloc(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Bytes {
+    fn alloc(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> BlockBuf {
         let own = |fill: &mut dyn FnMut(&mut [u8])| {
             let mut v = vec![0; len];
             fill(&mut v);
-            Bytes::from(v)
+            BlockBuf::from(Bytes::from(v))
         };
         if len > self.size / 8 {
             return own(fill);
@@ -116,11 +116,11 @@ impl Arena {
         // writes them while `fill` does.
         fill(unsafe { std::slice::from_raw_parts_mut(chunk.base.add(start), len) });
         *used += len;
-        Bytes::from_owner(Piece {
-            chunk: chunk.clone(),
-            start,
-            len,
-        })
+        let owner: Arc<dyn Send + Sync> = chunk.clone();
+        // SAFETY: the bytes were just written and are never written again while the chunk
+        // lives: later pieces cover only bytes above `used`, and the mapping is reused only
+        // once the chunk, which every piece holds, is dropped.
+        BlockBuf::Pinned(unsafe { Pinned::new(owner, chunk.base.add(start), len) })
     }
 
     /// A spare chunk, or a new one; then, if no spare is left, asks for one to be made ready.
@@ -212,8 +212,7 @@ impl Chunk {
     /// Writes every page of `map` now, so that none faults (and is zeroed) when a block is
     /// copied there.
     fn fault_in(mut map: MmapMut) -> MmapMut {
-        #[cfg(target_os = "linux")]
-        if map.advise(memmap2::Advice::PopulateWrite).is_ok() {
+        if crate::pages::populate_write(&map) {
             return map;
         }
         // The mapping is fresh and zeroed: writing a zero to each page changes nothing but
@@ -242,21 +241,6 @@ impl Drop for Chunk {
                 spares.push(map);
             }
         }
-    }
-}
-
-/// Bytes `start..start + len` of a chunk: the memory of one cached block.
-struct Piece {
-    chunk: Arc<Chunk>,
-    start: usize,
-    len: usize,
-}
-
-impl AsRef<[u8]> for Piece {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: the arena wrote these bytes before it made this piece and never writes them
-        // again; the mapping lives as long as `chunk`.
-        unsafe { std::slice::from_raw_parts(self.chunk.base.add(self.start), self.len) }
     }
 }
 

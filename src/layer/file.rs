@@ -28,6 +28,7 @@
 //! mismatch is an error naming the file and offset.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::{Bound, Range};
@@ -279,9 +280,16 @@ impl Source {
 
 /// `len` bytes of `file` (the layer file at `path`) at `offset`.
 fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
     let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, offset).map_err(|e| {
+    read_into(file, path, offset, &mut buf)?;
+    Ok(buf)
+}
+
+/// Fills `buf` from `file` (the layer file at `path`) at `offset`.
+fn read_into(file: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = buf.len();
+    file.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             Error::corruption(
                 path,
@@ -291,8 +299,19 @@ fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>>
         } else {
             Error::io(format!("reading {len} bytes at {offset} of"), path, e)
         }
-    })?;
-    Ok(buf)
+    })
+}
+
+/// Blocks up to this long are read on a cache miss into the thread's [`SCRATCH`] buffer.
+const SCRATCH_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// A reader's buffer for the blocks it reads on cache misses, kept from one miss to the
+    /// next. A buffer allocated per miss now and then made the thread's malloc arena grow, and
+    /// growing it (`mprotect`) waits for the process's memory-map lock, which the writer's
+    /// mappings and other threads' page faults hold: measured in `benches/peers`, every time a
+    /// get under ingest blocked, it blocked there, for up to tens of milliseconds.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// An open, immutable layer file.
@@ -474,16 +493,36 @@ impl LayerFile {
     #[inline(never)]
     fn block_missed(&self, i: usize) -> Result<BlockRef<'_>> {
         self.cache.misses.increment(1);
+        let e = &self.index[i];
+        let len = e.len as usize;
+        match &self.source {
+            Source::Read(f) if len <= SCRATCH_MAX => SCRATCH.with_borrow_mut(|buf| {
+                if buf.len() < len {
+                    buf.resize(len, 0);
+                }
+                let framed = &mut buf[..len];
+                read_into(f, &self.path, e.offset, framed)?;
+                let raw = decode_block_ref(framed, &self.path, e.offset)?;
+                self.cache_block(i, &raw, e.offset)
+            }),
+            _ => {
+                let (raw, offset) = self.raw_block(i)?;
+                self.cache_block(i, &raw, offset)
+            }
+        }
+    }
+
+    /// Caches block `i`, whose checked and decompressed bytes are `raw`, and returns it.
+    fn cache_block(&self, i: usize, raw: &[u8], offset: u64) -> Result<BlockRef<'_>> {
         // Checked and parsed straight into the cache, then read there: one copy of the block.
-        let (raw, offset) = self.raw_block(i)?;
         let cached = self.cache.insert_with(&self.blocks, i, |alloc| {
-            DataBlock::parse_with(&raw, &self.path, offset, alloc)
+            DataBlock::parse_with(raw, &self.path, offset, alloc)
         })?;
         // Unless the cache holds nothing, or already evicted it (a cache smaller than a block).
         if cached && let Some(b) = self.blocks.get(i) {
             return Ok(BlockRef::Cached(b));
         }
-        Ok(BlockRef::Read(DataBlock::parse(&raw, &self.path, offset)?))
+        Ok(BlockRef::Read(DataBlock::parse(raw, &self.path, offset)?))
     }
 
     /// Block `i` as stored, checked against its checksum and decompressed, and its offset.
