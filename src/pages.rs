@@ -16,9 +16,22 @@ use memmap2::MmapMut;
 /// Bytes one system call faults in or gives back.
 const STEP: usize = 256 << 10;
 
-/// The page size (the smallest on the platforms this runs on; a larger one only makes
-/// [`release`] give back less).
-const PAGE: usize = 4096;
+/// The kernel's page size: `madvise` takes only page-aligned starts, and rounds a length up to
+/// whole pages, so [`release_private`] must round inward by the real size (64 KiB on some
+/// aarch64 and ppc64le kernels), or it would clear memory past its range. [`STEP`] is a
+/// multiple of every page size in use.
+#[cfg(target_os = "linux")]
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: `sysconf` only reads a system value.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(n)
+            .ok()
+            .filter(|n| n.is_power_of_two())
+            .unwrap_or(4096)
+    })
+}
 
 /// Faults every page of `map` in for writing, a step at a time, so that writes to it fault
 /// nothing. Returns false if the kernel cannot (nothing then was done; the pages fault in as
@@ -75,11 +88,17 @@ pub(crate) fn release_shared(map: &MmapMut) {
 pub(crate) unsafe fn release_private(ptr: *mut u8, len: usize) {
     #[cfg(target_os = "linux")]
     {
-        let start = (ptr as usize).div_ceil(PAGE) * PAGE;
-        let end = (ptr as usize + len) / PAGE * PAGE;
+        let page = page_size();
+        let start = (ptr as usize).div_ceil(page) * page;
+        let end = (ptr as usize + len) / page * page;
         let mut at = start;
         while at < end {
-            let n = STEP.min(end - at);
+            // A multiple of the page size: `end - at` is one, and so is `STEP` or it is larger.
+            let n = if STEP.is_multiple_of(page) {
+                STEP.min(end - at)
+            } else {
+                end - at
+            };
             // SAFETY: whole pages inside memory the caller owns and no longer reads; a private
             // anonymous page dropped this way reads as zeros if touched again (by the
             // allocator's own bookkeeping when the memory is freed), never as other data.
@@ -91,14 +110,19 @@ pub(crate) unsafe fn release_private(ptr: *mut u8, len: usize) {
     let _ = (ptr, len);
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    const PAGE: usize = 4096;
 
     /// A populated map holds its zeros and takes writes; released private memory reads as
     /// zeros (whole pages) and keeps the bytes outside them.
     #[test]
     fn populated_and_released_memory_reads_as_expected() {
+        if page_size() != PAGE {
+            return;
+        }
         let mut map = MmapMut::map_anon(3 * STEP + 5 * PAGE).unwrap();
         populate_write(&map);
         assert!(map.iter().all(|&b| b == 0));

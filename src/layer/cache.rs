@@ -235,11 +235,17 @@ impl Chunk {
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        if let Some(map) = self.map.take() {
+        if let Some(mut map) = self.map.take() {
             let mut spares = self.spares.lock();
             if spares.len() < SPARE_CHUNKS {
                 spares.push(map);
+                return;
             }
+            drop(spares);
+            // Unmapped: its pages given back a step at a time first (see `crate::pages`).
+            // SAFETY: a private anonymous mapping no piece covers any more (the chunk, which
+            // every piece holds, is being dropped), unmapped right after.
+            unsafe { crate::pages::release_private(map.as_mut_ptr(), map.len()) };
         }
     }
 }
@@ -310,6 +316,9 @@ impl BlockCache {
         if self.capacity == 0 {
             return Ok(false);
         }
+        // Blocks evicted to make room, dropped once the lock is let go: the last block of a
+        // chunk unmaps it.
+        let mut evicted = Vec::new();
         let mut fifo = self.fifo.lock();
         {
             let mut slot = slots.0[i].0.write();
@@ -330,6 +339,7 @@ impl BlockCache {
             if let Some(b) = s.0[j].0.write().take() {
                 fifo.bytes -= b.byte_len();
                 fifo.blocks -= 1;
+                evicted.push(b);
             }
         }
         // Entries of closed files' slots pile up only while the cache is under its capacity;
@@ -337,6 +347,8 @@ impl BlockCache {
         if fifo.order.len() > 2 * fifo.blocks + 1024 {
             fifo.order.retain(|(s, j)| s.0[*j].0.read().is_some());
         }
+        drop(fifo);
+        drop(evicted);
         Ok(true)
     }
 

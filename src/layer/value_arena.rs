@@ -105,9 +105,14 @@ impl ValueArena {
 
     /// The `len` bytes at `at`, as [`push`](Self::push) returned for a value of that length.
     ///
+    /// # Safety
+    /// The location was published to this thread after the push that returned it (through a
+    /// `Release` store the caller loaded with `Acquire`): bytes still being written would be a
+    /// data race.
+    ///
     /// # Panics
     /// If no chunk `at` names was pushed, or the bytes run past its end.
-    pub(crate) fn get(&self, at: Location, len: usize) -> &[u8] {
+    pub(crate) unsafe fn get(&self, at: Location, len: usize) -> &[u8] {
         let (c, start) = ((at >> 32) as usize, at as u32 as usize);
         let chunk = self.chunks.get(c).expect("a value in a pushed chunk");
         assert!(start + len <= CHUNK_BYTES, "value past its chunk's end");
@@ -150,7 +155,8 @@ mod tests {
                     model.push((unsafe { arena.push(&mut cursor, &v) }, v));
                 }
                 for (at, v) in &model {
-                    prop_assert_eq!(arena.get(*at, v.len()), &v[..]);
+                    // SAFETY: pushed by this thread.
+                    prop_assert_eq!(unsafe { arena.get(*at, v.len()) }, &v[..]);
                 }
                 let total: usize = model.iter().map(|(_, v)| v.len()).sum();
                 let memory = arena.memory(&cursor);

@@ -370,6 +370,9 @@ impl TimelineInner {
             let kept = Arc::new(ws.open.copy_up_to(lrl));
             self.replace_open(&mut ws, kept, None);
             ws.last_put = lrl;
+            // Nor may the next commit log them.
+            ws.wal_puts.clear();
+            ws.wal_put_count = 0;
         }
     }
 }
