@@ -18,12 +18,13 @@
 
 mod common;
 use common::follow::{
-    Model, commit_each, idle_primary, key, late_fenced_commit, model_get, primary_options, value,
+    Model, Straddle, check_timeline, commit_each, key, model_get, owner_with_three_commits,
+    primary_options, value,
 };
 use common::hooked::{HookAt, Hooked};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::backends::{Backend, on_tokio, unique_prefix};
@@ -738,26 +739,13 @@ fn wal_chunks(storage: &RemoteStorage) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every key of "main" (`tl`, attached from the destination) at every LSN up to `upto`
-/// matches `model`, and `tl` holds exactly `upto`.
-fn check_main(
-    tl: &stratakv::Timeline,
-    model: &BTreeMap<(u64, u64), Vec<u8>>,
-    upto: u64,
-    what: &str,
-) {
-    assert_eq!(tl.last_record_lsn(), Lsn(upto), "{what}");
-    for at in 1..=upto {
-        for k in 0..3 {
-            assert_eq!(
-                tl.get_blocking(&key(k), Lsn(at))
-                    .unwrap()
-                    .map(|b| b.to_vec()),
-                model_get(model, k, at),
-                "{what}: key {k} at {at}"
-            );
-        }
-    }
+/// A store attached read-only from `dest` holds exactly `upto` on "main", every key at every
+/// LSN matching `model`.
+fn check_attached(dest: &Backend, model: &BTreeMap<(u64, u64), Vec<u8>>, upto: u64, what: &str) {
+    let cache = tempfile::tempdir().unwrap();
+    let ro = read_only(cache.path(), dest.remote());
+    check_timeline(&ro.timeline("main").unwrap(), model, upto, what);
+    block_on(ro.close()).unwrap();
 }
 
 /// Given a mirror in sync with an owner of "main" (commits 1-3, a chunk each), when, between
@@ -779,43 +767,16 @@ fn a_pass_straddling_a_new_owners_claim_does_not_copy_the_late_chunk() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let first = idle_primary(adir.path(), source.remote());
-    let tl = block_on(first.create_timeline("main")).unwrap();
-    let mut w = tl.writer().unwrap();
-    let mut model = BTreeMap::new();
-    commit_each(&mut w, 1..=3, &mut model);
-    let (landed_tx, landed_rx) = mpsc::channel::<()>();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let next_thread: Arc<Mutex<Option<std::thread::JoinHandle<Store>>>> = Arc::default();
-    let hook = {
-        let next_thread = next_thread.clone();
-        let remote = source.remote_on(Arc::new(Hooked {
-            inner: source.store.clone(),
-            at: HookAt::WalStartUpload,
-            hook: Mutex::new(Some(Box::new(move || {
-                // The new owner claimed and listed chunks 1-3; the old owner's next commit
-                // lands as chunk 4 of its generation, then fails.
-                late_fenced_commit(&mut w);
-                landed_tx.send(()).unwrap();
-                go_rx.recv().unwrap();
-                drop((w, tl, first));
-            }))),
-        }));
-        let bpath = bdir.path().to_path_buf();
-        move || {
-            // Between this pass's claim read and its listing: the new owner opens up to its
-            // start record, and the late chunk lands.
-            let h = std::thread::spawn(move || idle_primary(&bpath, remote));
-            *next_thread.lock().unwrap() = Some(h);
-            landed_rx.recv().unwrap();
-        }
-    };
-    let mirror_source = source.remote_on(Arc::new(Hooked {
-        inner: source.store.clone(),
+    let (first, tl, w, mut model) = owner_with_three_commits(adir.path(), source.remote());
+    // Between this pass's claim read and its listing: the new owner opens up to its start
+    // record, and the late chunk lands.
+    let (hook, straddle) = Straddle::new(&source, bdir.path(), (first, tl, w));
+    let mirror_source = source.remote_on(Hooked::around(
+        source.store.clone(),
         // The first pass's listing; the hook runs in the second one's.
-        at: HookAt::WalListing(1.into()),
-        hook: Mutex::new(Some(Box::new(hook))),
-    }));
+        HookAt::WalListing(1.into()),
+        hook,
+    ));
     let mirror = Mirror::start(
         mirror_source,
         dest.remote(),
@@ -836,7 +797,7 @@ fn a_pass_straddling_a_new_owners_claim_does_not_copy_the_late_chunk() {
         .poll_interval(Duration::from_secs(3600)),
     )
     .unwrap();
-    check_main(
+    check_timeline(
         &secondary.timeline("main").unwrap(),
         &model,
         3,
@@ -845,7 +806,7 @@ fn a_pass_straddling_a_new_owners_claim_does_not_copy_the_late_chunk() {
 
     // The pass that straddles the new owner's claim.
     let pass = mirror.sync_now().unwrap();
-    assert!(next_thread.lock().unwrap().is_some(), "the hook ran");
+    assert!(straddle.ran(), "the hook ran");
     let late: Vec<String> = wal_chunks(&source.remote())
         .difference(&acknowledged)
         .cloned()
@@ -859,21 +820,12 @@ fn a_pass_straddling_a_new_owners_claim_does_not_copy_the_late_chunk() {
     );
     assert!(!pass.complete, "{pass:?}");
     assert_eq!(mirror.status().state, MirrorState::CatchingUp);
-    let cache = tempfile::tempdir().unwrap();
-    let ro = read_only(cache.path(), dest.remote());
-    check_main(
-        &ro.timeline("main").unwrap(),
-        &model,
-        3,
-        "attached after the straddling pass",
-    );
-    block_on(ro.close()).unwrap();
+    check_attached(&dest, &model, 3, "attached after the straddling pass");
     let status = secondary.catch_up().unwrap();
     assert_eq!(status.applied.get("main"), Some(&Lsn(3)), "{status:?}");
 
     // The new owner records its start (at 4, over the late chunk) and commits 4 and 5.
-    go_tx.send(()).unwrap();
-    let next = next_thread.lock().unwrap().take().unwrap().join().unwrap();
+    let next = straddle.new_owner();
     let mut w = next.timeline("main").unwrap().writer().unwrap();
     commit_each(&mut w, 4..=5, &mut model);
     let mut passes = 0;
@@ -885,18 +837,10 @@ fn a_pass_straddling_a_new_owners_claim_does_not_copy_the_late_chunk() {
     // which makes every reader of the destination skip it.
     let starts = |r: RemoteStorage| on_tokio(r.list("walstart")).unwrap();
     assert_eq!(starts(dest.remote()), starts(source.remote()));
-    let cache = tempfile::tempdir().unwrap();
-    let ro = read_only(cache.path(), dest.remote());
-    check_main(
-        &ro.timeline("main").unwrap(),
-        &model,
-        5,
-        "attached after the takeover",
-    );
-    block_on(ro.close()).unwrap();
+    check_attached(&dest, &model, 5, "attached after the takeover");
     let status = secondary.catch_up().unwrap();
     assert_eq!(status.applied.get("main"), Some(&Lsn(5)), "{status:?}");
-    check_main(
+    check_timeline(
         &secondary.timeline("main").unwrap(),
         &model,
         5,

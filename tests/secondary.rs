@@ -13,7 +13,8 @@
 
 mod common;
 use common::follow::{
-    Model, commit_each, idle_primary, key, late_fenced_commit, model_get, primary_options, value,
+    MainModel, Model, Straddle, check_timeline, commit_each, idle_primary, key, late_fenced_commit,
+    model_get, owner_with_three_commits, primary_options, value,
 };
 use common::hooked::{HookAt, Hooked};
 
@@ -696,19 +697,12 @@ fn flush_until_no_chunk_is_left(primary: &Store, tl: &stratakv::Timeline, remote
 
 /// Every key at every LSN up to `upto` on the secondary's `main` matches `model`.
 fn check_main(secondary: &Secondary, model: &BTreeMap<(u64, u64), Vec<u8>>, upto: u64) {
-    let tl = secondary.timeline("main").unwrap();
-    assert_eq!(tl.last_record_lsn(), Lsn(upto));
-    for at in 1..=upto {
-        for k in 0..3 {
-            assert_eq!(
-                tl.get_blocking(&key(k), Lsn(at))
-                    .unwrap()
-                    .map(|b| b.to_vec()),
-                model_get(model, k, at),
-                "key {k} at {at}"
-            );
-        }
-    }
+    check_timeline(
+        &secondary.timeline("main").unwrap(),
+        model,
+        upto,
+        "secondary",
+    );
 }
 
 /// Given a secondary opening while its owner flushes, uploads the index and deletes the chunks
@@ -738,11 +732,7 @@ fn a_secondary_opening_beside_a_chunk_deletion_misses_no_commit() {
             commit_each(&mut w.lock().unwrap(), 6..=7, &mut model.lock().unwrap());
         }
     };
-    let store = Arc::new(Hooked {
-        inner: backend.store.clone(),
-        at: HookAt::WalListing(0.into()),
-        hook: Mutex::new(Some(Box::new(hook))),
-    });
+    let store = Hooked::around(backend.store.clone(), HookAt::WalListing(0.into()), hook);
     let secondary = Secondary::open(
         secondary_options(sdir.path(), backend.remote_on(store))
             .poll_interval(Duration::from_secs(3600)),
@@ -817,12 +807,12 @@ fn a_secondary_reloads_when_a_new_owner_numbers_its_chunks_anew() {
             *second.lock().unwrap() = Some(next);
         }
     };
-    let store = Arc::new(Hooked {
-        inner: backend.store.clone(),
+    let store = Hooked::around(
+        backend.store.clone(),
         // The open's listing and its first catch-up's pass; the hook runs in the next one.
-        at: HookAt::WalListing(2.into()),
-        hook: Mutex::new(Some(Box::new(hook))),
-    });
+        HookAt::WalListing(2.into()),
+        hook,
+    );
     let secondary = Secondary::open(
         secondary_options(sdir.path(), backend.remote_on(store))
             .poll_interval(Duration::from_secs(3600)),
@@ -836,27 +826,6 @@ fn a_secondary_reloads_when_a_new_owner_numbers_its_chunks_anew() {
     secondary.close();
     let next = second.lock().unwrap().take().unwrap();
     block_on(next.close()).unwrap();
-}
-
-/// What the takeover tests expect of "main": `(key, lsn)` → value.
-type MainModel = BTreeMap<(u64, u64), Vec<u8>>;
-
-/// An owner in `dir` with timeline "main" and commits 1-3 (each a chunk), and their model.
-fn owner_with_three_commits(
-    dir: &std::path::Path,
-    backend: &Backend,
-) -> (
-    Store,
-    stratakv::Timeline,
-    stratakv::TimelineWriter,
-    MainModel,
-) {
-    let owner = idle_primary(dir, backend.remote());
-    let tl = block_on(owner.create_timeline("main")).unwrap();
-    let mut w = tl.writer().unwrap();
-    let mut model = BTreeMap::new();
-    commit_each(&mut w, 1..=3, &mut model);
-    (owner, tl, w, model)
 }
 
 /// The new owner commits 4 and 5; the secondary's next poll applies them and reads every
@@ -899,7 +868,7 @@ fn takeover_poll(reload_at_once: bool) {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let (first, tl, mut w, mut model) = owner_with_three_commits(adir.path(), &backend);
+    let (first, tl, mut w, mut model) = owner_with_three_commits(adir.path(), backend.remote());
     let mut options =
         secondary_options(sdir.path(), backend.remote()).poll_interval(Duration::from_secs(3600));
     if reload_at_once {
@@ -929,11 +898,7 @@ fn takeover_poll(reload_at_once: bool) {
             drop((w, tl, first));
         }
     };
-    let store = Arc::new(Hooked {
-        inner: backend.store.clone(),
-        at: HookAt::WalStartUpload,
-        hook: Mutex::new(Some(Box::new(hook))),
-    });
+    let store = Hooked::around(backend.store.clone(), HookAt::WalStartUpload, hook);
     let next = idle_primary(bdir.path(), backend.remote_on(store));
     let expect_seen = if reload_at_once { Lsn(4) } else { Lsn(3) };
     assert_eq!(*seen.lock().unwrap(), Some(expect_seen), "the hook ran");
@@ -957,39 +922,16 @@ fn a_poll_straddling_a_new_owners_claim_does_not_apply_the_late_chunk() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let (first, tl, mut w, mut model) = owner_with_three_commits(adir.path(), &backend);
-    let (landed_tx, landed_rx) = std::sync::mpsc::channel::<()>();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let next_thread: Arc<Mutex<Option<std::thread::JoinHandle<Store>>>> = Arc::default();
-    let hook = {
-        let next_thread = next_thread.clone();
-        let remote = backend.remote_on(Arc::new(Hooked {
-            inner: backend.store.clone(),
-            at: HookAt::WalStartUpload,
-            hook: Mutex::new(Some(Box::new(move || {
-                // The new owner claimed and listed chunks 1-3; the old owner's next commit
-                // lands as chunk 4 of generation 1, then fails.
-                late_fenced_commit(&mut w);
-                landed_tx.send(()).unwrap();
-                go_rx.recv().unwrap();
-                drop((w, tl, first));
-            }))),
-        }));
-        let bpath = bdir.path().to_path_buf();
-        move || {
-            // Between this poll's owner read and its listing: the new owner opens up to its
-            // start record, and the late chunk lands.
-            let h = std::thread::spawn(move || idle_primary(&bpath, remote));
-            *next_thread.lock().unwrap() = Some(h);
-            landed_rx.recv().unwrap();
-        }
-    };
-    let store = Arc::new(Hooked {
-        inner: backend.store.clone(),
+    let (first, tl, w, mut model) = owner_with_three_commits(adir.path(), backend.remote());
+    // Between this poll's owner read and its listing: the new owner opens up to its start
+    // record, and the late chunk lands.
+    let (hook, straddle) = Straddle::new(&backend, bdir.path(), (first, tl, w));
+    let store = Hooked::around(
+        backend.store.clone(),
         // The open's listing and its first catch-up's; the hook runs in the next one.
-        at: HookAt::WalListing(2.into()),
-        hook: Mutex::new(Some(Box::new(hook))),
-    });
+        HookAt::WalListing(2.into()),
+        hook,
+    );
     let secondary = Secondary::open(
         secondary_options(sdir.path(), backend.remote_on(store))
             .poll_interval(Duration::from_secs(3600)),
@@ -1000,8 +942,7 @@ fn a_poll_straddling_a_new_owners_claim_does_not_apply_the_late_chunk() {
     let status = secondary.catch_up().unwrap();
     assert_eq!(status.applied.get("main"), Some(&Lsn(3)), "{status:?}");
     check_main(&secondary, &model, 3);
-    go_tx.send(()).unwrap();
-    let next = next_thread.lock().unwrap().take().unwrap().join().unwrap();
+    let next = straddle.new_owner();
     new_owner_commits_and_secondary_follows(&next, &secondary, &mut model);
     secondary.close();
     block_on(next.close()).unwrap();

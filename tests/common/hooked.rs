@@ -23,6 +23,19 @@ pub enum HookAt {
 }
 
 impl Hooked {
+    /// `inner`, running `hook` once at `at`.
+    pub fn around(
+        inner: Arc<dyn object_store::ObjectStore>,
+        at: HookAt,
+        hook: impl FnOnce() + Send + 'static,
+    ) -> Arc<Hooked> {
+        Arc::new(Hooked {
+            inner,
+            at,
+            hook: Mutex::new(Some(Box::new(hook))),
+        })
+    }
+
     fn run_hook(&self) {
         if let Some(hook) = self.hook.lock().unwrap().take() {
             // On a thread of its own: the hook drives other stores' runtimes.
