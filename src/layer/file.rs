@@ -40,6 +40,7 @@ use memmap2::Mmap;
 use parking_lot::MappedRwLockReadGuard;
 
 use super::cache::{BlockCache, BlockSlots};
+use super::heads::Heads;
 use super::versions::Versions;
 use crate::error::{Error, Result};
 use crate::format::{
@@ -323,9 +324,9 @@ pub(crate) struct LayerFile {
     /// The prefix every key in the file shares (that of its first and last key).
     prefix: Box<[u8]>,
     /// The head of each index entry's first key after `prefix` (its next 8 bytes as one
-    /// integer, see [`Side`]): a dense array a lookup binary-searches first, where probing
-    /// `index` would chase a pointer to each key.
-    heads: Vec<u64>,
+    /// integer, see [`Side`]): a dense array a lookup searches first, where probing `index`
+    /// would chase a pointer to each key.
+    heads: Heads,
     filter: Option<KeyFilter>,
     /// The cached blocks, one slot per index entry.
     blocks: Arc<BlockSlots>,
@@ -428,7 +429,7 @@ impl LayerFile {
             path: path.to_path_buf(),
             source,
             prefix: Box::default(),
-            heads: Vec::new(),
+            heads: Heads::default(),
             blocks: BlockCache::slots(index.len()),
             index,
             filter,
@@ -452,7 +453,7 @@ impl LayerFile {
                     _ => return Err(file.corrupt(i, "first key out of order".to_string())),
                 }
             }
-            file.heads = heads;
+            file.heads = Heads::new(&heads);
         }
         Ok(file)
     }
@@ -701,9 +702,9 @@ impl LayerFile {
             Side::Above => return self.index.len(),
             Side::Within(h) => h,
         };
-        let lo = self.heads.partition_point(|x| *x < h);
+        let lo = self.heads.below(h);
         // Few blocks share a head, most often none: the run is looked for next to `lo`.
-        let same = partition_near(lo, self.heads.len(), |i| self.heads[i] == h) - lo;
+        let same = partition_near(lo, self.heads.len(), |i| self.heads.get(i) == h) - lo;
         lo + self.index[lo..lo + same]
             .partition_point(|e| e.first_key[..].cmp(key).then(e.first_lsn.cmp(&lsn)).is_le())
     }

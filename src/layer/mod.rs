@@ -4,6 +4,7 @@ mod append_vec;
 mod cache;
 mod file;
 mod handle;
+mod heads;
 mod inmemory;
 mod key_index;
 mod map;
