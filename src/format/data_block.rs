@@ -507,6 +507,12 @@ impl DataBlock {
     }
 
     /// The search heads, one per entry, as bytes.
+    /// Where a search of the block starts reading (its offset table, then its heads): for a
+    /// prefetch.
+    pub fn search_area(&self) -> *const u8 {
+        self.buf[self.entries_end as usize..].as_ptr()
+    }
+
     fn heads(&self) -> &[u8] {
         let at = self.entries_end as usize + OFFSET_LEN * self.len() + COUNT_LEN;
         &self.buf[at..]

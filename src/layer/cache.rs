@@ -20,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use memmap2::MmapMut;
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Result;
 use crate::format::{Alloc, BlockBuf, DataBlock, Pinned};
@@ -28,20 +29,74 @@ use crate::format::{Alloc, BlockBuf, DataBlock, Pinned};
 #[repr(align(64))]
 struct Slot(RwLock<Option<DataBlock>>);
 
-/// One slot per data block of a layer file.
-pub(crate) struct BlockSlots(Box<[Slot]>);
+/// One slot per data block of a layer file, and where each cached block's search starts.
+pub(crate) struct BlockSlots {
+    slots: Box<[Slot]>,
+    /// For each block, in lines of eight, the address of its [`search_area`] while it is
+    /// cached, else 0. Read only to prefetch (which never faults, whatever the address), so a
+    /// stale one costs a wasted fetch, nothing else: a lookup that knows which eight blocks
+    /// its key may lie in fetches their line beside the heads it is searching, and then the
+    /// block's search area beside the slot, rather than one after the other.
+    ///
+    /// [`search_area`]: DataBlock::search_area
+    areas: Box<[AreaLine]>,
+}
+
+/// The search-area addresses of eight blocks: one cache line.
+#[repr(align(64))]
+struct AreaLine([AtomicUsize; AREA_LINE]);
+
+/// As many as [`Heads`](super::heads::Heads) keeps in a group: a lookup knows the group its
+/// key lies in before it knows the block.
+const AREA_LINE: usize = super::heads::GROUP;
+
+/// Lines of a cached block's search area a lookup prefetches: the offset table and heads of a
+/// block of up to about 40 entries (a 4 KiB block of 100-byte values holds 30).
+const AREA_PREFETCH_LINES: usize = 8;
 
 impl BlockSlots {
-    /// Block `i`, if it is cached, read-locked in its slot. Hold it briefly: evicting it waits.
-    pub(crate) fn get(&self, i: usize) -> Option<MappedRwLockReadGuard<'_, DataBlock>> {
-        RwLockReadGuard::try_map(self.0[i].0.read(), Option::as_ref).ok()
+    fn new(blocks: usize) -> BlockSlots {
+        BlockSlots {
+            slots: (0..blocks).map(|_| Slot(RwLock::new(None))).collect(),
+            areas: (0..blocks.div_ceil(AREA_LINE))
+                .map(|_| AreaLine(std::array::from_fn(|_| AtomicUsize::new(0))))
+                .collect(),
+        }
     }
 
-    /// Starts fetching block `i`'s slot into the CPU cache: a hint.
-    pub(crate) fn prefetch(&self, i: usize) {
-        if let Some(s) = self.0.get(i) {
-            crate::hint::prefetch(s);
+    /// Block `i`, if it is cached, read-locked in its slot. Hold it briefly: evicting it waits.
+    pub(crate) fn get(&self, i: usize) -> Option<MappedRwLockReadGuard<'_, DataBlock>> {
+        RwLockReadGuard::try_map(self.slots[i].0.read(), Option::as_ref).ok()
+    }
+
+    fn area(&self, i: usize) -> &AtomicUsize {
+        &self.areas[i / AREA_LINE].0[i % AREA_LINE]
+    }
+
+    /// Starts fetching the search-area addresses of the blocks of heads group `line` into the
+    /// CPU cache: a hint.
+    pub(crate) fn prefetch_areas(&self, line: usize) {
+        if let Some(l) = self.areas.get(line) {
+            crate::hint::prefetch(l);
         }
+    }
+
+    /// Starts fetching block `i`'s slot, and the start of its search area if it is cached,
+    /// into the CPU cache: a hint.
+    pub(crate) fn prefetch(&self, i: usize) {
+        if let Some(s) = self.slots.get(i) {
+            crate::hint::prefetch(s);
+            let at = self.area(i).load(Ordering::Relaxed);
+            for line in 0..AREA_PREFETCH_LINES {
+                crate::hint::prefetch((at as *const u8).wrapping_add(line * 64));
+            }
+        }
+    }
+
+    /// Empties slot `i` (its write lock held as `slot`), returning the block.
+    fn take(&self, i: usize, slot: &mut Option<DataBlock>) -> Option<DataBlock> {
+        self.area(i).store(0, Ordering::Relaxed);
+        slot.take()
     }
 }
 
@@ -290,9 +345,7 @@ impl BlockCache {
 
     /// Empty slots for a layer file of `blocks` data blocks.
     pub(crate) fn slots(blocks: usize) -> Arc<BlockSlots> {
-        Arc::new(BlockSlots(
-            (0..blocks).map(|_| Slot(RwLock::new(None))).collect(),
-        ))
+        Arc::new(BlockSlots::new(blocks))
     }
 
     /// Caches a copy of `block` as block `i` of the file owning `slots`, unless another reader
@@ -321,7 +374,7 @@ impl BlockCache {
         let mut evicted = Vec::new();
         let mut fifo = self.fifo.lock();
         {
-            let mut slot = slots.0[i].0.write();
+            let mut slot = slots.slots[i].0.write();
             if slot.is_some() {
                 return Ok(true);
             }
@@ -329,6 +382,10 @@ impl BlockCache {
             let block = make(&mut |len, fill| arena.alloc(len, fill))?;
             fifo.bytes += block.byte_len();
             fifo.blocks += 1;
+            // The block's bytes stay where they are as long as it is in the slot.
+            slots
+                .area(i)
+                .store(block.search_area() as usize, Ordering::Relaxed);
             *slot = Some(block);
         }
         fifo.order.push_back((slots.clone(), i));
@@ -336,7 +393,7 @@ impl BlockCache {
             let Some((s, j)) = fifo.order.pop_front() else {
                 break;
             };
-            if let Some(b) = s.0[j].0.write().take() {
+            if let Some(b) = s.take(j, &mut s.slots[j].0.write()) {
                 fifo.bytes -= b.byte_len();
                 fifo.blocks -= 1;
                 evicted.push(b);
@@ -345,7 +402,7 @@ impl BlockCache {
         // Entries of closed files' slots pile up only while the cache is under its capacity;
         // drop them once they outnumber the blocks cached.
         if fifo.order.len() > 2 * fifo.blocks + 1024 {
-            fifo.order.retain(|(s, j)| s.0[*j].0.read().is_some());
+            fifo.order.retain(|(s, j)| s.slots[*j].0.read().is_some());
         }
         drop(fifo);
         drop(evicted);
@@ -362,8 +419,8 @@ impl BlockCache {
         }
         let mut taken = Vec::new();
         let mut fifo = self.fifo.lock();
-        for slot in &slots.0 {
-            if let Some(b) = slot.0.write().take() {
+        for (i, slot) in slots.slots.iter().enumerate() {
+            if let Some(b) = slots.take(i, &mut slot.0.write()) {
                 fifo.bytes -= b.byte_len();
                 fifo.blocks -= 1;
                 taken.push(b);

@@ -702,7 +702,15 @@ impl LayerFile {
             Side::Above => return self.index.len(),
             Side::Within(h) => h,
         };
-        let lo = self.heads.below(h);
+        let lo = match self.heads.group_below(h) {
+            None => 0,
+            Some(g) => {
+                // The block is one of the group's: where its search starts is fetched beside
+                // the group's heads.
+                self.blocks.prefetch_areas(g);
+                self.heads.below_in(g, h)
+            }
+        };
         // Few blocks share a head, most often none: the run is looked for next to `lo`.
         let same = partition_near(lo, self.heads.len(), |i| self.heads.get(i) == h) - lo;
         lo + self.index[lo..lo + same]

@@ -11,7 +11,7 @@
 //! reads one line.
 
 /// Heads in one group: one cache line of `u64`s.
-const GROUP: usize = 8;
+pub(crate) const GROUP: usize = 8;
 
 /// One cache line of heads; a last group not filled is padded with `u64::MAX`.
 #[derive(Clone, Copy)]
@@ -59,15 +59,22 @@ impl Heads {
     }
 
     /// How many heads are below `h`: the first index whose head is at least `h`.
+    #[cfg(test)]
     pub(crate) fn below(&self, h: u64) -> usize {
-        // Groups before `g` start below `h`; so the answer lies in group `g - 1`, or it is 0.
-        let g = self.top.partition_point(|x| *x < h);
-        let Some(last_below) = g.checked_sub(1) else {
-            return 0;
-        };
+        self.group_below(h).map_or(0, |g| self.below_in(g, h))
+    }
+
+    /// The last group whose first head is below `h`, if any: the heads below `h` end in it
+    /// (heads `GROUP·g ..`). Reads only the top array.
+    pub(crate) fn group_below(&self, h: u64) -> Option<usize> {
+        self.top.partition_point(|x| *x < h).checked_sub(1)
+    }
+
+    /// How many heads are below `h`, given `g = group_below(h)`: reads group `g`'s line.
+    pub(crate) fn below_in(&self, g: usize, h: u64) -> usize {
         // Branch-free over the line (the padding is never below `h`, as `u64::MAX` is not).
-        let n = self.groups[last_below].0.iter().filter(|x| **x < h).count();
-        (last_below * GROUP + n).min(self.len)
+        let n = self.groups[g].0.iter().filter(|x| **x < h).count();
+        (g * GROUP + n).min(self.len)
     }
 }
 
