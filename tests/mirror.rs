@@ -366,7 +366,19 @@ fn a_paused_mirror_reports_its_lag_and_catches_up_after() {
         write(&mut rng, &mut writers, &mut model, &mut lsn, 30);
         wait_shipped(&primary);
         std::thread::sleep(Duration::from_millis(60));
-        let s = mirror.measure().unwrap();
+        // The lag in LSN moves with what the source reports (its heartbeat, every 50 ms, or
+        // its index): measured again until it does, should the source's beat be late.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let s = loop {
+            let s = mirror.measure().unwrap();
+            let grew = lags
+                .last()
+                .is_none_or(|l: &(u64, Duration, Duration)| s.lag_lsn > l.0);
+            if grew || Instant::now() > deadline {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!(s.state, MirrorState::Paused, "{s:?}");
         // Behind in chunks, or (once the primary flushed, uploaded and deleted the chunks its
         // index covers) in layer objects: bytes either way.

@@ -940,6 +940,12 @@ fn concurrent_readers_see_exactly_what_was_published_while_layers_freeze_flush_c
             "expected many layers, got {}",
             tl.layers().len()
         );
+        // The writing phase is short: on a loaded machine the background thread may not have
+        // had its turn yet, so it gets a while to run (and still fails if it never does).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !tl.layers().iter().any(|l| l.level == 1) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert!(
             tl.layers().iter().any(|l| l.level == 1),
             "background compaction never ran"

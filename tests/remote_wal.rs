@@ -146,6 +146,16 @@ fn takeover_keeps_every_acknowledged_commit(backend: &Backend) {
                 std::thread::spawn(move || commit_until_error(tl, acked, Duration::ZERO))
             })
             .collect();
+        // Every timeline has something acknowledged before the takeover (a loaded machine may
+        // take longer than the random pause for a timeline's first remote commit).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let acked_now = acked.lock().unwrap().clone();
+            if (0..TIMELINES).all(|t| acked_now.keys().any(|(n, _)| *n == tl_name(t))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(Duration::from_millis(rng.range(50, 400)));
         let next = Store::open_blocking(options(dir.path(), remote(), &format!("n{round}")))
             .unwrap_or_else(|e| panic!("{ctx}: attach: {e}"));

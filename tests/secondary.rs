@@ -562,9 +562,15 @@ fn promotion_past_the_maximum_lag_is_refused_and_a_forced_one_fences_the_old_pri
         w.finish_write(Lsn(lsn)).unwrap(); // Local: acknowledged, not shipped
     }
     let secondary = Secondary::open(secondary_options(sdir.path(), backend.remote())).unwrap();
-    // Let a heartbeat report the commits.
-    std::thread::sleep(Duration::from_millis(200));
-    let status = secondary.catch_up().unwrap();
+    // Until a heartbeat reports the commits (one is due every 50 ms).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = secondary.catch_up().unwrap();
+        if status.primary_committed.get("main") == Some(&Lsn(100)) || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(
         status.primary_committed.get("main"),
         Some(&Lsn(100)),
