@@ -87,6 +87,9 @@ impl BlockSlots {
         if let Some(s) = self.slots.get(i) {
             crate::hint::prefetch(s);
             let at = self.area(i).load(Ordering::Relaxed);
+            if at == 0 {
+                return; // not cached: no address to fetch
+            }
             for line in 0..AREA_PREFETCH_LINES {
                 crate::hint::prefetch((at as *const u8).wrapping_add(line * 64));
             }
@@ -469,6 +472,28 @@ mod tests {
         assert!(a.get(1).is_none());
         assert!(b.get(2).is_some());
         assert_eq!(cache.fifo.lock().bytes, 3 * size);
+    }
+
+    #[test]
+    fn a_slot_holds_its_blocks_search_area_only_while_the_block_is_cached() {
+        let size = block(4).byte_len();
+        let cache = BlockCache::new(2 * size);
+        // Nine blocks: the second line of addresses is used too.
+        let s = BlockCache::slots(9);
+        let area = |i: usize| s.area(i).load(Ordering::Relaxed);
+        assert!((0..9).all(|i| area(i) == 0));
+        for i in [0, 8] {
+            cache.insert(&s, i, &block(4));
+            let cached = s.get(i).unwrap().search_area() as usize;
+            assert_eq!(area(i), cached, "block {i}");
+        }
+        // A third block evicts the first: its address goes with it.
+        cache.insert(&s, 3, &block(4));
+        assert!(s.get(0).is_none());
+        assert_eq!(area(0), 0);
+        assert_ne!(area(3), 0);
+        cache.release(&s);
+        assert!((0..9).all(|i| area(i) == 0));
     }
 
     #[test]
