@@ -6,7 +6,7 @@
 //! probes, each depending on the one before; the first few land on lines every lookup reads,
 //! which stay cached, but the last five or six land on lines no recent lookup read, and each
 //! waits for memory in turn. Here the heads sit in groups of eight, one cache line each, and
-//! every group's first head is copied into a small top array (1/64 of a byte per block, read
+//! every group's first head is copied into a small top array (one byte per block, read
 //! by every lookup of the file and so kept in cache): a lookup searches the top array, then
 //! reads one line.
 
