@@ -16,6 +16,14 @@ pub(crate) fn prefetch<T>(p: *const T) {
 /// Bytes in a cache line, on the machines we tune for.
 const LINE: usize = 64;
 
+/// Prefetches `lines` cache lines from `start` on (any address: a prefetch never faults).
+#[inline(always)]
+pub(crate) fn prefetch_lines(start: *const u8, lines: usize) {
+    for line in 0..lines {
+        prefetch(start.wrapping_add(line * LINE));
+    }
+}
+
 /// Prefetches the cache lines of `s`, at most `max_lines` of them from its start: a search
 /// about to probe a small array then waits for its misses together rather than one after
 /// another.
@@ -23,11 +31,7 @@ const LINE: usize = 64;
 pub(crate) fn prefetch_slice<T>(s: &[T], max_lines: usize) {
     let start = s.as_ptr().cast::<u8>();
     let bytes = std::mem::size_of_val(s).min(max_lines * LINE);
-    let mut off = 0;
-    while off < bytes {
-        prefetch(start.wrapping_add(off));
-        off += LINE;
-    }
+    prefetch_lines(start, bytes.div_ceil(LINE));
     // The last line, when the slice starts partway into its first one.
     if bytes > 0 {
         prefetch(start.wrapping_add(bytes - 1));

@@ -16,11 +16,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use memmap2::MmapMut;
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Result;
 use crate::format::{Alloc, BlockBuf, DataBlock, Pinned};
@@ -90,9 +90,7 @@ impl BlockSlots {
             if at == 0 {
                 return; // not cached: no address to fetch
             }
-            for line in 0..AREA_PREFETCH_LINES {
-                crate::hint::prefetch((at as *const u8).wrapping_add(line * 64));
-            }
+            crate::hint::prefetch_lines(at as *const u8, AREA_PREFETCH_LINES);
         }
     }
 
