@@ -513,6 +513,11 @@ impl DataBlock {
         self.buf[self.entries_end as usize..].as_ptr()
     }
 
+    /// Bytes of the block's entries (they start the block).
+    pub fn entries_len(&self) -> usize {
+        self.entries_end as usize
+    }
+
     fn heads(&self) -> &[u8] {
         let at = self.entries_end as usize + OFFSET_LEN * self.len() + COUNT_LEN;
         &self.buf[at..]

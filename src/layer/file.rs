@@ -587,7 +587,8 @@ impl LayerFile {
 
     /// [`collect`](Self::collect) after asking the key filter: `None` when the filter shows the
     /// key absent, and nothing was collected. The filter's cache line is fetched while the block
-    /// index is searched, and the block's slot while the filter is checked.
+    /// index is searched; once the filter passes, the block's slot, search area and the lines
+    /// where its key likely is are fetched together.
     pub(crate) fn collect_filtered(
         &self,
         key: &[u8],
@@ -599,13 +600,13 @@ impl LayerFile {
         let hash = self.filter.as_ref().map(|f| f.prefetch(key));
         let target = Lsn(cont.0 - 1);
         let blocks = self.blocks_at_or_below(key, target);
-        if let Some(last) = blocks.checked_sub(1) {
-            self.blocks.prefetch(last);
-        }
         if let (Some(f), Some(h)) = (&self.filter, hash)
             && !f.may_contain_hash(h)
         {
             return Ok(None);
+        }
+        if let Some(last) = blocks.checked_sub(1) {
+            self.blocks.prefetch(last, self.place_in(last, key));
         }
         self.collect_in(key, floor, lower, target, blocks, out)
             .map(Some)
@@ -715,6 +716,25 @@ impl LayerFile {
         let same = partition_near(lo, self.heads.len(), |i| self.heads.get(i) == h) - lo;
         lo + self.index[lo..lo + same]
             .partition_point(|e| e.first_key[..].cmp(key).then(e.first_lsn.cmp(&lsn)).is_le())
+    }
+
+    /// A guess of how far into block `b`'s entries `key` lies, in 65,536ths: where its head
+    /// falls between the block's head and the next block's, as if the heads in between were
+    /// spread evenly. `None` when there is nothing to go by (the key outside the file's
+    /// prefix, the last block, a run of blocks sharing a head).
+    fn place_in(&self, b: usize, key: &[u8]) -> Option<u16> {
+        let Side::Within(h) = Side::of(key, &self.prefix) else {
+            return None;
+        };
+        if b + 1 >= self.heads.len() {
+            return None;
+        }
+        let (lo, hi) = (self.heads.get(b), self.heads.get(b + 1));
+        if h < lo || hi <= lo {
+            return None;
+        }
+        let place = (u128::from(h - lo) << 16) / u128::from(hi - lo);
+        Some(u16::try_from(place).unwrap_or(u16::MAX))
     }
 
     /// Ends a read that found no version of its key here: in an image layer the key does not
@@ -969,6 +989,48 @@ mod tests {
             want.dedup();
             prop_assert_eq!(keys, want);
         }
+    }
+
+    /// On keys spread evenly, with values of one size, the guess of where a key lies in its
+    /// block (what a lookup prefetches around) is within an entry of where it is.
+    #[test]
+    fn a_keys_place_in_its_block_is_guessed_within_an_entry() {
+        let model: Model = (0..5000u32)
+            .map(|i| {
+                let key = [&b"k"[..], &(i * 977).to_be_bytes()].concat();
+                ((key, 5), Value::image(vec![7; 100]))
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.layer");
+        let mut w = LayerWriter::create(&Io::std(), path.clone(), 4096, Compression::None).unwrap();
+        for ((k, l), v) in &model {
+            w.add(k, Lsn(*l), v).unwrap();
+        }
+        let desc = w.finish(LayerKind::Delta, Lsn(1)..Lsn(40), None).unwrap();
+        let file = LayerFile::open(&path, &desc, Arc::new(BlockCache::new(1 << 20))).unwrap();
+        assert!(file.index.len() > 100, "{} blocks", file.index.len());
+        let mut guessed = 0;
+        for (key, _) in model.keys() {
+            let b = file.blocks_at_or_below(key, Lsn::MAX) - 1;
+            let block = file.block(b).unwrap();
+            let at = block.seek_le(key, Lsn::MAX).unwrap().unwrap();
+            let Some(place) = file.place_in(b, key) else {
+                assert_eq!(b + 1, file.index.len(), "no guess in block {b}");
+                continue;
+            };
+            let guess = (usize::from(place) * block.len()) >> 16;
+            assert!(
+                guess.abs_diff(at) <= 1,
+                "block {b}: guessed entry {guess} of {}, at {at}",
+                block.len()
+            );
+            guessed += 1;
+        }
+        assert!(guessed > model.len() * 9 / 10, "{guessed} guesses");
+        // Keys outside the file's prefix get no guess.
+        assert_eq!(file.place_in(0, b"a"), None);
+        assert_eq!(file.place_in(0, b"z"), None);
     }
 
     /// Readers on several threads, with a cache a few blocks large so that every read caches a
