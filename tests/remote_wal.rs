@@ -436,11 +436,13 @@ fn a_missing_or_damaged_chunk_fails_the_attach_naming_it() {
 /// listing that ran beside the owner's deletions can (it showed a chunk deleted after it was
 /// listed and missed the next one, deleted before the listing reached it); and its puts of
 /// objects named `meddled_stem-…` (timeline indexes unless told) pass, wait or fail as
-/// `index_puts` says.
+/// `index_puts` says; the first download of `gone_once` finds it missing, as a download just
+/// after the owner deleted a chunk it had listed does.
 #[derive(Debug)]
 struct Meddling {
     inner: Arc<dyn object_store::ObjectStore>,
     hidden: Option<object_store::path::Path>,
+    gone_once: Mutex<Option<object_store::path::Path>>,
     misses: std::sync::atomic::AtomicU32,
     meddled_stem: &'static str,
     index_puts: Arc<std::sync::atomic::AtomicU8>,
@@ -456,6 +458,7 @@ impl Meddling {
         Meddling {
             inner,
             hidden: None,
+            gone_once: Mutex::default(),
             misses: std::sync::atomic::AtomicU32::new(0),
             meddled_stem: "index-",
             index_puts: Arc::default(),
@@ -512,6 +515,16 @@ impl object_store::ObjectStore for Meddling {
         location: &object_store::path::Path,
         options: object_store::GetOptions,
     ) -> object_store::Result<object_store::GetResult> {
+        let gone = {
+            let mut g = self.gone_once.lock().unwrap();
+            g.take_if(|p| p == location).is_some()
+        };
+        if gone {
+            return Err(object_store::Error::NotFound {
+                path: location.to_string(),
+                source: "deleted after it was listed".into(),
+            });
+        }
         self.inner.get_opts(location, options).await
     }
 
@@ -601,6 +614,35 @@ fn a_listing_that_misses_a_chunk_is_read_again() {
         );
         block_on(reader.close()).unwrap();
     }
+}
+
+/// Given a dead writer's chunks, when a read-only open finds one it listed gone at its
+/// download (as when the owner deletes a chunk an index covers while the open reads them),
+/// then the open lists and reads the chunks again and serves every commit; it used to fail
+/// with `NotFound` ("open again"), and a secondary's few quick tries at opening could each meet
+/// one of a busy owner's deletions (CI's forced-failover test did).
+#[test]
+fn a_read_only_open_that_finds_a_listed_chunk_gone_lists_again() {
+    let backend = Backend::local(unique_prefix("wal", "vanished"));
+    five_chunks_of_a_dead_writer(&backend);
+    let chunks = on_tokio(backend.remote().list("wal")).unwrap();
+    assert!(chunks.len() >= 3, "chunks {chunks:?}");
+    let victim = chunks[chunks.len() / 2].0.clone();
+    let wrapped = Arc::new(Meddling {
+        gone_once: Mutex::new(Some(backend.remote().location(&victim).unwrap())),
+        ..Meddling::new(backend.store.clone())
+    });
+    let other = tempfile::tempdir().unwrap();
+    let reader = Store::open_blocking(
+        options(other.path(), backend.remote_on(wrapped.clone()), "reader").read_only(true),
+    )
+    .unwrap_or_else(|e| panic!("a read-only open beside a deleted chunk: {e}"));
+    assert!(
+        wrapped.gone_once.lock().unwrap().is_none(),
+        "the download found {victim} gone"
+    );
+    check_acked(&reader, &commits_of_t0(5), "a chunk gone once");
+    block_on(reader.close()).unwrap();
 }
 
 /// Given an owner `z` whose chunk lands after its successor `a` listed (stale: `a` started at

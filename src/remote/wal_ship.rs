@@ -77,6 +77,12 @@ use crate::lsn::Lsn;
 /// called corruption (a listing that ran beside the owner's deletions can show one).
 const GAP_RELISTS: u32 = 5;
 
+/// How many times a read-only store's open lists and reads the WAL chunks when one it listed
+/// is gone before its download (the owner deleted it once an index covered it), pausing a
+/// little longer before each: a busy owner deletes often, and an open on a loaded machine
+/// can meet several deletions in a row.
+const VANISHED_RELISTS: u32 = 20;
+
 /// Covered chunks taken per pass of the deleter (each deleted after its own generation check).
 const DELETE_BATCH: usize = 256;
 
@@ -332,15 +338,26 @@ impl RemoteCtx {
     /// Reads every valid WAL chunk at or below this node's generation, in order (see the
     /// module docs). Retries the listing when a chunk vanishes between listing and download
     /// (an old owner's deletion of a covered prefix).
+    ///
+    /// A read-only store reads the chunks before the indexes, so a chunk deleted while it read
+    /// them is covered by an index it reads next: it lists and reads them again.
     pub(crate) async fn read_wal_tail(&self) -> Result<Tail> {
+        for relist in 1..VANISHED_RELISTS {
+            match self.read_wal_after(None).await? {
+                Follow::Tail(t) => return Ok(t),
+                // Only a read-only store sees this: its owner indexed and deleted a chunk
+                // while it read them.
+                Follow::Gap => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(relist))).await;
+                }
+            }
+        }
         match self.read_wal_after(None).await? {
             Follow::Tail(t) => Ok(t),
-            // Only a read-only store sees this: its owner indexed and deleted a chunk while
-            // it read them, so the indexes it read are older than what is left.
             Follow::Gap => Err(Error::new(
                 ErrorKind::NotFound,
                 format!(
-                    "a WAL chunk under {} was deleted while this read-only store read them (its owner indexed it meanwhile): open again",
+                    "a WAL chunk under {} was deleted while this read-only store read them (its owner indexed it meanwhile), {VANISHED_RELISTS} times in a row: open again",
                     self.storage.prefix()
                 ),
             )),
