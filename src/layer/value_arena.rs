@@ -5,10 +5,15 @@
 //! flushed, in between allocations that live on. The allocator keeps those holes: measured in
 //! `benches/peers`, tens of MB a store held and no longer used. Here a small value is copied
 //! into a chunk of [`CHUNK_BYTES`], which is unmapped whole when the layer is dropped, and a
-//! version names it with a location and a length. Readers copy a value out, so nothing a caller
+//! version names it with a location and a length. Chunks come mapped and faulted in from a
+//! small process-wide set of spares a helper thread keeps ready (see [`Spares`]), so that a
+//! put never waits on the kernel's memory-map lock. Readers copy a value out, so nothing a caller
 //! keeps pins a chunk.
 
-use memmap2::MmapMut;
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use memmap2::{MmapMut, MmapOptions};
 
 use super::append_vec::AppendVec;
 
@@ -37,7 +42,10 @@ unsafe impl Sync for Chunk {}
 
 impl Chunk {
     fn new() -> Chunk {
-        match MmapMut::map_anon(CHUNK_BYTES) {
+        match SPARES
+            .take()
+            .map_or_else(|| MmapMut::map_anon(CHUNK_BYTES), Ok)
+        {
             Ok(mut m) => Chunk {
                 base: m.as_mut_ptr(),
                 map: Some(m),
@@ -57,6 +65,94 @@ impl Drop for Chunk {
             drop(unsafe {
                 Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base, CHUNK_BYTES))
             });
+        }
+    }
+}
+
+/// Chunks mapped and faulted in ahead of the writers that need them. A writer that maps a chunk
+/// itself takes the kernel's memory-map lock for writing, and waits for it behind other
+/// threads' page faults and unmappings: a `sched_switch` trace of the peer benchmark's ingest
+/// caught a put waiting 20–95 ms there. A helper thread keeps a few chunks ready and stops,
+/// unmapping them, once none was taken for a while; a writer that finds none maps its own.
+/// At most [`SPARE_CHUNKS`] MiB per process, outside every layer's memory.
+struct Spares {
+    state: Mutex<SpareState>,
+    /// Signalled when a chunk is taken.
+    taken: Condvar,
+    /// Chunks kept ready.
+    keep: usize,
+    /// How long the helper waits for a chunk to be taken before it stops.
+    idle: Duration,
+}
+
+struct SpareState {
+    ready: Vec<MmapMut>,
+    /// Whether a helper thread is running.
+    helper: bool,
+}
+
+/// Chunks the process-wide spares keep ready.
+const SPARE_CHUNKS: usize = 4;
+
+static SPARES: Spares = Spares::new(SPARE_CHUNKS, Duration::from_secs(1));
+
+impl Spares {
+    const fn new(keep: usize, idle: Duration) -> Spares {
+        Spares {
+            state: Mutex::new(SpareState {
+                ready: Vec::new(),
+                helper: false,
+            }),
+            taken: Condvar::new(),
+            keep,
+            idle,
+        }
+    }
+
+    /// A ready chunk, if there is one; starts the helper (or wakes it) to prepare the next.
+    fn take(&'static self) -> Option<MmapMut> {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let chunk = s.ready.pop();
+        if s.helper {
+            self.taken.notify_one();
+        } else {
+            s.helper = std::thread::Builder::new()
+                .name("stratakv-arena".into())
+                .spawn(move || self.prepare())
+                .is_ok();
+        }
+        chunk
+    }
+
+    /// The helper: maps and faults in chunks until `keep` are ready, then waits for one to be
+    /// taken; stops after `idle` without one taken (or when the kernel refuses a mapping).
+    fn prepare(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            while s.ready.len() >= self.keep {
+                let (g, wait) = self
+                    .taken
+                    .wait_timeout(s, self.idle)
+                    .unwrap_or_else(PoisonError::into_inner);
+                s = g;
+                if wait.timed_out() && s.ready.len() >= self.keep {
+                    s.helper = false;
+                    let unused = std::mem::take(&mut s.ready);
+                    drop(s);
+                    drop(unused);
+                    return;
+                }
+            }
+            drop(s);
+            let chunk = MmapOptions::new().len(CHUNK_BYTES).populate().map_anon();
+            s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match chunk {
+                Ok(c) => s.ready.push(c),
+                Err(_) => {
+                    s.helper = false;
+                    return;
+                }
+            }
         }
     }
 }
@@ -132,6 +228,40 @@ impl ValueArena {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Polls `f` until it holds, for up to 10 s.
+    fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The spares fill up after a take, hand out whole zeroed chunks, and stop (unmapping what
+    /// they hold) once nothing is taken for their idle time. A pool of its own: the process's
+    /// is shared with every other test.
+    #[test]
+    fn spares_fill_after_a_take_and_stop_when_idle() {
+        let spares: &'static Spares =
+            Box::leak(Box::new(Spares::new(3, Duration::from_millis(100))));
+        let state = || spares.state.lock().unwrap();
+        assert!(
+            spares.take().is_none(),
+            "nothing is ready before the first take"
+        );
+        eventually("three chunks ready", || state().ready.len() == 3);
+        let mut chunk = spares.take().expect("a ready chunk");
+        assert_eq!(chunk.len(), CHUNK_BYTES);
+        assert!(chunk.iter().all(|&b| b == 0));
+        chunk[CHUNK_BYTES - 1] = 7;
+        eventually("refilled", || state().ready.len() == 3);
+        eventually("the helper stopped", || !state().helper);
+        assert!(state().ready.is_empty(), "a stopped helper keeps no chunks");
+        // A take after the stop starts a helper again.
+        assert!(spares.take().is_none());
+        eventually("ready again", || state().ready.len() == 3);
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
