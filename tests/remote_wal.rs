@@ -579,6 +579,14 @@ impl object_store::ObjectStore for Meddling {
     }
 }
 
+/// The name of a chunk in the middle of [`five_chunks_of_a_dead_writer`]'s.
+fn a_middle_chunk_of_a_dead_writer(backend: &Backend) -> String {
+    five_chunks_of_a_dead_writer(backend);
+    let chunks = on_tokio(backend.remote().list("wal")).unwrap();
+    assert!(chunks.len() >= 3, "chunks {chunks:?}");
+    chunks[chunks.len() / 2].0.clone()
+}
+
 /// Given a node that shipped several chunks and died, when the WAL listings of the node that
 /// attaches miss a chunk in the middle (a listing is no snapshot: beside the owner's deletions
 /// it can), then the attach reads the chunks again and replays every commit while the miss
@@ -587,10 +595,7 @@ impl object_store::ObjectStore for Meddling {
 fn a_listing_that_misses_a_chunk_is_read_again() {
     for (misses, passes) in [(1, true), (3, true), (u32::MAX, false)] {
         let backend = Backend::local(unique_prefix("wal", "listing"));
-        five_chunks_of_a_dead_writer(&backend);
-        let chunks = on_tokio(backend.remote().list("wal")).unwrap();
-        assert!(chunks.len() >= 3, "chunks {chunks:?}");
-        let victim = chunks[chunks.len() / 2].0.clone();
+        let victim = a_middle_chunk_of_a_dead_writer(&backend);
         let wrapped = Arc::new(Meddling {
             hidden: Some(backend.remote().location(&victim).unwrap()),
             misses: std::sync::atomic::AtomicU32::new(misses),
@@ -624,10 +629,7 @@ fn a_listing_that_misses_a_chunk_is_read_again() {
 #[test]
 fn a_read_only_open_that_finds_a_listed_chunk_gone_lists_again() {
     let backend = Backend::local(unique_prefix("wal", "vanished"));
-    five_chunks_of_a_dead_writer(&backend);
-    let chunks = on_tokio(backend.remote().list("wal")).unwrap();
-    assert!(chunks.len() >= 3, "chunks {chunks:?}");
-    let victim = chunks[chunks.len() / 2].0.clone();
+    let victim = a_middle_chunk_of_a_dead_writer(&backend);
     let wrapped = Arc::new(Meddling {
         gone_once: Mutex::new(Some(backend.remote().location(&victim).unwrap())),
         ..Meddling::new(backend.store.clone())

@@ -33,8 +33,8 @@ struct Slot(RwLock<Option<DataBlock>>);
 pub(crate) struct BlockSlots {
     slots: Box<[Slot]>,
     /// For each block, in lines of eight, the address of its [`search_area`] and the length of
-    /// its entries (see [`area_word`]) while it is cached, else 0. Read only to prefetch (which never faults, whatever the address), so a
-    /// stale one costs a wasted fetch, nothing else: a lookup that knows which eight blocks
+    /// its entries (see [`area_word`]) while it is cached, else 0. Read only to prefetch
+    /// (which never faults, whatever the address), so a stale one costs a wasted fetch, nothing else: a lookup that knows which eight blocks
     /// its key may lie in fetches their line beside the heads it is searching, and then the
     /// block's search area beside the slot, rather than one after the other.
     ///
@@ -73,7 +73,7 @@ fn area_word(block: &DataBlock) -> usize {
     let len = block.entries_len();
     if at > AREA_ADDRESS {
         0
-    } else if len >> (usize::BITS - AREA_ADDRESS_BITS) != 0 {
+    } else if len > usize::from(u16::MAX) {
         at
     } else {
         at | len << AREA_ADDRESS_BITS

@@ -342,25 +342,26 @@ impl RemoteCtx {
     /// A read-only store reads the chunks before the indexes, so a chunk deleted while it read
     /// them is covered by an index it reads next: it lists and reads them again.
     pub(crate) async fn read_wal_tail(&self) -> Result<Tail> {
-        for relist in 1..VANISHED_RELISTS {
+        let mut reads = 1;
+        loop {
             match self.read_wal_after(None).await? {
                 Follow::Tail(t) => return Ok(t),
                 // Only a read-only store sees this: its owner indexed and deleted a chunk
                 // while it read them.
+                Follow::Gap if reads < VANISHED_RELISTS => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(reads))).await;
+                    reads += 1;
+                }
                 Follow::Gap => {
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(relist))).await;
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "a WAL chunk under {} was deleted while this read-only store read them (its owner indexed it meanwhile), {VANISHED_RELISTS} times in a row: open again",
+                            self.storage.prefix()
+                        ),
+                    ));
                 }
             }
-        }
-        match self.read_wal_after(None).await? {
-            Follow::Tail(t) => Ok(t),
-            Follow::Gap => Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "a WAL chunk under {} was deleted while this read-only store read them (its owner indexed it meanwhile), {VANISHED_RELISTS} times in a row: open again",
-                    self.storage.prefix()
-                ),
-            )),
         }
     }
 
